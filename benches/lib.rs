@@ -1,0 +1,1 @@
+//! Criterion benchmarks of Chatter (`cargo bench -p chatter-benches`).

@@ -1,0 +1,3 @@
+//! Benchmark of the validator (filled in later).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Static analytics of a definition (placeholder, filled by the analytics work).

@@ -1,0 +1,5 @@
+//! The `chatter` command-line tool.
+
+fn main() {
+    println!("chatter");
+}

@@ -1,0 +1,1 @@
+//! Runnable examples of Chatter; see `examples/README.md`.

@@ -1,0 +1,3 @@
+//! Validates a definition file given on the command line.
+
+fn main() {}
