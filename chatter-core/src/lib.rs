@@ -24,16 +24,30 @@
 
 pub mod analytics;
 pub mod definition;
+pub mod engine;
 pub mod error;
+pub mod event;
 pub mod expr;
+pub mod model;
 pub mod registry;
+pub mod retriever;
+pub mod state;
+pub mod tool;
 pub mod validate;
 
 pub use definition::{
     Branch, Edge, EdgeId, JoinMode, NodeId, NodeKind, NodeSpec, Shape, WorkflowBuilder,
     WorkflowDefinition,
 };
-pub use error::{Error, Format, Result};
+pub use engine::{Node, NodeContext, NodeOutput, Route, Services};
+pub use error::{Error, ErrorClass, Format, Result};
+pub use event::{Event, EventKind};
+pub use model::{
+    ChatModel, ChatRequest, ChatResponse, Message, ModelRegistry, Role, ToolCall, Usage,
+};
+pub use retriever::{ContextChunk, Retriever, RetrieverRegistry};
+pub use state::{State, StateDelta, VariableOp};
+pub use tool::{Tool, ToolContext, ToolRegistry, ToolSpec};
 pub use validate::{
     Severity, ValidationIssue, ValidationReport, ValidatorConfig, WorkflowValidator,
 };

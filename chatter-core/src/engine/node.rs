@@ -1,0 +1,302 @@
+//! The [`Node`] trait node authors implement, and what a node run sees ([`NodeContext`]) and
+//! returns ([`NodeOutput`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::definition::{NodeSpec, WorkflowDefinition};
+use crate::error::{Error, Result};
+use crate::event::{EventKind, EventSink};
+use crate::model::{ModelRegistry, Usage};
+use crate::retriever::RetrieverRegistry;
+use crate::state::{State, StateDelta};
+use crate::tool::ToolRegistry;
+
+/// One kind of node's behaviour. Built once per node of a definition by a [`NodeFactory`]
+/// (config parsed and expressions compiled then), run once per node run.
+#[async_trait]
+pub trait Node: Send + Sync {
+    /// Runs the node.
+    ///
+    /// # Errors
+    ///
+    /// Any error; the engine applies the node's retry and `on_error` policy to it.
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput>;
+}
+
+/// Builds the [`Node`] for one node of a definition.
+pub trait NodeFactory: Send + Sync {
+    /// Builds it, checking and compiling its config.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (or an expression/template error) when the config is unusable.
+    fn build(&self, spec: &NodeSpec) -> Result<Arc<dyn Node>>;
+}
+
+impl<F> NodeFactory for F
+where
+    F: Fn(&NodeSpec) -> Result<Arc<dyn Node>> + Send + Sync,
+{
+    fn build(&self, spec: &NodeSpec) -> Result<Arc<dyn Node>> {
+        self(spec)
+    }
+}
+
+/// Where a node's run goes next.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub enum Route {
+    /// Follow the out-edges by the rules of DESIGN §5 (conditions in order, else the default).
+    #[default]
+    Edges,
+    /// Take only the out-edges of this branch (`sourceHandle`), e.g. `true`/`false`.
+    Branch(String),
+    /// End the execution here: completed, or failed with the error.
+    Stop {
+        /// `Some` to fail the execution with this message.
+        error: Option<String>,
+    },
+    /// Run the failed node that routed to this error handler again (error_handler retries).
+    RetryFailed,
+}
+
+/// What a node run produced.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeOutput {
+    /// State changes.
+    pub delta: StateDelta,
+    /// Where to go next.
+    pub route: Route,
+    /// A summary recorded on the node run (the reply text, the tool results, ...).
+    pub output: Value,
+}
+
+impl NodeOutput {
+    /// Output with a delta, following the edges.
+    pub fn delta(delta: StateDelta) -> NodeOutput {
+        NodeOutput {
+            delta,
+            ..NodeOutput::default()
+        }
+    }
+}
+
+/// The failure that routed execution to an `error_handler` node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFailure {
+    /// The node that failed.
+    pub node_id: String,
+    /// Its error message.
+    pub message: String,
+    /// Its error class (`timeout`, `tool`, ...).
+    pub class: String,
+    /// How many times the handler already retried it.
+    pub retries: u32,
+}
+
+/// What the `map` and `subworkflow` nodes get back from a sub-graph run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubgraphOutcome {
+    /// The sub-graph's final state.
+    pub state: State,
+    /// Its final response.
+    pub response: Option<String>,
+    /// Tokens and cost it spent.
+    pub usage: Usage,
+}
+
+/// Runs sub-graphs for the `map` and `subworkflow` nodes (implemented by the engine).
+#[async_trait]
+pub trait SubgraphRunner: Send + Sync {
+    /// Runs `definition` with `input` as a child of the node in `parent`, sharing its services,
+    /// cancellation and budgets.
+    ///
+    /// # Errors
+    ///
+    /// The child's validation or execution error.
+    async fn run_subgraph(
+        &self,
+        parent: &NodeContext,
+        definition: Arc<WorkflowDefinition>,
+        input: Value,
+    ) -> Result<SubgraphOutcome>;
+}
+
+/// Resolves `workflow_id` / `template_id` references of `subworkflow` and `map` nodes.
+#[async_trait]
+pub trait DefinitionResolver: Send + Sync {
+    /// The definition with this id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown id.
+    async fn resolve(&self, id: &str) -> Result<Arc<WorkflowDefinition>>;
+}
+
+/// A source of the current time, so tests can fix the clock.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// What nodes can call: providers, tools, retrievers, definitions, the clock.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Services {
+    /// Chat model providers.
+    pub models: ModelRegistry,
+    /// Tools.
+    pub tools: ToolRegistry,
+    /// Retrievers.
+    pub retrievers: RetrieverRegistry,
+    /// Definitions for `subworkflow`/`map` by id.
+    pub resolver: Option<Arc<dyn DefinitionResolver>>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            models: ModelRegistry::default(),
+            tools: ToolRegistry::default(),
+            retrievers: RetrieverRegistry::default(),
+            resolver: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("models", &self.models)
+            .field("tools", &self.tools)
+            .field("retrievers", &self.retrievers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one node run sees. Cheap to clone (shared handles).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct NodeContext {
+    /// The execution.
+    pub execution_id: Arc<str>,
+    /// The node's definition.
+    pub spec: Arc<NodeSpec>,
+    /// Iteration (0 on the first pass through the node).
+    pub iteration: u32,
+    /// Attempt (1 on the first try).
+    pub attempt: u32,
+    /// The state snapshot the node reads.
+    pub state: Arc<State>,
+    /// Providers, tools, retrievers, clock.
+    pub services: Arc<Services>,
+    /// Where tokens and tool-call events go.
+    pub events: Arc<dyn EventSink>,
+    /// Cancelled when the execution is cancelled or the node times out.
+    pub cancel: CancellationToken,
+    /// For an `error_handler`: the failure that routed here.
+    pub failure: Option<Arc<NodeFailure>>,
+    /// Runs sub-graphs (`map`, `subworkflow`).
+    pub subgraphs: Option<Arc<dyn SubgraphRunner>>,
+    /// Token budget left for this execution (`None`: unlimited).
+    pub tokens_left: Option<u64>,
+    /// Cost budget left for this execution, in US dollars (`None`: unlimited).
+    pub cost_left: Option<f64>,
+}
+
+impl NodeContext {
+    /// A context for running one node outside an engine (tests, tools, custom hosts).
+    pub fn new(execution_id: &str, spec: NodeSpec, state: State, services: Arc<Services>) -> Self {
+        NodeContext {
+            execution_id: Arc::from(execution_id),
+            spec: Arc::new(spec),
+            iteration: 0,
+            attempt: 1,
+            state: Arc::new(state),
+            services,
+            events: Arc::new(DiscardEvents),
+            cancel: CancellationToken::new(),
+            failure: None,
+            subgraphs: None,
+            tokens_left: None,
+            cost_left: None,
+        }
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        self.spec.id.as_str()
+    }
+
+    /// The idempotency key of this node run: `execution:node:iteration:attempt`.
+    pub fn idempotency_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.execution_id,
+            self.spec.id.as_str(),
+            self.iteration,
+            self.attempt
+        )
+    }
+
+    /// Emits an event (tokens, tool calls).
+    pub fn emit(&self, kind: EventKind) {
+        self.events.emit(kind);
+    }
+
+    /// The object expressions and templates are evaluated against.
+    pub fn expr_context(&self) -> Value {
+        self.state.to_context(Some((
+            self.spec.id.as_str(),
+            self.spec.kind.as_str(),
+            self.iteration,
+        )))
+    }
+
+    /// A node error for this node.
+    pub fn error(&self, class: crate::ErrorClass, message: impl Into<String>) -> Error {
+        Error::Node {
+            node_id: self.spec.id.0.clone(),
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeContext")
+            .field("execution_id", &self.execution_id)
+            .field("node", &self.spec.id)
+            .field("iteration", &self.iteration)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`EventSink`] that drops everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardEvents;
+
+impl EventSink for DiscardEvents {
+    fn emit(&self, _kind: EventKind) {}
+}
