@@ -111,6 +111,13 @@ impl NodeKind {
     }
 }
 
+/// LangGraph's terminal names, which the old platform wrote as edge endpoints: an edge to `END`
+/// (or `__end__`) means "to the end node", one from `START` (or `__start__`) "from the start node".
+/// The reader resolves them to the graph's single `end` / `start` node when no node has that id.
+pub const END_SENTINELS: &[&str] = &["END", "__end__"];
+/// See [`END_SENTINELS`].
+pub const START_SENTINELS: &[&str] = &["START", "__start__"];
+
 /// Built-in kind aliases, as `(alias, canonical)`.
 pub const KIND_ALIASES: &[(&str, &str)] = &[
     ("model", "llm"),
@@ -355,6 +362,11 @@ pub struct Edge {
 pub(crate) struct EdgeSource {
     pub(crate) shape: Shape,
     pub(crate) id_generated: bool,
+    /// A LangGraph sentinel (`START`/`__start__`, `END`/`__end__`) written as the source or
+    /// target, resolved to the graph's single `start`/`end` node: `(as written, resolved id)`.
+    pub(crate) source_alias: Option<(String, NodeId)>,
+    /// As `source_alias`, for the target.
+    pub(crate) target_alias: Option<(String, NodeId)>,
     pub(crate) condition_site: ConditionSite,
     /// The edge object as read; `None` for edges built in code.
     pub(crate) raw: Option<Map<String, Value>>,
@@ -398,6 +410,21 @@ impl Edge {
     /// Whether the edge is taken only under a condition (a condition, or a `true`/`false` branch).
     pub fn is_conditional(&self) -> bool {
         self.condition().is_some() || matches!(self.branch(), Some(Branch::True | Branch::False))
+    }
+
+    /// The endpoint names as written, when a LangGraph sentinel (`END`, `START`) was resolved to
+    /// a node: `(source as written, target as written)`.
+    pub fn endpoints_as_written(&self) -> (&str, &str) {
+        (
+            self.source_info
+                .source_alias
+                .as_ref()
+                .map_or(self.source.as_str(), |(w, _)| w.as_str()),
+            self.source_info
+                .target_alias
+                .as_ref()
+                .map_or(self.target.as_str(), |(w, _)| w.as_str()),
+        )
     }
 
     /// The edge `type` field as written (`default`, `smoothstep`, ...).

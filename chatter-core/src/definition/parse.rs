@@ -225,6 +225,7 @@ pub(crate) fn definition(value: &Value) -> Result<WorkflowDefinition> {
         Some(other) => return Err(wrong_type("$.edges", "an array of edges", other)),
     };
     assign_edge_ids(&mut edges);
+    resolve_sentinels(&nodes, &mut edges);
     let (metadata, had_metadata) = match top.get("metadata") {
         None => (Map::new(), false),
         Some(Value::Null) => (Map::new(), true),
@@ -261,6 +262,36 @@ fn assign_edge_ids(edges: &mut [Edge]) {
                 id.push('_');
             }
             edge.id = EdgeId(id);
+        }
+    }
+}
+
+/// Resolves LangGraph's `START`/`END` endpoint names to the single `start`/`end` node, when no
+/// node has that id (see [`super::END_SENTINELS`]).
+fn resolve_sentinels(nodes: &[NodeSpec], edges: &mut [Edge]) {
+    let single = |kind: &str| {
+        let mut found = nodes.iter().filter(|n| n.kind.as_str() == kind);
+        match (found.next(), found.next()) {
+            (Some(n), None) => Some(n.id.clone()),
+            _ => None,
+        }
+    };
+    let is_node = |id: &str| nodes.iter().any(|n| n.id.as_str() == id);
+    let (start, end) = (single("start"), single("end"));
+    for edge in edges.iter_mut() {
+        if let Some(end) = &end {
+            let target = edge.target.as_str();
+            if super::END_SENTINELS.contains(&target) && !is_node(target) {
+                edge.source_info.target_alias = Some((target.to_owned(), end.clone()));
+                edge.target = end.clone();
+            }
+        }
+        if let Some(start) = &start {
+            let source = edge.source.as_str();
+            if super::START_SENTINELS.contains(&source) && !is_node(source) {
+                edge.source_info.source_alias = Some((source.to_owned(), start.clone()));
+                edge.source = start.clone();
+            }
         }
     }
 }
@@ -398,6 +429,8 @@ pub(crate) fn edge(raw: &Value, path: &str) -> Result<Edge> {
         source_info: EdgeSource {
             shape,
             id_generated: id.is_none(),
+            source_alias: None,
+            target_alias: None,
             condition_site,
             raw: Some(obj.clone()),
         },

@@ -224,3 +224,32 @@ fn builder_output_round_trips_in_both_shapes() {
         .unwrap_err();
     assert!(matches!(err, Error::Definition { .. }));
 }
+
+#[test]
+fn langgraph_end_sentinel_resolves_to_the_end_node_and_writes_back() {
+    let doc = json!({
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "m", "type": "llm"},
+            {"id": "end", "type": "end"}
+        ],
+        "edges": [
+            {"id": "a", "source": "START", "target": "m"},
+            {"id": "b", "source": "m", "target": "END"}
+        ]
+    });
+    let mut def = WorkflowDefinition::from_value(&doc).unwrap();
+    assert_eq!(def.edges[0].source, "start");
+    assert_eq!(def.edges[1].target, "end");
+    assert_eq!(def.edges[1].endpoints_as_written(), ("m", "END"));
+    assert_eq!(def.to_value(), doc);
+    def.edges[1].target = NodeId::from("m");
+    assert_eq!(def.to_value()["edges"][1]["target"], "m");
+    // With a node really called END, the name means that node.
+    let doc = json!({
+        "nodes": [{"id": "END", "type": "llm"}, {"id": "end", "type": "end"}],
+        "edges": [{"source": "END", "target": "end"}]
+    });
+    let def = WorkflowDefinition::from_value(&doc).unwrap();
+    assert_eq!(def.edges[0].source, "END");
+}
