@@ -1,5 +1,5 @@
 //! The `chatter` command-line tool.
 
-fn main() {
-    println!("chatter");
+fn main() -> std::process::ExitCode {
+    chatter_http::cli::main()
 }
