@@ -1,6 +1,8 @@
 //! Validating definitions: a 1 000-node / 2 000-edge graph (target: under 5 ms) and the old
 //! platform's universal-chat graph.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::hint::black_box;
 
 use chatter_core::{ValidatorConfig, WorkflowDefinition, WorkflowValidator};
@@ -27,8 +29,10 @@ fn large_definition(n: usize) -> Value {
     for i in 0..n - 1 {
         edges.push(json!({"source": format!("n{i}"), "target": format!("n{}", i + 1)}));
         if i + 2 < n {
-            edges.push(json!({"source": format!("n{i}"), "target": format!("n{}", i + 2),
-                              "condition": format!("variables.v{} > 3", i + 1)}));
+            edges.push(
+                json!({"source": format!("n{i}"), "target": format!("n{}", i + 2),
+                              "condition": format!("variables.v{} > 3", i + 1)}),
+            );
         }
     }
     json!({"nodes": nodes, "edges": edges})

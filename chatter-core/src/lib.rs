@@ -32,6 +32,7 @@ pub mod model;
 pub mod registry;
 pub mod retriever;
 pub mod state;
+pub mod templates;
 pub mod tool;
 pub mod validate;
 

@@ -4,6 +4,8 @@
 //!
 //! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p chatter-core --test definitions`.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use chatter_core::{WorkflowDefinition, WorkflowValidator};
@@ -89,9 +91,10 @@ fn every_example_round_trips_and_matches_its_golden_report() {
 
 #[test]
 fn the_old_universal_chat_graph_reads_in_full() {
-    let def =
-        WorkflowDefinition::load(workspace_root().join("examples/workflows/legacy-universal-chat.json"))
-            .expect("parses");
+    let def = WorkflowDefinition::load(
+        workspace_root().join("examples/workflows/legacy-universal-chat.json"),
+    )
+    .expect("parses");
     assert_eq!(def.nodes.len(), 12);
     assert_eq!(def.edges.len(), 15);
     assert_eq!(def.node("execute_tools").expect("node").kind, "tool");

@@ -38,6 +38,7 @@ mod parse;
 mod write;
 
 pub use builder::WorkflowBuilder;
+pub(crate) use parse::type_name as json_type_name;
 
 use std::fmt;
 

@@ -167,15 +167,15 @@ pub(crate) fn edge(e: &Edge) -> Value {
         return fresh_edge(e);
     };
     // A resolved `START`/`END` sentinel is unchanged while the edge still points at its node.
-    if let Some((written, resolved)) = &e.source_info.source_alias {
-        if orig.source.as_str() == written {
-            orig.source = resolved.clone();
-        }
+    if let Some((written, resolved)) = &e.source_info.source_alias
+        && orig.source.as_str() == written
+    {
+        orig.source = resolved.clone();
     }
-    if let Some((written, resolved)) = &e.source_info.target_alias {
-        if orig.target.as_str() == written {
-            orig.target = resolved.clone();
-        }
+    if let Some((written, resolved)) = &e.source_info.target_alias
+        && orig.target.as_str() == written
+    {
+        orig.target = resolved.clone();
     }
     let mut out = raw.clone();
     if !e.source_info.id_generated && orig.id != e.id {

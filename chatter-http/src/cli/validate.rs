@@ -36,7 +36,10 @@ pub(crate) fn validate(
     let text = match format {
         OutputFormat::Json => {
             let doc = json!({"valid": valid, "issues": report.issues});
-            format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default())
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            )
         }
         OutputFormat::Text => {
             let errors = report.errors().count();
