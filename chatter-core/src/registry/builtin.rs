@@ -69,6 +69,7 @@ fn start() -> NodeKindInfo {
         "isEntryPoint",
         P::boolean().describe("Written by the old editor on start nodes; ignored."),
     )
+    .with_example(json!({"description": "Entry of the support chat"}))
 }
 
 fn end() -> NodeKindInfo {
@@ -86,6 +87,7 @@ fn end() -> NodeKindInfo {
         P::template()
             .describe("The final response; by default the content of the last assistant message."),
     )
+    .with_example(json!({"output": "{{ last_message.content }}"}))
 }
 
 fn llm() -> NodeKindInfo {
@@ -176,6 +178,15 @@ fn llm() -> NodeKindInfo {
     )
     .with_property("stop", string_list("Stop sequences."))
     .with_property("output_variable", output_variable("the reply text"))
+    .with_example(json!({
+        "provider": "openai",
+        "model": "gpt-4",
+        "temperature": 0.7,
+        "max_tokens": 1000,
+        "system_prompt": "You are the support assistant of {{ variables.company }}.",
+        "enable_tools": true,
+        "retry": {"max_attempts": 3}
+    }))
 }
 
 fn tool() -> NodeKindInfo {
@@ -241,6 +252,11 @@ fn tool() -> NodeKindInfo {
             .default("adaptive")
             .describe("How eagerly repeated calls are treated as a loop and stopped."),
     )
+    .with_example(json!({
+        "allowed_tools": ["search_kb", "create_ticket"],
+        "max_total_calls": 5,
+        "tool_timeout_ms": 30000
+    }))
 }
 
 fn retrieval() -> NodeKindInfo {
@@ -294,6 +310,7 @@ fn retrieval() -> NodeKindInfo {
             .old_name_of("score_threshold"),
     )
     .with_property("output_variable", output_variable("the chunks"))
+    .with_example(json!({"retriever": "documents", "top_k": 5, "score_threshold": 0.5}))
 }
 
 fn memory() -> NodeKindInfo {
@@ -346,6 +363,7 @@ fn memory() -> NodeKindInfo {
             .default(true)
             .describe("Keep system messages outside the window."),
     )
+    .with_example(json!({"window_size": 20, "summarize": true}))
 }
 
 fn conditional() -> NodeKindInfo {
@@ -364,6 +382,7 @@ fn conditional() -> NodeKindInfo {
         P::expression().describe("The expression that picks the `true` or `false` branch."),
     )
     .with_required(&["condition"])
+    .with_example(json!({"condition": "has_tool_calls"}))
 }
 
 fn loop_kind() -> NodeKindInfo {
@@ -392,6 +411,7 @@ fn loop_kind() -> NodeKindInfo {
             .default(10)
             .describe("Most passes through the loop."),
     )
+    .with_example(json!({"condition": "variables.count < 3", "max_iterations": 5}))
 }
 
 fn variable() -> NodeKindInfo {
@@ -432,6 +452,7 @@ fn variable() -> NodeKindInfo {
         output_variable("the value read by `get`"),
     )
     .with_required(&["operation", "variable_name"])
+    .with_example(json!({"operation": "increment", "variable_name": "count", "amount": 1}))
 }
 
 fn error_handler() -> NodeKindInfo {
@@ -463,6 +484,11 @@ fn error_handler() -> NodeKindInfo {
         "fallback_message",
         P::string().describe("Appended as an assistant message when the fallback runs."),
     )
+    .with_example(json!({
+        "retry_count": 2,
+        "fallback_action": "continue",
+        "fallback_message": "Sorry, that did not work."
+    }))
 }
 
 fn delay() -> NodeKindInfo {
@@ -484,7 +510,7 @@ fn delay() -> NodeKindInfo {
     .with_property("delay_ms", ms("Wait of a `fixed` delay, in milliseconds."))
     .with_property(
         "min_delay_ms",
-        ms("Shortest wait of a `random` delay, in milliseconds."),
+        ms("Shortest wait of a `random` delay, in milliseconds.").at_most_key("max_delay_ms"),
     )
     .with_property(
         "max_delay_ms",
@@ -504,6 +530,7 @@ fn delay() -> NodeKindInfo {
         "max_delay_cap_ms",
         ms("Longest wait of an `exponential` delay, in milliseconds."),
     )
+    .with_example(json!({"delay_type": "random", "min_delay_ms": 500, "max_delay_ms": 2000}))
 }
 
 fn approval() -> NodeKindInfo {
@@ -539,6 +566,7 @@ fn approval() -> NodeKindInfo {
     .with_property(
         "timeout_decision",
         P::string()
+            .member_of("allowed_decisions")
             .describe("Decision taken when the wait times out (one of `allowed_decisions`)."),
     )
     .with_property(
@@ -546,6 +574,12 @@ fn approval() -> NodeKindInfo {
         P::object().describe("JSON Schema of the input a resume may carry."),
     )
     .with_required(&["question"])
+    .with_example(json!({
+        "question": "Send this reply?\n{{ last_message.content }}",
+        "allowed_decisions": ["approve", "reject"],
+        "timeout_ms": 3600000,
+        "timeout_decision": "reject"
+    }))
 }
 
 fn map() -> NodeKindInfo {
@@ -603,6 +637,12 @@ fn map() -> NodeKindInfo {
     )
     .with_required(&["items"])
     .with_required_one_of(&["body", "workflow_id"])
+    .with_example(json!({
+        "items": "variables.urls",
+        "item_variable": "url",
+        "max_concurrency": 4,
+        "workflow_id": "summarise-page"
+    }))
 }
 
 fn subworkflow() -> NodeKindInfo {
@@ -630,6 +670,11 @@ fn subworkflow() -> NodeKindInfo {
         output_variable("the sub-execution's output"),
     )
     .with_required_one_of(&["workflow_id", "template_id"])
+    .with_example(json!({
+        "template_id": "document_qa",
+        "input": {"message": "What changed?"},
+        "output_variable": "answer"
+    }))
 }
 
 fn http() -> NodeKindInfo {
@@ -672,4 +717,10 @@ fn http() -> NodeKindInfo {
     )
     .with_property("output_variable", output_variable("the response"))
     .with_required(&["url", "allowed_hosts"])
+    .with_example(json!({
+        "method": "GET",
+        "url": "https://api.example.com/orders/{{ variables.order_id }}",
+        "allowed_hosts": ["api.example.com"],
+        "output_variable": "order"
+    }))
 }

@@ -332,6 +332,9 @@ fn check_members(
             _ => {}
         }
     }
+    if let Some(properties) = properties {
+        check_sibling_rules(properties, members, path, out);
+    }
     if let Some(Value::Array(required)) = schema.get("required") {
         for key in required.iter().filter_map(Value::as_str) {
             if !members.contains_key(key) {
@@ -341,6 +344,61 @@ fn check_members(
                     format!("`{key}` is required"),
                 ));
             }
+        }
+    }
+}
+
+/// A sibling's value, or its schema default when it is absent.
+fn sibling<'a>(
+    properties: &'a Map<String, Value>,
+    members: &'a Map<String, Value>,
+    key: &str,
+) -> Option<&'a Value> {
+    members
+        .get(key)
+        .or_else(|| properties.get(key)?.get("default"))
+}
+
+/// The two rules that relate keys of one object: `x-member-of` (a string must be one of the
+/// strings of a sibling array, or of its default) and `x-at-most` (a number must not exceed a
+/// sibling number). Values of the wrong type were reported already and are skipped here.
+fn check_sibling_rules(
+    properties: &Map<String, Value>,
+    members: &Map<String, Value>,
+    path: &str,
+    out: &mut Vec<ConfigIssue>,
+) {
+    for (key, value) in members {
+        let Some(schema) = properties.get(key) else {
+            continue;
+        };
+        if let (Some(Value::String(list_key)), Value::String(v)) =
+            (schema.get("x-member-of"), value)
+            && let Some(Value::Array(list)) = sibling(properties, members, list_key)
+        {
+            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            if names.len() == list.len() && !names.contains(&v.as_str()) {
+                out.push(issue(
+                    &join_key(path, key),
+                    ConfigIssueKind::NotAllowed,
+                    format!(
+                        "must be one of the `{list_key}` ({}), found {}",
+                        names.join(", "),
+                        shown(value)
+                    ),
+                ));
+            }
+        }
+        if let (Some(Value::String(upper_key)), Some(v)) = (schema.get("x-at-most"), value.as_f64())
+            && let Some(upper) = members.get(upper_key.as_str())
+            && let Some(u) = upper.as_f64()
+            && v > u
+        {
+            out.push(issue(
+                &join_key(path, key),
+                ConfigIssueKind::OutOfRange,
+                format!("must be at most `{upper_key}` ({upper}), found {value}"),
+            ));
         }
     }
 }
@@ -484,6 +542,15 @@ pub(crate) fn schema_problems(schema: &Value, path: &str, depth: usize, out: &mu
     }
     if let Some(Value::Object(props)) = map.get("properties") {
         for (k, s) in props {
+            for rule in ["x-member-of", "x-at-most"] {
+                if let Some(Value::String(other)) = s.get(rule)
+                    && !props.contains_key(other)
+                {
+                    out.push(format!(
+                        "{path}.properties.{k}: `{rule}` names `{other}`, which is not a sibling key"
+                    ));
+                }
+            }
             schema_problems(s, &format!("{path}.properties.{k}"), depth + 1, out);
         }
     }

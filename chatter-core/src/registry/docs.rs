@@ -87,6 +87,12 @@ fn range_text(schema: &Value) -> String {
     if let Some(Value::String(p)) = schema.get("pattern") {
         parts.push(format!("matches `{p}`"));
     }
+    if let Some(Value::String(k)) = schema.get("x-member-of") {
+        parts.push(format!("one of `{k}`"));
+    }
+    if let Some(Value::String(k)) = schema.get("x-at-most") {
+        parts.push(format!("<= `{k}`"));
+    }
     parts.join("; ")
 }
 
@@ -192,6 +198,10 @@ fn kind_section(out: &mut String, info: &NodeKindInfo, common: &[(&str, Value)])
         out.push_str("Config (besides the common keys):\n\n");
         table(out, &rows);
         out.push('\n');
+    }
+    for example in &info.examples {
+        let text = serde_json::to_string_pretty(example).unwrap_or_default();
+        let _ = writeln!(out, "Example:\n\n```json\n{text}\n```\n");
     }
 }
 

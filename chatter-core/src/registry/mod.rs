@@ -72,6 +72,8 @@
 //! | `anyOf` of `required` sets | `Missing` | `` one of `workflow_id`, `template_id` is required `` (at the path of the first alternative) |
 //! | `additionalProperties: false` | `Unknown` | ``unknown key `maxTokns` (did you mean `max_tokens`?)`` |
 //! | `properties`, `items`, `additionalProperties` (a schema) | | checked recursively, at most [`MAX_CHECK_DEPTH`] levels deep |
+//! | `x-member-of: "<sibling>"` (extension) | `NotAllowed` | ``must be one of the `allowed_decisions` (approve, reject), found "maybe"`` |
+//! | `x-at-most: "<sibling>"` (extension) | `OutOfRange` | ``must be at most `max_delay_ms` (100), found 200`` |
 //!
 //! Integers are JSON numbers written without a fraction or an exponent: `5.0` is a number, not
 //! an integer, because the engine reads integer keys exactly. `null` is a value of type `null`,
@@ -160,6 +162,8 @@ pub struct NodeKindInfo {
     pub reads: Vec<String>,
     /// Top-level state keys it writes.
     pub writes: Vec<String>,
+    /// Example configs (each passes [`NodeKindInfo::check_config`]).
+    pub examples: Vec<Value>,
 }
 
 impl NodeKindInfo {
@@ -194,6 +198,7 @@ impl NodeKindInfo {
             color: None,
             reads: Vec::new(),
             writes: Vec::new(),
+            examples: Vec::new(),
         }
     }
 
@@ -227,6 +232,12 @@ impl NodeKindInfo {
     /// Sets the state keys it writes.
     pub fn with_writes(mut self, keys: &[&str]) -> NodeKindInfo {
         self.writes = keys.iter().map(|k| (*k).to_owned()).collect();
+        self
+    }
+
+    /// Adds an example config.
+    pub fn with_example(mut self, config: Value) -> NodeKindInfo {
+        self.examples.push(config);
         self
     }
 
@@ -347,6 +358,15 @@ impl NodeKindInfo {
         self.config_schema.get("properties")?.get(key)
     }
 
+    /// The required keys, in schema order (not counting "one of" alternatives).
+    pub fn required_keys(&self) -> Vec<&str> {
+        self.config_schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `key` is required.
     pub fn is_required(&self, key: &str) -> bool {
         self.config_schema
@@ -396,6 +416,7 @@ impl NodeKindInfo {
             "branches": self.branches,
             "can_exit_cycle": self.can_exit_cycle,
             "config_schema": self.config_schema,
+            "examples": self.examples,
         })
     }
 }
@@ -467,6 +488,34 @@ impl NodeRegistry {
     /// The `/node-types` response: one entry per kind, in registration order.
     pub fn node_types(&self) -> Vec<NodeTypeResponse> {
         self.kinds.iter().map(NodeKindInfo::node_type).collect()
+    }
+
+    /// The `/node-types/modern` response of the old platform: `supported_types`,
+    /// `type_details` (per kind: `description`, `required_config`, `optional_config` (the
+    /// kind's own current keys, without the common ones), `examples` as `key: value` strings)
+    /// and `capabilities`.
+    pub fn modern_node_types(&self) -> Value {
+        let details: Map<String, Value> = self
+            .kinds
+            .iter()
+            .map(|k| (k.kind.clone(), view::modern_details(k)))
+            .collect();
+        json!({
+            "supported_types": self.kinds.iter().map(|k| k.kind.as_str()).collect::<Vec<_>>(),
+            "type_details": details,
+            "capabilities": {
+                "conditional_routing": self.get("conditional").is_some(),
+                "loop_iteration": self.get("loop").is_some(),
+                "variable_management": self.get("variable").is_some(),
+                "error_recovery": self.get("error_handler").is_some(),
+                "adaptive_memory": self.get("memory").is_some(),
+                "intelligent_tool_execution": self.get("tool").is_some(),
+                "human_approval": self.get("approval").is_some(),
+                "map_over_items": self.get("map").is_some(),
+                "subworkflows": self.get("subworkflow").is_some(),
+                "http_requests": self.get("http").is_some(),
+            },
+        })
     }
 
     /// The reference documentation of every kind as Markdown (`docs/node-kinds.md`).

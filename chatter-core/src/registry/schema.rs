@@ -164,6 +164,17 @@ impl PropertySchema {
         self.set("description", text)
     }
 
+    /// `x-member-of`: a string that must be one of the strings of the sibling array `key` (or
+    /// of its default when it is absent).
+    pub fn member_of(self, key: &str) -> PropertySchema {
+        self.set("x-member-of", key)
+    }
+
+    /// `x-at-most`: a number that must not exceed the sibling number `key` (when present).
+    pub fn at_most_key(self, key: &str) -> PropertySchema {
+        self.set("x-at-most", key)
+    }
+
     /// Marks this key as the old name of `replaced_by` (`deprecated`, `x-replaced-by`).
     pub fn old_name_of(self, replaced_by: &str) -> PropertySchema {
         self.set("deprecated", true)

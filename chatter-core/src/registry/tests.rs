@@ -336,6 +336,40 @@ fn realistic_configs_pass() {
 }
 
 #[test]
+fn every_kind_has_examples_that_pass_its_checker() {
+    for info in NodeRegistry::builtin().kinds() {
+        assert!(!info.examples.is_empty(), "{}", info.kind);
+        for example in &info.examples {
+            let config = example.as_object().unwrap();
+            assert_eq!(info.check_config(config), [], "{}: {example}", info.kind);
+        }
+    }
+}
+
+#[test]
+fn modern_node_types_follow_the_old_shape() {
+    let registry = NodeRegistry::builtin();
+    let modern = registry.modern_node_types();
+    assert_eq!(modern["supported_types"].as_array().unwrap().len(), 15);
+    assert_eq!(modern["supported_types"][2], "llm");
+    assert_eq!(
+        modern["type_details"]["variable"],
+        json!({
+            "description": "Sets, reads, appends to, increments, decrements or deletes a \
+                            workflow variable.",
+            "required_config": ["operation", "variable_name"],
+            "optional_config": ["value", "value_template", "amount", "output_variable"],
+            "examples": ["operation: \"increment\", variable_name: \"count\", amount: 1"],
+        })
+    );
+    assert_eq!(modern["capabilities"]["loop_iteration"], true);
+    assert_eq!(
+        NodeRegistry::default().modern_node_types()["capabilities"]["loop_iteration"],
+        false
+    );
+}
+
+#[test]
 fn wrong_types_are_named_precisely() {
     assert_eq!(
         check(
@@ -472,6 +506,59 @@ fn enums_and_patterns_list_what_is_allowed() {
             NotAllowed,
             "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, found \"get\""
         )]
+    );
+}
+
+#[test]
+fn keys_are_checked_against_their_siblings() {
+    assert_eq!(
+        check(
+            "approval",
+            json!({"question": "ok?", "timeout_decision": "maybe"})
+        ),
+        [issue(
+            "timeout_decision",
+            NotAllowed,
+            "must be one of the `allowed_decisions` (approve, reject), found \"maybe\""
+        )]
+    );
+    assert_eq!(
+        check(
+            "approval",
+            json!({"question": "ok?", "allowed_decisions": ["yes", "no"],
+                   "timeout_decision": "reject"})
+        ),
+        [issue(
+            "timeout_decision",
+            NotAllowed,
+            "must be one of the `allowed_decisions` (yes, no), found \"reject\""
+        )]
+    );
+    assert_eq!(
+        check(
+            "approval",
+            json!({"question": "ok?", "allowed_decisions": ["yes", "no"],
+                   "timeout_decision": "no"})
+        ),
+        []
+    );
+    assert_eq!(
+        check(
+            "delay",
+            json!({"delay_type": "random", "min_delay_ms": 200, "max_delay_ms": 100})
+        ),
+        [issue(
+            "min_delay_ms",
+            OutOfRange,
+            "must be at most `max_delay_ms` (100), found 200"
+        )]
+    );
+    assert_eq!(
+        check(
+            "delay",
+            json!({"delay_type": "random", "min_delay_ms": 100, "max_delay_ms": 100})
+        ),
+        []
     );
 }
 

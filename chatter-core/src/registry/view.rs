@@ -2,9 +2,9 @@
 //! the v1 contract).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value};
+use serde_json::{Number, Value, json};
 
-use super::NodeKindInfo;
+use super::{COMMON_KEYS, NodeKindInfo};
 
 /// One config key as the v1 contract's `NodePropertyDefinition` describes it.
 ///
@@ -148,4 +148,36 @@ impl NodeKindInfo {
             color: self.color.clone(),
         }
     }
+}
+
+/// One kind's entry of the old `/node-types/modern` response.
+pub(crate) fn modern_details(info: &NodeKindInfo) -> Value {
+    let required = info.required_keys();
+    let optional: Vec<&str> = info
+        .schema_properties()
+        .filter(|(k, s)| {
+            !required.contains(&k.as_str())
+                && !COMMON_KEYS.contains(&k.as_str())
+                && s.get("deprecated") != Some(&Value::Bool(true))
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let examples: Vec<String> = info
+        .examples
+        .iter()
+        .filter_map(Value::as_object)
+        .map(|config| {
+            config
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect();
+    json!({
+        "description": info.description,
+        "required_config": required,
+        "optional_config": optional,
+        "examples": examples,
+    })
 }
