@@ -67,7 +67,9 @@ fn start() -> NodeKindInfo {
     .with_writes(&["messages", "variables"])
     .with_property(
         "isEntryPoint",
-        P::boolean().describe("Written by the old editor on start nodes; ignored."),
+        P::boolean()
+            .set("deprecated", true)
+            .describe("Written by the old editor on start nodes; accepted and ignored."),
     )
     .with_example(json!({"description": "Entry of the support chat"}))
 }

@@ -126,6 +126,17 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
+impl std::fmt::Display for ConfigIssue {
+    /// `path: message`, or the message alone for an issue of the whole config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 /// Metadata of one node kind.
 ///
 /// Build one with [`NodeKindInfo::new`] and the `with_*` methods; more fields may be added, so
@@ -375,8 +386,9 @@ impl NodeKindInfo {
             .is_some_and(|r| r.iter().any(|k| k == key))
     }
 
-    /// Checks a config against the schema and returns every issue, in config order (then
-    /// missing keys); see the [module docs](self) for the keywords and messages.
+    /// Checks a config against the schema and returns every issue: those of each key in config
+    /// order (nested issues right after their parent key), then sibling rules, missing keys and
+    /// missing alternatives. See the [module docs](self) for the keywords and messages.
     pub fn check_config(&self, config: &Map<String, Value>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         let value = Value::Object(config.clone());
@@ -454,6 +466,18 @@ impl NodeRegistry {
                 .iter()
                 .find(|k| k.aliases.iter().any(|a| a == kind))
         })
+    }
+
+    /// The registered kind or alias closest to an unknown kind name, when it looks like a typo
+    /// of it (the same rule as for unknown config keys: `condtional` → `conditional`).
+    pub fn suggest_kind(&self, name: &str) -> Option<&str> {
+        let names: Vec<&String> = self
+            .kinds
+            .iter()
+            .flat_map(|k| std::iter::once(&k.kind).chain(&k.aliases))
+            .collect();
+        let best = check::suggest(name, names.into_iter())?;
+        self.get(best).map(|k| k.kind.as_str())
     }
 
     /// Every kind, in registration order (the built-ins first, in the order of DESIGN §4).

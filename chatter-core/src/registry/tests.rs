@@ -824,6 +824,23 @@ fn nesting_is_checked_to_a_bounded_depth() {
 }
 
 #[test]
+fn unknown_kinds_get_a_suggestion_and_issues_display_with_their_path() {
+    let registry = NodeRegistry::builtin();
+    assert_eq!(registry.suggest_kind("condtional"), Some("conditional"));
+    assert_eq!(registry.suggest_kind("callModle"), Some("llm"));
+    assert_eq!(registry.suggest_kind("Http"), Some("http"));
+    assert_eq!(registry.suggest_kind("transform"), None);
+    let issue = &registry
+        .get("llm")
+        .unwrap()
+        .check_config(&obj(json!({"retry": {"max_attempts": 0}})))[0];
+    assert_eq!(
+        issue.to_string(),
+        "retry.max_attempts: must be between 1 and 20, found 0"
+    );
+}
+
+#[test]
 fn registering_adds_replaces_and_resolves_names() {
     let mut registry = NodeRegistry::builtin();
     let translate = NodeKindInfo::new("translate", "Translate", "model", "Translates.")
@@ -952,6 +969,14 @@ fn node_type_response_serialises_like_the_contract() {
         llm.iter()
             .all(|p| p.name != "system_message" && p.name != "enable_streaming")
     );
+    let start: Vec<String> = registry
+        .get("start")
+        .unwrap()
+        .properties()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(start, COMMON_KEYS);
     let tool = registry.get("tool").unwrap().properties();
     assert!(tool.iter().all(|p| p.name != "max_tool_calls"));
     let round_trip: NodeTypeResponse = serde_json::from_value(conditional).unwrap();
