@@ -1035,3 +1035,89 @@ fn docs_are_current() {
         )
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::super::NodeRegistry;
+
+    /// Keys that config checks care about, plus noise, so that generated configs hit real
+    /// schemas as well as unknown keys.
+    const KEYS: &[&str] = &[
+        "retry",
+        "timeout_ms",
+        "join",
+        "max_tokens",
+        "temperature",
+        "allowed_tools",
+        "body",
+        "headers",
+        "condition",
+        "operation",
+        "variable_name",
+        "items",
+        "question",
+        "allowed_decisions",
+        "timeout_decision",
+        "min_delay_ms",
+        "max_delay_ms",
+        "x",
+        "maxTokns",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1.0e6f64..1.0e6).prop_map(Value::from),
+            "[a-z_]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..4).prop_map(
+                    |members| {
+                        Value::Object(
+                            members
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect(),
+                        )
+                    }
+                ),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any config gets a list of issues (no panic), and every issue points at a key the
+        /// config has or a key the kind requires.
+        #[test]
+        fn any_config_is_checked_without_panicking(
+            members in prop::collection::vec((prop::sample::select(KEYS), json_value()), 0..6)
+        ) {
+            let config: Map<String, Value> =
+                members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let registry = NodeRegistry::builtin();
+            for info in registry.kinds() {
+                for issue in info.check_config(&config) {
+                    let head = issue.path.split(['.', '[']).next().unwrap_or_default();
+                    let alternatives = info
+                        .config_schema
+                        .get("anyOf")
+                        .map(Value::to_string)
+                        .unwrap_or_default();
+                    prop_assert!(
+                        config.contains_key(head)
+                            || info.is_required(head)
+                            || alternatives.contains(&format!("\"{head}\"")),
+                        "{}: {issue:?}", info.kind
+                    );
+                    prop_assert!(!issue.message.is_empty());
+                }
+            }
+        }
+    }
+}
