@@ -191,15 +191,15 @@ fn parameters_are_checked_with_every_problem_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("`temperature` must be number, found a string"),
+        err.contains("`temperature`: expected a number, found a string"),
         "{err}"
     );
     assert!(
-        err.contains("`max_tokens` must be between 1 and 1000000, found 0"),
+        err.contains("`max_tokens`: must be between 1 and 1000000, found 0"),
         "{err}"
     );
-    assert!(err.contains("unknown parameter `colour`"), "{err}");
-    assert!(!err.contains("`memory_window` must"), "{err}");
+    assert!(err.contains("`colour`: unknown key `colour`"), "{err}");
+    assert!(!err.contains("`memory_window`:"), "{err}");
     let err = t.merge_params(&json!([1])).unwrap_err().to_string();
     assert!(
         err.contains("parameters must be an object, found an array"),
@@ -257,7 +257,10 @@ fn graph_templates_render_only_their_params() {
         .merge_params(&json!({"tokens": 5000}))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("`tokens` must be between 1 and 4096"), "{err}");
+    assert!(
+        err.contains("`tokens`: must be between 1 and 4096"),
+        "{err}"
+    );
 
     let mixed = graph_template(json!({"nodes": [{"id": "x", "type": "llm",
         "config": {"prompt": "{{ params.greeting ~ variables.name }}"}}], "edges": []}));
