@@ -169,9 +169,9 @@ pub(super) fn unknown_name_message(name: &str) -> String {
         STATE_VARIABLES.join(", ")
     );
     let hint = match name {
-        "has_tool_calls" => Some("last_message.tool_calls | length > 0"),
-        "no_tool_calls" => Some("last_message.tool_calls | length == 0"),
-        "has_errors" => Some("errors | length > 0"),
+        "has_tool_calls" => Some("(last_message.tool_calls or []) | length > 0"),
+        "no_tool_calls" => Some("(last_message.tool_calls or []) | length == 0"),
+        "has_errors" => Some("(errors or []) | length > 0"),
         "variable" => Some("variables.<name> == <value>"),
         "message" => Some("\"text\" in last_message.content | lower"),
         "AND" | "OR" | "NOT" => Some("lowercase and / or / not"),

@@ -128,6 +128,33 @@ fn loop_id(word: &str) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
+/// Whether a translated atom is wholly inside one pair of parentheses, so `not` can precede it
+/// directly. Skips the double-quoted literals the translation writes.
+fn is_grouped(text: &str) -> bool {
+    if !text.starts_with('(') {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') | (false, _, '"') => in_string = !in_string,
+            (false, _, '(') => depth += 1,
+            (false, _, ')') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1 == text.len();
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether `word` is meant as `loop_<id>_continue`, even without an id.
 fn is_loop_phrase(word: &str) -> bool {
     word.starts_with("loop_") && word.ends_with("_continue")
@@ -307,7 +334,7 @@ impl<'a> Parser<'a> {
         }
         let mut text = self.phrase()?;
         for _ in 0..negations {
-            text = if text.starts_with('(') && text.ends_with(')') {
+            text = if is_grouped(&text) {
                 format!("not {text}")
             } else {
                 format!("not ({text})")
@@ -329,9 +356,9 @@ impl<'a> Parser<'a> {
             ));
         };
         match word {
-            "has_tool_calls" => Ok("last_message.tool_calls | length > 0".to_owned()),
-            "no_tool_calls" => Ok("last_message.tool_calls | length == 0".to_owned()),
-            "has_errors" => Ok("errors | length > 0".to_owned()),
+            "has_tool_calls" => Ok("(last_message.tool_calls or []) | length > 0".to_owned()),
+            "no_tool_calls" => Ok("(last_message.tool_calls or []) | length == 0".to_owned()),
+            "has_errors" => Ok("(errors or []) | length > 0".to_owned()),
             "tool_calls" => self.tool_calls(),
             "variable" => self.variable_equals(),
             "message" => self.message_contains(),

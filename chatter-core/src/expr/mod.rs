@@ -141,7 +141,7 @@ fn expression_error(source: &str, message: impl Into<String>) -> Error {
 /// use chatter_core::expr::translate_legacy;
 ///
 /// let t = translate_legacy("has_tool_calls AND tool_calls < 10").unwrap().unwrap();
-/// assert_eq!(t, "last_message.tool_calls | length > 0 and tool_calls < 10");
+/// assert_eq!(t, "(last_message.tool_calls or []) | length > 0 and tool_calls < 10");
 /// assert!(translate_legacy("variables.x == 1").is_none());
 /// assert!(translate_legacy("variable equals 3").unwrap().is_err());
 /// ```

@@ -110,9 +110,15 @@ fn translation(source: &str) -> String {
 #[test]
 fn old_atoms_translate_to_exact_native_text() {
     let cases = [
-        ("has_tool_calls", "last_message.tool_calls | length > 0"),
-        ("no_tool_calls", "last_message.tool_calls | length == 0"),
-        ("has_errors", "errors | length > 0"),
+        (
+            "has_tool_calls",
+            "(last_message.tool_calls or []) | length > 0",
+        ),
+        (
+            "no_tool_calls",
+            "(last_message.tool_calls or []) | length == 0",
+        ),
+        ("has_errors", "(errors or []) | length > 0"),
         ("tool_calls < 10", "tool_calls < 10"),
         ("tool_calls <= 10", "tool_calls <= 10"),
         ("tool_calls > 0", "tool_calls > 0"),
@@ -169,9 +175,9 @@ fn old_atoms_translate_to_exact_native_text() {
         ("loop_retry-loop_continue", "loop[\"retry-loop\"].continue"),
         (
             "not has_tool_calls",
-            "not (last_message.tool_calls | length > 0)",
+            "not ((last_message.tool_calls or []) | length > 0)",
         ),
-        ("NOT has_errors", "not (errors | length > 0)"),
+        ("NOT has_errors", "not ((errors or []) | length > 0)"),
         (
             "not loop_refine_continue",
             "not (loop[\"refine\"].continue)",
@@ -180,7 +186,10 @@ fn old_atoms_translate_to_exact_native_text() {
             "not tool_calls >= variable max_tool_calls",
             "not (variables.max_tool_calls is number and tool_calls >= variables.max_tool_calls)",
         ),
-        ("not not has_errors", "not (not (errors | length > 0))"),
+        (
+            "not not has_errors",
+            "not (not ((errors or []) | length > 0))",
+        ),
     ];
     for (source, expected) in cases {
         assert_eq!(translation(source), expected, "{source}");
@@ -193,15 +202,15 @@ fn old_combinations_keep_and_binding_tighter_than_or() {
     let cases = [
         (
             "has_tool_calls AND tool_calls < 10",
-            "last_message.tool_calls | length > 0 and tool_calls < 10",
+            "(last_message.tool_calls or []) | length > 0 and tool_calls < 10",
         ),
         (
             "has_errors OR no_tool_calls AND tool_calls < 3",
-            "errors | length > 0 or last_message.tool_calls | length == 0 and tool_calls < 3",
+            "(errors or []) | length > 0 or (last_message.tool_calls or []) | length == 0 and tool_calls < 3",
         ),
         (
             "has_tool_calls and tool_calls < 10 or has_errors",
-            "last_message.tool_calls | length > 0 and tool_calls < 10 or errors | length > 0",
+            "(last_message.tool_calls or []) | length > 0 and tool_calls < 10 or (errors or []) | length > 0",
         ),
         (
             "message contains salt and pepper",
@@ -209,7 +218,7 @@ fn old_combinations_keep_and_binding_tighter_than_or() {
         ),
         (
             "message contains refund and has_errors",
-            "\"refund\" in (last_message.content or \"\") | lower and errors | length > 0",
+            "\"refund\" in (last_message.content or \"\") | lower and (errors or []) | length > 0",
         ),
         (
             "variable mode equals fast AND not loop_refine_continue",
@@ -226,7 +235,8 @@ fn translate_legacy_is_exposed_for_the_validator() {
     assert_eq!(
         translate_legacy("no_tool_calls OR has_errors").map(Result::ok),
         Some(Some(
-            "last_message.tool_calls | length == 0 or errors | length > 0".to_owned()
+            "(last_message.tool_calls or []) | length == 0 or (errors or []) | length > 0"
+                .to_owned()
         ))
     );
     assert!(translate_legacy("last_message.role == 'user'").is_none());
@@ -299,6 +309,54 @@ fn old_atoms_evaluate_over_realistic_states() {
         assert_eq!(eval(source, &answered), a, "{source} answered");
         assert_eq!(eval(source, &empty), e, "{source} empty");
     }
+}
+
+#[test]
+fn old_atoms_accept_null_lists() {
+    // Some serialisers write `"tool_calls": null` and `"errors": null`.
+    let state = json!({
+        "last_message": {"role": "assistant", "content": null, "tool_calls": null},
+        "errors": null,
+        "tool_calls": 0,
+    });
+    assert!(!eval("has_tool_calls", &state));
+    assert!(eval("no_tool_calls", &state));
+    assert!(!eval("has_errors", &state));
+    assert!(!eval("message contains none", &state));
+}
+
+#[test]
+fn negation_wraps_every_atom_shape() {
+    let cases = [
+        (
+            "not has_tool_calls",
+            "not ((last_message.tool_calls or []) | length > 0)",
+        ),
+        ("not tool_calls < 3", "not (tool_calls < 3)"),
+        (
+            "not variable mode equals fast",
+            "not (variables.mode == \"fast\")",
+        ),
+        (
+            "not variable n equals 3",
+            "not (variables.n == 3 or variables.n == \"3\")",
+        ),
+        (
+            "not message contains (x)",
+            "not (\"(x)\" in (last_message.content or \"\") | lower)",
+        ),
+        (
+            "not variable mode equals \"a) or (b\"",
+            "not (variables.mode == \"a) or (b\")",
+        ),
+    ];
+    for (source, expected) in cases {
+        assert_eq!(translation(source), expected, "{source}");
+    }
+    let tools = with_tool_calls();
+    assert!(eval("not tool_calls < 2", &tools));
+    assert!(!eval("not variable mode equals fast", &tools));
+    assert!(eval("not variable mode equals \"a) or (b\"", &tools));
 }
 
 #[test]
@@ -517,7 +575,7 @@ fn unknown_variables_are_rejected_with_the_list_of_variables() {
         format!(
             "unknown variable `has_tool_calls`; the variables are {vars} (`has_tool_calls` is \
              an old phrase, which only combines with other old phrases; in a native expression \
-             write `last_message.tool_calls | length > 0`)"
+             write `(last_message.tool_calls or []) | length > 0`)"
         )
     );
     assert_eq!(
@@ -945,6 +1003,53 @@ fn template_fuel_exhaustion_is_an_error() {
     let template =
         PromptTemplate::compile("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap();
     assert!(template.render(&json!({})).is_err());
+}
+
+#[test]
+fn documented_examples_work() {
+    let tools = with_tool_calls();
+    let expressions = [
+        (
+            "last_message.role == 'assistant' and not last_message.tool_calls",
+            false,
+        ),
+        ("tool_calls < variables.max_tool_calls", true),
+        ("usage.total_tokens > 50000 or usage.cost > 0.5", false),
+        ("'weather' in (last_message.content or '') | lower", true),
+        ("loop.refine.iteration < 2 and errors | length == 0", true),
+        (
+            "messages | selectattr('role', 'eq', 'user') | list | length >= 3",
+            false,
+        ),
+        (
+            "('long' if messages | length > 10 else 'short') == 'short'",
+            true,
+        ),
+        ("variables.n | default(0) + 1 == 1", true),
+    ];
+    for (source, expected) in expressions {
+        assert_eq!(eval(source, &tools), expected, "{source}");
+    }
+    let template = PromptTemplate::compile(
+        "You are a support agent for {{ input.company | default('our company') }}.\n\
+         {% if context %}Use these documents:\n\
+         {% for doc in context %}- {{ doc.content }} ({{ doc.source }})\n\
+         {% endfor %}{% endif %}\n\
+         {% for m in messages if m.role != 'system' %}{{ m.role }}: {{ m.content }}\n\
+         {% endfor %}\
+         {% set loops = loop %}{% for i in range(1) %}{{ loops.refine.iteration }}{% endfor %}",
+    )
+    .unwrap();
+    assert_eq!(
+        template.render(&tools).unwrap(),
+        "You are a support agent for our company.\n\
+         Use these documents:\n\
+         - Paris is in France. (geo.md)\n\
+         \n\
+         user: What's the weather in Paris?\n\
+         assistant: Let me check the WEATHER for you.\n\
+         1"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
