@@ -1091,4 +1091,220 @@ proptest! {
             let _ = template.render(&state);
         }
     }
+
+    #[test]
+    fn random_jinja_soup_never_panics(fragments in proptest::collection::vec(
+        prop::sample::select(vec![
+            "messages", "last_message", "variables", "input", "loop", "errors", "tool_calls",
+            "usage", "context", ".content", ".tool_calls", ".mode", ".x", "[0]", "[-1]", "|",
+            "length", "lower", "upper", "sort", "join", "first", "last", "sum", "abs", "int",
+            "float", "string", "tojson", "items", "unique", "reverse", "batch(2)", "slice(2)",
+            "round", "replace('a','b')", "format(1)", "map(attribute='role')", "list",
+            "select('odd')", "selectattr('role')", "default(1)", "(", ")", "+", "-", "*", "/",
+            "//", "%", "**", "~", "==", "!=", "<", ">=", "and", "or", "not", "in", "is",
+            "defined", "none", "number", "string", "true", "1", "0", "2.5", "-1", "'a'", "\"b\"",
+            "[", "]", "{", "}", ",", ":", "if", "else", "range", "dict", "namespace", "(3)",
+            "()", "=",
+        ]),
+        1..16,
+    )) {
+        let source = fragments.join(" ");
+        let states = [with_tool_calls(), answered_with_errors(), empty_state(), json!({})];
+        if let Ok(expr) = Expression::compile(&source) {
+            for state in &states {
+                let _ = expr.eval(state);
+                let _ = expr.eval_json(state);
+            }
+        }
+        for template in [format!("{{{{ {source} }}}}"), format!("{{% if {source} %}}x{{% endif %}}")] {
+            if let Ok(template) = PromptTemplate::compile(&template) {
+                for state in &states {
+                    let _ = template.render(state);
+                }
+            }
+        }
+    }
+
+    /// Random combinations of old phrases mean, after translation, what the old platform
+    /// computed: checked against a direct implementation of the phrases over random states.
+    #[test]
+    fn old_phrases_keep_their_meaning(
+        atoms in proptest::collection::vec((any::<bool>(), atom_strategy()), 1..6),
+        joiners in proptest::collection::vec((any::<bool>(), any::<bool>()), 5),
+        state in state_strategy(),
+    ) {
+        let mut source = String::new();
+        let mut groups: Vec<Vec<bool>> = vec![Vec::new()];
+        for (i, (negate, atom)) in atoms.iter().enumerate() {
+            if i > 0 {
+                let (is_and, upper) = joiners[i - 1];
+                source.push_str(match (is_and, upper) {
+                    (true, true) => " AND ",
+                    (true, false) => " and ",
+                    (false, true) => " OR ",
+                    (false, false) => " or ",
+                });
+                if !is_and {
+                    groups.push(Vec::new());
+                }
+            }
+            if *negate {
+                source.push_str("not ");
+            }
+            source.push_str(&atom.text());
+            let value = atom.holds(&state) != *negate;
+            if let Some(group) = groups.last_mut() {
+                group.push(value);
+            }
+        }
+        let expected = groups.iter().any(|group| group.iter().all(|v| *v));
+        let expr = Expression::compile(&source).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(expr.is_legacy());
+        prop_assert_eq!(expr.eval(&state).map_err(|e| TestCaseError::fail(e.to_string()))?,
+            expected, "{} => {} over {}", source, expr.translated(), state);
+    }
+}
+
+/// One old phrase with its parameters.
+#[derive(Debug, Clone)]
+enum Atom {
+    HasToolCalls,
+    NoToolCalls,
+    HasErrors,
+    Count(&'static str, i64),
+    CountVar(&'static str, &'static str),
+    Equals(&'static str, &'static str),
+    Contains(&'static str),
+    LoopContinue(&'static str),
+}
+
+impl Atom {
+    fn text(&self) -> String {
+        match self {
+            Atom::HasToolCalls => "has_tool_calls".to_owned(),
+            Atom::NoToolCalls => "no_tool_calls".to_owned(),
+            Atom::HasErrors => "has_errors".to_owned(),
+            Atom::Count(op, n) => format!("tool_calls {op} {n}"),
+            Atom::CountVar(op, name) => format!("tool_calls {op} variable {name}"),
+            Atom::Equals(name, value) => format!("variable {name} equals {value}"),
+            Atom::Contains(term) => format!("message contains {term}"),
+            Atom::LoopContinue(id) => format!("loop_{id}_continue"),
+        }
+    }
+
+    /// The old platform's meaning, computed directly.
+    fn holds(&self, state: &Value) -> bool {
+        let calls = state["tool_calls"].as_i64().unwrap_or(0);
+        let compare = |op: &str, a: i64, b: f64| {
+            let a = a as f64;
+            match op {
+                "<" => a < b,
+                "<=" => a <= b,
+                ">" => a > b,
+                ">=" => a >= b,
+                "==" => a == b,
+                _ => a != b,
+            }
+        };
+        let has_calls = state["last_message"]["tool_calls"]
+            .as_array()
+            .is_some_and(|calls| !calls.is_empty());
+        match self {
+            Atom::HasToolCalls => has_calls,
+            Atom::NoToolCalls => !has_calls,
+            Atom::HasErrors => state["errors"].as_array().is_some_and(|e| !e.is_empty()),
+            Atom::Count(op, n) => compare(op, calls, *n as f64),
+            Atom::CountVar(op, name) => state["variables"][*name]
+                .as_f64()
+                .is_some_and(|limit| compare(op, calls, limit)),
+            Atom::Equals(name, value) => match &state["variables"][*name] {
+                Value::String(s) => s == value,
+                Value::Number(n) => value.parse::<f64>().ok() == n.as_f64(),
+                _ => false,
+            },
+            Atom::Contains(term) => state["last_message"]["content"]
+                .as_str()
+                .is_some_and(|c| c.to_lowercase().contains(&term.to_lowercase())),
+            Atom::LoopContinue(id) => state["loop"][*id]["continue"] == json!(true),
+        }
+    }
+}
+
+fn atom_strategy() -> impl Strategy<Value = Atom> {
+    let op = prop::sample::select(vec!["<", "<=", ">", ">=", "==", "!="]);
+    prop_oneof![
+        Just(Atom::HasToolCalls),
+        Just(Atom::NoToolCalls),
+        Just(Atom::HasErrors),
+        (op.clone(), 0i64..6).prop_map(|(op, n)| Atom::Count(op, n)),
+        (op, prop::sample::select(vec!["max", "mode", "unset"]))
+            .prop_map(|(op, name)| Atom::CountVar(op, name)),
+        (
+            prop::sample::select(vec!["mode", "max", "unset"]),
+            prop::sample::select(vec!["fast", "slow", "3", "in progress"])
+        )
+            .prop_map(|(name, value)| Atom::Equals(name, value)),
+        prop::sample::select(vec!["refund", "REFUND please", "hello", "lease"])
+            .prop_map(Atom::Contains),
+        prop::sample::select(vec!["a", "b-2", "unknown"]).prop_map(Atom::LoopContinue),
+    ]
+}
+
+fn state_strategy() -> impl Strategy<Value = Value> {
+    let last_message = prop_oneof![
+        Just(Value::Null),
+        (
+            prop::sample::select(vec!["Refund please", "hello there", "", "in progress"]),
+            prop::sample::select(vec![0usize, 1, 2, 3]),
+        )
+            .prop_map(|(content, calls)| {
+                let mut message = json!({"role": "assistant", "content": content});
+                match calls {
+                    0 => {}
+                    1 => message["tool_calls"] = Value::Null,
+                    2 => message["tool_calls"] = json!([]),
+                    _ => {
+                        message["tool_calls"] =
+                            json!([{"id": "c1", "name": "search", "arguments": {}}])
+                    }
+                }
+                message
+            }),
+    ];
+    let variable = prop_oneof![
+        Just(None),
+        Just(Some(json!(3))),
+        Just(Some(json!(3.0))),
+        Just(Some(json!("3"))),
+        Just(Some(json!("fast"))),
+        Just(Some(json!("in progress"))),
+    ];
+    (
+        0i64..7,
+        last_message,
+        any::<bool>(),
+        variable.clone(),
+        variable,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(calls, last, errors, max, mode, a, b)| {
+            let mut variables = serde_json::Map::new();
+            if let Some(max) = max {
+                variables.insert("max".to_owned(), max);
+            }
+            if let Some(mode) = mode {
+                variables.insert("mode".to_owned(), mode);
+            }
+            json!({
+                "messages": if last.is_null() { json!([]) } else { json!([last.clone()]) },
+                "last_message": last,
+                "errors": if errors { json!([{"node_id": "n", "message": "boom", "kind": "tool"}]) }
+                          else { json!([]) },
+                "variables": variables,
+                "loop": {"a": {"iteration": 0, "max_iterations": 3, "continue": a},
+                         "b-2": {"iteration": 1, "max_iterations": 3, "continue": b}},
+                "tool_calls": calls,
+            })
+        })
 }
