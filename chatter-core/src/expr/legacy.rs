@@ -293,9 +293,13 @@ impl<'a> Parser<'a> {
                 None => {
                     let found = self.peek().cloned();
                     let previous = self.toks.get(self.pos.wrapping_sub(1)).cloned();
+                    let after = self.toks.get(self.pos + 1);
                     return Err(match (found.as_ref().map(|l| &l.tok), previous) {
+                        (Some(Tok::Word("and" | "or")), _) if after.is_none() => format!(
+                            "expected an old phrase after {}, found the end",
+                            self.describe(found.as_ref())
+                        ),
                         (Some(Tok::Word("and" | "or")), _) => {
-                            let after = self.toks.get(self.pos + 1);
                             format!(
                                 "{} after {} is not an old phrase; old phrases combine only \
                                  with other old phrases ({PHRASES})",

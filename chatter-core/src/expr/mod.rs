@@ -300,7 +300,9 @@ impl Expression {
     /// Evaluates against a context object whose keys are the state variables; the result is
     /// the truthiness of the value (empty lists, `0`, `""`, none and undefined are false).
     ///
-    /// Only the state variables the expression reads are converted.
+    /// Only the state variables the expression reads are converted; to evaluate several
+    /// expressions over a large state (long `messages`), convert it once with
+    /// [`context_value`] and call [`Expression::eval_value`].
     ///
     /// # Errors
     ///

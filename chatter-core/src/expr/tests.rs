@@ -439,6 +439,10 @@ fn malformed_old_phrases_are_errors() {
             "old phrase: expected an old phrase after `AND`, found the end",
         ),
         (
+            "has_errors and",
+            "old phrase: expected an old phrase after `and`, found the end",
+        ),
+        (
             "has_errors has_tool_calls",
             "old phrase: expected AND or OR after `has_errors`, found `has_tool_calls`",
         ),
