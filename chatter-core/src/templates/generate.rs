@@ -200,7 +200,7 @@ pub(crate) fn universal_chat(spec: &TemplateSpec, params: &Map<String, Value>) -
             "Tools Check",
             1100,
             100,
-            json!({"condition": "variables.capabilities.enable_tools AND has_tool_calls"}),
+            json!({"condition": "variables.capabilities.enable_tools and ((last_message.tool_calls or []) | length > 0)"}),
         ),
         node(
             "execute_tools",

@@ -87,6 +87,23 @@ fn every_builtin_generates_a_readable_graph_with_its_defaults() {
             );
         }
         assert_eq!(def.metadata["generated_from_template"], template.name);
+        // Every condition and prompt compiles.
+        for edge in &def.edges {
+            if let Some(c) = edge.condition() {
+                crate::expr::Expression::compile(c)
+                    .unwrap_or_else(|e| panic!("{}: edge {}: {e}", template.name, edge.id));
+            }
+        }
+        for node in &def.nodes {
+            if let Some(c) = node.config.get("condition").and_then(Value::as_str) {
+                crate::expr::Expression::compile(c)
+                    .unwrap_or_else(|e| panic!("{}: node {}: {e}", template.name, node.id));
+            }
+            if let Some(p) = node.config.get("system_message").and_then(Value::as_str) {
+                crate::expr::PromptTemplate::compile(p)
+                    .unwrap_or_else(|e| panic!("{}: node {}: {e}", template.name, node.id));
+            }
+        }
     }
 }
 
