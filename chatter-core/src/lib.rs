@@ -29,10 +29,12 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod model;
+pub mod providers;
 pub mod registry;
 pub mod retriever;
 pub mod state;
 pub mod tool;
+pub mod tools;
 pub mod validate;
 
 pub use definition::{
