@@ -402,6 +402,39 @@ mod openai {
     }
 
     #[tokio::test]
+    async fn a_whole_json_reply_to_a_streaming_request_is_accepted() {
+        let (base, _) = fake_server().await;
+        let tokens = Tokens::default();
+        let sink = tokens.sink();
+        let reply = model(&base)
+            .chat_stream(named("plain"), &sink)
+            .await
+            .unwrap();
+        assert_eq!(tokens.all(), vec!["Hello there."]);
+        assert_eq!(reply.message.content, "Hello there.");
+        assert_eq!(reply.usage.total_tokens, 15);
+    }
+
+    #[tokio::test]
+    async fn max_completion_tokens_can_replace_max_tokens() {
+        let (base, seen) = fake_server().await;
+        let m = OpenAiModel::new(
+            OpenAiConfig::default()
+                .base_url(&base)
+                .max_completion_tokens(true),
+        )
+        .unwrap();
+        let request = ChatRequest {
+            max_tokens: Some(64),
+            ..named("plain")
+        };
+        m.chat(request).await.unwrap();
+        let body = &seen.lock().unwrap().bodies[0];
+        assert_eq!(body["max_completion_tokens"], 64);
+        assert!(body.get("max_tokens").is_none());
+    }
+
+    #[tokio::test]
     async fn streamed_tool_call_fragments_are_assembled_by_index() {
         let (base, _) = fake_server().await;
         let tokens = Tokens::default();

@@ -552,6 +552,28 @@ mod http {
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 
+    #[tokio::test]
+    async fn a_cancelled_request_stops_at_once() {
+        let (port, _) = server().await;
+        let http = tool(HttpToolConfig::new(["127.0.0.1"]));
+        let ctx = context("c", "k");
+        let cancel = ctx.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cancel.cancel();
+        });
+        let started = Instant::now();
+        let err = http
+            .call(
+                json!({"url": format!("http://127.0.0.1:{port}/slow")}),
+                &ctx,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
     fn spec(config: Value) -> NodeSpec {
         let Value::Object(map) = config else {
             panic!("config must be an object")

@@ -75,6 +75,9 @@ pub struct OpenAiConfig {
     pub provider_name: String,
     /// Prices by model name, to fill in [`Usage::cost`].
     pub prices: BTreeMap<String, ModelPrice>,
+    /// Send the output token limit as `max_completion_tokens` (newer OpenAI models refuse
+    /// `max_tokens`) instead of `max_tokens` (what most compatible servers expect). Default false.
+    pub max_completion_tokens: bool,
 }
 
 impl Default for OpenAiConfig {
@@ -89,6 +92,7 @@ impl Default for OpenAiConfig {
             headers: Vec::new(),
             provider_name: "openai".to_owned(),
             prices: BTreeMap::new(),
+            max_completion_tokens: false,
         }
     }
 }
@@ -174,6 +178,12 @@ impl OpenAiConfig {
     #[must_use]
     pub fn provider_name(mut self, name: impl Into<String>) -> Self {
         self.provider_name = name.into();
+        self
+    }
+    /// Sends the output token limit as `max_completion_tokens` instead of `max_tokens`.
+    #[must_use]
+    pub fn max_completion_tokens(mut self, yes: bool) -> Self {
+        self.max_completion_tokens = yes;
         self
     }
     /// Sets the price of a model.
@@ -394,7 +404,12 @@ impl OpenAiModel {
             body.insert("temperature".into(), json!(t));
         }
         if let Some(n) = request.max_tokens {
-            body.insert("max_tokens".into(), json!(n));
+            let key = if self.config.max_completion_tokens {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            body.insert(key.into(), json!(n));
         }
         if let Some(p) = request.top_p {
             body.insert("top_p".into(), json!(p));
@@ -552,6 +567,25 @@ impl OpenAiModel {
         )
         .await
         .map_err(|_| self.timeout_error(model, "no response"))??;
+        if is_json(response.headers()) {
+            // Some servers ignore `stream: true` and answer whole: pass the text on as one chunk.
+            let bytes = tokio::time::timeout(limit, response.bytes())
+                .await
+                .map_err(|_| self.timeout_error(model, "no complete response"))?
+                .map_err(|e| self.transport_error(model, &e))?;
+            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                self.error(
+                    model,
+                    ErrorClass::Model,
+                    format!("malformed response body: {e}"),
+                )
+            })?;
+            let reply = self.parse_completion(model, &value)?;
+            if !reply.message.content.is_empty() {
+                sink.token(&reply.message.content);
+            }
+            return Ok(reply);
+        }
         let mut parser = SseParser::default();
         let mut state = StreamState::default();
         let mut done = false;
@@ -657,6 +691,17 @@ fn wire_message(message: &Message) -> Value {
         }
     }
     Value::Object(out)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
 }
 
 fn parse_arguments(text: &str) -> std::result::Result<Value, String> {

@@ -161,6 +161,23 @@ struct Limits {
 
 type Failure = (ErrorClass, String);
 
+const CANCELLED: &str = "request cancelled";
+
+/// The error for a failure: [`Error::Cancelled`] when the request was cancelled, else `other`.
+fn failure_error(
+    cancel: &CancellationToken,
+    failure: Failure,
+    other: impl FnOnce(Failure) -> Error,
+) -> Error {
+    if cancel.is_cancelled() && failure.1 == CANCELLED {
+        Error::Cancelled {
+            reason: format!("HTTP {CANCELLED}"),
+        }
+    } else {
+        other(failure)
+    }
+}
+
 fn refuse(message: String) -> Failure {
     (ErrorClass::BadRequest, message)
 }
@@ -240,7 +257,7 @@ async fn execute(
                 format!("no complete response within {} ms", limits.timeout.as_millis()),
             )),
         },
-        () = cancel.cancelled() => Err((ErrorClass::Internal, "request cancelled".to_owned())),
+        () = cancel.cancelled() => Err((ErrorClass::Internal, CANCELLED.to_owned())),
     }
 }
 
@@ -550,7 +567,7 @@ impl Tool for HttpTool {
         let request = self.parse_arguments(arguments).map_err(tool_error)?;
         execute(&self.client, &self.limits, request, &context.cancel)
             .await
-            .map_err(tool_error)
+            .map_err(|f| failure_error(&context.cancel, f, tool_error))
     }
 }
 
@@ -697,7 +714,9 @@ impl Node for HttpNode {
         };
         let result = execute(&self.client, &self.limits, request, &ctx.cancel)
             .await
-            .map_err(|(class, message)| ctx.error(class, message))?;
+            .map_err(|f| {
+                failure_error(&ctx.cancel, f, |(class, message)| ctx.error(class, message))
+            })?;
         let mut delta = StateDelta::default();
         if let Some(name) = &self.output_variable {
             delta
