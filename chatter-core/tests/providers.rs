@@ -541,13 +541,13 @@ mod openai {
         let m = OpenAiModel::new(
             OpenAiConfig::default()
                 .base_url(&base)
-                .request_timeout(Duration::from_millis(300)),
+                .request_timeout(Duration::from_millis(600)),
         )
         .unwrap();
         let started = Instant::now();
         let (_, class, message, _) = model_error(m.chat(named("hang")).await.unwrap_err());
         assert_eq!(class, ErrorClass::Timeout);
-        assert_eq!(message, "no complete response within 300 ms");
+        assert_eq!(message, "no complete response within 600 ms");
         assert!(started.elapsed() < Duration::from_secs(3));
 
         let started = Instant::now();
@@ -558,7 +558,7 @@ mod openai {
         );
         assert_eq!(
             (class, message.as_str()),
-            (ErrorClass::Timeout, "no response within 300 ms")
+            (ErrorClass::Timeout, "no response within 600 ms")
         );
         assert!(started.elapsed() < Duration::from_secs(3));
     }
@@ -569,7 +569,7 @@ mod openai {
         let m = OpenAiModel::new(
             OpenAiConfig::default()
                 .base_url(&base)
-                .request_timeout(Duration::from_millis(300)),
+                .request_timeout(Duration::from_millis(600)),
         )
         .unwrap();
         let tokens = Tokens::default();
@@ -580,7 +580,7 @@ mod openai {
                 .unwrap_err(),
         );
         assert_eq!(class, ErrorClass::Timeout);
-        assert_eq!(message, "the stream stalled: no data within 300 ms");
+        assert_eq!(message, "the stream stalled: no data within 600 ms");
         assert_eq!(tokens.all(), vec!["partial"]);
     }
 
@@ -888,7 +888,7 @@ async fn scripted_hang_never_answers_and_delay_waits() {
     let tokens = Tokens::default();
     let sink = tokens.sink();
     let outcome = tokio::time::timeout(
-        Duration::from_millis(300),
+        Duration::from_millis(600),
         model.chat_stream(user("hang"), &sink),
     )
     .await;

@@ -532,7 +532,7 @@ mod http {
     #[tokio::test]
     async fn a_slow_server_hits_the_timeout() {
         let (port, _) = server().await;
-        let http = tool(HttpToolConfig::new(["127.0.0.1"]).timeout(Duration::from_millis(200)));
+        let http = tool(HttpToolConfig::new(["127.0.0.1"]).timeout(Duration::from_millis(400)));
         let started = Instant::now();
         let err = http
             .call(
@@ -546,7 +546,7 @@ mod http {
             (
                 "http".to_owned(),
                 ErrorClass::Timeout,
-                "no complete response within 200 ms".to_owned()
+                "no complete response within 400 ms".to_owned()
             )
         );
         assert!(started.elapsed() < Duration::from_secs(3));
