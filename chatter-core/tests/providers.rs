@@ -973,3 +973,41 @@ fn scripted_from_file_and_bad_files() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn providers_from_spec() {
+    let dir = std::env::temp_dir().join(format!("chatter-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("m.json");
+    std::fs::write(&file, r#"{"default": {"content": "from file"}}"#).unwrap();
+    let (name, model) =
+        chatter_core::providers::from_spec(&format!("scripted:{}", file.display())).unwrap();
+    assert_eq!(name, "scripted");
+    assert_eq!(
+        model.chat(user("x")).await.unwrap().message.content,
+        "from file"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let err = chatter_core::providers::from_spec("scripted")
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "configuration error: model spec `scripted`: expected `scripted:FILE`"
+    );
+    let err = chatter_core::providers::from_spec("anthropic:claude")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().starts_with(
+            "configuration error: model spec `anthropic:claude`: unknown provider `anthropic`"
+        ),
+        "{err}"
+    );
+    #[cfg(feature = "openai")]
+    {
+        let (name, model) = chatter_core::providers::from_spec("openai:gpt-4o-mini").unwrap();
+        assert_eq!((name.as_str(), model.name()), ("openai", "openai"));
+    }
+}
