@@ -29,11 +29,13 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod model;
+pub mod providers;
 pub mod registry;
 pub mod retriever;
 pub mod state;
 pub mod templates;
 pub mod tool;
+pub mod tools;
 pub mod validate;
 
 pub use definition::{
