@@ -344,6 +344,18 @@ fn a_valid_config_loads_with_defaults_filled() {
 }
 
 #[test]
+fn the_documented_example_config_loads() {
+    let doc = include_str!("../../docs/models.md");
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let config = RegistryConfig::from_yaml(&doc[start..end]).unwrap();
+    assert_eq!(config.models.len(), 3);
+    assert_eq!(config.routing.rules.len(), 2);
+    assert_eq!(config.memo.mode, MemoMode::Off);
+    assert_eq!(config.budgets.max_cost_per_execution, Some(1.0));
+}
+
+#[test]
 fn a_model_of_an_unknown_provider_is_refused_at_load_naming_the_path() {
     let message = config_error(
         "providers: [{name: alpha, kind: openai}]\nmodels: [{name: m, provider: gamma}]",
