@@ -681,9 +681,23 @@ impl RegistryConfig {
             } else if !rule_names.insert(rule.name.as_str()) {
                 issues.push(format!("{path}.name: duplicate rule name `{}`", rule.name));
             }
-            check_model(format!("{path}.target"), &rule.target, &mut issues);
-            for (j, f) in rule.fallbacks.iter().enumerate() {
-                check_model(format!("{path}.fallbacks[{j}]"), f, &mut issues);
+            // A disabled rule may point at inactive models (switched off together), never at
+            // unknown ones.
+            let names = std::iter::once((format!("{path}.target"), &rule.target)).chain(
+                rule.fallbacks
+                    .iter()
+                    .enumerate()
+                    .map(|(j, f)| (format!("{path}.fallbacks[{j}]"), f)),
+            );
+            for (at, name) in names {
+                if rule.enabled {
+                    check_model(at, name, &mut issues);
+                } else if !models.contains_key(name.as_str()) {
+                    issues.push(format!(
+                        "{at}: unknown model `{name}` (known: {})",
+                        known(models.keys().copied())
+                    ));
+                }
             }
             if let Some(c) = rule.max_cost_per_request
                 && (!c.is_finite() || c < 0.0)

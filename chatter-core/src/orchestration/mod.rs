@@ -231,11 +231,13 @@ impl OrchestratorBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] when the config is invalid, an active provider has no client (neither
-    /// given nor built by the factory), or the memo's recording is refused (see [`Memo::new`]);
+    /// given nor built by the factory; allowed in `replay` mode, which never calls one), or the memo's recording is refused (see [`Memo::new`]);
     /// [`Error::Io`] when the recording cannot be opened.
     pub fn build(mut self) -> Result<Orchestrator> {
         self.config.validate()?;
         let mut missing = Vec::new();
+        // A replay never reaches a provider: clients are optional (CI without keys).
+        let replay = self.config.memo.mode == MemoMode::Replay;
         for p in self.config.providers.iter().filter(|p| p.active) {
             if self.providers.contains_key(&p.name) {
                 continue;
@@ -245,6 +247,7 @@ impl OrchestratorBuilder {
                     let model = f.build(p)?;
                     self.providers.insert(p.name.clone(), model);
                 }
+                None if replay => {}
                 None => missing.push(format!("`{}` (kind `{}`)", p.name, p.kind)),
             }
         }
@@ -731,17 +734,20 @@ impl Orchestrator {
                 Err(error) => {
                     self.metrics.attempt(&model.name, false);
                     let disposition = resilience::disposition(&error);
-                    let mut now_open = false;
-                    if resilience::counts_against_breaker(&error) {
+                    let (transition, now_open) = {
                         let mut breakers = self.lock_breakers();
                         let breaker = breakers
                             .entry(model.name.clone())
                             .or_insert_with(Breaker::new);
-                        let transition = breaker.failure(&resilience.breaker);
-                        now_open = breaker.state() == BreakerState::Open;
-                        drop(breakers);
-                        self.report(ctx, &model.name, transition);
-                    }
+                        if resilience::counts_against_breaker(&error) {
+                            let transition = breaker.failure(&resilience.breaker);
+                            (transition, breaker.state() == BreakerState::Open)
+                        } else {
+                            breaker.release_probe();
+                            (None, false)
+                        }
+                    };
+                    self.report(ctx, &model.name, transition);
                     let class = error.class().map_or("internal", ErrorClass::as_str);
                     attempts.push(AttemptRecord {
                         model: model.name.clone(),

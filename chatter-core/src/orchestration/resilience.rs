@@ -226,6 +226,14 @@ impl Breaker {
         (before != BreakerState::Closed).then_some((before, BreakerState::Closed))
     }
 
+    /// A call failed for a reason that says nothing about the model's health (a malformed
+    /// request): a half-open circuit lets the next call probe at once.
+    pub(crate) fn release_probe(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.probe_started = None;
+        }
+    }
+
     /// A call failed: a failed probe reopens the circuit; `failure_threshold` consecutive
     /// failures open it.
     pub(crate) fn failure(&mut self, config: &BreakerConfig) -> Transition {
