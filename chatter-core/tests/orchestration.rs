@@ -1407,6 +1407,17 @@ async fn a_recording_replays_the_same_answers_with_zero_tokens() {
         r#"{"format":"chatter-memo","version":1,"key":"sha256"}"#
     );
 
+    // Recording again appends to the same file under the same header.
+    let more = rig(
+        memo_config("record", &path),
+        vec![reply("Marseille.", 14, 2)],
+        vec![],
+    );
+    more.call(user("third city?")).await.unwrap();
+    let lines = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(lines.lines().count(), 5);
+    assert_eq!(lines.matches("chatter-memo").count(), 1);
+
     // Replay needs no provider clients at all (CI without keys)...
     let bare = Orchestrator::builder(memo_config("replay", &path))
         .build()
@@ -1461,7 +1472,7 @@ async fn a_recording_replays_the_same_answers_with_zero_tokens() {
         other => panic!("{other:?}"),
     }
     let s = replay.memo_stats();
-    assert_eq!((s.hits, s.misses, s.entries), (4, 1, 2));
+    assert_eq!((s.hits, s.misses, s.entries), (4, 1, 3));
 }
 
 #[test]
@@ -1520,6 +1531,49 @@ fn recordings_that_do_not_parse_or_match_are_refused_at_load() {
         Err(Error::Io { path, .. }) => assert_eq!(path, "/nonexistent/dir/rec.jsonl"),
         other => panic!("{other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+#[tokio::test(start_paused = true)]
+async fn decisions_attempts_and_events_serialise_for_the_store_and_event_log() {
+    let r = rig(
+        config_with("{}"),
+        vec![fail(ErrorClass::Server), reply("ok", 1, 1)],
+        vec![],
+    );
+    let out = r.call(explicit("a-small", "hi")).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&out.attempts).unwrap(),
+        json!([
+            {"model": "a-small", "attempt": 1, "outcome": "failed", "class": "server",
+             "error": "model `alpha` failed (server): scripted server", "duration_ms": 0, "delay_before_ms": 0},
+            {"model": "a-small", "attempt": 2, "outcome": "succeeded", "duration_ms": 0, "delay_before_ms": 100}
+        ])
+    );
+    let decision = serde_json::to_value(&out.decision).unwrap();
+    assert_eq!(decision["model"], "a-small");
+    assert_eq!(decision["api_model"], "small-2025");
+    assert_eq!(decision["explicit"], true);
+    assert_eq!(decision["analysis"]["complexity"], "simple");
+    let back: chatter_core::orchestration::RoutingDecision =
+        serde_json::from_value(decision).unwrap();
+    assert_eq!(back, out.decision);
+    let failed = r
+        .log
+        .events()
+        .into_iter()
+        .find(|e| matches!(e, OrchestrationEvent::AttemptFailed { .. }))
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&failed).unwrap(),
+        json!({"type": "attempt_failed", "model": "a-small", "attempt": 1, "class": "server",
+               "error": "model `alpha` failed (server): scripted server", "retry_in_ms": 100})
+    );
+    let metrics = serde_json::to_value(r.orchestrator.metrics()).unwrap();
+    assert_eq!(metrics["llm_requests_total"], 2);
+    assert_eq!(metrics["models"]["a-small"]["breaker"], "closed");
 }
 
 // ---------------------------------------------------------------------------------------------
