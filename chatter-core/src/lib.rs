@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod model;
+pub mod nodes;
 pub mod registry;
 pub mod retriever;
 pub mod state;
