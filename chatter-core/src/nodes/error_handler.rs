@@ -10,7 +10,7 @@
 //! **Semantics.** The engine runs the handler with [`NodeContext::failure`] set. While
 //! `failure.retries < retry_count` the handler answers [`Route::RetryFailed`] (the engine runs
 //! the failed node again). Then the fallback: `continue` records the failure in `errors` (unless
-//! it is already the last error recorded) and follows the handler's out-edges; `clear_errors`
+//! the engine already recorded it) and follows the handler's out-edges; `clear_errors`
 //! empties `errors` and follows the out-edges; `stop` ends the execution as failed with the
 //! failure's message ([`Route::Stop`]). A handler reached without a failure (by an ordinary
 //! edge) does nothing and follows its out-edges.
@@ -128,7 +128,7 @@ impl Node for ErrorHandlerNode {
                     message: failure.message.clone(),
                     kind: failure.class.clone(),
                 };
-                if ctx.state.errors().last() != Some(&record) {
+                if !ctx.state.errors().contains(&record) {
                     delta.errors.push(record);
                 }
                 output["action"] = json!("continue");

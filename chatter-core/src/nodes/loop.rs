@@ -17,8 +17,8 @@
 //! **Routing.** By default the node follows its out-edges ([`Route::Edges`]): the continue edge
 //! carries `loop_<id>_continue` (or `loop.<id>.continue`), the exit edge is the default. When
 //! the node is built with [`NodeFactory::build_in`] and its out-edges are named branches
-//! (`sourceHandle` `continue`/`exit`, or `true`/`false`), it takes the matching branch
-//! ([`Route::Branch`]) instead.
+//! (`sourceHandle` `continue` and `exit` — or `done`, or `break` — or `true` and `false`), it
+//! takes the matching branch ([`Route::Branch`]) instead.
 //!
 //! **Reads:** the state, `loop.<id>`. **Writes:** `loop.<id>`. Output:
 //! `{iteration, max_iterations, continue, reason}` with `reason` one of `condition`,
@@ -81,7 +81,9 @@ pub enum LoopRouting {
 }
 
 impl LoopRouting {
-    /// The routing style the node's out-edges in `definition` call for.
+    /// The routing style the node's out-edges in `definition` call for: `continue` with the
+    /// first of `exit`, `done` or `break` found (`exit` when none is), else `true`/`false`,
+    /// else [`LoopRouting::Edges`].
     pub fn for_node(definition: &WorkflowDefinition, node_id: &str) -> LoopRouting {
         let handles: Vec<&str> = definition
             .out_edges(node_id)
@@ -91,8 +93,9 @@ impl LoopRouting {
             continue_branch: a.to_owned(),
             exit_branch: b.to_owned(),
         };
-        if handles.iter().any(|h| *h == "continue" || *h == "exit") {
-            pair("continue", "exit")
+        let exit = handles.iter().copied().find(|h| EXIT_BRANCHES.contains(h));
+        if exit.is_some() || handles.contains(&"continue") {
+            pair("continue", exit.unwrap_or("exit"))
         } else if handles.iter().any(|h| *h == "true" || *h == "false") {
             pair("true", "false")
         } else {
@@ -100,6 +103,9 @@ impl LoopRouting {
         }
     }
 }
+
+/// Branch names a loop node leaves by, besides `false`.
+const EXIT_BRANCHES: [&str; 3] = ["exit", "done", "break"];
 
 /// Builds [`LoopNode`]s.
 #[derive(Debug, Clone, Copy, Default)]
@@ -336,6 +342,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(LoopRouting::for_node(&def, "lp"), LoopRouting::Edges);
+        let def = WorkflowDefinition::from_json(
+            r#"{"nodes": [{"id": "lp", "type": "loop"}, {"id": "x", "type": "end"}, {"id": "y", "type": "end"}],
+                "edges": [{"source": "lp", "target": "x", "sourceHandle": "continue"},
+                          {"source": "lp", "target": "y", "sourceHandle": "done"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            LoopRouting::for_node(&def, "lp"),
+            LoopRouting::Branches {
+                continue_branch: "continue".into(),
+                exit_branch: "done".into()
+            }
+        );
     }
 
     #[test]

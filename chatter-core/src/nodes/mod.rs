@@ -105,6 +105,7 @@ pub fn register_builtins(register: &mut dyn FnMut(&str, Arc<dyn NodeFactory>)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::definition::WorkflowDefinition;
 
     #[test]
     fn every_builtin_kind_is_registered_once() {
@@ -128,5 +129,66 @@ mod tests {
                 "subworkflow"
             ]
         );
+    }
+
+    /// Every kind, in the editor shape with camelCase keys and old names, builds.
+    #[test]
+    fn editor_shaped_configs_of_every_kind_build() {
+        let def = WorkflowDefinition::from_json(
+            r#"{"nodes": [
+              {"id": "s", "type": "start", "data": {"label": "Start", "nodeType": "start", "config": {}}},
+              {"id": "m", "type": "model", "data": {"nodeType": "model", "config": {
+                 "systemMessage": "Be nice.", "maxTokens": 200, "temperature": 0.7,
+                 "enableTools": true, "allowedTools": ["search"], "enableStreaming": false}}},
+              {"id": "t", "type": "execute_tools", "data": {"config": {
+                 "maxToolCalls": 5, "toolTimeoutMs": 1000, "parallelCalls": false,
+                 "repetitionDetection": "strict", "maxConsecutiveCalls": 2}}},
+              {"id": "r", "type": "retrieval", "data": {"config": {
+                 "retrieverName": "kb", "maxDocuments": 3, "similarityThreshold": 0.5}}},
+              {"id": "mem", "type": "memory", "data": {"config": {"memoryWindow": 20, "summaryModel": "small"}}},
+              {"id": "c", "type": "condition", "data": {"config": {"condition": "has_tool_calls"}}},
+              {"id": "l", "type": "loop", "data": {"config": {"maxIterations": 4}}},
+              {"id": "v", "type": "variable", "data": {"config": {
+                 "operation": "increment", "variableName": "n"}}},
+              {"id": "h", "type": "errorHandler", "data": {"config": {
+                 "retryCount": 2, "fallbackAction": "clear_errors"}}},
+              {"id": "d", "type": "delay", "data": {"config": {"delayType": "random", "minDelayMs": 1, "maxDelayMs": 2}}},
+              {"id": "each", "type": "map", "data": {"config": {
+                 "itemsPath": "input.items", "itemVariable": "doc", "maxConcurrency": 2,
+                 "workflowId": "wf", "outputVariable": "out"}}},
+              {"id": "sub", "type": "subWorkflow", "data": {"config": {"templateId": "tpl"}}},
+              {"id": "e", "type": "end", "data": {"config": {}}}
+            ], "edges": [
+              {"source": "l", "target": "v", "sourceHandle": "continue"},
+              {"source": "l", "target": "e", "sourceHandle": "exit"}
+            ]}"#,
+        )
+        .unwrap();
+        let factories = builtin_factories();
+        for node in &def.nodes {
+            let factory = &factories
+                .iter()
+                .find(|(kind, _)| *kind == node.kind.as_str())
+                .unwrap_or_else(|| panic!("no factory for {}", node.kind))
+                .1;
+            if let Err(e) = factory.build_in(node, &def) {
+                panic!("node {} did not build: {e}", node.id);
+            }
+        }
+        let m = llm::LlmConfig::from_spec(def.node("m").unwrap()).unwrap();
+        assert_eq!(m.max_tokens, Some(200));
+        assert!(!m.stream);
+        assert!(m.enable_tools);
+        let t = tool::ToolConfig::from_spec(def.node("t").unwrap()).unwrap();
+        assert_eq!(t.max_total_calls, 5);
+        assert_eq!(t.repetition_detection, tool::RepetitionDetection::Strict);
+        let r = retrieval::RetrievalConfig::from_spec(def.node("r").unwrap()).unwrap();
+        assert_eq!(
+            (r.retriever.as_str(), r.top_k, r.score_threshold),
+            ("kb", 3, 0.5)
+        );
+        let each = map::MapConfig::from_spec(def.node("each").unwrap()).unwrap();
+        assert_eq!(each.items.source(), "input.items");
+        assert_eq!(each.item_variable, "doc");
     }
 }
