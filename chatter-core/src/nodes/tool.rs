@@ -382,11 +382,19 @@ impl Node for ToolNode {
             return Ok(nothing_to_do());
         }
 
-        // The execution's calls so far, oldest first.
+        // The execution's calls so far, oldest first: those of earlier assistant messages, then
+        // those of this message already answered.
         let earlier: Vec<CallKey> = messages[..at]
             .iter()
             .filter(|m| m.role == Role::Assistant)
-            .flat_map(|m| m.tool_calls.iter().map(CallKey::of))
+            .flat_map(|m| m.tool_calls.iter())
+            .chain(
+                messages[at]
+                    .tool_calls
+                    .iter()
+                    .filter(|c| answered.contains(&c.id.as_str())),
+            )
+            .map(CallKey::of)
             .collect();
         let counted = ctx.state.tool_calls();
         let skip = earlier
@@ -903,9 +911,21 @@ mod tests {
             messages: vec![Message::tool_result("c1", "a", "done")],
             ..StateDelta::default()
         });
-        let (out, _) = run(json!({}), state, tools()).await;
+        let (out, _) = run(json!({}), state.clone(), tools()).await;
         assert_eq!(out.delta.messages.len(), 1);
         assert_eq!(out.delta.messages[0].tool_call_id.as_deref(), Some("c2"));
+        // The answered call counts as an earlier call of the execution.
+        let mut state = state_with(
+            &[],
+            vec![call("c1", "a", json!(1)), call("c2", "a", json!(1))],
+        );
+        state.apply(&StateDelta {
+            messages: vec![Message::tool_result("c1", "a", "done")],
+            tool_calls: 1,
+            ..StateDelta::default()
+        });
+        let (out, _) = run(json!({"repetition_detection": "strict"}), state, tools()).await;
+        assert_eq!(out.output["stop_reason"], "repeated_call");
     }
 
     #[tokio::test(start_paused = true)]
