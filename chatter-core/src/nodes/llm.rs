@@ -9,7 +9,9 @@
 //!   first. It is sent, not stored: the state's messages are not changed by it, and a system
 //!   message of the state with the same text is not sent twice.
 //! - `prompt` (template): rendered and appended as a user message (sent and stored) before the
-//!   call; skipped when it renders to blank text.
+//!   call; skipped when it renders to blank text, and when the last message is a tool result
+//!   (the model is then continuing its own turn after its tool calls, as on the second pass of
+//!   an `llm` ⇄ `tool` loop).
 //! - `tools` (list of tool names): these tools are offered to the model. Otherwise, when
 //!   `enable_tools` is true (its default is true when `allowed_tools` is given, else false), every
 //!   registered tool is offered, restricted to `allowed_tools` when given. `tool_choice`
@@ -186,7 +188,15 @@ impl Node for LlmNode {
             }
         };
         let system = render(&config.system_prompt)?;
-        let prompt = render(&config.prompt)?.map(Message::user);
+        let continuing = ctx
+            .state
+            .last_message()
+            .is_some_and(|m| m.role == Role::Tool);
+        let prompt = if continuing {
+            None
+        } else {
+            render(&config.prompt)?.map(Message::user)
+        };
 
         let history = ctx.state.messages();
         let mut messages = Vec::with_capacity(history.len() + 2);
@@ -376,6 +386,46 @@ mod tests {
                 Message::assistant("ok")
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn prompt_is_not_repeated_after_tool_results() {
+        let model = CannedModel::new(vec![reply("done", vec![])]);
+        let history = vec![
+            Message::user("q"),
+            Message::user("Use the tools."),
+            Message {
+                tool_calls: vec![call("c1", "search", json!({}))],
+                ..Message::assistant("")
+            },
+            Message::tool_result("c1", "search", "found"),
+        ];
+        let (node, ctx, _) = run_ctx(
+            json!({"prompt": "Use the tools."}),
+            State::new(json!({}), history.clone()),
+            services_with_model(model.clone()),
+        );
+        let out = node.run(ctx).await.unwrap();
+        assert_eq!(model.requests()[0].messages, history);
+        assert_eq!(out.delta.messages, vec![Message::assistant("done")]);
+    }
+
+    #[tokio::test]
+    async fn calls_while_budget_remains_and_not_once_cancelled() {
+        let model = CannedModel::new(vec![reply("ok", vec![])]);
+        let (node, mut ctx, _) = run_ctx(
+            json!({}),
+            State::default(),
+            services_with_model(model.clone()),
+        );
+        ctx.tokens_left = Some(1);
+        ctx.cost_left = Some(0.01);
+        node.run(ctx.clone()).await.unwrap();
+        assert_eq!(model.requests().len(), 1);
+        ctx.cancel.cancel();
+        let err = node.run(ctx).await.unwrap_err();
+        assert_eq!(err.to_string(), "cancelled: node `chat` was cancelled");
+        assert_eq!(model.requests().len(), 1);
     }
 
     #[tokio::test]

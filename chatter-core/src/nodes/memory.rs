@@ -405,6 +405,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn summary_provider_is_honoured() {
+        let default = CannedModel::new(vec![]);
+        let small = CannedModel::new(vec![reply("short", vec![])]);
+        let mut services = services_with_model(default.clone());
+        services.models.register("cheap", small.clone());
+        let s = spec(
+            "mem",
+            "memory",
+            json!({"window_size": 1, "summary_provider": "cheap"}),
+        );
+        let node = build(&MemoryFactory, &s);
+        let out = node
+            .run(context(s, State::new(json!({}), conversation(1)), services).0)
+            .await
+            .unwrap();
+        assert!(default.requests().is_empty());
+        assert_eq!(small.requests().len(), 1);
+        assert_eq!(out.output["summarized"], true);
+    }
+
+    #[tokio::test]
     async fn budget_spent_refuses_the_summary_call() {
         let model = CannedModel::new(vec![reply("s", vec![])]);
         let s = spec("mem", "memory", json!({"window_size": 1}));

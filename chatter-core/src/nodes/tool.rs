@@ -622,6 +622,15 @@ mod tests {
             order,
             ["start c1", "start c2", "end c2 true 100", "end c1 true 300"]
         );
+        assert_eq!(
+            events[0],
+            EventKind::ToolCallStarted {
+                node_id: "tools".into(),
+                call_id: "c1".into(),
+                tool: "slow".into(),
+                arguments: json!({"n": 1}),
+            }
+        );
         // The tool context carries the idempotency key and the call id.
         let (_, tctx) = slow.calls.lock().unwrap()[0].clone();
         assert_eq!(tctx.idempotency_key, "exec1:tools:0:1");
