@@ -38,7 +38,9 @@
 
 use std::sync::Arc;
 
-use crate::engine::NodeFactory;
+use crate::definition::{NodeSpec, WorkflowDefinition};
+use crate::engine::{Node, NodeFactory};
+use crate::error::Result;
 
 mod common;
 #[cfg(test)]
@@ -102,10 +104,31 @@ pub fn register_builtins(register: &mut dyn FnMut(&str, Arc<dyn NodeFactory>)) {
     }
 }
 
+/// A shared factory used where a `NodeFactory` value is wanted: it forwards both
+/// [`NodeFactory::build`] and [`NodeFactory::build_in`] (wrapping an `Arc` in a closure would
+/// lose `build_in`).
+#[derive(Clone)]
+pub struct SharedFactory(pub Arc<dyn NodeFactory>);
+
+impl NodeFactory for SharedFactory {
+    fn build(&self, spec: &NodeSpec) -> Result<Arc<dyn Node>> {
+        self.0.build(spec)
+    }
+
+    fn build_in(&self, spec: &NodeSpec, definition: &WorkflowDefinition) -> Result<Arc<dyn Node>> {
+        self.0.build_in(spec, definition)
+    }
+}
+
+impl std::fmt::Debug for SharedFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedFactory")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::definition::WorkflowDefinition;
 
     #[test]
     fn every_builtin_kind_is_registered_once() {
@@ -129,6 +152,20 @@ mod tests {
                 "subworkflow"
             ]
         );
+    }
+
+    #[test]
+    fn shared_factory_forwards_build_in() {
+        let def = WorkflowDefinition::from_json(
+            r#"{"nodes": [{"id": "c", "type": "conditional"}, {"id": "x", "type": "end"}],
+                "edges": [{"source": "c", "target": "x"}]}"#,
+        )
+        .unwrap();
+        let shared = SharedFactory(Arc::new(ConditionalFactory));
+        let spec = def.node("c").unwrap();
+        assert!(shared.build(spec).is_ok());
+        // Only `build_in` sees that nothing routes this conditional.
+        assert!(shared.build_in(spec, &def).is_err());
     }
 
     /// Every kind, in the editor shape with camelCase keys and old names, builds.
