@@ -200,6 +200,7 @@ struct Stop {
 }
 
 /// What happens to one call.
+#[derive(Clone)]
 enum Plan {
     Run(Arc<dyn Tool>),
     Refuse(String),
@@ -434,30 +435,28 @@ impl Node for ToolNode {
             });
         }
 
-        let results: Vec<Option<(bool, Value)>> = cancellable(&ctx, async {
-            let one = |call: &ToolCall, plan: &Plan| {
-                let ctx = &ctx;
-                let call = call.clone();
-                let plan = match plan {
-                    Plan::Run(tool) => Some(Ok(tool.clone())),
-                    Plan::Refuse(m) => Some(Err(m.clone())),
+        let node_ctx = &ctx;
+        let run_one = |call: &ToolCall, plan: &Plan| {
+            let (call, plan) = (call.clone(), plan.clone());
+            async move {
+                match plan {
+                    Plan::Run(tool) => Some(self.run_call(node_ctx, tool, &call).await),
+                    Plan::Refuse(message) => Some(ToolNode::refuse(node_ctx, &call, &message)),
                     Plan::Skip => None,
-                };
-                async move {
-                    match plan {
-                        Some(Ok(tool)) => Some(self.run_call(ctx, tool, &call).await),
-                        Some(Err(message)) => Some(ToolNode::refuse(ctx, &call, &message)),
-                        None => None,
-                    }
                 }
-            };
-            let futures = calls.iter().zip(&plans).map(|(call, plan)| one(call, plan));
+            }
+        };
+        let runs = calls
+            .iter()
+            .zip(&plans)
+            .map(|(call, plan)| run_one(call, plan));
+        let results: Vec<Option<(bool, Value)>> = cancellable(&ctx, async {
             if self.config.parallel_calls {
-                Ok(join_all(futures).await)
+                Ok(join_all(runs).await)
             } else {
                 let mut out = Vec::with_capacity(calls.len());
-                for f in futures {
-                    out.push(f.await);
+                for run in runs {
+                    out.push(run.await);
                 }
                 Ok(out)
             }
