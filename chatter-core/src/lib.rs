@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod model;
+pub mod nodes;
 pub mod orchestration;
 pub mod providers;
 pub mod registry;

@@ -35,6 +35,19 @@ pub trait NodeFactory: Send + Sync {
     ///
     /// [`Error::Config`] (or an expression/template error) when the config is unusable.
     fn build(&self, spec: &NodeSpec) -> Result<Arc<dyn Node>>;
+
+    /// Builds it knowing the definition it belongs to, for kinds whose behaviour depends on the
+    /// node's edges (a `loop` whose out-edges are `continue`/`exit` branches, a `conditional`
+    /// without a condition of its own). The engine should call this one; the default ignores
+    /// the definition and calls [`NodeFactory::build`].
+    ///
+    /// # Errors
+    ///
+    /// As [`NodeFactory::build`].
+    fn build_in(&self, spec: &NodeSpec, definition: &WorkflowDefinition) -> Result<Arc<dyn Node>> {
+        let _ = definition;
+        self.build(spec)
+    }
 }
 
 impl<F> NodeFactory for F

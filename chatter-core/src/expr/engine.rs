@@ -244,12 +244,12 @@ pub(super) fn json_to_value(json: &serde_json::Value, depth: usize) -> Result<Va
             }
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|item| json_to_value(item, depth + 1))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .collect(),
+        serde_json::Value::Array(items) => Value::from(
+            items
+                .iter()
+                .map(|item| json_to_value(item, depth + 1))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
         serde_json::Value::Object(map) => Value::from_pairs(
             map.iter()
                 .map(|(k, v)| Ok((Value::from(k.as_str()), json_to_value(v, depth + 1)?)))

@@ -227,7 +227,16 @@ impl Expression {
                     locate(engine::describe(&err), err.range().map(|r| r.start)),
                 )
             })?;
-        let names = compiled.undeclared_variables(false);
+        let mut names = compiled.undeclared_variables(false);
+        // minijinja's tracker misses names inside slices (`variables.xs[:2]`): add the state
+        // variables the token scan saw at the top level, so they are converted and the
+        // expression is not mistaken for a constant.
+        names.extend(
+            scan.first_line
+                .keys()
+                .filter(|name| STATE_VARIABLES.contains(&name.as_str()))
+                .cloned(),
+        );
         let state_reads = engine::check_names(&names)
             .map_err(|name| expression_error(source, engine::unknown_name_message(&name)))?;
         let reads_variables = state_reads.contains(&"variables");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{MAX_TEMPLATE_BYTES, engine};
+use super::{MAX_TEMPLATE_BYTES, STATE_VARIABLES, engine};
 use crate::error::{Error, Result};
 
 /// A minijinja template borrowing the source its cell owns.
@@ -82,7 +82,15 @@ impl PromptTemplate {
             env.template_from_named_str("<prompt>", source)
         })
         .map_err(|err| template_error(located(&err)))?;
-        let names = compiled.borrow_dependent().undeclared_variables(false);
+        let mut names = compiled.borrow_dependent().undeclared_variables(false);
+        // As for expressions: names inside slices escape minijinja's tracker. (`loop` is left
+        // to the tracker: inside `{% for %}` it is Jinja's own loop object.)
+        names.extend(
+            scan.first_line
+                .keys()
+                .filter(|name| *name != "loop" && STATE_VARIABLES.contains(&name.as_str()))
+                .cloned(),
+        );
         let state_reads = engine::check_names(&names).map_err(|name| {
             let message = engine::unknown_name_message(&name);
             template_error(match scan.first_line.get(&name) {

@@ -1312,3 +1312,14 @@ fn state_strategy() -> impl Strategy<Value = Value> {
             })
         })
 }
+
+#[test]
+fn slices_read_their_state_variables() {
+    // minijinja's name tracker does not see names inside slices; the token scan does.
+    let ctx = json!({"variables": {"xs": [1, 2, 3]}, "input": {"n": 2}});
+    let e = Expression::compile("variables.xs[:input.n]").unwrap();
+    assert_eq!(e.constant(), None);
+    assert_eq!(e.eval_json(&ctx).unwrap(), json!([1, 2]));
+    let e = Expression::compile("variables.xs[1:] | length > 1").unwrap();
+    assert!(e.eval(&ctx).unwrap());
+}
