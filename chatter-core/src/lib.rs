@@ -26,6 +26,7 @@ pub mod analytics;
 pub mod definition;
 pub mod error;
 pub mod expr;
+mod graph;
 pub mod registry;
 pub mod validate;
 
