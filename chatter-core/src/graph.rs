@@ -233,7 +233,6 @@ impl<'a> GraphIndex<'a> {
     /// Depth-first search from `roots` (iterative, out-edges in document order): which graph
     /// edges are back-edges (they close a cycle on the current search path), and the reached
     /// vertices in a topological order of the graph without those back-edges.
-    #[allow(dead_code)] // Used by the analytics, next.
     pub(crate) fn back_edges(&self, roots: &[usize]) -> (Vec<bool>, Vec<usize>) {
         const WHITE: u8 = 0;
         const GREY: u8 = 1;

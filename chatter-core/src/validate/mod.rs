@@ -34,7 +34,7 @@ mod flow;
 mod kinds;
 mod paths;
 mod report;
-mod secrets;
+pub(crate) mod secrets;
 mod structure;
 
 #[cfg(test)]

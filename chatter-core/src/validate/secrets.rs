@@ -247,8 +247,20 @@ fn push_map<'v>(
     }
 }
 
-pub(super) fn check(ctx: &mut Ctx<'_>) {
-    let def = ctx.def;
+/// One string that looks like a secret.
+pub(crate) struct Finding<'a> {
+    /// Where it sits, for ordering.
+    pub(crate) at: At,
+    /// The node whose config or label holds it.
+    pub(crate) node_id: Option<&'a str>,
+    /// JSON path of the value.
+    pub(crate) path: String,
+    /// What it looks like.
+    pub(crate) what: &'static str,
+}
+
+/// Every string of the definition that looks like a secret, in document order.
+pub(crate) fn find(def: &crate::WorkflowDefinition) -> Vec<Finding<'_>> {
     let mut found: Vec<(At, Option<&str>, String, &'static str)> = Vec::new();
     for (i, node) in def.nodes.iter().enumerate() {
         let id = Some(node.id.as_str());
@@ -288,7 +300,25 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             &mut |path, what| found.push((At::Top, None, path, what)),
         );
     }
-    for (at, node_id, path, what) in found {
+    found
+        .into_iter()
+        .map(|(at, node_id, path, what)| Finding {
+            at,
+            node_id,
+            path,
+            what,
+        })
+        .collect()
+}
+
+pub(super) fn check(ctx: &mut Ctx<'_>) {
+    for Finding {
+        at,
+        node_id,
+        path,
+        what,
+    } in find(ctx.def)
+    {
         let place = match node_id {
             Some(id) => format!("node `{id}` at {path}"),
             None => path.clone(),

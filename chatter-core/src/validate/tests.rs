@@ -1637,3 +1637,60 @@ proptest! {
         prop_assert!(report.issues.iter().all(|i| i.code == CYCLE_WITHOUT_EXIT));
     }
 }
+
+/// 1 000 nodes and 2 000 edges: start, 998 work nodes each linked to the next two, end.
+pub(crate) fn thousand_node_graph() -> WorkflowDefinition {
+    let n = 998;
+    let kinds = ["llm", "tool", "retrieval", "memory", "variable"];
+    let mut d = WorkflowDefinition::default();
+    d.nodes
+        .push(crate::NodeSpec::new("start", "start", Default::default()));
+    for i in 0..n {
+        d.nodes.push(crate::NodeSpec::new(
+            format!("n{i}"),
+            kinds[i % kinds.len()],
+            Default::default(),
+        ));
+    }
+    d.nodes
+        .push(crate::NodeSpec::new("end", "end", Default::default()));
+    let mut edge = |s: String, t: String| {
+        let id = format!("e{}", d.edges.len());
+        d.edges.push(Edge::new(id, s, t));
+    };
+    edge("start".into(), "n0".into());
+    for i in 0..n {
+        for step in [1, 2] {
+            let target = if i + step < n {
+                format!("n{}", i + step)
+            } else {
+                "end".to_owned()
+            };
+            edge(format!("n{i}"), target);
+        }
+    }
+    for extra in ["end", "n1", "n2"] {
+        edge("start".into(), extra.into());
+    }
+    d
+}
+
+#[test]
+fn a_thousand_nodes_and_two_thousand_edges_validate_in_milliseconds() {
+    let d = thousand_node_graph();
+    assert_eq!((d.nodes.len(), d.edges.len()), (1000, 2000));
+    let validator = big_limits();
+    let mut best = Duration::MAX;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let report = validator.validate(&d);
+        best = best.min(started.elapsed());
+        assert_eq!(report.issues, vec![]);
+    }
+    let budget = if cfg!(debug_assertions) {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(5)
+    };
+    assert!(best < budget, "best of 20: {best:?}");
+}
