@@ -80,11 +80,15 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                     .strip_prefix(&paths::node_config(i, node))
                     .unwrap_or(&found.path)
                     .trim_start_matches('.');
-                let message = format!(
-                    "node `{}` config `{written}`: {}",
-                    node.display_name(),
-                    found.message
-                );
+                let message = if written.is_empty() {
+                    format!("node `{}` config: {}", node.display_name(), found.message)
+                } else {
+                    format!(
+                        "node `{}` config `{written}`: {}",
+                        node.display_name(),
+                        found.message
+                    )
+                };
                 let issue = if warning {
                     Issue::warning(code, path, message)
                 } else {

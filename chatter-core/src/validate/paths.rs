@@ -60,47 +60,69 @@ pub(crate) fn config_key(index: usize, node: &NodeSpec, canonical: &str) -> Stri
     )
 }
 
-/// The path of a place inside a node's config, given the dotted path the registry reports
-/// (`retry.max_attempts`, `allowed_tools[2]`, `max_tokens`): the first key takes the spelling
-/// the document used, the rest is kept (quoted where needed).
+/// The path of a place inside a node's config, given the path the registry reports
+/// (`retry.max_attempts`, `allowed_tools[2]`, `headers["x.y"]`, or empty for the whole config):
+/// the first key takes the spelling the document used, the rest is kept (quoted where needed).
 pub(crate) fn config_inner(index: usize, node: &NodeSpec, inner: &str) -> String {
     let mut path = node_config(index, node);
-    let mut first = true;
-    for (segment, indexes) in split_dotted(inner) {
-        if !segment.is_empty() {
-            let key = if first {
-                node.config_key_as_written(segment)
-            } else {
-                segment
-            };
-            push_key(&mut path, key);
-        }
-        first = false;
-        for i in indexes {
-            path.push('[');
-            path.push_str(i);
-            path.push(']');
+    for (i, step) in registry_steps(inner).into_iter().enumerate() {
+        match step {
+            Step::Key(key) if i == 0 => push_key(&mut path, node.config_key_as_written(&key)),
+            Step::Key(key) => push_key(&mut path, &key),
+            Step::Index(n) => path.push_str(&format!("[{n}]")),
         }
     }
     path
 }
 
-/// Splits `a.b[2][3].c` into `[("a", []), ("b", ["2", "3"]), ("c", [])]`.
-fn split_dotted(inner: &str) -> Vec<(&str, Vec<&str>)> {
-    inner
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .map(|segment| match segment.find('[') {
-            None => (segment, Vec::new()),
-            Some(at) => {
-                let indexes = segment[at..]
-                    .split(['[', ']'])
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                (&segment[..at], indexes)
+/// Splits a registry config path: keys separated by `.`, `[n]` indexes, `["key"]` quoted keys
+/// (JSON string syntax).
+fn registry_steps(inner: &str) -> Vec<Step> {
+    let mut out = Vec::new();
+    let mut rest = inner;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("[\"") {
+            // A JSON string: find its closing quote, skipping escapes.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in after.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
             }
-        })
-        .collect()
+            let Some(end) = end else {
+                out.push(Step::Key(rest.to_owned()));
+                break;
+            };
+            let literal = &rest[1..end + 2];
+            let key = serde_json::from_str::<String>(literal)
+                .unwrap_or_else(|_| literal.trim_matches('"').to_owned());
+            out.push(Step::Key(key));
+            rest = after[end + 1..]
+                .strip_prefix(']')
+                .unwrap_or(&after[end + 1..]);
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let close = after.find(']').unwrap_or(after.len());
+            match after[..close].parse::<u64>() {
+                Ok(n) => out.push(Step::Index(n)),
+                Err(_) => out.push(Step::Key(after[..close].to_owned())),
+            }
+            rest = after.get(close + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            out.push(Step::Key(rest[..end].to_owned()));
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 /// Where a node's kind is written: `data.nodeType` when the document has it, else `type`.
@@ -272,6 +294,15 @@ mod tests {
             config_inner(0, n, "allowed_tools[2]"),
             "$.nodes[0].data.config.allowed_tools[2]"
         );
+        assert_eq!(
+            config_inner(0, n, "headers[\"x.y\"].list[3]"),
+            "$.nodes[0].data.config.headers['x.y'].list[3]"
+        );
+        assert_eq!(
+            config_inner(0, n, "headers.x-api-key"),
+            "$.nodes[0].data.config.headers['x-api-key']"
+        );
+        assert_eq!(config_inner(0, n, ""), "$.nodes[0].data.config");
         assert_eq!(node_kind(0, n), "$.nodes[0].type");
         let flat = crate::WorkflowDefinition::from_value(&json!({
             "nodes": [{"id": "a", "type": "llm", "config": {"max_tokens": 5}}],

@@ -45,6 +45,7 @@ fn known_shape(value: &str) -> Option<&'static str> {
     }
     value
         .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';' | '=' | '(' | ')'))
+        .map(|word| word.trim_end_matches(['.', ':', '!', '?']))
         .find_map(word_shape)
 }
 

@@ -1312,7 +1312,8 @@ fn report_serialises_to_the_cli_shape() {
 #[test]
 fn report_converts_to_the_old_api_shape() {
     let mut doc = simple_editor();
-    doc["nodes"][1]["data"]["config"]["apiKey"] = json!("sk-Q8zr2LmN4vX7pT1kW9sBq8Zr");
+    doc["nodes"][1]["data"]["config"]["systemMessage"] =
+        json!("Call the API with sk-Q8zr2LmN4vX7pT1kW9sBq8Zr.");
     doc["nodes"]
         .as_array_mut()
         .unwrap()
@@ -1330,8 +1331,8 @@ fn report_converts_to_the_old_api_shape() {
                 {"loc": ["nodes", 3], "msg": "node `island` cannot be reached from the entry `start`", "type": "CHT-V008"}
             ],
             "warnings": [
-                {"loc": ["nodes", 1, "data", "config", "apiKey"],
-                 "msg": "possible secret at node `chat` at $.nodes[1].data.config.apiKey: the value looks like an API key (`sk-…`); keep secrets out of definitions (use the provider configuration or a secret store)",
+                {"loc": ["nodes", 1, "data", "config", "systemMessage"],
+                 "msg": "possible secret at node `chat` at $.nodes[1].data.config.systemMessage: the value looks like an API key (`sk-…`); keep secrets out of definitions (use the provider configuration or a secret store)",
                  "type": "CHT-V021"}
             ],
             "suggestions": [
@@ -1641,7 +1642,7 @@ proptest! {
 /// 1 000 nodes and 2 000 edges: start, 998 work nodes each linked to the next two, end.
 pub(crate) fn thousand_node_graph() -> WorkflowDefinition {
     let n = 998;
-    let kinds = ["llm", "tool", "retrieval", "memory", "variable"];
+    let kinds = ["llm", "tool", "retrieval", "memory"];
     let mut d = WorkflowDefinition::default();
     d.nodes
         .push(crate::NodeSpec::new("start", "start", Default::default()));
