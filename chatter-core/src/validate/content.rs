@@ -161,6 +161,16 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                 }
             }
         }
+        if kind == "map"
+            && let Some(body @ Value::Object(_)) = node.config.get("body")
+        {
+            ctx.bodies.push(super::Body {
+                prefix: paths::config_key(i, node, "body"),
+                at: At::Node(i),
+                node_id: node.id.to_string(),
+                value: body.clone(),
+            });
+        }
         if let Some(name) = node
             .config
             .get("output_variable")

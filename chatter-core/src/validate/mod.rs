@@ -222,23 +222,59 @@ impl WorkflowValidator {
     }
 
     /// Every issue of `def`, errors and warnings, in the order described in the module docs.
+    ///
+    /// The sub-graph of a `map` node (`config.body`) is validated too, with the same rules:
+    /// its issues carry paths into the body (`$.nodes[2].config.body.edges[0].target`), the
+    /// ids of the body's nodes and edges, and messages starting with "in the body of map node
+    /// `<id>`". Bodies nested in bodies are handled the same way, without recursion.
     pub fn validate(&self, def: &WorkflowDefinition) -> ValidationReport {
-        let mut ctx = Ctx {
-            def,
-            config: &self.config,
-            kinds: Kinds::new(&self.registry),
-            graph: GraphIndex::new(def),
-            found: Vec::new(),
-            edge_exprs: Vec::new(),
-            node_conditions: Vec::new(),
-        };
-        structure::check(&mut ctx);
-        content::check(&mut ctx);
-        flow::check(&mut ctx);
-        if self.config.detect_secrets {
-            secrets::check(&mut ctx);
+        let mut found = Vec::new();
+        let mut bodies = Vec::new();
+        self.collect(def, self.config.detect_secrets, &mut found, &mut bodies);
+        while let Some(body) = bodies.pop() {
+            let sub = match WorkflowDefinition::from_value(&body.value) {
+                Ok(sub) => sub,
+                Err(err) => {
+                    let (path, message) = match err {
+                        crate::Error::Definition { path, message } => (path, message),
+                        other => ("$".to_owned(), other.to_string()),
+                    };
+                    found.push(Found {
+                        at: body.at,
+                        issue: ValidationIssue {
+                            code: codes::CONFIG_WRONG_TYPE.to_owned(),
+                            severity: Severity::Error,
+                            node_id: Some(body.node_id.clone()),
+                            edge_id: None,
+                            path: nest(&body.prefix, &path),
+                            message: format!(
+                                "in the body of map node `{}`: {message}",
+                                body.node_id
+                            ),
+                        },
+                    });
+                    continue;
+                }
+            };
+            let mut sub_found = Vec::new();
+            let mut sub_bodies = Vec::new();
+            // Secrets in a body were already found by the scan of the map node's config.
+            self.collect(&sub, false, &mut sub_found, &mut sub_bodies);
+            for mut f in sub_found {
+                f.at = body.at;
+                f.issue.path = nest(&body.prefix, &f.issue.path);
+                f.issue.message = format!(
+                    "in the body of map node `{}`: {}",
+                    body.node_id, f.issue.message
+                );
+                found.push(f);
+            }
+            for mut inner in sub_bodies {
+                inner.prefix = nest(&body.prefix, &inner.prefix);
+                inner.at = body.at;
+                bodies.push(inner);
+            }
         }
-        let mut found = ctx.found;
         found.sort_by(|a, b| {
             (
                 a.issue.code.as_str(),
@@ -257,6 +293,51 @@ impl WorkflowValidator {
             issues: found.into_iter().map(|f| f.issue).collect(),
         }
     }
+
+    /// Runs every rule on one graph.
+    fn collect(
+        &self,
+        def: &WorkflowDefinition,
+        detect_secrets: bool,
+        found: &mut Vec<Found>,
+        bodies: &mut Vec<Body>,
+    ) {
+        let mut ctx = Ctx {
+            def,
+            config: &self.config,
+            kinds: Kinds::new(&self.registry),
+            graph: GraphIndex::new(def),
+            found: Vec::new(),
+            edge_exprs: Vec::new(),
+            node_conditions: Vec::new(),
+            bodies: Vec::new(),
+        };
+        structure::check(&mut ctx);
+        content::check(&mut ctx);
+        flow::check(&mut ctx);
+        if detect_secrets {
+            secrets::check(&mut ctx);
+        }
+        found.append(&mut ctx.found);
+        bodies.append(&mut ctx.bodies);
+    }
+}
+
+/// `prefix` (a path) followed by `inner` (a path from `$`).
+fn nest(prefix: &str, inner: &str) -> String {
+    format!("{prefix}{}", inner.strip_prefix('$').unwrap_or(inner))
+}
+
+/// The sub-graph of a `map` node, waiting to be validated.
+pub(crate) struct Body {
+    /// Path of the body object.
+    prefix: String,
+    /// Where the map node sits, for ordering.
+    at: At,
+    /// The map node's id.
+    node_id: String,
+    /// The body as written.
+    value: serde_json::Value,
 }
 
 /// Where an issue sits in the document, for ordering: top level, a node, an edge, metadata.
@@ -285,6 +366,8 @@ pub(crate) struct Ctx<'a> {
     /// The compiled `condition` of each node (by document position) whose kind routes by
     /// `true`/`false` branches, when it compiles.
     node_conditions: Vec<Option<Expression>>,
+    /// Sub-graphs of `map` nodes, validated after this graph.
+    bodies: Vec<Body>,
 }
 
 /// The fields of one issue, before it is placed.

@@ -1695,3 +1695,57 @@ fn a_thousand_nodes_and_two_thousand_edges_validate_in_milliseconds() {
     };
     assert!(best < budget, "best of 20: {best:?}");
 }
+
+#[test]
+fn map_bodies_are_validated_with_paths_into_the_body() {
+    let d = WorkflowBuilder::new()
+        .node("start", "start")
+        .node_with(
+            "each",
+            "map",
+            json!({
+                "items": "input.items",
+                "body": {
+                    "nodes": [
+                        {"id": "inner", "type": "map", "config": {
+                            "items": "input.items",
+                            "body": {"nodes": 5}
+                        }},
+                        {"id": "work", "type": "llm"}
+                    ],
+                    "edges": [
+                        {"source": "inner", "target": "work"},
+                        {"source": "work", "target": "ghost"}
+                    ]
+                }
+            }),
+        )
+        .node("end", "end")
+        .edge("start", "each")
+        .edge("each", "end")
+        .build()
+        .unwrap();
+    let report = validate(&d);
+    assert_eq!(
+        codes_of(&report),
+        vec![EDGE_TARGET_UNKNOWN, CONFIG_WRONG_TYPE]
+    );
+    assert_issue(
+        &report.issues[0],
+        Severity::Error,
+        None,
+        Some("e2"),
+        "$.nodes[1].data.config.body.edges[1].target",
+        &[
+            "in the body of map node `each`: edge `e2` target `ghost` is not a node of this definition",
+        ],
+    );
+    assert_issue(
+        &report.issues[1],
+        Severity::Error,
+        Some("inner"),
+        None,
+        "$.nodes[1].data.config.body.nodes[0].config.body.nodes",
+        &["in the body of map node `inner`: expected an array of nodes, found a number"],
+    );
+}
