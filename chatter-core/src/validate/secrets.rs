@@ -17,7 +17,7 @@
 //! Words are matched whole, so `max_tokens`, `tokenizer` or a label "Token counter" are not
 //! key-like, and ordinary words are never flagged. The message never repeats the value.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{At, Ctx, Issue, codes, paths};
 
@@ -211,40 +211,66 @@ fn high_entropy(value: &str) -> bool {
     entropy >= 3.0
 }
 
-/// Walks a value iteratively, calling `found` for each string with its path and nearest key.
+/// Walks a value iteratively, calling `found` for each string that looks like a secret, with
+/// its path. Paths are built only for containers and hits, so scanning stays cheap.
 fn scan<'v>(
     root: &'v Value,
     root_path: String,
     root_key: Option<&'v str>,
     found: &mut impl FnMut(String, &'static str),
 ) {
-    let mut stack: Vec<(&'v Value, String, Option<&'v str>)> = vec![(root, root_path, root_key)];
+    let mut stack: Vec<(&'v Value, String, Option<&'v str>)> = Vec::new();
+    match root {
+        Value::String(s) => {
+            if let Some(what) = classify(root_key, s) {
+                found(root_path, what);
+            }
+            return;
+        }
+        Value::Array(_) | Value::Object(_) => stack.push((root, root_path, root_key)),
+        _ => return,
+    }
     while let Some((value, path, key)) = stack.pop() {
-        match value {
-            Value::String(s) => {
-                if let Some(what) = classify(key, s) {
-                    found(path, what);
-                }
+        let children: Vec<(&'v Value, Option<&'v str>, Step<'v>)> = match value {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (item, key, Step::Index(i)))
+                .collect(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (v, Some(k.as_str()), Step::Key(k)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (child, child_key, step) in &children {
+            if let Value::String(s) = child
+                && let Some(what) = classify(*child_key, s)
+            {
+                found(step.append_to(&path), what);
             }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate().rev() {
-                    stack.push((item, format!("{path}[{i}]"), key));
-                }
+        }
+        // Reversed, so that the stack yields containers in document order.
+        for (child, child_key, step) in children.into_iter().rev() {
+            if matches!(child, Value::Array(_) | Value::Object(_)) {
+                stack.push((child, step.append_to(&path), child_key));
             }
-            Value::Object(map) => push_map(&mut stack, map, &path),
-            _ => {}
         }
     }
 }
 
-fn push_map<'v>(
-    stack: &mut Vec<(&'v Value, String, Option<&'v str>)>,
-    map: &'v Map<String, Value>,
-    path: &str,
-) {
-    let entries: Vec<_> = map.iter().collect();
-    for (k, v) in entries.into_iter().rev() {
-        stack.push((v, paths::with_key(path, k), Some(k.as_str())));
+/// One step below a container.
+enum Step<'v> {
+    Index(usize),
+    Key(&'v str),
+}
+
+impl Step<'_> {
+    fn append_to(&self, path: &str) -> String {
+        match self {
+            Step::Index(i) => format!("{path}[{i}]"),
+            Step::Key(k) => paths::with_key(path, k),
+        }
     }
 }
 
