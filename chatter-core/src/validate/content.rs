@@ -1,7 +1,7 @@
 //! Content rules: node configs against their kind's schema, expressions, prompt templates, and
 //! variables set but never read (`CHT-V012`..`V018`, `V022`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -18,12 +18,61 @@ fn describe(err: &Error) -> String {
     }
 }
 
+/// Compiles expressions and templates, each distinct source text once per validation run (a
+/// condition such as `has_tool_calls` often sits on many edges), and gathers the variables
+/// they read.
+struct Compiler<'s> {
+    exprs: Vec<Expression>,
+    expr_by_source: HashMap<&'s str, Result<usize, String>>,
+    template_by_source: HashMap<&'s str, Result<(), String>>,
+    reads: HashSet<String>,
+}
+
+impl<'s> Compiler<'s> {
+    /// The position of the compiled expression in `exprs`, or the compile error.
+    fn expression(&mut self, source: &'s str) -> Result<usize, String> {
+        if let Some(known) = self.expr_by_source.get(source) {
+            return known.clone();
+        }
+        let result = match Expression::compile(source) {
+            Ok(expr) => {
+                self.reads.extend(expr.variable_reads());
+                self.exprs.push(expr);
+                Ok(self.exprs.len() - 1)
+            }
+            Err(err) => Err(describe(&err)),
+        };
+        self.expr_by_source.insert(source, result.clone());
+        result
+    }
+
+    fn template(&mut self, source: &'s str) -> Result<(), String> {
+        if let Some(known) = self.template_by_source.get(source) {
+            return known.clone();
+        }
+        let result = match PromptTemplate::compile(source) {
+            Ok(template) => {
+                self.reads.extend(template.variable_reads());
+                Ok(())
+            }
+            Err(err) => Err(describe(&err)),
+        };
+        self.template_by_source.insert(source, result.clone());
+        result
+    }
+}
+
 /// Variable operations that give a variable a value.
 const SETTING_OPERATIONS: &[&str] = &["set", "append", "increment", "decrement"];
 
 pub(super) fn check(ctx: &mut Ctx<'_>) {
     let def = ctx.def;
-    let mut reads: HashSet<String> = HashSet::new();
+    let mut compiler = Compiler {
+        exprs: Vec::new(),
+        expr_by_source: HashMap::new(),
+        template_by_source: HashMap::new(),
+        reads: HashSet::new(),
+    };
     // (node position, canonical key, variable name)
     let mut sets: Vec<(usize, &'static str, &str)> = Vec::new();
 
@@ -33,11 +82,8 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             edge_exprs.push(None);
             continue;
         };
-        match Expression::compile(condition) {
-            Ok(expr) => {
-                reads.extend(expr.variable_reads());
-                edge_exprs.push(Some(expr));
-            }
+        match compiler.expression(condition) {
+            Ok(expr) => edge_exprs.push(Some(expr)),
             Err(err) => {
                 ctx.push(
                     At::Edge(j),
@@ -45,9 +91,8 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                         codes::EXPRESSION_INVALID,
                         paths::edge_condition(j, edge),
                         format!(
-                            "edge `{}` condition `{condition}` does not compile: {}",
+                            "edge `{}` condition `{condition}` does not compile: {err}",
                             edge.id,
-                            describe(&err)
                         ),
                     )
                     .edge(edge.id.as_str()),
@@ -62,8 +107,14 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
     for (i, node) in def.nodes.iter().enumerate() {
         let kind = node.kind.as_str();
         let id = node.id.as_str();
+        // Whether the schema check found something inside a map body; such a body is not
+        // validated further (its problem is already reported).
+        let mut body_flagged = false;
         if let Some(info) = ctx.kinds.info(kind) {
             for found in info.check_config(&node.config) {
+                body_flagged |= found.path == "body"
+                    || found.path.starts_with("body.")
+                    || found.path.starts_with("body[");
                 let (code, warning) = match found.kind {
                     ConfigIssueKind::WrongType => (codes::CONFIG_WRONG_TYPE, false),
                     ConfigIssueKind::OutOfRange => (codes::CONFIG_OUT_OF_RANGE, false),
@@ -101,9 +152,8 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             let Some(source) = node.config.get(key).and_then(Value::as_str) else {
                 continue;
             };
-            match Expression::compile(source) {
+            match compiler.expression(source) {
                 Ok(expr) => {
-                    reads.extend(expr.variable_reads());
                     if key == "condition" && ctx.kinds.has_true_false(kind) {
                         node_conditions[i] = Some(expr);
                     }
@@ -114,10 +164,9 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
                         codes::EXPRESSION_INVALID,
                         paths::config_key(i, node, key),
                         format!(
-                            "node `{}` `{}` does not compile: {}",
+                            "node `{}` `{}` does not compile: {err}",
                             node.display_name(),
                             node.config_key_as_written(key),
-                            describe(&err)
                         ),
                     )
                     .node(id),
@@ -128,18 +177,17 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             let Some(source) = node.config.get(key).and_then(Value::as_str) else {
                 continue;
             };
-            match PromptTemplate::compile(source) {
-                Ok(template) => reads.extend(template.variable_reads()),
+            match compiler.template(source) {
+                Ok(()) => {}
                 Err(err) => ctx.push(
                     At::Node(i),
                     Issue::error(
                         codes::TEMPLATE_INVALID,
                         paths::config_key(i, node, key),
                         format!(
-                            "node `{}` template `{}` does not compile: {}",
+                            "node `{}` template `{}` does not compile: {err}",
                             node.display_name(),
                             node.config_key_as_written(key),
-                            describe(&err)
                         ),
                     )
                     .node(id),
@@ -155,13 +203,14 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
             let operation = node.config.get("operation").and_then(Value::as_str);
             if let (Some(name), Some(operation)) = (name, operation) {
                 if operation == "get" {
-                    reads.insert(name.to_owned());
+                    compiler.reads.insert(name.to_owned());
                 } else if SETTING_OPERATIONS.contains(&operation) {
                     sets.push((i, "variable_name", name));
                 }
             }
         }
         if kind == "map"
+            && !body_flagged
             && let Some(body @ Value::Object(_)) = node.config.get("body")
         {
             ctx.bodies.push(super::Body {
@@ -181,6 +230,8 @@ pub(super) fn check(ctx: &mut Ctx<'_>) {
         }
     }
     ctx.node_conditions = node_conditions;
+    ctx.exprs = compiler.exprs;
+    let reads = compiler.reads;
 
     for (i, key, name) in sets {
         if reads.contains(name) {

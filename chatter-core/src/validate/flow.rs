@@ -347,7 +347,7 @@ fn branches<'a>(ctx: &Ctx<'a>, out: &mut Vec<(At, Issue<'a>)>) {
         let constant = ctx
             .node_conditions
             .get(doc)
-            .and_then(|c| c.as_ref()?.constant());
+            .and_then(|c| ctx.exprs.get((*c)?)?.constant());
         let mut always: Option<&Edge> = None;
         let mut seen: HashMap<String, &Edge> = HashMap::new();
         for &e in outs {
@@ -405,7 +405,7 @@ fn branches<'a>(ctx: &Ctx<'a>, out: &mut Vec<(At, Issue<'a>)>) {
                 ));
                 continue;
             }
-            let compiled = ctx.edge_exprs.get(j).and_then(Option::as_ref);
+            let compiled = ctx.edge_exprs.get(j).and_then(|c| ctx.exprs.get((*c)?));
             match compiled.and_then(|c| c.constant()) {
                 Some(false) => {
                     out.push(dead(

@@ -308,6 +308,7 @@ impl WorkflowValidator {
             kinds: Kinds::new(&self.registry),
             graph: GraphIndex::new(def),
             found: Vec::new(),
+            exprs: Vec::new(),
             edge_exprs: Vec::new(),
             node_conditions: Vec::new(),
             bodies: Vec::new(),
@@ -361,11 +362,14 @@ pub(crate) struct Ctx<'a> {
     kinds: Kinds<'a>,
     graph: GraphIndex<'a>,
     found: Vec<Found>,
-    /// The compiled condition of each edge (by document position), when it compiles.
-    edge_exprs: Vec<Option<Expression>>,
-    /// The compiled `condition` of each node (by document position) whose kind routes by
-    /// `true`/`false` branches, when it compiles.
-    node_conditions: Vec<Option<Expression>>,
+    /// The compiled expressions, each distinct source once.
+    exprs: Vec<Expression>,
+    /// The compiled condition of each edge (by document position; an index into `exprs`),
+    /// when it compiles.
+    edge_exprs: Vec<Option<usize>>,
+    /// The compiled `condition` of each node (by document position; an index into `exprs`)
+    /// whose kind routes by `true`/`false` branches, when it compiles.
+    node_conditions: Vec<Option<usize>>,
     /// Sub-graphs of `map` nodes, validated after this graph.
     bodies: Vec<Body>,
 }

@@ -1746,6 +1746,7 @@ fn map_bodies_are_validated_with_paths_into_the_body() {
         Some("inner"),
         None,
         "$.nodes[1].data.config.body.nodes[0].config.body.nodes",
-        &["in the body of map node `inner`: expected an array of nodes, found a number"],
+        // Without a registry the body fails to read; with one, its schema check says so.
+        &["in the body of map node `", "nodes", "found a"],
     );
 }
