@@ -1750,3 +1750,76 @@ fn map_bodies_are_validated_with_paths_into_the_body() {
         &["in the body of map node `", "nodes", "found a"],
     );
 }
+
+/// Arbitrary graphs: random kinds (some unknown, some empty), duplicate and empty ids,
+/// self-loops, edges to nowhere, random conditions and handles.
+fn random_graph() -> impl Strategy<Value = WorkflowDefinition> {
+    let kind = prop_oneof![
+        Just("start"),
+        Just("end"),
+        Just("llm"),
+        Just("tool"),
+        Just("loop"),
+        Just("conditional"),
+        Just("variable"),
+        Just("error_handler"),
+        Just("wizard"),
+        Just(""),
+    ];
+    let nodes = proptest::collection::vec((0usize..12, kind), 0..14);
+    let edge = (
+        0usize..14,
+        0usize..14,
+        prop_oneof![
+            Just(None),
+            Just(Some("true")),
+            Just(Some("false")),
+            Just(Some("error"))
+        ],
+        prop_oneof![
+            Just(None),
+            Just(Some("has_tool_calls")),
+            Just(Some("true")),
+            Just(Some("")),
+            Just(Some("(("))
+        ],
+    );
+    let edges = proptest::collection::vec(edge, 0..30);
+    (nodes, edges).prop_map(|(nodes, edges)| {
+        let mut d = WorkflowDefinition::default();
+        for (id, kind) in nodes {
+            let id = if id == 0 {
+                String::new()
+            } else {
+                format!("n{id}")
+            };
+            d.nodes
+                .push(crate::NodeSpec::new(id, kind, Default::default()));
+        }
+        for (i, (s, t, handle, condition)) in edges.into_iter().enumerate() {
+            let mut e = Edge::new(format!("e{}", i % 20), format!("n{s}"), format!("n{t}"));
+            e.source_handle = handle.map(str::to_owned);
+            e.condition = condition.map(str::to_owned);
+            d.edges.push(e);
+        }
+        d
+    })
+}
+
+proptest! {
+    #[test]
+    fn any_graph_gets_a_deterministic_report_and_analytics(d in random_graph()) {
+        let first = validate(&d);
+        prop_assert_eq!(&validate(&d), &first);
+        let reread = WorkflowDefinition::from_value(&d.to_value()).unwrap();
+        prop_assert_eq!(&validate(&reread), &first);
+        // Sorted by code, then position.
+        let codes: Vec<&str> = codes_of(&first);
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        prop_assert_eq!(codes, sorted);
+        prop_assert_eq!(first.is_valid(), first.issues.iter().all(|i| i.severity == Severity::Warning));
+        let analytics = crate::analytics::analyze(&d);
+        prop_assert_eq!(&crate::analytics::analyze(&reread), &analytics);
+    }
+}
