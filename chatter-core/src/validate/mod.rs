@@ -294,6 +294,16 @@ impl WorkflowValidator {
         }
     }
 
+    /// Validates `def` and fails when it has errors: the engine's check before a run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`](crate::Error::Invalid) with the whole report when an issue is an
+    /// error; the report (warnings only) otherwise.
+    pub fn check(&self, def: &WorkflowDefinition) -> crate::Result<ValidationReport> {
+        self.validate(def).into_result()
+    }
+
     /// Runs every rule on one graph.
     fn collect(
         &self,

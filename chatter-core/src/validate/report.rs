@@ -76,6 +76,20 @@ impl ValidationReport {
         self.issues.iter().any(|i| i.code == code)
     }
 
+    /// The report itself when it has no error (warnings are fine), else
+    /// [`Error::Invalid`](crate::Error::Invalid) carrying it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`](crate::Error::Invalid) when an issue is an error.
+    pub fn into_result(self) -> crate::Result<ValidationReport> {
+        if self.is_valid() {
+            Ok(self)
+        } else {
+            Err(crate::Error::Invalid(Box::new(self)))
+        }
+    }
+
     /// One line: the error count and the first error.
     pub fn summary(&self) -> String {
         let errors: Vec<_> = self.errors().collect();

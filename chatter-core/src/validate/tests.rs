@@ -1823,3 +1823,24 @@ proptest! {
         prop_assert_eq!(&crate::analytics::analyze(&reread), &analytics);
     }
 }
+
+#[test]
+fn check_fails_with_the_whole_report_only_on_errors() {
+    let warned = router(&[("a", Some("has_tool_calls")), ("b", None), ("end", None)]);
+    let report = WorkflowValidator::default().check(&warned).unwrap();
+    assert_eq!(codes_of(&report), vec![AMBIGUOUS_DEFAULT]);
+
+    let mut doc = simple_flat();
+    doc["edges"][1]["target"] = json!("nowhere");
+    match WorkflowValidator::default().check(&def(doc)) {
+        Err(crate::Error::Invalid(report)) => {
+            assert_eq!(report.issues.len(), 4);
+            assert_eq!(
+                crate::Error::Invalid(report).to_string(),
+                "definition is invalid: 4 error(s); first: CHT-V005 edge `e2` target `nowhere` \
+                 is not a node of this definition"
+            );
+        }
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+}
