@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod expr;
+mod graph;
 pub mod model;
 pub mod nodes;
 pub mod orchestration;

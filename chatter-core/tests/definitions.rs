@@ -42,7 +42,7 @@ fn example_files() -> Vec<PathBuf> {
 fn check_golden(name: &str, actual: &Value) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/validate")
-        .join(format!("{name}.json"));
+        .join(format!("{name}.report.json"));
     let text = format!(
         "{}\n",
         serde_json::to_string_pretty(actual).expect("serialise")
@@ -82,6 +82,20 @@ fn every_example_round_trips_and_matches_its_golden_report() {
         };
         assert_eq!(def.to_value(), original, "{name} does not round-trip");
         let report = WorkflowValidator::default().validate(&def);
+        check_golden(
+            name,
+            &json!({"valid": report.is_valid(), "issues": report.issues}),
+        );
+    }
+}
+
+#[test]
+fn invalid_fixtures_report_every_issue() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in ["invalid-editor.json", "invalid-flat.yaml"] {
+        let def = WorkflowDefinition::load(dir.join(name)).expect("parses");
+        let report = WorkflowValidator::default().validate(&def);
+        assert!(!report.is_valid(), "{name} should be invalid");
         check_golden(
             name,
             &json!({"valid": report.is_valid(), "issues": report.issues}),

@@ -336,3 +336,20 @@ fn config_hash_is_canonical_and_tracks_the_configuration() {
         r#"{"a":{"c":null,"d":[2,{"y":2,"z":1}]},"b":1}"#
     );
 }
+
+#[test]
+fn generated_graphs_pass_the_validator_with_no_errors() {
+    let validator = crate::WorkflowValidator::default();
+    for template in builtin_templates() {
+        for extra in [
+            json!({}),
+            json!({"enable_memory": true, "enable_retrieval": true, "enable_tools": true}),
+        ] {
+            let params = template.merge_params(&extra).unwrap();
+            let def = template.generate(&params).unwrap();
+            let report = validator.validate(&def);
+            let errors: Vec<_> = report.errors().collect();
+            assert!(errors.is_empty(), "{} {extra}: {errors:#?}", template.name);
+        }
+    }
+}

@@ -73,7 +73,8 @@ pub(crate) fn validate(
 
 pub(crate) fn analyze(file: &Path, out: &mut dyn Write) -> Result<u8, Error> {
     let def = load(file)?;
-    let _ = &def;
-    write_out(out, "{}\n")?;
+    let analytics = chatter_core::analytics::analyze(&def);
+    let text = serde_json::to_string_pretty(&analytics).unwrap_or_default();
+    write_out(out, &format!("{text}\n"))?;
     Ok(0)
 }
