@@ -706,14 +706,22 @@ async fn client_errors_are_never_retried_and_only_auth_failures_fall_back() {
 async fn a_hanging_server_is_cut_per_attempt_then_the_second_server_answers() {
     let s = Servers::with_defaults(vec![], Answer::Hang, vec![], reply("beta ok", 10, 2)).await;
     let r = rig(config(&s, "resilience: {timeout_ms: 200}"));
+    let started = Instant::now();
     let out = r.call(user("are you there?")).await.unwrap();
 
     assert_eq!(out.answered_by, "b-medium");
     assert_eq!(s.counts(), [3, 1, 0]);
+    // Each attempt's clock starts before its request arrives, so the bounds are counted from
+    // the start of the call: timeout, backoff 20, timeout, backoff 40, timeout.
     let (a, b) = (s.alpha.arrivals(), s.beta.arrivals());
-    assert_gap(a[0], a[1], 200 + 20, "timeout then first backoff");
-    assert_gap(a[1], a[2], 200 + 40, "timeout then second backoff");
-    assert_gap(a[2], b[0], 200, "third timeout before the fallback");
+    assert_gap(started, a[1], 200 + 20, "first timeout and backoff");
+    assert_gap(
+        started,
+        a[2],
+        200 + 20 + 200 + 40,
+        "second timeout and backoff",
+    );
+    assert_gap(started, b[0], 200 + 20 + 200 + 40 + 200, "third timeout");
     assert_eq!(
         summary(&out.attempts),
         [
