@@ -61,6 +61,8 @@ enum Answer {
     },
     /// Never answers.
     Hang,
+    /// Waits this long, then answers.
+    Late(u64, Box<Answer>),
     /// An SSE stream: each chunk after `delay_ms`, then `end`.
     Stream {
         chunks: Vec<&'static str>,
@@ -183,12 +185,16 @@ async fn completions(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    let answer = state
+    let mut answer = state
         .script
         .lock()
         .unwrap()
         .pop_front()
         .unwrap_or_else(|| state.otherwise.clone());
+    if let Answer::Late(delay, then) = answer {
+        tokio::time::sleep(ms(delay)).await;
+        answer = *then;
+    }
     // The answering model names its server, so a response shows where it came from.
     let model = format!("{}@{}", body["model"].as_str().unwrap_or(""), state.name);
     match answer {
@@ -218,7 +224,7 @@ async fn completions(
             }
             response
         }
-        Answer::Hang => std::future::pending::<Response>().await,
+        Answer::Hang | Answer::Late(..) => std::future::pending::<Response>().await,
         Answer::Stream {
             chunks,
             delay_ms,
@@ -772,7 +778,13 @@ async fn a_server_that_is_down_is_retried_as_a_connection_failure_then_falls_bac
 #[tokio::test]
 async fn the_breaker_opens_keeps_requests_off_the_server_then_probes_once_after_the_cooldown() {
     let s = Servers::start(
-        vec![status(500), status(500), status(500), status(500)],
+        vec![
+            status(500),
+            status(500),
+            status(500),
+            status(500),
+            Answer::Late(100, Box::new(reply("alpha is back", 10, 2))),
+        ],
         vec![],
     )
     .await;
@@ -837,11 +849,21 @@ async fn the_breaker_opens_keeps_requests_off_the_server_then_probes_once_after_
     r.call(ask()).await.unwrap();
     assert_eq!(s.counts(), [4, 5, 0], "reopened: alpha is skipped again");
 
-    // The next probe succeeds and the circuit closes.
+    // The next probe succeeds and the circuit closes. While it is in flight a concurrent call
+    // is not let through: one probe only.
     tokio::time::sleep(ms(350)).await;
-    let out = r.call(ask()).await.unwrap();
-    assert_eq!(out.answered_by, "a-large");
-    assert_eq!(s.counts(), [5, 5, 0]);
+    let (probe, other) = tokio::join!(r.call(ask()), r.call(ask()));
+    let (probe, other) = (probe.unwrap(), other.unwrap());
+    assert_eq!(probe.answered_by, "a-large");
+    assert_eq!(probe.response.message.content, "alpha is back");
+    assert_eq!(
+        summary(&other.attempts),
+        [
+            row("a-large", 1, "circuit_open", 0),
+            row("b-medium", 1, "ok", 0)
+        ]
+    );
+    assert_eq!(s.counts(), [5, 6, 0]);
     let t = s.alpha.arrivals();
     assert_gap(t[3], t[4], 300, "the second probe waited for the cooldown");
     assert_eq!(
@@ -1119,6 +1141,50 @@ async fn a_cost_budget_is_spent_to_the_exact_cent_then_refuses() {
         other => panic!("{other:?}"),
     }
     assert_eq!(s.counts(), [1, 0, 0]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memo
+
+#[tokio::test]
+async fn the_read_write_memo_answers_a_repeat_without_a_request_and_with_zero_tokens() {
+    let s = Servers::start(
+        vec![reply("Once.", 40, 10), reply("Cooler.", 40, 10)],
+        vec![],
+    )
+    .await;
+    let r = rig(config(&s, "memo: {mode: read_write, ttl_ms: 60000}"));
+    let auto = r.registry.get(None).unwrap();
+    let first = auto.chat(user("say it once")).await.unwrap();
+    // 40 × 0.0025/1k + 10 × 0.01/1k.
+    assert_eq!(first.usage.cost, 0.0002);
+    let tokens = Tokens::default();
+    let again = auto
+        .chat_stream(user("say it once"), &tokens.sink())
+        .await
+        .unwrap();
+    assert_eq!(s.counts(), [1, 0, 0]);
+    assert_eq!(
+        again,
+        ChatResponse {
+            usage: Usage::default(),
+            ..first
+        }
+    );
+    assert_eq!(tokens.texts(), ["Once."]);
+    // Different parameters are another call.
+    let cooler = ChatRequest {
+        temperature: Some(0.1),
+        ..user("say it once")
+    };
+    assert_eq!(auto.chat(cooler).await.unwrap().message.content, "Cooler.");
+    assert_eq!(s.counts(), [2, 0, 0]);
+    assert_eq!(s.alpha.hits()[1].body["temperature"], json!(0.1));
+    let m = r.orchestrator.metrics();
+    assert_eq!(
+        (m.memo.hits, m.memo.misses, m.llm_tokens_total),
+        (1, 2, 100)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
