@@ -57,7 +57,7 @@ enum Answer {
     /// This HTTP status with these headers and an OpenAI-shaped error body.
     Status {
         code: u16,
-        headers: Vec<(&'static str, &'static str)>,
+        headers: Vec<(&'static str, String)>,
     },
     /// Never answers.
     Hang,
@@ -86,10 +86,10 @@ fn status(code: u16) -> Answer {
     }
 }
 
-fn status_with(code: u16, headers: &[(&'static str, &'static str)]) -> Answer {
+fn status_with(code: u16, headers: &[(&'static str, &str)]) -> Answer {
     Answer::Status {
         code,
-        headers: headers.to_vec(),
+        headers: headers.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
     }
 }
 
@@ -219,7 +219,7 @@ async fn completions(
             for (name, value) in headers {
                 response.headers_mut().insert(
                     HeaderName::from_static(name),
-                    HeaderValue::from_static(value),
+                    HeaderValue::from_str(&value).unwrap(),
                 );
             }
             response
@@ -554,6 +554,67 @@ async fn a_429_with_retry_after_is_retried_once_after_the_advertised_delay() {
     let t = s.alpha.arrivals();
     assert_gap(t[2], t[3], 150, "retry after `retry-after-ms: 150`");
     assert_eq!(out.attempts[1].delay_before_ms, 150);
+}
+
+/// `unix_secs` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the HTTP-date form.
+fn http_date(unix_secs: u64) -> String {
+    let (days, secs) = (unix_secs / 86_400, unix_secs % 86_400);
+    // Civil from days (H. Hinnant), for dates after 1970.
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[test]
+fn http_dates_are_formatted_as_imf_fixdate() {
+    assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_retry_after_waits_until_that_date() {
+    // Two to three seconds ahead, on a whole second as an HTTP-date must be.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let date = http_date(now + 3);
+    let s = Servers::start(
+        vec![
+            status_with(429, &[("retry-after", &date)]),
+            reply("Later.", 10, 2),
+        ],
+        vec![],
+    )
+    .await;
+    let r = rig(config(&s, "resilience: {max_backoff_ms: 5000}"));
+    let out = r.call(user("hello")).await.unwrap();
+    assert_eq!(out.response.message.content, "Later.");
+    assert_eq!(s.counts(), [2, 0, 0]);
+    let waited = out.attempts[1].delay_before_ms;
+    // Up to 3 s; at least 1 s unless this machine stalled for over a second.
+    assert!(
+        (1000..=3000).contains(&waited),
+        "waited {waited} ms for {date}"
+    );
+    let t = s.alpha.arrivals();
+    assert_gap(t[0], t[1], waited, "retry after the HTTP-date");
 }
 
 #[tokio::test]
