@@ -777,7 +777,8 @@ fn error_detail(text: &str) -> String {
     short
 }
 
-/// `retry-after-ms` (milliseconds), else `Retry-After` (seconds, possibly fractional).
+/// `retry-after-ms` (milliseconds), else `Retry-After` (seconds, possibly fractional, or an
+/// HTTP-date: the time left until then, zero when it has passed).
 fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     let number = |name: &str| {
         headers
@@ -789,7 +790,55 @@ fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     if let Some(ms) = number("retry-after-ms") {
         return Some(ms.ceil() as u64);
     }
-    number("retry-after").map(|s| (s * 1000.0).ceil() as u64)
+    if let Some(s) = number("retry-after") {
+        return Some((s * 1000.0).ceil() as u64);
+    }
+    let date = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(http_date_ms)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(date.saturating_sub(u64::try_from(now.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the HTTP-date form senders must use) as
+/// milliseconds since the Unix epoch.
+fn http_date_ms(text: &str) -> Option<u64> {
+    let (_weekday, rest) = text.trim().split_once(", ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = fields[..] else {
+        return None;
+    };
+    let day: u64 = day.parse().ok()?;
+    let month = 1 + [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month)? as u64;
+    let year: u64 = year.parse().ok()?;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [hour, minute, second] = hms[..] else {
+        return None;
+    };
+    if !(1..=31).contains(&day) || year < 1970 || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm; March-based years).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let (era, yoe) = (y / 400, y % 400);
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,6 +1060,35 @@ mod tests {
         headers.insert("retry-after-ms", HeaderValue::from_static("150.5"));
         assert_eq!(retry_after_ms(&headers), Some(151));
         assert_eq!(retry_after_ms(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        assert_eq!(
+            http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        assert_eq!(
+            http_date_ms("Tue, 29 Feb 2000 00:00:00 GMT"),
+            Some(951_782_400_000)
+        );
+        for bad in [
+            "Sun, 06 Nov 1994 08:49:37 CET",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "soon",
+        ] {
+            assert_eq!(http_date_ms(bad), None, "{bad}");
+        }
+        // A date in the past: retry at once.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after_ms(&headers), Some(0));
     }
 
     #[test]
