@@ -1,0 +1,3 @@
+//! Engine benchmarks (filled below).
+
+fn main() {}
