@@ -430,7 +430,12 @@ impl Run {
                             // The handler took over: the failed node's edges are dead.
                             self.push_normal_dead(failed);
                         }
-                        if let Err(error) = self.route(node, done.act.iteration, &route) {
+                        // A node re-run by its handler resolved its error routes when it first
+                        // failed; only its normal edges are still open.
+                        let normal_only = done.act.handler_retry.is_some();
+                        if let Err(error) =
+                            self.route(node, done.act.iteration, &route, normal_only)
+                        {
                             self.fail_with(&error, Some(&n.spec.id.0));
                         }
                     }
@@ -537,7 +542,7 @@ impl Run {
                 });
             }
         } else if n.policy.on_error_continue {
-            if let Err(e) = self.route(act.node, act.iteration, &Route::Edges) {
+            if let Err(e) = self.route(act.node, act.iteration, &Route::Edges, false) {
                 self.fail_with(&e, Some(&node_id));
             }
         } else {
@@ -551,7 +556,7 @@ impl Run {
 
     /// Routes a node's normal out-edges (DESIGN §5): the branch first, then the first true
     /// condition in document order, else the unconditional edges; everything else is dead.
-    fn route(&mut self, node: u32, iteration: u32, route: &Route) -> Result<()> {
+    fn route(&mut self, node: u32, iteration: u32, route: &Route, normal_only: bool) -> Result<()> {
         let plan = self.plan.clone();
         let n = &plan.nodes[node as usize];
         let branch = match route {
@@ -584,6 +589,9 @@ impl Run {
             }
         }
         for &e in &n.out {
+            if normal_only && plan.edges[e as usize].role != EdgeRole::Normal {
+                continue;
+            }
             let taken = eligible(e)
                 && match chosen {
                     Some(c) => c == e,
