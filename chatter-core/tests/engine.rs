@@ -773,8 +773,14 @@ async fn an_error_handler_that_gives_up_stops_the_execution() {
 #[tokio::test(start_paused = true)]
 async fn stop_ends_the_execution_and_cancels_other_branches() {
     let def = graph(
-        json!([["start", "start"], ["halt", "stop"], ["slow", "sleep", {"ms": 1000}], ["never", "noop"]]),
-        json!([["start", "halt"], ["start", "slow"], ["halt", "never"]]),
+        json!([["start", "start"], ["pre", "sleep", {"ms": 10}], ["halt", "stop"],
+               ["slow", "sleep", {"ms": 1000}], ["never", "noop"]]),
+        json!([
+            ["start", "pre"],
+            ["pre", "halt"],
+            ["start", "slow"],
+            ["halt", "never"]
+        ]),
     );
     let r = run(&def).await;
     assert_eq!(r.status, ExecutionStatus::Completed);

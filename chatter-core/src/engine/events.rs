@@ -33,12 +33,12 @@ pub(crate) struct EventLog {
 }
 
 impl EventLog {
-    pub(crate) fn new(execution_id: &str, clock: Arc<dyn Clock>) -> EventLog {
+    pub(crate) fn new(execution_id: &str, clock: Arc<dyn Clock>, capacity: usize) -> EventLog {
         EventLog {
             execution_id: execution_id.to_owned(),
             clock,
             inner: Mutex::new(Inner {
-                events: Vec::with_capacity(64),
+                events: Vec::with_capacity(capacity),
                 closed: false,
             }),
             notify: Notify::new(),
@@ -52,7 +52,11 @@ impl EventLog {
 
     /// Appends an event, numbering and stamping it; returns its sequence number.
     pub(crate) fn push(&self, kind: EventKind) -> u64 {
-        let ts_ms = self.clock.now_ms();
+        self.push_at(self.clock.now_ms(), kind)
+    }
+
+    /// Appends an event stamped `ts_ms` (read from the same clock by the caller).
+    pub(crate) fn push_at(&self, ts_ms: i64, kind: EventKind) -> u64 {
         let seq = {
             let mut inner = self.lock();
             if inner.closed {

@@ -159,7 +159,10 @@ impl Run {
                 .execution_id
                 .unwrap_or_else(|| ulid::Ulid::new().to_string()),
         );
-        let log = Arc::new(EventLog::new(&exec_id, services.clock.clone()));
+        // Two events per node run plus the execution's own, so a run without loops never
+        // regrows the log.
+        let capacity = plan.nodes.len() * 2 + 4;
+        let log = Arc::new(EventLog::new(&exec_id, services.clock.clone(), capacity));
         let sink: Arc<dyn EventSink> = match parent_sink {
             Some(parent) => Arc::new(Tee {
                 log: log.clone(),
@@ -245,15 +248,32 @@ impl Run {
         }
         let mut running: FuturesUnordered<BoxFuture<'static, Completion>> = FuturesUnordered::new();
         let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         let deadline = tokio::time::sleep(Duration::from_millis(self.limits.execution_timeout_ms));
         tokio::pin!(deadline);
+        let mut inline_runs = 0u32;
         loop {
             while self.end.is_none() && running.len() < self.limits.max_concurrency {
+                if cancel.is_cancelled() {
+                    self.end = Some(End::Cancelled("cancelled by request".into()));
+                    break;
+                }
                 let Some(act) = self.ready.pop_front() else {
                     break;
                 };
-                if let Some(fut) = self.start(act) {
-                    running.push(fut);
+                inline_runs += 1;
+                if inline_runs.is_multiple_of(256) {
+                    // A long run of nodes that never wait must not hold the thread.
+                    tokio::task::yield_now().await;
+                }
+                if let Some(mut fut) = self.start(act) {
+                    // Most nodes finish without waiting: poll once here, and only futures that
+                    // wait join the concurrent set.
+                    match futures::poll!(&mut fut) {
+                        std::task::Poll::Ready(done) => self.complete(done),
+                        std::task::Poll::Pending => running.push(fut),
+                    }
                 }
             }
             if self.end.is_some() || running.is_empty() {
@@ -261,7 +281,7 @@ impl Run {
             }
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
+                () = &mut cancelled => {
                     self.end = Some(End::Cancelled("cancelled by request".into()));
                 }
                 () = &mut deadline => {
@@ -314,12 +334,15 @@ impl Run {
         }
         self.steps += 1;
         let started_at_ms = self.now();
-        self.log.push(EventKind::NodeStarted {
-            node_id: n.spec.id.0.clone(),
-            kind: n.spec.kind.0.clone(),
-            iteration: act.iteration,
-            attempt: act.attempt,
-        });
+        self.log.push_at(
+            started_at_ms,
+            EventKind::NodeStarted {
+                node_id: n.spec.id.0.clone(),
+                kind: n.spec.kind.0.clone(),
+                iteration: act.iteration,
+                attempt: act.attempt,
+            },
+        );
         let usage = self.state.usage();
         let ctx = NodeContext {
             execution_id: self.exec_id.clone(),
@@ -371,16 +394,20 @@ impl Run {
         let plan = self.plan.clone();
         let node = done.act.node;
         let n = &plan.nodes[node as usize];
-        let duration_ms = u64::try_from(self.now() - done.started_at_ms).unwrap_or(0);
+        let now = self.now();
+        let duration_ms = u64::try_from(now - done.started_at_ms).unwrap_or(0);
         match done.result {
             Ok(output) => {
                 self.state.apply(&output.delta);
-                self.log.push(EventKind::NodeCompleted {
-                    node_id: n.spec.id.0.clone(),
-                    iteration: done.act.iteration,
-                    duration_ms,
-                    output: output.output.clone(),
-                });
+                self.log.push_at(
+                    now,
+                    EventKind::NodeCompleted {
+                        node_id: n.spec.id.0.clone(),
+                        iteration: done.act.iteration,
+                        duration_ms,
+                        output: output.output.clone(),
+                    },
+                );
                 self.node_runs.push(NodeRun {
                     node_id: n.spec.id.0.clone(),
                     kind: n.spec.kind.0.clone(),
@@ -959,7 +986,7 @@ impl Run {
 #[allow(clippy::too_many_arguments)]
 async fn attempts(
     node: Arc<dyn Node>,
-    mut ctx: NodeContext,
+    ctx: NodeContext,
     policy: Arc<NodePolicy>,
     timeout_ms: u64,
     log: Arc<EventLog>,
@@ -969,10 +996,26 @@ async fn attempts(
     started_at_ms: i64,
 ) -> Completion {
     let first = ctx.attempt;
+    let spec = ctx.spec.clone();
+    let mut attempt = first;
+    // The context is cloned only while another attempt is possible; the last one takes it.
+    let mut kept = Some(ctx);
     loop {
-        let attempt = ctx.attempt;
-        let result = run_once(&node, ctx.clone(), timeout_ms).await;
-        let error = match result {
+        let tries = attempt - first + 1;
+        let last = tries >= policy.retry.max_attempts;
+        let Some(run_ctx) = (if last { kept.take() } else { kept.clone() }) else {
+            // Unreachable: the context is taken only by the last attempt.
+            return Completion {
+                slot,
+                act,
+                attempt,
+                started_at_ms,
+                result: Err(Error::Internal {
+                    message: "node context missing for a retry".into(),
+                }),
+            };
+        };
+        let error = match run_once(&node, run_ctx, timeout_ms).await {
             Ok(output) => {
                 return Completion {
                     slot,
@@ -984,11 +1027,10 @@ async fn attempts(
             }
             Err(error) => error,
         };
-        let tries = attempt - first + 1;
-        if tries >= policy.retry.max_attempts
-            || !policy.retry.retries(&error)
-            || exec_cancel.is_cancelled()
-        {
+        let Some(ctx) = kept
+            .as_mut()
+            .filter(|_| !last && policy.retry.retries(&error) && !exec_cancel.is_cancelled())
+        else {
             return Completion {
                 slot,
                 act,
@@ -996,8 +1038,8 @@ async fn attempts(
                 started_at_ms,
                 result: Err(error),
             };
-        }
-        let seed = fnv(&ctx.execution_id) ^ fnv(ctx.node_id()).rotate_left(17);
+        };
+        let seed = fnv(&ctx.execution_id) ^ fnv(spec.id.as_str()).rotate_left(17);
         let mut delay_ms = policy
             .retry
             .delay_ms(tries, seed ^ u64::from(ctx.iteration));
@@ -1009,28 +1051,36 @@ async fn attempts(
             delay_ms = delay_ms.max(*after);
         }
         log.push(EventKind::NodeRetrying {
-            node_id: ctx.node_id().to_owned(),
+            node_id: spec.id.0.clone(),
             attempt,
             delay_ms,
             error: error.to_string(),
         });
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        ctx.attempt += 1;
+        attempt += 1;
+        ctx.attempt = attempt;
         ctx.cancel = exec_cancel.child_token();
         log.push(EventKind::NodeStarted {
-            node_id: ctx.node_id().to_owned(),
-            kind: ctx.spec.kind.0.clone(),
+            node_id: spec.id.0.clone(),
+            kind: spec.kind.0.clone(),
             iteration: ctx.iteration,
-            attempt: ctx.attempt,
+            attempt,
         });
     }
 }
 
 async fn run_once(node: &Arc<dyn Node>, ctx: NodeContext, timeout_ms: u64) -> Result<NodeOutput> {
     let cancel = ctx.cancel.clone();
-    let node_id = ctx.spec.id.0.clone();
-    let fut = AssertUnwindSafe(node.run(ctx)).catch_unwind();
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+    let spec = ctx.spec.clone();
+    let mut fut = AssertUnwindSafe(node.run(ctx)).catch_unwind();
+    // A node that finishes on its first poll needs no timer.
+    let outcome = match futures::poll!(&mut fut) {
+        std::task::Poll::Ready(outcome) => Ok(outcome),
+        std::task::Poll::Pending => {
+            tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await
+        }
+    };
+    match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => {
             let detail = panic
@@ -1039,7 +1089,7 @@ async fn run_once(node: &Arc<dyn Node>, ctx: NodeContext, timeout_ms: u64) -> Re
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
             Err(Error::Node {
-                node_id,
+                node_id: spec.id.0.clone(),
                 class: ErrorClass::Internal,
                 message: format!("node panicked: {detail}"),
             })
@@ -1047,7 +1097,7 @@ async fn run_once(node: &Arc<dyn Node>, ctx: NodeContext, timeout_ms: u64) -> Re
         Err(_) => {
             cancel.cancel();
             Err(Error::Timeout {
-                what: format!("node `{node_id}`"),
+                what: format!("node `{}`", spec.id),
                 after_ms: timeout_ms,
             })
         }
