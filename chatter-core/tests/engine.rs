@@ -977,3 +977,163 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_branch_without_handles_routes_by_the_edge_conditions() {
+    // The old platform's conditional: conditions on the edges, no true/false handles.
+    let def = graph(
+        json!([["start", "start"], ["check", "branch", {"take": "true"}], ["a", "noop"], ["fallback", "noop"]]),
+        json!([
+            ["start", "check"],
+            {"source": "check", "target": "a", "condition": "variables.x == 1"},
+            ["check", "fallback"]
+        ]),
+    );
+    let r = run(&def).await;
+    assert_eq!(trace(&r), ["start#0", "check#0", "fallback#0"]);
+}
+
+#[tokio::test]
+async fn an_edge_leaving_a_loop_on_every_pass_starts_a_wave_per_pass() {
+    // body -> side leaves the cycle on each pass; the loop's exit joins with side's path later.
+    let def = graph(
+        json!([["start", "start"], ["loop", "loop", {"max_iterations": 3}], ["body", "noop"],
+               ["side", "noop"], ["end", "end"]]),
+        json!([
+            ["start", "loop"],
+            ["loop", "body", "continue"],
+            ["body", "loop"],
+            ["body", "side"],
+            ["loop", "end", "done"]
+        ]),
+    );
+    let r = run(&def).await;
+    assert_eq!(r.status, ExecutionStatus::Completed);
+    assert_eq!(
+        r.runs_of("side").map(|n| n.iteration).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(r.runs_of("end").count(), 1);
+    assert!(
+        !event_types(&r).contains(&"node_skipped"),
+        "{:?}",
+        node_events(&r)
+    );
+}
+
+#[tokio::test]
+async fn a_join_after_a_loop_waits_for_the_loop_to_finish() {
+    // start -> loop (3 passes) -> end; start -> other -> end. `end` joins both, once.
+    let def = graph(
+        json!([["start", "start"], ["loop", "loop", {"max_iterations": 3}], ["body", "sleep", {"ms": 1}],
+               ["other", "noop"], ["end", "end"]]),
+        json!([
+            ["start", "loop"],
+            ["loop", "body", "continue"],
+            ["body", "loop"],
+            ["loop", "end", "done"],
+            ["start", "other"],
+            ["other", "end"]
+        ]),
+    );
+    let r = run(&def).await;
+    assert_eq!(r.status, ExecutionStatus::Completed);
+    let t = trace(&r);
+    assert_eq!(
+        t.iter().filter(|s| s.starts_with("end")).count(),
+        1,
+        "{t:?}"
+    );
+    assert_eq!(t.last().unwrap(), "end#0");
+    assert!(t.iter().position(|s| s == "loop#3") < t.iter().position(|s| s == "end#0"));
+}
+
+#[tokio::test]
+async fn a_join_inside_a_loop_body_runs_once_per_pass() {
+    // Each pass: check picks a branch, the other is dead, the join inside the body runs once.
+    let def = graph(
+        json!([["start", "start"], ["loop", "loop", {"max_iterations": 2}], ["check", "branch", {"take": "true"}],
+               ["yes", "noop"], ["no", "noop"], ["join", "noop"], ["end", "end"]]),
+        json!([
+            ["start", "loop"],
+            ["loop", "check", "continue"],
+            ["check", "yes", "true"],
+            ["check", "no", "false"],
+            ["yes", "join"],
+            ["no", "join"],
+            ["join", "loop"],
+            ["loop", "end", "done"]
+        ]),
+    );
+    let r = run(&def).await;
+    assert_eq!(r.status, ExecutionStatus::Completed);
+    assert_eq!(
+        trace(&r),
+        [
+            "start#0", "loop#0", "check#0", "yes#0", "join#0", "loop#1", "check#1", "yes#1",
+            "join#1", "loop#2", "end#0"
+        ]
+    );
+    assert!(r.runs_of("no").next().is_none());
+}
+
+#[tokio::test]
+async fn a_loop_on_a_dead_path_is_skipped_and_its_exit_resolved() {
+    let def = graph(
+        json!([["start", "start"], ["check", "branch", {"take": "false"}], ["loop", "loop"], ["body", "noop"],
+               ["other", "noop"], ["end", "end"]]),
+        json!([
+            ["start", "check"],
+            ["check", "loop", "true"],
+            ["loop", "body", "continue"],
+            ["body", "loop"],
+            ["loop", "end", "done"],
+            ["check", "other", "false"],
+            ["other", "end"]
+        ]),
+    );
+    let r = run(&def).await;
+    assert_eq!(r.status, ExecutionStatus::Completed);
+    assert_eq!(trace(&r), ["start#0", "check#0", "other#0", "end#0"]);
+    assert_eq!(
+        r.runs_of("loop").next().unwrap().status,
+        NodeRunStatus::Skipped
+    );
+    assert_eq!(
+        r.runs_of("body").next().unwrap().status,
+        NodeRunStatus::Skipped
+    );
+}
+
+/// A node that runs a sub-graph made of itself: only the depth limit stops it.
+struct Recurse;
+
+#[async_trait]
+impl Node for Recurse {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        let def = graph(json!([["again", "recurse"]]), json!([]));
+        let runner = ctx.subgraphs.clone().unwrap();
+        runner.run_subgraph(&ctx, Arc::new(def), json!({})).await?;
+        Ok(NodeOutput::default())
+    }
+}
+
+#[tokio::test]
+async fn self_nesting_subgraphs_stop_at_the_depth_limit() {
+    let e = engine_support::builder()
+        .register_node("recurse", |_: &NodeSpec| {
+            Ok(Arc::new(Recurse) as Arc<dyn Node>)
+        })
+        .build();
+    let def = graph(json!([["top", "recurse"]]), json!([]));
+    let r = e
+        .run(&def, json!({}), RunOptions::default().execution_id("x"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, ExecutionStatus::Failed);
+    let message = r.error.unwrap().message;
+    assert!(
+        message.contains("limit `subgraph_depth` exceeded"),
+        "{message}"
+    );
+}

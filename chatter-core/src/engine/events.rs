@@ -138,6 +138,15 @@ impl EventLog {
     }
 }
 
+/// Closes the log when dropped, so streams end even if the execution's task dies.
+pub(crate) struct CloseOnDrop(pub(crate) Arc<EventLog>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 struct SubscriberGuard(Arc<EventLog>);
 
 impl Drop for SubscriberGuard {

@@ -42,7 +42,8 @@
 //!   nodes are bounded by [`Limits::max_concurrency`].
 //! * Out-edges with a condition are tried in document order and the first true one is taken;
 //!   else the unconditional out-edges are taken; else the path ends. [`Route::Branch`] first
-//!   restricts the out-edges to those of that `sourceHandle`. Edges not taken are *dead*, and
+//!   restricts the out-edges to those of that `sourceHandle` (a node none of whose out-edges
+//!   names a handle, the old platform's style, routes by its edges' conditions instead). Edges not taken are *dead*, and
 //!   deadness propagates, so a join (`join: all`) never waits forever and never runs twice in a
 //!   wave; `join: any` runs at the first taken in-edge.
 //! * Back-edges (found once per definition by depth-first search from the entry nodes) start a
@@ -483,7 +484,11 @@ impl Engine {
         let execution_id = run.execution_id().to_owned();
         let log = run.log();
         let cancel = run.cancel_token();
-        let task = runtime.spawn(async move { run.execute().await.0 });
+        let guard = events::CloseOnDrop(log.clone());
+        let task = runtime.spawn(async move {
+            let _close = guard;
+            run.execute().await.0
+        });
         Ok(ExecutionHandle {
             execution_id,
             log,
@@ -571,6 +576,16 @@ impl SubgraphRunner for Engine {
         definition: Arc<WorkflowDefinition>,
         input: Value,
     ) -> Result<SubgraphOutcome> {
+        let depth = parent.execution_id.matches('/').count();
+        if depth >= MAX_SUBGRAPH_DEPTH {
+            return Err(Error::LimitExceeded {
+                limit: "subgraph_depth".into(),
+                message: format!(
+                    "node `{}` would nest sub-graphs deeper than {MAX_SUBGRAPH_DEPTH}",
+                    parent.node_id()
+                ),
+            });
+        }
         let prepared = self.prepare(&definition)?;
         let limits = Limits {
             max_tokens: parent.tokens_left,
@@ -628,6 +643,9 @@ impl SubgraphRunner for Engine {
         }
     }
 }
+
+/// How deep `map`/`subworkflow` runs may nest (a workflow that runs itself stops here).
+pub const MAX_SUBGRAPH_DEPTH: usize = 16;
 
 fn class_from_name(name: &str) -> crate::ErrorClass {
     use crate::ErrorClass as C;

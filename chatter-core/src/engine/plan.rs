@@ -73,6 +73,10 @@ pub(crate) struct PlanNode {
     pub(crate) max_iterations: Option<u32>,
     pub(crate) has_error_branch: bool,
     pub(crate) has_handler: bool,
+    /// Whether any normal out-edge names a `sourceHandle`. A node whose out-edges name none
+    /// (the old platform's conditional with conditions on its edges) routes a
+    /// [`Route::Branch`](super::Route::Branch) by the edges' conditions instead.
+    pub(crate) branches_by_handle: bool,
 }
 
 pub(crate) struct Plan {
@@ -224,6 +228,10 @@ pub(crate) fn compile(
             has_handler: out_i
                 .iter()
                 .any(|&e| edges[e as usize].role == EdgeRole::Handler),
+            branches_by_handle: out_i.iter().any(|&e| {
+                let edge = &edges[e as usize];
+                edge.role == EdgeRole::Normal && edge.handle.is_some()
+            }),
             out: out_i.clone(),
             fwd_in,
             scc: scc_of[i],

@@ -475,7 +475,7 @@ impl Run {
 
     fn after_completion(&mut self, node: u32) {
         if let Some(s) = self.plan.nodes[node as usize].scc {
-            self.scc_active[s as usize] -= 1;
+            self.scc_active[s as usize] = self.scc_active[s as usize].saturating_sub(1);
             self.touched.push(s);
         }
         self.drain();
@@ -587,7 +587,7 @@ impl Run {
         let plan = self.plan.clone();
         let n = &plan.nodes[node as usize];
         let branch = match route {
-            Route::Branch(name) => Some(name.as_str()),
+            Route::Branch(name) if n.branches_by_handle => Some(name.as_str()),
             _ => None,
         };
         let eligible = |e: u32| {
@@ -770,7 +770,7 @@ impl Run {
         if std::mem::replace(&mut self.partial[ti], false)
             && let Some(s) = n.scc
         {
-            self.scc_active[s as usize] -= 1;
+            self.scc_active[s as usize] = self.scc_active[s as usize].saturating_sub(1);
             self.touched.push(s);
         }
         if let Some(queue) = self.overflow.remove(&t) {
