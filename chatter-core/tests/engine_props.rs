@@ -172,3 +172,156 @@ proptest! {
         }
     }
 }
+
+/// A structured program: its graph has branches with joins and (nested) loops.
+#[derive(Debug, Clone)]
+enum Block {
+    Node,
+    If(bool, Vec<Block>, Vec<Block>),
+    Loop(u32, Vec<Block>),
+}
+
+fn block() -> impl Strategy<Value = Block> {
+    let leaf = Just(Block::Node);
+    leaf.prop_recursive(3, 24, 3, |inner| {
+        prop_oneof![
+            2 => Just(Block::Node),
+            1 => (any::<bool>(), proptest::collection::vec(inner.clone(), 0..3),
+                  proptest::collection::vec(inner.clone(), 0..3))
+                .prop_map(|(t, a, b)| Block::If(t, a, b)),
+            1 => (0u32..4, proptest::collection::vec(inner, 0..3))
+                .prop_map(|(n, body)| Block::Loop(n, body)),
+        ]
+    })
+}
+
+struct Builder {
+    nodes: Vec<Value>,
+    edges: Vec<Value>,
+}
+
+impl Builder {
+    fn node(&mut self, kind: &str, config: Value) -> String {
+        let id = format!("n{}", self.nodes.len());
+        self.nodes
+            .push(json!({"id": id, "type": kind, "config": config}));
+        id
+    }
+    fn edge(&mut self, from: &(String, Option<&str>), to: &str) {
+        let mut e = json!({"source": from.0, "target": to});
+        if let Some(h) = from.1 {
+            e["sourceHandle"] = json!(h);
+        }
+        self.edges.push(e);
+    }
+    /// Emits a sequence after `entry`; returns its exit.
+    fn seq(
+        &mut self,
+        blocks: &[Block],
+        mut entry: (String, Option<&'static str>),
+    ) -> (String, Option<&'static str>) {
+        for b in blocks {
+            entry = match b {
+                Block::Node => {
+                    let id = self.node("noop", json!({}));
+                    self.edge(&entry, &id);
+                    (id, None)
+                }
+                Block::If(take, yes, no) => {
+                    let id = self.node(
+                        "branch",
+                        json!({"take": if *take { "true" } else { "false" }}),
+                    );
+                    self.edge(&entry, &id);
+                    let a = self.seq(yes, (id.clone(), Some("true")));
+                    let b = self.seq(no, (id, Some("false")));
+                    let join = self.node("noop", json!({}));
+                    self.edge(&a, &join);
+                    self.edge(&b, &join);
+                    (join, None)
+                }
+                Block::Loop(passes, body) => {
+                    let id = self.node("loop", json!({"max_iterations": passes}));
+                    self.edge(&entry, &id);
+                    let end = self.seq(body, (id.clone(), Some("continue")));
+                    self.edge(&end, &id);
+                    (id, Some("done"))
+                }
+            };
+        }
+        entry
+    }
+}
+
+/// The expected trace of a sequence: `iteration` is the pass of the innermost enclosing loop.
+fn expect(blocks: &[Block], next: &mut usize, pass: u32, out: &mut Vec<String>, live: bool) {
+    for b in blocks {
+        let id = *next;
+        *next += 1;
+        match b {
+            Block::Node => {
+                if live {
+                    out.push(format!("n{id}#{pass}"));
+                }
+            }
+            Block::If(take, yes, no) => {
+                if live {
+                    out.push(format!("n{id}#{pass}"));
+                }
+                expect(yes, next, pass, out, live && *take);
+                expect(no, next, pass, out, live && !*take);
+                let join = *next;
+                *next += 1;
+                if live {
+                    out.push(format!("n{join}#{pass}"));
+                }
+            }
+            Block::Loop(passes, body) => {
+                if !live {
+                    let mut skip = Vec::new();
+                    expect(body, next, 0, &mut skip, false);
+                    continue;
+                }
+                let start = *next;
+                for p in 0..*passes {
+                    out.push(format!("n{id}#{p}"));
+                    *next = start;
+                    expect(body, next, p, out, true);
+                }
+                out.push(format!("n{id}#{passes}"));
+                if *passes == 0 {
+                    let mut skip = Vec::new();
+                    expect(body, next, 0, &mut skip, false);
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn structured_graphs_with_nested_loops_and_joins_run_as_written(
+        blocks in proptest::collection::vec(block(), 1..4)
+    ) {
+        let mut b = Builder { nodes: Vec::new(), edges: Vec::new() };
+        let start = b.node("start", json!({"trace": false}));
+        let exit = b.seq(&blocks, (start, None));
+        let end = b.node("end", json!({"trace": false}));
+        b.edge(&exit, &end);
+        let def = WorkflowDefinition::from_value(&json!({"nodes": b.nodes, "edges": b.edges})).unwrap();
+        let mut want = Vec::new();
+        let mut next = 1;
+        expect(&blocks, &mut next, 0, &mut want, true);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(engine_support::engine().run(
+            &def,
+            json!({}),
+            RunOptions::default().limits(Limits::default().max_steps(100_000)),
+        )).unwrap();
+        prop_assert_eq!(r.status, ExecutionStatus::Completed, "{:?}", r.error);
+        prop_assert_eq!(engine_support::trace(&r), want);
+        prop_assert_eq!(r.runs_of(&end).filter(|n| n.status == NodeRunStatus::Completed).count(), 1);
+    }
+}
