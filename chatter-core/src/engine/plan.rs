@@ -4,6 +4,7 @@
 //! Everything here is computed once per definition ([`PreparedWorkflow`]), so a step costs the
 //! scheduler only index look-ups.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -48,8 +49,8 @@ pub(crate) struct PlanEdge {
     /// Closes a cycle (found by depth-first search from the entry nodes): taking it starts a
     /// new iteration of its target; it is not counted by the target's join.
     pub(crate) back: bool,
-    /// Leaves a cyclic SCC: not taking it is decided only when the cycle is at rest, since a
-    /// later pass may still take it.
+    /// Leaves a loop (the outermost one it leaves): not taking it is decided only when that
+    /// loop is at rest, since a later pass may still take it.
     pub(crate) exit_of: Option<u32>,
 }
 
@@ -62,8 +63,8 @@ pub(crate) struct PlanNode {
     pub(crate) out: Vec<u32>,
     /// Forward (non-back) in-edges.
     pub(crate) fwd_in: Vec<u32>,
-    /// The cyclic SCC the node belongs to.
-    pub(crate) scc: Option<u32>,
+    /// The loops (cycles) the node belongs to, innermost and outermost alike.
+    pub(crate) loops: Vec<u32>,
     /// For a loop header (target of a back-edge): the nodes of its loop, whose iteration
     /// counters restart when the header is entered afresh.
     pub(crate) loop_body: Vec<u32>,
@@ -83,8 +84,10 @@ pub(crate) struct Plan {
     pub(crate) nodes: Vec<PlanNode>,
     pub(crate) edges: Vec<PlanEdge>,
     pub(crate) entries: Vec<u32>,
-    /// Exit edges of each cyclic SCC.
-    pub(crate) scc_exits: Vec<Vec<u32>>,
+    /// Exit edges of each loop.
+    pub(crate) loop_exits: Vec<Vec<u32>>,
+    /// Number of nodes of each loop (inner loops are smaller).
+    pub(crate) loop_sizes: Vec<u32>,
 }
 
 /// A definition validated and compiled for running: build it once with
@@ -138,7 +141,7 @@ pub(crate) fn compile(
     build: &dyn Fn(&NodeSpec) -> Result<Arc<dyn Node>>,
 ) -> Result<Plan> {
     let n = def.nodes.len();
-    let mut index = std::collections::HashMap::with_capacity(n);
+    let mut index = HashMap::with_capacity(n);
     for (i, node) in def.nodes.iter().enumerate() {
         if index.insert(node.id.as_str(), i as u32).is_some() {
             return Err(Error::Definition {
@@ -184,15 +187,6 @@ pub(crate) fn compile(
     let entries = entry_nodes(def, &all_in);
     mark_back_edges(n, &entries, &out, &mut edges);
     let (scc_of, scc_count) = cyclic_sccs(n, &out, &edges);
-    let mut scc_exits = vec![Vec::new(); scc_count];
-    for (i, e) in edges.iter_mut().enumerate() {
-        if let Some(s) = scc_of[e.source as usize]
-            && scc_of[e.target as usize] != Some(s)
-        {
-            e.exit_of = Some(s);
-            scc_exits[s as usize].push(i as u32);
-        }
-    }
 
     let mut nodes = Vec::with_capacity(n);
     for (i, spec) in def.nodes.iter().enumerate() {
@@ -234,18 +228,20 @@ pub(crate) fn compile(
             }),
             out: out_i.clone(),
             fwd_in,
-            scc: scc_of[i],
+            loops: Vec::new(),
             loop_body: Vec::new(),
             loop_nodes_in_body: Vec::new(),
             max_iterations,
         });
     }
     compute_loop_bodies(&mut nodes, &edges, &out, &all_in);
+    let (loop_exits, loop_sizes) = compute_loops(&mut nodes, &mut edges, &scc_of, scc_count);
     Ok(Plan {
         nodes,
         edges,
         entries,
-        scc_exits,
+        loop_exits,
+        loop_sizes,
     })
 }
 
@@ -374,7 +370,8 @@ fn cyclic_sccs(n: usize, out: &[Vec<u32>], edges: &[PlanEdge]) -> (Vec<Option<u3
     (scc_of, count)
 }
 
-/// For each back-edge `u -> h`: the loop body is every node on a forward path from `h` to `u`.
+/// For each back-edge `u -> h`: the natural loop, every node that reaches `u` without passing
+/// through `h` (over all edges, so inner loops are inside), and is reachable from `h`.
 fn compute_loop_bodies(
     nodes: &mut [PlanNode],
     edges: &[PlanEdge],
@@ -382,45 +379,102 @@ fn compute_loop_bodies(
     all_in: &[Vec<u32>],
 ) {
     let n = nodes.len();
-    for (bi, back) in edges.iter().enumerate() {
-        if !back.back {
-            continue;
-        }
-        let _ = bi;
+    let mut from_header: HashMap<usize, Vec<bool>> = HashMap::new();
+    for back in edges.iter().filter(|e| e.back) {
         let h = back.target as usize;
         let u = back.source as usize;
-        let from_h = reach(n, h, |v| {
-            out[v]
-                .iter()
-                .filter(|&&e| !edges[e as usize].back)
-                .map(|&e| edges[e as usize].target as usize)
-                .collect()
+        let from_h = from_header.entry(h).or_insert_with(|| {
+            reach(n, h, |v| {
+                out[v]
+                    .iter()
+                    .map(|&e| edges[e as usize].target as usize)
+                    .collect()
+            })
         });
-        let to_u = reach(n, u, |v| {
-            all_in[v]
-                .iter()
-                .filter(|&&e| !edges[e as usize].back)
-                .map(|&e| edges[e as usize].source as usize)
-                .collect()
-        });
-        for v in 0..n {
-            if from_h[v] && to_u[v] && !nodes[h].loop_body.contains(&(v as u32)) {
+        let mut in_body = vec![false; n];
+        in_body[h] = true;
+        let mut stack = Vec::new();
+        if !in_body[u] {
+            in_body[u] = true;
+            stack.push(u);
+        }
+        while let Some(v) = stack.pop() {
+            for &e in &all_in[v] {
+                let w = edges[e as usize].source as usize;
+                if !in_body[w] && from_h[w] {
+                    in_body[w] = true;
+                    stack.push(w);
+                }
+            }
+        }
+        for (v, &inside) in in_body.iter().enumerate() {
+            if inside && !nodes[h].loop_body.contains(&(v as u32)) {
                 nodes[h].loop_body.push(v as u32);
             }
         }
-        if !nodes[h].loop_body.contains(&(h as u32)) {
-            nodes[h].loop_body.push(h as u32);
-        }
     }
     for h in 0..n {
-        let body = nodes[h].loop_body.clone();
         nodes[h].loop_body.sort_unstable();
+        let body = nodes[h].loop_body.clone();
         nodes[h].loop_nodes_in_body = body
             .iter()
             .filter(|&&v| nodes[v as usize].max_iterations.is_some())
             .map(|&v| nodes[v as usize].spec.id.0.clone())
             .collect();
     }
+}
+
+/// The loops of the graph: each header's loop body, and each cyclic SCC (which covers cycles
+/// of irreducible graphs too). Each node learns its loops; each edge that leaves a loop
+/// learns the outermost loop it leaves. Returns the exit edges and the size of each loop.
+fn compute_loops(
+    nodes: &mut [PlanNode],
+    edges: &mut [PlanEdge],
+    scc_of: &[Option<u32>],
+    scc_count: usize,
+) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let mut sets: Vec<Vec<u32>> = nodes
+        .iter()
+        .filter(|n| !n.loop_body.is_empty())
+        .map(|n| n.loop_body.clone())
+        .collect();
+    let mut members = vec![Vec::new(); scc_count];
+    for (v, s) in scc_of.iter().enumerate() {
+        if let Some(s) = s {
+            members[*s as usize].push(v as u32);
+        }
+    }
+    for m in members {
+        if !sets.contains(&m) {
+            sets.push(m);
+        }
+    }
+    for (l, set) in sets.iter().enumerate() {
+        for &v in set {
+            nodes[v as usize].loops.push(l as u32);
+        }
+    }
+    let mut exits = vec![Vec::new(); sets.len()];
+    for (i, e) in edges.iter_mut().enumerate() {
+        if e.back {
+            continue;
+        }
+        let mut outermost: Option<(usize, u32)> = None;
+        for &l in &nodes[e.source as usize].loops {
+            let set = &sets[l as usize];
+            if set.binary_search(&e.target).is_err()
+                && outermost.is_none_or(|(size, _)| set.len() > size)
+            {
+                outermost = Some((set.len(), l));
+            }
+        }
+        if let Some((_, l)) = outermost {
+            e.exit_of = Some(l);
+            exits[l as usize].push(i as u32);
+        }
+    }
+    let sizes = sets.iter().map(|s| s.len() as u32).collect();
+    (exits, sizes)
 }
 
 fn reach(n: usize, from: usize, next: impl Fn(usize) -> Vec<usize>) -> Vec<bool> {

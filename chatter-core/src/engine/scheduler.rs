@@ -130,10 +130,11 @@ pub(crate) struct Run {
     partial: Vec<bool>,
     overflow: HashMap<u32, VecDeque<(u32, bool)>>,
     iter: Vec<u32>,
-    scc_active: Vec<u32>,
+    /// Per loop: activations queued or running, and nodes part-way through a join.
+    loop_active: Vec<u32>,
     exit_taken: Vec<bool>,
-    /// Whether a node of the cycle ran since the cycle was last at rest.
-    scc_ran: Vec<bool>,
+    /// Per loop: whether a node of it ran since it was last at rest.
+    loop_ran: Vec<bool>,
     touched: Vec<u32>,
     work: VecDeque<Work>,
     ready: VecDeque<Activation>,
@@ -186,7 +187,7 @@ impl Run {
         }
         let n = plan.nodes.len();
         let e = plan.edges.len();
-        let sccs = plan.scc_exits.len();
+        let loops = plan.loop_exits.len();
         let started_at_ms = services.clock.now_ms();
         Run {
             subgraphs: Arc::new(engine),
@@ -207,9 +208,9 @@ impl Run {
             partial: vec![false; n],
             overflow: HashMap::new(),
             iter: vec![0; n],
-            scc_active: vec![0; sccs],
+            loop_active: vec![0; loops],
             exit_taken: vec![false; e],
-            scc_ran: vec![false; sccs],
+            loop_ran: vec![false; loops],
             touched: Vec::new(),
             work: VecDeque::new(),
             ready: VecDeque::new(),
@@ -474,9 +475,10 @@ impl Run {
     }
 
     fn after_completion(&mut self, node: u32) {
-        if let Some(s) = self.plan.nodes[node as usize].scc {
-            self.scc_active[s as usize] = self.scc_active[s as usize].saturating_sub(1);
-            self.touched.push(s);
+        let plan = self.plan.clone();
+        for &l in &plan.nodes[node as usize].loops {
+            self.loop_active[l as usize] = self.loop_active[l as usize].saturating_sub(1);
+            self.touched.push(l);
         }
         self.drain();
     }
@@ -653,34 +655,55 @@ impl Run {
         }
     }
 
-    /// Resolves queued edges, propagating deadness, and closes the exits of cycles at rest.
+    /// Resolves queued edges, propagating deadness, and closes the exits of loops at rest:
+    /// innermost loops first, one at a time, each loop's consequences settled before the next
+    /// (an inner loop's exit may still end the pass of the loop around it).
     fn drain(&mut self) {
+        // Each round settles one loop. Far more rounds than loops would mean a bug in the
+        // bookkeeping: fail the execution rather than spin.
+        let mut rounds_left = (self.plan.loop_exits.len() + 1) * 8;
         loop {
             while let Some(w) = self.work.pop_front() {
                 self.resolve(w);
             }
-            let mut flushed = false;
-            self.touched.sort_unstable();
-            self.touched.dedup();
-            while let Some(s) = self.touched.pop() {
-                if self.scc_active[s as usize] != 0 {
-                    continue;
-                }
-                self.scc_ran[s as usize] = false;
-                let plan = self.plan.clone();
-                for &e in &plan.scc_exits[s as usize] {
-                    if !std::mem::replace(&mut self.exit_taken[e as usize], false) {
-                        self.work.push_back(Work {
-                            edge: e,
-                            taken: false,
-                            force: true,
-                        });
-                        flushed = true;
-                    }
-                }
+            if self.touched.is_empty() {
+                return;
             }
-            if !flushed && self.work.is_empty() {
-                break;
+            if rounds_left == 0 {
+                self.work.clear();
+                self.touched.clear();
+                let error = Error::Internal {
+                    message: "the scheduler could not settle the loops' exits".into(),
+                };
+                self.fail_with(&error, None);
+                return;
+            }
+            rounds_left -= 1;
+            let plan = self.plan.clone();
+            // Largest first, so `pop` yields the innermost loop.
+            self.touched
+                .sort_unstable_by_key(|&l| (std::cmp::Reverse(plan.loop_sizes[l as usize]), l));
+            self.touched.dedup();
+            let mut settled = None;
+            while let Some(l) = self.touched.pop() {
+                if self.loop_active[l as usize] == 0 {
+                    settled = Some(l);
+                    break;
+                }
+                // Still busy: it is touched again when its activity ends.
+            }
+            let Some(l) = settled else {
+                return;
+            };
+            self.loop_ran[l as usize] = false;
+            for &e in &plan.loop_exits[l as usize] {
+                if !std::mem::replace(&mut self.exit_taken[e as usize], false) {
+                    self.work.push_back(Work {
+                        edge: e,
+                        taken: false,
+                        force: true,
+                    });
+                }
             }
         }
     }
@@ -723,8 +746,8 @@ impl Run {
         let complete = self.resolved[ti] as usize >= n.fwd_in.len();
         if !complete && !self.partial[ti] {
             self.partial[ti] = true;
-            if let Some(s) = n.scc {
-                self.scc_active[s as usize] += 1;
+            for &l in &n.loops {
+                self.loop_active[l as usize] += 1;
             }
         }
         match n.join {
@@ -767,11 +790,11 @@ impl Run {
         self.resolved[ti] = 0;
         self.taken[ti] = 0;
         self.fired[ti] = false;
-        if std::mem::replace(&mut self.partial[ti], false)
-            && let Some(s) = n.scc
-        {
-            self.scc_active[s as usize] = self.scc_active[s as usize].saturating_sub(1);
-            self.touched.push(s);
+        if std::mem::replace(&mut self.partial[ti], false) {
+            for &l in &n.loops {
+                self.loop_active[l as usize] = self.loop_active[l as usize].saturating_sub(1);
+                self.touched.push(l);
+            }
         }
         if let Some(queue) = self.overflow.remove(&t) {
             for (edge, taken) in queue {
@@ -790,7 +813,7 @@ impl Run {
     fn skip(&mut self, t: u32) {
         let plan = self.plan.clone();
         let n = &plan.nodes[t as usize];
-        let record = n.scc.is_none_or(|s| !self.scc_ran[s as usize]);
+        let record = n.loops.iter().all(|&l| !self.loop_ran[l as usize]);
         if record {
             self.log.push(EventKind::NodeSkipped {
                 node_id: n.spec.id.0.clone(),
@@ -809,9 +832,7 @@ impl Run {
                 delta: StateDelta::default(),
             });
         }
-        if let Some(s) = n.scc {
-            self.touched.push(s);
-        }
+        self.touched.extend_from_slice(&n.loops);
         for &e in &n.out {
             self.push(e, false);
         }
@@ -850,9 +871,10 @@ impl Run {
     }
 
     fn enqueue(&mut self, act: Activation) {
-        if let Some(s) = self.plan.nodes[act.node as usize].scc {
-            self.scc_active[s as usize] += 1;
-            self.scc_ran[s as usize] = true;
+        let plan = self.plan.clone();
+        for &l in &plan.nodes[act.node as usize].loops {
+            self.loop_active[l as usize] += 1;
+            self.loop_ran[l as usize] = true;
         }
         self.ready.push_back(act);
     }
