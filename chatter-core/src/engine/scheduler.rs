@@ -119,6 +119,8 @@ pub(crate) struct Run {
     limits: Limits,
     cancel: CancellationToken,
     state: State,
+    /// The snapshot nodes read, shared until the state changes.
+    snapshot: Option<Arc<State>>,
     owner: Option<String>,
     subgraphs: Arc<dyn SubgraphRunner>,
     started_at_ms: i64,
@@ -199,6 +201,7 @@ impl Run {
             limits,
             cancel,
             state,
+            snapshot: None,
             owner: options.owner,
             started_at_ms,
             edge_state: vec![PENDING; e],
@@ -234,6 +237,24 @@ impl Run {
         self.cancel.clone()
     }
 
+    fn apply_delta(&mut self, delta: &StateDelta) {
+        if !delta.is_empty() {
+            self.state.apply(delta);
+            self.snapshot = None;
+        }
+    }
+
+    fn snapshot(&mut self) -> Arc<State> {
+        match &self.snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(self.state.clone());
+                self.snapshot = Some(s.clone());
+                s
+            }
+        }
+    }
+
     fn now(&self) -> i64 {
         self.services.clock.now_ms()
     }
@@ -244,8 +265,9 @@ impl Run {
             input: self.state.input().clone(),
         });
         let plan = self.plan.clone();
+        let plan = &*plan;
         for &entry in &plan.entries {
-            self.activate_fresh(entry);
+            self.activate_fresh(plan, entry);
         }
         let mut running: FuturesUnordered<BoxFuture<'static, Completion>> = FuturesUnordered::new();
         let cancel = self.cancel.clone();
@@ -268,11 +290,11 @@ impl Run {
                     // A long run of nodes that never wait must not hold the thread.
                     tokio::task::yield_now().await;
                 }
-                if let Some(mut fut) = self.start(act) {
+                if let Some(mut fut) = self.start(plan, act) {
                     // Most nodes finish without waiting: poll once here, and only futures that
                     // wait join the concurrent set.
                     match futures::poll!(&mut fut) {
-                        std::task::Poll::Ready(done) => self.complete(done),
+                        std::task::Poll::Ready(done) => self.complete(plan, done),
                         std::task::Poll::Pending => running.push(fut),
                     }
                 }
@@ -296,7 +318,7 @@ impl Run {
                         node_id: None,
                     }));
                 }
-                Some(done) = running.next() => self.complete(done),
+                Some(done) = running.next() => self.complete(plan, done),
             }
         }
         // Whatever still runs is stopped: its context's token first, then its future dropped.
@@ -306,8 +328,7 @@ impl Run {
     }
 
     /// Starts an activation: the step count, the `node_started` event, the node future.
-    fn start(&mut self, act: Activation) -> Option<BoxFuture<'static, Completion>> {
-        let plan = self.plan.clone();
+    fn start(&mut self, plan: &Plan, act: Activation) -> Option<BoxFuture<'static, Completion>> {
         let n = &plan.nodes[act.node as usize];
         if self.steps >= self.limits.max_steps {
             let error = Error::LimitExceeded {
@@ -344,13 +365,13 @@ impl Run {
                 attempt: act.attempt,
             },
         );
-        let usage = self.state.usage();
+        let usage = *self.state.usage();
         let ctx = NodeContext {
             execution_id: self.exec_id.clone(),
             spec: n.spec.clone(),
             iteration: act.iteration,
             attempt: act.attempt,
-            state: Arc::new(self.state.clone()),
+            state: self.snapshot(),
             services: self.services.clone(),
             events: self.sink.clone(),
             cancel: self.cancel.child_token(),
@@ -388,18 +409,17 @@ impl Run {
         )
     }
 
-    fn complete(&mut self, done: Completion) {
+    fn complete(&mut self, plan: &Plan, done: Completion) {
         if let Some(pos) = self.running.iter().position(|r| r.slot == done.slot) {
             self.running.swap_remove(pos);
         }
-        let plan = self.plan.clone();
         let node = done.act.node;
         let n = &plan.nodes[node as usize];
         let now = self.now();
         let duration_ms = u64::try_from(now - done.started_at_ms).unwrap_or(0);
         match done.result {
             Ok(output) => {
-                self.state.apply(&output.delta);
+                self.apply_delta(&output.delta);
                 self.log.push_at(
                     now,
                     EventKind::NodeCompleted {
@@ -422,12 +442,12 @@ impl Run {
                     delta: output.delta,
                 });
                 if !self.check_budget(&n.spec.id.0) {
-                    self.after_completion(node);
+                    self.after_completion(plan, node);
                     return;
                 }
                 if let Some((handler, _)) = done.act.handler_retry {
                     // The retried node succeeded: the handler's own edges are not taken.
-                    self.push_all_dead(handler);
+                    self.push_all_dead(plan, handler);
                 }
                 match output.route {
                     Route::Stop { error: None } => {
@@ -446,46 +466,54 @@ impl Run {
                         if let (Some((failed, iteration, attempt)), Some(failure)) =
                             (done.act.failed, done.act.failure.as_ref())
                         {
-                            self.enqueue(Activation {
-                                attempt: attempt + 1,
-                                handler_retry: Some((node, failure.retries + 1)),
-                                ..Activation::new(failed, iteration)
-                            });
+                            self.enqueue(
+                                plan,
+                                Activation {
+                                    attempt: attempt + 1,
+                                    handler_retry: Some((node, failure.retries + 1)),
+                                    ..Activation::new(failed, iteration)
+                                },
+                            );
                         }
                     }
                     route => {
                         if let Some((failed, _, _)) = done.act.failed {
                             // The handler took over: the failed node's edges are dead.
-                            self.push_normal_dead(failed);
+                            self.push_normal_dead(plan, failed);
                         }
                         // A node re-run by its handler resolved its error routes when it first
                         // failed; only its normal edges are still open.
                         let normal_only = done.act.handler_retry.is_some();
                         if let Err(error) =
-                            self.route(node, done.act.iteration, &route, normal_only)
+                            self.route(plan, node, done.act.iteration, &route, normal_only)
                         {
                             self.fail_with(&error, Some(&n.spec.id.0));
                         }
                     }
                 }
             }
-            Err(error) => self.fail_node(done.act, done.attempt, done.started_at_ms, error),
+            Err(error) => self.fail_node(plan, done.act, done.attempt, done.started_at_ms, error),
         }
-        self.after_completion(node);
+        self.after_completion(plan, node);
     }
 
-    fn after_completion(&mut self, node: u32) {
-        let plan = self.plan.clone();
+    fn after_completion(&mut self, plan: &Plan, node: u32) {
         for &l in &plan.nodes[node as usize].loops {
             self.loop_active[l as usize] = self.loop_active[l as usize].saturating_sub(1);
             self.touched.push(l);
         }
-        self.drain();
+        self.drain(plan);
     }
 
     /// A node run failed (after its own retries): apply its `on_error`/error-route policy.
-    fn fail_node(&mut self, act: Activation, attempt: u32, started_at_ms: i64, error: Error) {
-        let plan = self.plan.clone();
+    fn fail_node(
+        &mut self,
+        plan: &Plan,
+        act: Activation,
+        attempt: u32,
+        started_at_ms: i64,
+        error: Error,
+    ) {
         let n = &plan.nodes[act.node as usize];
         let node_id = n.spec.id.0.clone();
         let class = class_name(&error);
@@ -499,7 +527,7 @@ impl Run {
             }],
             ..StateDelta::default()
         };
-        self.state.apply(&delta);
+        self.apply_delta(&delta);
         self.log.push(EventKind::NodeFailed {
             node_id: node_id.clone(),
             iteration: act.iteration,
@@ -532,18 +560,21 @@ impl Run {
         if let Some((handler, retries)) = act.handler_retry {
             // Failed again after the handler's retry: back to the handler.
             let iteration = self.next_iteration(handler);
-            self.enqueue(Activation {
-                failure: Some(failure(retries)),
-                failed: Some((act.node, act.iteration, attempt)),
-                ..Activation::new(handler, iteration)
-            });
+            self.enqueue(
+                plan,
+                Activation {
+                    failure: Some(failure(retries)),
+                    failed: Some((act.node, act.iteration, attempt)),
+                    ..Activation::new(handler, iteration)
+                },
+            );
             return;
         }
         if let Some((failed, _, _)) = act.failed
             && (n.has_error_branch || n.has_handler || n.policy.on_error_continue)
         {
             // A handler that fails but whose failure is handled: the original node's edges end.
-            self.push_normal_dead(failed);
+            self.push_normal_dead(plan, failed);
         }
         if n.has_error_branch {
             for &e in &n.out {
@@ -564,14 +595,17 @@ impl Run {
             }
             if let Some(handler) = chosen {
                 let iteration = self.next_iteration(handler);
-                self.enqueue(Activation {
-                    failure: Some(failure(0)),
-                    failed: Some((act.node, act.iteration, attempt)),
-                    ..Activation::new(handler, iteration)
-                });
+                self.enqueue(
+                    plan,
+                    Activation {
+                        failure: Some(failure(0)),
+                        failed: Some((act.node, act.iteration, attempt)),
+                        ..Activation::new(handler, iteration)
+                    },
+                );
             }
         } else if n.policy.on_error_continue {
-            if let Err(e) = self.route(act.node, act.iteration, &Route::Edges, false) {
+            if let Err(e) = self.route(plan, act.node, act.iteration, &Route::Edges, false) {
                 self.fail_with(&e, Some(&node_id));
             }
         } else {
@@ -585,8 +619,14 @@ impl Run {
 
     /// Routes a node's normal out-edges (DESIGN §5): the branch first, then the first true
     /// condition in document order, else the unconditional edges; everything else is dead.
-    fn route(&mut self, node: u32, iteration: u32, route: &Route, normal_only: bool) -> Result<()> {
-        let plan = self.plan.clone();
+    fn route(
+        &mut self,
+        plan: &Plan,
+        node: u32,
+        iteration: u32,
+        route: &Route,
+        normal_only: bool,
+    ) -> Result<()> {
         let n = &plan.nodes[node as usize];
         let branch = match route {
             Route::Branch(name) if n.branches_by_handle => Some(name.as_str()),
@@ -639,15 +679,13 @@ impl Run {
         });
     }
 
-    fn push_all_dead(&mut self, node: u32) {
-        let plan = self.plan.clone();
+    fn push_all_dead(&mut self, plan: &Plan, node: u32) {
         for &e in &plan.nodes[node as usize].out {
             self.push(e, false);
         }
     }
 
-    fn push_normal_dead(&mut self, node: u32) {
-        let plan = self.plan.clone();
+    fn push_normal_dead(&mut self, plan: &Plan, node: u32) {
         for &e in &plan.nodes[node as usize].out {
             if plan.edges[e as usize].role == EdgeRole::Normal {
                 self.push(e, false);
@@ -658,13 +696,13 @@ impl Run {
     /// Resolves queued edges, propagating deadness, and closes the exits of loops at rest:
     /// innermost loops first, one at a time, each loop's consequences settled before the next
     /// (an inner loop's exit may still end the pass of the loop around it).
-    fn drain(&mut self) {
+    fn drain(&mut self, plan: &Plan) {
         // Each round settles one loop. Far more rounds than loops would mean a bug in the
         // bookkeeping: fail the execution rather than spin.
-        let mut rounds_left = (self.plan.loop_exits.len() + 1) * 8;
+        let mut rounds_left = (plan.loop_exits.len() + 1) * 8;
         loop {
             while let Some(w) = self.work.pop_front() {
-                self.resolve(w);
+                self.resolve(plan, w);
             }
             if self.touched.is_empty() {
                 return;
@@ -679,7 +717,6 @@ impl Run {
                 return;
             }
             rounds_left -= 1;
-            let plan = self.plan.clone();
             // Largest first, so `pop` yields the innermost loop.
             self.touched
                 .sort_unstable_by_key(|&l| (std::cmp::Reverse(plan.loop_sizes[l as usize]), l));
@@ -708,14 +745,13 @@ impl Run {
         }
     }
 
-    fn resolve(&mut self, w: Work) {
-        let plan = self.plan.clone();
+    fn resolve(&mut self, plan: &Plan, w: Work) {
         let edge = &plan.edges[w.edge as usize];
         if edge.back {
             if w.taken {
                 let target = edge.target;
                 let iteration = self.next_iteration(target);
-                self.enqueue(Activation::new(target, iteration));
+                self.enqueue(plan, Activation::new(target, iteration));
             }
             return;
         }
@@ -754,34 +790,33 @@ impl Run {
             Join::All => {
                 if complete {
                     if self.taken[ti] > 0 {
-                        self.activate_fresh(t);
+                        self.activate_fresh(plan, t);
                     } else {
-                        self.skip(t);
+                        self.skip(plan, t);
                     }
                 }
             }
             Join::Any => {
                 if w.taken && !self.fired[ti] {
                     self.fired[ti] = true;
-                    self.activate_fresh(t);
+                    self.activate_fresh(plan, t);
                 }
                 if complete && !self.fired[ti] {
-                    self.skip(t);
+                    self.skip(plan, t);
                 }
             }
             Join::Handler => {
                 if complete && self.taken[ti] == 0 {
-                    self.skip(t);
+                    self.skip(plan, t);
                 }
             }
         }
         if complete {
-            self.reset_wave(t);
+            self.reset_wave(plan, t);
         }
     }
 
-    fn reset_wave(&mut self, t: u32) {
-        let plan = self.plan.clone();
+    fn reset_wave(&mut self, plan: &Plan, t: u32) {
         let ti = t as usize;
         let n = &plan.nodes[ti];
         for &e in &n.fwd_in {
@@ -810,8 +845,7 @@ impl Run {
     /// A node on a dead path. Inside a cycle that has run, the not-taken branch of a pass is
     /// routine (every loop exit has one), so it propagates silently; elsewhere the skip is
     /// recorded as a node run and a `node_skipped` event.
-    fn skip(&mut self, t: u32) {
-        let plan = self.plan.clone();
+    fn skip(&mut self, plan: &Plan, t: u32) {
         let n = &plan.nodes[t as usize];
         let record = n.loops.iter().all(|&l| !self.loop_ran[l as usize]);
         if record {
@@ -846,8 +880,7 @@ impl Run {
 
     /// Activates a node entered through its forward in-edges (or as an entry): a loop entered
     /// this way starts counting its iterations from zero again.
-    fn activate_fresh(&mut self, t: u32) {
-        let plan = self.plan.clone();
+    fn activate_fresh(&mut self, plan: &Plan, t: u32) {
         let n = &plan.nodes[t as usize];
         if !n.loop_body.is_empty() {
             for &m in &n.loop_body {
@@ -860,18 +893,17 @@ impl Run {
                 .map(|id| (id.clone(), None))
                 .collect();
             if !stale.is_empty() {
-                self.state.apply(&StateDelta {
+                self.apply_delta(&StateDelta {
                     loops: stale,
                     ..StateDelta::default()
                 });
             }
         }
         let iteration = self.next_iteration(t);
-        self.enqueue(Activation::new(t, iteration));
+        self.enqueue(plan, Activation::new(t, iteration));
     }
 
-    fn enqueue(&mut self, act: Activation) {
-        let plan = self.plan.clone();
+    fn enqueue(&mut self, plan: &Plan, act: Activation) {
         for &l in &plan.nodes[act.node as usize].loops {
             self.loop_active[l as usize] += 1;
             self.loop_ran[l as usize] = true;
