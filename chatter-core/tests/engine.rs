@@ -1137,3 +1137,75 @@ async fn self_nesting_subgraphs_stop_at_the_depth_limit() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_cost_budget_exceeded_fails_with_budget_exceeded() {
+    let def = graph(
+        json!([["u1", "usage", {"tokens": 1, "cost": 0.75}], ["u2", "usage", {"tokens": 1, "cost": 0.5}]]),
+        json!([["u1", "u2"]]),
+    );
+    let r = run_with(&def, Limits::default().max_cost(Some(1.0))).await;
+    assert_eq!(r.status, ExecutionStatus::Failed);
+    let err = r.error.clone().unwrap();
+    assert_eq!(err.class, "budget_exceeded");
+    assert_eq!(
+        err.message,
+        "limit `max_cost` exceeded: cost 1.250000 USD, budget 1 USD"
+    );
+    let r = run_with(&def, Limits::default().max_cost(None)).await;
+    assert_eq!(r.status, ExecutionStatus::Completed);
+    assert!((r.usage.cost - 1.25).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn join_any_fires_on_a_later_taken_edge_when_the_first_is_dead() {
+    let def = graph(
+        json!([["start", "start"], ["check", "branch", {"take": "false"}], ["a", "noop"],
+               ["b", "sleep", {"ms": 5}], ["any", "noop", {"join": "any"}]]),
+        json!([
+            ["start", "check"],
+            ["check", "a", "true"],
+            ["check", "b", "false"],
+            ["a", "any"],
+            ["b", "any"]
+        ]),
+    );
+    let r = run(&def).await;
+    assert_eq!(trace(&r), ["start#0", "check#0", "b#0", "any#0"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replaying_the_recorded_deltas_in_order_reproduces_the_final_state() {
+    // Concurrent branches finishing in an order unrelated to document order.
+    let def = graph(
+        json!([["start", "start"], ["slow", "sleep", {"ms": 30, "set": {"last": "slow"}}],
+               ["fast", "sleep", {"ms": 10, "set": {"last": "fast"}}],
+               ["talk", "emit", {"tokens": ["a", "b"], "pause_ms": 8}], ["end", "end"]]),
+        json!([
+            ["start", "slow"],
+            ["start", "fast"],
+            ["start", "talk"],
+            ["slow", "end"],
+            ["fast", "end"],
+            ["talk", "end"]
+        ]),
+    );
+    let input = json!({"message": "q", "variables": {"seed": 1}});
+    let r = engine()
+        .run(&def, input.clone(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.completed_nodes(),
+        ["start", "fast", "talk", "slow", "end"],
+        "node runs are in completion order"
+    );
+    assert_eq!(r.variables["last"], "slow");
+    let mut state = chatter_core::State::new(input, Vec::new());
+    for run in &r.node_runs {
+        state.apply(&run.delta);
+    }
+    assert_eq!(state.variables(), &r.variables);
+    assert_eq!(state.messages(), r.messages.as_slice());
+    assert_eq!(state.usage(), &r.usage);
+}

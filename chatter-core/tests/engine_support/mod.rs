@@ -196,7 +196,11 @@ impl Node for TestNode {
                     prompt_tokens: tokens,
                     completion_tokens: 0,
                     total_tokens: tokens,
-                    cost: 0.0,
+                    cost: self
+                        .spec
+                        .config_value("cost")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
                 });
             }
         }
