@@ -855,16 +855,28 @@ async fn an_unknown_node_kind_is_refused_before_anything_runs() {
 #[tokio::test]
 #[ignore = "needs validator"]
 async fn an_invalid_definition_is_refused_with_the_report() {
-    // An edge to a node that does not exist is a validation error.
+    // An edge to a node that does not exist is a validation error; nothing runs.
     let def = WorkflowDefinition::from_value(&json!({
         "nodes": [{"id": "a", "type": "noop"}],
         "edges": [{"source": "a", "target": "ghost"}]
     }))
     .unwrap();
-    match engine().run(&def, json!({}), RunOptions::default()).await {
-        Err(Error::Invalid(report)) => assert!(!report.is_valid()),
+    let e = engine_support::builder().validate_before_run(true).build();
+    match e.run(&def, json!({}), RunOptions::default()).await {
+        Err(Error::Invalid(report)) => {
+            assert!(!report.is_valid());
+            assert!(report.errors().all(|i| i.code != "CHT-V006"), "{report:?}");
+        }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn kinds_with_a_factory_pass_validation_and_run() {
+    let e = engine_support::builder().validate_before_run(true).build();
+    let def = graph(json!([["a", "noop"], ["b", "noop"]]), json!([["a", "b"]]));
+    let r = e.run(&def, json!({}), RunOptions::default()).await.unwrap();
+    assert_eq!(trace(&r), ["a#0", "b#0"]);
 }
 
 #[tokio::test]
