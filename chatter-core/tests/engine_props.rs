@@ -176,16 +176,17 @@ proptest! {
 /// A structured program: its graph has branches with joins and (nested) loops.
 #[derive(Debug, Clone)]
 enum Block {
-    Node,
+    /// A node that sleeps this many milliseconds (0: finishes at once).
+    Node(u64),
     If(bool, Vec<Block>, Vec<Block>),
     Loop(u32, Vec<Block>),
 }
 
 fn block() -> impl Strategy<Value = Block> {
-    let leaf = Just(Block::Node);
+    let leaf = (0u64..3).prop_map(Block::Node);
     leaf.prop_recursive(3, 24, 3, |inner| {
         prop_oneof![
-            2 => Just(Block::Node),
+            2 => (0u64..3).prop_map(Block::Node),
             1 => (any::<bool>(), proptest::collection::vec(inner.clone(), 0..3),
                   proptest::collection::vec(inner.clone(), 0..3))
                 .prop_map(|(t, a, b)| Block::If(t, a, b)),
@@ -222,8 +223,8 @@ impl Builder {
     ) -> (String, Option<&'static str>) {
         for b in blocks {
             entry = match b {
-                Block::Node => {
-                    let id = self.node("noop", json!({}));
+                Block::Node(ms) => {
+                    let id = self.node("sleep", json!({"ms": ms}));
                     self.edge(&entry, &id);
                     (id, None)
                 }
@@ -259,7 +260,7 @@ fn expect(blocks: &[Block], next: &mut usize, pass: u32, out: &mut Vec<String>, 
         let id = *next;
         *next += 1;
         match b {
-            Block::Node => {
+            Block::Node(_) => {
                 if live {
                     out.push(format!("n{id}#{pass}"));
                 }
@@ -314,7 +315,11 @@ proptest! {
         let mut want = Vec::new();
         let mut next = 1;
         expect(&blocks, &mut next, 0, &mut want, true);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
         let r = rt.block_on(engine_support::engine().run(
             &def,
             json!({}),
