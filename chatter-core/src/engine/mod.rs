@@ -50,7 +50,30 @@
 //!   new iteration of their target. Entering a loop afresh from outside restarts the iteration
 //!   counters of its nodes. Edges leaving a cycle are declared dead only once the cycle is at
 //!   rest, since a later pass may take them.
-//! * Node runs are recorded in the order their deltas were applied, so a replay is exact.
+//! * Node runs are recorded in the order their deltas were applied (with the deltas), so
+//!   applying them in that order to the initial state replays the execution exactly.
+//!
+//! # Failures and limits
+//!
+//! A node attempt runs under its timeout (`timeout_ms`, else [`Limits::node_timeout_ms`]) with
+//! panics contained; it is retried by its `retry` policy (`node_retrying` events). A node that
+//! still fails takes, in this order: its `error` branch (`sourceHandle: "error"`), its edge to an
+//! `error_handler` node (which runs with [`NodeContext::failure`] set and may answer
+//! [`Route::RetryFailed`]), its `on_error: continue` (the error is recorded in `errors` and its
+//! edges are followed), or else the execution fails. Budgets (tokens, cost), `max_steps`, a
+//! loop node's `max_iterations` and the execution timeout end the execution as `failed` with
+//! the limit as the failure's class (`budget_exceeded`, `max_steps`, `max_iterations`,
+//! `timeout`); cancellation ends it as `cancelled`. Running nodes see their `ctx.cancel` and are
+//! then dropped, so an execution never waits on a node that ignores it.
+//!
+//! # Events
+//!
+//! Every event goes to one log per execution, numbered from 1 and stamped by the engine's
+//! [`Clock`]. [`ExecutionHandle::subscribe`] reads that log with a cursor, so a subscriber never
+//! misses an event however slowly it reads, and one that comes late (or resumes after a
+//! sequence number with [`ExecutionHandle::subscribe_from`]) starts where it likes. The log
+//! lives as long as the execution's handle and is what [`ExecutionResult::events`] returns:
+//! memory is bounded by the execution, not by the slowest reader.
 
 mod events;
 mod node;
