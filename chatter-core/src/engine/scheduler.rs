@@ -17,11 +17,12 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::events::EventLog;
-use super::node::{Node, NodeContext, NodeFailure, NodeOutput, Route, Services, SubgraphRunner};
-use super::plan::{EdgeRole, Join, Plan};
-use super::policy::{NodePolicy, class_name, fnv};
+use super::node::{NodeContext, NodeFailure, NodeOutput, Route, Services, SubgraphRunner};
+use super::plan::{EdgeRole, Join, Plan, PlanNode};
+use super::policy::{class_name, fnv};
 use super::result::{ExecutionFailure, ExecutionResult, ExecutionStatus, NodeRun, NodeRunStatus};
 use super::{Engine, Limits, RunOptions};
+use crate::definition::NodeSpec;
 use crate::error::{Error, ErrorClass, Result};
 use crate::event::{EventKind, EventSink};
 use crate::model::Role;
@@ -269,7 +270,7 @@ impl Run {
         for &entry in &plan.entries {
             self.activate_fresh(plan, entry);
         }
-        let mut running: FuturesUnordered<BoxFuture<'static, Completion>> = FuturesUnordered::new();
+        let mut running: FuturesUnordered<BoxFuture<'_, Completion>> = FuturesUnordered::new();
         let cancel = self.cancel.clone();
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
@@ -290,12 +291,34 @@ impl Run {
                     // A long run of nodes that never wait must not hold the thread.
                     tokio::task::yield_now().await;
                 }
-                if let Some(mut fut) = self.start(plan, act) {
-                    // Most nodes finish without waiting: poll once here, and only futures that
-                    // wait join the concurrent set.
-                    match futures::poll!(&mut fut) {
-                        std::task::Poll::Ready(done) => self.complete(plan, done),
-                        std::task::Poll::Pending => running.push(fut),
+                if let Some(mut launch) = self.start(plan, act) {
+                    // Most nodes finish without waiting: poll once here (no timer, no task), and
+                    // only runs that wait or retry join the concurrent set.
+                    match futures::poll!(&mut launch.fut) {
+                        std::task::Poll::Ready(outcome) => {
+                            match outcome_result(outcome, &launch.node.spec) {
+                                Ok(output) => {
+                                    let attempt = launch.act.attempt;
+                                    let done = launch.completion(attempt, Ok(output));
+                                    self.complete(plan, done);
+                                }
+                                Err(error) if launch.may_retry(&error, launch.act.attempt) => {
+                                    let log = self.log.clone();
+                                    let cancel = self.cancel.clone();
+                                    running.push(Box::pin(drive(launch, Some(error), log, cancel)));
+                                }
+                                Err(error) => {
+                                    let attempt = launch.act.attempt;
+                                    let done = launch.completion(attempt, Err(error));
+                                    self.complete(plan, done);
+                                }
+                            }
+                        }
+                        std::task::Poll::Pending => {
+                            let log = self.log.clone();
+                            let cancel = self.cancel.clone();
+                            running.push(Box::pin(drive(launch, None, log, cancel)));
+                        }
                     }
                 }
             }
@@ -328,7 +351,7 @@ impl Run {
     }
 
     /// Starts an activation: the step count, the `node_started` event, the node future.
-    fn start(&mut self, plan: &Plan, act: Activation) -> Option<BoxFuture<'static, Completion>> {
+    fn start<'p>(&mut self, plan: &'p Plan, act: Activation) -> Option<Launch<'p>> {
         let n = &plan.nodes[act.node as usize];
         if self.steps >= self.limits.max_steps {
             let error = Error::LimitExceeded {
@@ -393,20 +416,20 @@ impl Run {
             started_at_ms,
         });
         let timeout_ms = n.policy.timeout_ms.unwrap_or(self.limits.node_timeout_ms);
-        Some(
-            attempts(
-                n.node.clone(),
-                ctx,
-                n.policy.clone(),
-                timeout_ms,
-                self.log.clone(),
-                self.cancel.clone(),
-                act,
-                slot,
-                started_at_ms,
-            )
-            .boxed(),
-        )
+        // Kept only while another attempt is possible.
+        let retry_ctx = (n.policy.retry.max_attempts > 1).then(|| ctx.clone());
+        let cancel = ctx.cancel.clone();
+        let fut = AssertUnwindSafe(n.node.run(ctx)).catch_unwind();
+        Some(Launch {
+            node: n,
+            fut,
+            retry_ctx,
+            cancel,
+            timeout_ms,
+            act,
+            slot,
+            started_at_ms,
+        })
     }
 
     fn complete(&mut self, plan: &Plan, done: Completion) {
@@ -1036,67 +1059,73 @@ impl Run {
     }
 }
 
-/// Runs a node's attempts: each under its timeout, panics contained, retried by its policy.
-#[allow(clippy::too_many_arguments)]
-async fn attempts(
-    node: Arc<dyn Node>,
-    ctx: NodeContext,
-    policy: Arc<NodePolicy>,
+type NodeFuture<'p> =
+    futures::future::CatchUnwind<AssertUnwindSafe<BoxFuture<'p, Result<NodeOutput>>>>;
+
+/// A node run just started: its first attempt's future and what further attempts need.
+struct Launch<'p> {
+    node: &'p PlanNode,
+    fut: NodeFuture<'p>,
+    /// A context for further attempts (only when the retry policy allows them).
+    retry_ctx: Option<NodeContext>,
+    /// The current attempt's token, cancelled when it times out.
+    cancel: CancellationToken,
     timeout_ms: u64,
-    log: Arc<EventLog>,
-    exec_cancel: CancellationToken,
     act: Activation,
     slot: u64,
     started_at_ms: i64,
+}
+
+impl Launch<'_> {
+    fn completion(self, attempt: u32, result: Result<NodeOutput>) -> Completion {
+        Completion {
+            slot: self.slot,
+            act: self.act,
+            attempt,
+            started_at_ms: self.started_at_ms,
+            result,
+        }
+    }
+
+    fn may_retry(&self, error: &Error, attempt: u32) -> bool {
+        let retry = &self.node.policy.retry;
+        attempt - self.act.attempt + 1 < retry.max_attempts
+            && self.retry_ctx.is_some()
+            && retry.retries(error)
+    }
+}
+
+/// Finishes a node run that did not complete on its first poll: the rest of the attempt under
+/// its timeout, then retries by the node's policy (`first_error`: the first attempt already
+/// failed).
+async fn drive(
+    mut launch: Launch<'_>,
+    first_error: Option<Error>,
+    log: Arc<EventLog>,
+    exec_cancel: CancellationToken,
 ) -> Completion {
-    let first = ctx.attempt;
-    let spec = ctx.spec.clone();
-    let mut attempt = first;
-    // The context is cloned only while another attempt is possible; the last one takes it.
-    let mut kept = Some(ctx);
-    loop {
-        let tries = attempt - first + 1;
-        let last = tries >= policy.retry.max_attempts;
-        let Some(run_ctx) = (if last { kept.take() } else { kept.clone() }) else {
-            // Unreachable: the context is taken only by the last attempt.
-            return Completion {
-                slot,
-                act,
-                attempt,
-                started_at_ms,
-                result: Err(Error::Internal {
-                    message: "node context missing for a retry".into(),
-                }),
-            };
-        };
-        let error = match run_once(&node, run_ctx, timeout_ms).await {
-            Ok(output) => {
-                return Completion {
-                    slot,
-                    act,
-                    attempt,
-                    started_at_ms,
-                    result: Ok(output),
-                };
+    let spec = launch.node.spec.clone();
+    let mut attempt = launch.act.attempt;
+    let mut error = match first_error {
+        Some(error) => error,
+        None => {
+            match finish_attempt(&mut launch.fut, &launch.cancel, &spec, launch.timeout_ms).await {
+                Ok(output) => return launch.completion(attempt, Ok(output)),
+                Err(error) => error,
             }
-            Err(error) => error,
+        }
+    };
+    loop {
+        if !launch.may_retry(&error, attempt) || exec_cancel.is_cancelled() {
+            return launch.completion(attempt, Err(error));
+        }
+        let tries = attempt - launch.act.attempt + 1;
+        let retry = &launch.node.policy.retry;
+        let Some(template) = launch.retry_ctx.as_ref() else {
+            return launch.completion(attempt, Err(error));
         };
-        let Some(ctx) = kept
-            .as_mut()
-            .filter(|_| !last && policy.retry.retries(&error) && !exec_cancel.is_cancelled())
-        else {
-            return Completion {
-                slot,
-                act,
-                attempt,
-                started_at_ms,
-                result: Err(error),
-            };
-        };
-        let seed = fnv(&ctx.execution_id) ^ fnv(spec.id.as_str()).rotate_left(17);
-        let mut delay_ms = policy
-            .retry
-            .delay_ms(tries, seed ^ u64::from(ctx.iteration));
+        let seed = fnv(&template.execution_id) ^ fnv(spec.id.as_str()).rotate_left(17);
+        let mut delay_ms = retry.delay_ms(tries, seed ^ u64::from(template.iteration));
         if let Error::Model {
             retry_after_ms: Some(after),
             ..
@@ -1112,31 +1141,58 @@ async fn attempts(
         });
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         attempt += 1;
+        let last = attempt - launch.act.attempt + 1 >= retry.max_attempts;
+        let Some(mut ctx) = (if last {
+            launch.retry_ctx.take()
+        } else {
+            launch.retry_ctx.clone()
+        }) else {
+            return launch.completion(attempt, Err(error));
+        };
         ctx.attempt = attempt;
         ctx.cancel = exec_cancel.child_token();
+        let cancel = ctx.cancel.clone();
         log.push(EventKind::NodeStarted {
             node_id: spec.id.0.clone(),
             kind: spec.kind.0.clone(),
             iteration: ctx.iteration,
             attempt,
         });
+        let mut fut = AssertUnwindSafe(launch.node.node.run(ctx)).catch_unwind();
+        match finish_attempt(&mut fut, &cancel, &spec, launch.timeout_ms).await {
+            Ok(output) => return launch.completion(attempt, Ok(output)),
+            Err(e) => error = e,
+        }
     }
 }
 
-async fn run_once(node: &Arc<dyn Node>, ctx: NodeContext, timeout_ms: u64) -> Result<NodeOutput> {
-    let cancel = ctx.cancel.clone();
-    let spec = ctx.spec.clone();
-    let mut fut = AssertUnwindSafe(node.run(ctx)).catch_unwind();
-    // A node that finishes on its first poll needs no timer.
-    let outcome = match futures::poll!(&mut fut) {
-        std::task::Poll::Ready(outcome) => Ok(outcome),
-        std::task::Poll::Pending => {
-            tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await
+/// Awaits an attempt under its timeout; a timeout cancels the attempt's token.
+async fn finish_attempt(
+    fut: &mut NodeFuture<'_>,
+    cancel: &CancellationToken,
+    spec: &NodeSpec,
+    timeout_ms: u64,
+) -> Result<NodeOutput> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+        Ok(outcome) => outcome_result(outcome, spec),
+        Err(_) => {
+            cancel.cancel();
+            Err(Error::Timeout {
+                what: format!("node `{}`", spec.id),
+                after_ms: timeout_ms,
+            })
         }
-    };
+    }
+}
+
+/// A node future's outcome as a result: a panic becomes an `internal` node error.
+fn outcome_result(
+    outcome: std::thread::Result<Result<NodeOutput>>,
+    spec: &NodeSpec,
+) -> Result<NodeOutput> {
     match outcome {
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => {
+        Ok(result) => result,
+        Err(panic) => {
             let detail = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -1146,13 +1202,6 @@ async fn run_once(node: &Arc<dyn Node>, ctx: NodeContext, timeout_ms: u64) -> Re
                 node_id: spec.id.0.clone(),
                 class: ErrorClass::Internal,
                 message: format!("node panicked: {detail}"),
-            })
-        }
-        Err(_) => {
-            cancel.cancel();
-            Err(Error::Timeout {
-                what: format!("node `{}`", spec.id),
-                after_ms: timeout_ms,
             })
         }
     }
