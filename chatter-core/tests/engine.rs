@@ -1221,3 +1221,32 @@ async fn replaying_the_recorded_deltas_in_order_reproduces_the_final_state() {
     assert_eq!(state.messages(), r.messages.as_slice());
     assert_eq!(state.usage(), &r.usage);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_subscriber_misses_nothing() {
+    let tokens: Vec<String> = (0..2000).map(|i| format!("t{i} ")).collect();
+    let def = graph(json!([["talk", "emit", {"tokens": tokens}]]), json!([]));
+    let handle = engine()
+        .start(&def, json!({}), RunOptions::default())
+        .unwrap();
+    let mut stream = handle.subscribe();
+    let mut seen = Vec::new();
+    while let Some(event) = stream.next().await {
+        if seen.len() % 100 == 0 {
+            // Read slowly now and then: the execution runs ahead, the stream catches up.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        seen.push(event);
+    }
+    let r = handle.result().await.unwrap();
+    assert_eq!(seen.len(), 2000 + 4);
+    assert_eq!(seen, r.events);
+    let texts: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Token { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, tokens);
+}
