@@ -145,6 +145,10 @@ golden! {
     error_handler_retry => test_kinds(),
     max_steps => test_kinds(),
     panic_contained => test_kinds(),
+    join_any => test_kinds(),
+    stop_cancels_branch => test_kinds(),
+    execution_timeout => test_kinds(),
+    loop_side_exit => test_kinds(),
 }
 
 #[test]
