@@ -1250,3 +1250,22 @@ async fn a_slow_subscriber_misses_nothing() {
         .collect();
     assert_eq!(texts, tokens);
 }
+
+#[tokio::test]
+async fn a_node_no_entry_leads_to_is_dead_and_its_join_still_runs() {
+    let def = graph(
+        json!([
+            ["start", "start"],
+            ["a", "noop"],
+            ["orphan", "noop"],
+            ["join", "noop"]
+        ]),
+        json!([["start", "a"], ["a", "join"], ["orphan", "join"]]),
+    );
+    let r = run(&def).await;
+    assert_eq!(trace(&r), ["start#0", "a#0", "join#0"]);
+    assert_eq!(
+        r.runs_of("orphan").next().unwrap().status,
+        NodeRunStatus::Skipped
+    );
+}

@@ -91,8 +91,9 @@ pub struct NodeRun {
 /// Why an execution did not complete.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionFailure {
-    /// The class: a node's error class (`timeout`, `tool`, ...), or the limit
-    /// (`budget_exceeded`, `max_steps`, `max_iterations`), or `cancelled`.
+    /// The class: a node's error class (`timeout`, `tool`, `internal` for a panic, ...), the
+    /// limit (`budget_exceeded`, `max_steps`, `max_iterations`, `timeout` for the execution,
+    /// `subgraph_depth`), `stopped` (a node ended it with an error), or `cancelled`.
     pub class: String,
     /// What happened.
     pub message: String,
