@@ -138,6 +138,12 @@ pub enum Error {
     /// A definition failed validation; the report lists every issue.
     #[error("definition is invalid: {}", .0.summary())]
     Invalid(Box<crate::validate::ValidationReport>),
+    /// A failure inside the engine itself (a scheduler task that died); a bug, not bad input.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The class of a run-time failure: what a caller (or a retry policy) can act on.

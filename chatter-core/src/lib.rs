@@ -45,7 +45,10 @@ pub use definition::{
     Branch, Edge, EdgeId, JoinMode, NodeId, NodeKind, NodeSpec, Shape, WorkflowBuilder,
     WorkflowDefinition,
 };
-pub use engine::{Node, NodeContext, NodeOutput, Route, Services};
+pub use engine::{
+    Engine, ExecutionHandle, ExecutionResult, ExecutionStatus, Limits, Node, NodeContext,
+    NodeOutput, NodeRun, NodeRunStatus, Route, RunOptions, Services,
+};
 pub use error::{Error, ErrorClass, Format, Result};
 pub use event::{Event, EventKind};
 pub use model::{

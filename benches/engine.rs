@@ -1,0 +1,149 @@
+//! Scheduler overhead (issue 3, item 10): `cargo bench -p chatter-benches --bench engine`.
+//!
+//! * `chain_1000`: a 1 000-node chain of no-op nodes; the time per element is the per-step
+//!   overhead (target ≤ 1 µs).
+//! * `chain_10`: a 10-node chain, per run (target ≤ 20 µs).
+//! * `fan_out_100`: 1 → 100 → 1 with a join.
+//! * `loop_100`: a loop node driving 100 passes of a body (the scheduler part of a ReAct loop;
+//!   the scripted-model variant is added with the built-in nodes).
+//!
+//! Each run is a prepared definition run on a current-thread runtime, events and node runs
+//! recorded as in production.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatter_core::engine::{Engine, ExecutionStatus, Limits, PreparedWorkflow, RunOptions};
+use chatter_core::{
+    Node, NodeContext, NodeOutput, NodeSpec, Result, Route, ValidatorConfig, WorkflowBuilder,
+    WorkflowDefinition,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+struct Noop;
+
+#[async_trait]
+impl Node for Noop {
+    async fn run(&self, _ctx: NodeContext) -> Result<NodeOutput> {
+        Ok(NodeOutput::default())
+    }
+}
+
+/// Continues while `ctx.iteration < max_iterations`.
+struct Loop(u32);
+
+#[async_trait]
+impl Node for Loop {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        let branch = if ctx.iteration < self.0 {
+            "continue"
+        } else {
+            "done"
+        };
+        Ok(NodeOutput {
+            route: Route::Branch(branch.into()),
+            ..NodeOutput::default()
+        })
+    }
+}
+
+fn engine() -> Engine {
+    let mut validator = ValidatorConfig::default();
+    validator.max_nodes = 10_000;
+    validator.max_edges = 20_000;
+    Engine::builder()
+        .validator(validator)
+        .limits(Limits::default().max_steps(100_000).max_concurrency(128))
+        .register_node("noop", |_: &NodeSpec| Ok(Arc::new(Noop) as Arc<dyn Node>))
+        .register_node("loop", |spec: &NodeSpec| {
+            let max = spec
+                .config_value("max_iterations")
+                .and_then(Value::as_u64)
+                .unwrap_or(10);
+            Ok(Arc::new(Loop(max as u32)) as Arc<dyn Node>)
+        })
+        .build()
+}
+
+fn chain(n: usize) -> WorkflowDefinition {
+    let mut b = WorkflowBuilder::new().flat();
+    for i in 0..n {
+        b = b.node(format!("n{i}"), "noop");
+        if i > 0 {
+            b = b.edge(format!("n{}", i - 1), format!("n{i}"));
+        }
+    }
+    b.build().unwrap()
+}
+
+fn fan_out(width: usize) -> WorkflowDefinition {
+    let mut b = WorkflowBuilder::new()
+        .flat()
+        .node("src", "noop")
+        .node("sink", "noop");
+    for i in 0..width {
+        b = b
+            .node(format!("m{i}"), "noop")
+            .edge("src", format!("m{i}"))
+            .edge(format!("m{i}"), "sink");
+    }
+    b.build().unwrap()
+}
+
+fn loop_def(passes: u64) -> WorkflowDefinition {
+    WorkflowDefinition::from_value(&json!({
+        "nodes": [
+            {"id": "loop", "type": "loop", "config": {"max_iterations": passes}},
+            {"id": "body", "type": "noop"},
+            {"id": "done", "type": "noop"}
+        ],
+        "edges": [
+            {"source": "loop", "target": "body", "sourceHandle": "continue"},
+            {"source": "body", "target": "loop"},
+            {"source": "loop", "target": "done", "sourceHandle": "done"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn bench_run(c: &mut Criterion, name: &str, def: &WorkflowDefinition, elements: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = engine();
+    let prepared: PreparedWorkflow = engine.prepare(def).unwrap();
+    // Sanity: it runs to completion.
+    let r = rt.block_on(engine.run_prepared(&prepared, json!({}), RunOptions::default()));
+    assert_eq!(r.status, ExecutionStatus::Completed, "{:?}", r.error);
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(elements));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            rt.block_on(engine.run_prepared(
+                &prepared,
+                json!({}),
+                RunOptions::default().execution_id("bench"),
+            ))
+        });
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_run(c, "chain_1000", &chain(1000), 1000);
+    bench_run(c, "chain_10", &chain(10), 1);
+    bench_run(c, "fan_out_100", &fan_out(100), 102);
+    bench_run(c, "loop_100", &loop_def(100), 202);
+    let engine = engine();
+    let def = chain(10);
+    c.bench_function("engine/prepare_chain_10", |b| {
+        b.iter(|| engine.prepare(&def).unwrap());
+    });
+}
+
+criterion_group!(engine_benches, benches);
+criterion_main!(engine_benches);

@@ -1,0 +1,1216 @@
+//! The scheduler: runs one execution of a [`Plan`] (DESIGN §5).
+//!
+//! One task drives the execution. Node runs are futures polled concurrently by that task (no
+//! spawn per step), so a step costs a few index look-ups and two events. Edge resolutions go
+//! through a FIFO work list (no recursion), which also carries dead-path propagation.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::events::EventLog;
+use super::node::{NodeContext, NodeFailure, NodeOutput, Route, Services, SubgraphRunner};
+use super::plan::{EdgeRole, Join, Plan, PlanNode};
+use super::policy::{class_name, fnv};
+use super::result::{ExecutionFailure, ExecutionResult, ExecutionStatus, NodeRun, NodeRunStatus};
+use super::{Engine, Limits, RunOptions};
+use crate::definition::NodeSpec;
+use crate::error::{Error, ErrorClass, Result};
+use crate::event::{EventKind, EventSink};
+use crate::model::Role;
+use crate::state::{ErrorRecord, State, StateDelta};
+
+const PENDING: u8 = 0;
+const TAKEN: u8 = 1;
+const DEAD: u8 = 2;
+
+/// One scheduled node run.
+#[derive(Debug, Clone)]
+struct Activation {
+    node: u32,
+    iteration: u32,
+    /// The first attempt number of this run (handler retries continue the count).
+    attempt: u32,
+    /// For an error handler: the failure it handles.
+    failure: Option<Arc<NodeFailure>>,
+    /// For an error handler: the failed node, its iteration and last attempt.
+    failed: Option<(u32, u32, u32)>,
+    /// For a node re-run by an error handler: the handler and the retries made so far.
+    handler_retry: Option<(u32, u32)>,
+}
+
+impl Activation {
+    fn new(node: u32, iteration: u32) -> Activation {
+        Activation {
+            node,
+            iteration,
+            attempt: 1,
+            failure: None,
+            failed: None,
+            handler_retry: None,
+        }
+    }
+}
+
+struct Completion {
+    slot: u64,
+    act: Activation,
+    attempt: u32,
+    started_at_ms: i64,
+    result: Result<NodeOutput>,
+}
+
+struct RunningInfo {
+    slot: u64,
+    node: u32,
+    iteration: u32,
+    attempt: u32,
+    started_at_ms: i64,
+}
+
+#[derive(Clone, Copy)]
+struct Work {
+    edge: u32,
+    taken: bool,
+    /// Resolve even an exit edge of a cycle (the cycle is at rest, or a replay).
+    force: bool,
+}
+
+enum End {
+    Completed,
+    Failed(ExecutionFailure),
+    Cancelled(String),
+}
+
+/// Events nodes emit go to the execution's log, and tokens and tool calls also to a parent's
+/// sink (a sub-graph run by `map`/`subworkflow`).
+struct Tee {
+    log: Arc<EventLog>,
+    parent: Arc<dyn EventSink>,
+}
+
+impl EventSink for Tee {
+    fn emit(&self, kind: EventKind) {
+        if matches!(
+            kind,
+            EventKind::Token { .. }
+                | EventKind::ToolCallStarted { .. }
+                | EventKind::ToolCallFinished { .. }
+        ) {
+            self.parent.emit(kind.clone());
+        }
+        self.log.push(kind);
+    }
+}
+
+pub(crate) struct Run {
+    plan: Arc<Plan>,
+    services: Arc<Services>,
+    log: Arc<EventLog>,
+    sink: Arc<dyn EventSink>,
+    exec_id: Arc<str>,
+    limits: Limits,
+    cancel: CancellationToken,
+    state: State,
+    /// The snapshot nodes read, shared until the state changes.
+    snapshot: Option<Arc<State>>,
+    owner: Option<String>,
+    subgraphs: Arc<dyn SubgraphRunner>,
+    started_at_ms: i64,
+
+    edge_state: Vec<u8>,
+    resolved: Vec<u32>,
+    taken: Vec<u32>,
+    fired: Vec<bool>,
+    partial: Vec<bool>,
+    overflow: HashMap<u32, VecDeque<(u32, bool)>>,
+    iter: Vec<u32>,
+    /// Per loop: activations queued or running, and nodes part-way through a join.
+    loop_active: Vec<u32>,
+    exit_taken: Vec<bool>,
+    /// Per loop: whether a node of it ran since it was last at rest.
+    loop_ran: Vec<bool>,
+    touched: Vec<u32>,
+    work: VecDeque<Work>,
+    ready: VecDeque<Activation>,
+    running: Vec<RunningInfo>,
+    next_slot: u64,
+    steps: u32,
+    node_runs: Vec<NodeRun>,
+    end: Option<End>,
+}
+
+impl Run {
+    pub(crate) fn new(
+        engine: Engine,
+        plan: Arc<Plan>,
+        input: Value,
+        options: RunOptions,
+        parent_sink: Option<Arc<dyn EventSink>>,
+    ) -> Run {
+        let inner = engine.inner();
+        let services = inner.services.clone();
+        let exec_id: Arc<str> = Arc::from(
+            options
+                .execution_id
+                .unwrap_or_else(|| ulid::Ulid::new().to_string()),
+        );
+        // Two events per node run plus the execution's own, so a run without loops never
+        // regrows the log.
+        let capacity = plan.nodes.len() * 2 + 4;
+        let log = Arc::new(EventLog::new(&exec_id, services.clock.clone(), capacity));
+        let sink: Arc<dyn EventSink> = match parent_sink {
+            Some(parent) => Arc::new(Tee {
+                log: log.clone(),
+                parent,
+            }),
+            None => log.clone(),
+        };
+        let cancel = options
+            .cancel
+            .map_or_else(CancellationToken::new, |t| t.child_token());
+        let mut limits = options.limits.unwrap_or_else(|| inner.limits.clone());
+        limits.max_concurrency = limits.max_concurrency.max(1);
+        let mut state = State::new(input, options.history);
+        if let Some(owner) = &options.owner {
+            let mut metadata = Map::new();
+            metadata.insert("owner_id".into(), Value::String(owner.clone()));
+            state.apply(&StateDelta {
+                metadata,
+                ..StateDelta::default()
+            });
+        }
+        let n = plan.nodes.len();
+        let e = plan.edges.len();
+        let loops = plan.loop_exits.len();
+        let started_at_ms = services.clock.now_ms();
+        Run {
+            subgraphs: Arc::new(engine),
+            plan,
+            services,
+            log,
+            sink,
+            exec_id,
+            limits,
+            cancel,
+            state,
+            snapshot: None,
+            owner: options.owner,
+            started_at_ms,
+            edge_state: vec![PENDING; e],
+            resolved: vec![0; n],
+            taken: vec![0; n],
+            fired: vec![false; n],
+            partial: vec![false; n],
+            overflow: HashMap::new(),
+            iter: vec![0; n],
+            loop_active: vec![0; loops],
+            exit_taken: vec![false; e],
+            loop_ran: vec![false; loops],
+            touched: Vec::new(),
+            work: VecDeque::new(),
+            ready: VecDeque::new(),
+            running: Vec::new(),
+            next_slot: 0,
+            steps: 0,
+            node_runs: Vec::with_capacity(n),
+            end: None,
+        }
+    }
+
+    pub(crate) fn execution_id(&self) -> &str {
+        &self.exec_id
+    }
+
+    pub(crate) fn log(&self) -> Arc<EventLog> {
+        self.log.clone()
+    }
+
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    fn apply_delta(&mut self, delta: &StateDelta) {
+        if !delta.is_empty() {
+            self.state.apply(delta);
+            self.snapshot = None;
+        }
+    }
+
+    fn snapshot(&mut self) -> Arc<State> {
+        match &self.snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(self.state.clone());
+                self.snapshot = Some(s.clone());
+                s
+            }
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.services.clock.now_ms()
+    }
+
+    /// Runs the execution to its end; returns the result and the final state.
+    pub(crate) async fn execute(mut self) -> (ExecutionResult, State) {
+        self.log.push(EventKind::ExecutionStarted {
+            input: self.state.input().clone(),
+        });
+        let plan = self.plan.clone();
+        let plan = &*plan;
+        for &entry in &plan.entries {
+            self.activate_fresh(plan, entry);
+        }
+        // A node no entry leads to (the validator warns of it) is dead from the start, so the
+        // joins it feeds do not wait for it.
+        for (i, n) in plan.nodes.iter().enumerate() {
+            if n.fwd_in.is_empty() && !plan.entries.contains(&(i as u32)) {
+                self.skip(plan, i as u32);
+            }
+        }
+        self.drain(plan);
+        let mut running: FuturesUnordered<BoxFuture<'_, Completion>> = FuturesUnordered::new();
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let deadline = tokio::time::sleep(Duration::from_millis(self.limits.execution_timeout_ms));
+        tokio::pin!(deadline);
+        let mut inline_runs = 0u32;
+        loop {
+            while self.end.is_none() && running.len() < self.limits.max_concurrency {
+                if cancel.is_cancelled() {
+                    self.end = Some(End::Cancelled("cancelled by request".into()));
+                    break;
+                }
+                let Some(act) = self.ready.pop_front() else {
+                    break;
+                };
+                inline_runs += 1;
+                if inline_runs.is_multiple_of(256) {
+                    // A long run of nodes that never wait must not hold the thread.
+                    tokio::task::yield_now().await;
+                }
+                if let Some(mut launch) = self.start(plan, act) {
+                    // Most nodes finish without waiting: poll once here (no timer, no task), and
+                    // only runs that wait or retry join the concurrent set.
+                    match futures::poll!(&mut launch.fut) {
+                        std::task::Poll::Ready(outcome) => {
+                            match outcome_result(outcome, &launch.node.spec) {
+                                Ok(output) => {
+                                    let attempt = launch.act.attempt;
+                                    let done = launch.completion(attempt, Ok(output));
+                                    self.complete(plan, done);
+                                }
+                                Err(error) if launch.may_retry(&error, launch.act.attempt) => {
+                                    let log = self.log.clone();
+                                    let cancel = self.cancel.clone();
+                                    running.push(Box::pin(drive(launch, Some(error), log, cancel)));
+                                }
+                                Err(error) => {
+                                    let attempt = launch.act.attempt;
+                                    let done = launch.completion(attempt, Err(error));
+                                    self.complete(plan, done);
+                                }
+                            }
+                        }
+                        std::task::Poll::Pending => {
+                            let log = self.log.clone();
+                            let cancel = self.cancel.clone();
+                            running.push(Box::pin(drive(launch, None, log, cancel)));
+                        }
+                    }
+                }
+            }
+            if self.end.is_some() || running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    self.end = Some(End::Cancelled("cancelled by request".into()));
+                }
+                () = &mut deadline => {
+                    let error = Error::Timeout {
+                        what: "execution".into(),
+                        after_ms: self.limits.execution_timeout_ms,
+                    };
+                    self.end = Some(End::Failed(ExecutionFailure {
+                        class: "timeout".into(),
+                        message: error.to_string(),
+                        node_id: None,
+                    }));
+                }
+                Some(done) = running.next() => self.complete(plan, done),
+            }
+        }
+        // Whatever still runs is stopped: its context's token first, then its future dropped.
+        self.cancel.cancel();
+        drop(running);
+        self.finish()
+    }
+
+    /// Starts an activation: the step count, the `node_started` event, the node future.
+    fn start<'p>(&mut self, plan: &'p Plan, act: Activation) -> Option<Launch<'p>> {
+        let n = &plan.nodes[act.node as usize];
+        if self.steps >= self.limits.max_steps {
+            let error = Error::LimitExceeded {
+                limit: "max_steps".into(),
+                message: format!(
+                    "{} node runs reached before node `{}`",
+                    self.limits.max_steps, n.spec.id
+                ),
+            };
+            self.fail_with(&error, Some(&n.spec.id.0));
+            return None;
+        }
+        if let Some(max) = n.max_iterations
+            && act.iteration > max
+        {
+            let error = Error::LimitExceeded {
+                limit: "max_iterations".into(),
+                message: format!(
+                    "loop node `{}` entered for pass {} of at most {max}",
+                    n.spec.id, act.iteration
+                ),
+            };
+            self.fail_with(&error, Some(&n.spec.id.0));
+            return None;
+        }
+        self.steps += 1;
+        let started_at_ms = self.now();
+        self.log.push_at(
+            started_at_ms,
+            EventKind::NodeStarted {
+                node_id: n.spec.id.0.clone(),
+                kind: n.spec.kind.0.clone(),
+                iteration: act.iteration,
+                attempt: act.attempt,
+            },
+        );
+        let usage = *self.state.usage();
+        let ctx = NodeContext {
+            execution_id: self.exec_id.clone(),
+            spec: n.spec.clone(),
+            iteration: act.iteration,
+            attempt: act.attempt,
+            state: self.snapshot(),
+            services: self.services.clone(),
+            events: self.sink.clone(),
+            cancel: self.cancel.child_token(),
+            failure: act.failure.clone(),
+            subgraphs: Some(self.subgraphs.clone()),
+            tokens_left: self
+                .limits
+                .max_tokens
+                .map(|m| m.saturating_sub(usage.total_tokens)),
+            cost_left: self.limits.max_cost.map(|m| (m - usage.cost).max(0.0)),
+        };
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        self.running.push(RunningInfo {
+            slot,
+            node: act.node,
+            iteration: act.iteration,
+            attempt: act.attempt,
+            started_at_ms,
+        });
+        let timeout_ms = n.policy.timeout_ms.unwrap_or(self.limits.node_timeout_ms);
+        // Kept only while another attempt is possible.
+        let retry_ctx = (n.policy.retry.max_attempts > 1).then(|| ctx.clone());
+        let cancel = ctx.cancel.clone();
+        let fut = AssertUnwindSafe(n.node.run(ctx)).catch_unwind();
+        Some(Launch {
+            node: n,
+            fut,
+            retry_ctx,
+            cancel,
+            timeout_ms,
+            act,
+            slot,
+            started_at_ms,
+        })
+    }
+
+    fn complete(&mut self, plan: &Plan, done: Completion) {
+        if let Some(pos) = self.running.iter().position(|r| r.slot == done.slot) {
+            self.running.swap_remove(pos);
+        }
+        let node = done.act.node;
+        let n = &plan.nodes[node as usize];
+        let now = self.now();
+        let duration_ms = u64::try_from(now - done.started_at_ms).unwrap_or(0);
+        match done.result {
+            Ok(output) => {
+                self.apply_delta(&output.delta);
+                self.log.push_at(
+                    now,
+                    EventKind::NodeCompleted {
+                        node_id: n.spec.id.0.clone(),
+                        iteration: done.act.iteration,
+                        duration_ms,
+                        output: output.output.clone(),
+                    },
+                );
+                self.node_runs.push(NodeRun {
+                    node_id: n.spec.id.0.clone(),
+                    kind: n.spec.kind.0.clone(),
+                    iteration: done.act.iteration,
+                    attempt: done.attempt,
+                    status: NodeRunStatus::Completed,
+                    started_at_ms: done.started_at_ms,
+                    duration_ms,
+                    error: None,
+                    output: output.output,
+                    delta: output.delta,
+                });
+                if !self.check_budget(&n.spec.id.0) {
+                    self.after_completion(plan, node);
+                    return;
+                }
+                if let Some((handler, _)) = done.act.handler_retry {
+                    // The retried node succeeded: the handler's own edges are not taken.
+                    self.push_all_dead(plan, handler);
+                }
+                match output.route {
+                    Route::Stop { error: None } => {
+                        self.end = Some(End::Completed);
+                    }
+                    Route::Stop {
+                        error: Some(message),
+                    } => {
+                        self.end = Some(End::Failed(ExecutionFailure {
+                            class: "stopped".into(),
+                            message,
+                            node_id: Some(n.spec.id.0.clone()),
+                        }));
+                    }
+                    Route::RetryFailed if done.act.failed.is_some() => {
+                        if let (Some((failed, iteration, attempt)), Some(failure)) =
+                            (done.act.failed, done.act.failure.as_ref())
+                        {
+                            self.enqueue(
+                                plan,
+                                Activation {
+                                    attempt: attempt + 1,
+                                    handler_retry: Some((node, failure.retries + 1)),
+                                    ..Activation::new(failed, iteration)
+                                },
+                            );
+                        }
+                    }
+                    route => {
+                        if let Some((failed, _, _)) = done.act.failed {
+                            // The handler took over: the failed node's edges are dead.
+                            self.push_normal_dead(plan, failed);
+                        }
+                        // A node re-run by its handler resolved its error routes when it first
+                        // failed; only its normal edges are still open.
+                        let normal_only = done.act.handler_retry.is_some();
+                        if let Err(error) =
+                            self.route(plan, node, done.act.iteration, &route, normal_only)
+                        {
+                            self.fail_with(&error, Some(&n.spec.id.0));
+                        }
+                    }
+                }
+            }
+            Err(error) => self.fail_node(plan, done.act, done.attempt, done.started_at_ms, error),
+        }
+        self.after_completion(plan, node);
+    }
+
+    fn after_completion(&mut self, plan: &Plan, node: u32) {
+        for &l in &plan.nodes[node as usize].loops {
+            self.loop_active[l as usize] = self.loop_active[l as usize].saturating_sub(1);
+            self.touched.push(l);
+        }
+        self.drain(plan);
+    }
+
+    /// A node run failed (after its own retries): apply its `on_error`/error-route policy.
+    fn fail_node(
+        &mut self,
+        plan: &Plan,
+        act: Activation,
+        attempt: u32,
+        started_at_ms: i64,
+        error: Error,
+    ) {
+        let n = &plan.nodes[act.node as usize];
+        let node_id = n.spec.id.0.clone();
+        let class = class_name(&error);
+        let message = error.to_string();
+        let duration_ms = u64::try_from(self.now() - started_at_ms).unwrap_or(0);
+        let delta = StateDelta {
+            errors: vec![ErrorRecord {
+                node_id: node_id.clone(),
+                message: message.clone(),
+                kind: class.clone(),
+            }],
+            ..StateDelta::default()
+        };
+        self.apply_delta(&delta);
+        self.log.push(EventKind::NodeFailed {
+            node_id: node_id.clone(),
+            iteration: act.iteration,
+            error: message.clone(),
+            class: class.clone(),
+        });
+        self.node_runs.push(NodeRun {
+            node_id: node_id.clone(),
+            kind: n.spec.kind.0.clone(),
+            iteration: act.iteration,
+            attempt,
+            status: NodeRunStatus::Failed,
+            started_at_ms,
+            duration_ms,
+            error: Some(message.clone()),
+            output: Value::Null,
+            delta,
+        });
+        if matches!(error, Error::Cancelled { .. }) && self.cancel.is_cancelled() {
+            return;
+        }
+        let failure = |retries| {
+            Arc::new(NodeFailure {
+                node_id: node_id.clone(),
+                message: message.clone(),
+                class: class.clone(),
+                retries,
+            })
+        };
+        if let Some((handler, retries)) = act.handler_retry {
+            // Failed again after the handler's retry: back to the handler.
+            let iteration = self.next_iteration(handler);
+            self.enqueue(
+                plan,
+                Activation {
+                    failure: Some(failure(retries)),
+                    failed: Some((act.node, act.iteration, attempt)),
+                    ..Activation::new(handler, iteration)
+                },
+            );
+            return;
+        }
+        if let Some((failed, _, _)) = act.failed
+            && (n.has_error_branch || n.has_handler || n.policy.on_error_continue)
+        {
+            // A handler that fails but whose failure is handled: the original node's edges end.
+            self.push_normal_dead(plan, failed);
+        }
+        if n.has_error_branch {
+            for &e in &n.out {
+                let taken = plan.edges[e as usize].role == EdgeRole::ErrorBranch;
+                self.push(e, taken);
+            }
+        } else if n.has_handler {
+            let mut chosen = None;
+            for &e in &n.out {
+                let edge = &plan.edges[e as usize];
+                if edge.role == EdgeRole::Handler {
+                    let take = chosen.is_none();
+                    if take {
+                        chosen = Some(edge.target);
+                    }
+                    self.push(e, take);
+                }
+            }
+            if let Some(handler) = chosen {
+                let iteration = self.next_iteration(handler);
+                self.enqueue(
+                    plan,
+                    Activation {
+                        failure: Some(failure(0)),
+                        failed: Some((act.node, act.iteration, attempt)),
+                        ..Activation::new(handler, iteration)
+                    },
+                );
+            }
+        } else if n.policy.on_error_continue {
+            if let Err(e) = self.route(plan, act.node, act.iteration, &Route::Edges, false) {
+                self.fail_with(&e, Some(&node_id));
+            }
+        } else {
+            self.end = Some(End::Failed(ExecutionFailure {
+                class,
+                message,
+                node_id: Some(node_id),
+            }));
+        }
+    }
+
+    /// Routes a node's normal out-edges (DESIGN §5): the branch first, then the first true
+    /// condition in document order, else the unconditional edges; everything else is dead.
+    fn route(
+        &mut self,
+        plan: &Plan,
+        node: u32,
+        iteration: u32,
+        route: &Route,
+        normal_only: bool,
+    ) -> Result<()> {
+        let n = &plan.nodes[node as usize];
+        let branch = match route {
+            Route::Branch(name) if n.branches_by_handle => Some(name.as_str()),
+            _ => None,
+        };
+        let eligible = |e: u32| {
+            let edge = &plan.edges[e as usize];
+            edge.role == EdgeRole::Normal
+                && branch.is_none_or(|b| edge.handle.as_deref() == Some(b))
+        };
+        let mut chosen = None;
+        let mut context = None;
+        for &e in &n.out {
+            if !eligible(e) {
+                continue;
+            }
+            if let Some(condition) = &plan.edges[e as usize].condition {
+                let ctx = context.get_or_insert_with(|| {
+                    self.state.to_context(Some((
+                        n.spec.id.as_str(),
+                        n.spec.kind.as_str(),
+                        iteration,
+                    )))
+                });
+                if condition.eval(ctx)? {
+                    chosen = Some(e);
+                    break;
+                }
+            }
+        }
+        for &e in &n.out {
+            if normal_only && plan.edges[e as usize].role != EdgeRole::Normal {
+                continue;
+            }
+            let taken = eligible(e)
+                && match chosen {
+                    Some(c) => c == e,
+                    None => plan.edges[e as usize].condition.is_none(),
+                };
+            self.push(e, taken);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, edge: u32, taken: bool) {
+        self.work.push_back(Work {
+            edge,
+            taken,
+            force: false,
+        });
+    }
+
+    fn push_all_dead(&mut self, plan: &Plan, node: u32) {
+        for &e in &plan.nodes[node as usize].out {
+            self.push(e, false);
+        }
+    }
+
+    fn push_normal_dead(&mut self, plan: &Plan, node: u32) {
+        for &e in &plan.nodes[node as usize].out {
+            if plan.edges[e as usize].role == EdgeRole::Normal {
+                self.push(e, false);
+            }
+        }
+    }
+
+    /// Resolves queued edges, propagating deadness, and closes the exits of loops at rest:
+    /// innermost loops first, one at a time, each loop's consequences settled before the next
+    /// (an inner loop's exit may still end the pass of the loop around it).
+    fn drain(&mut self, plan: &Plan) {
+        // Each round settles one loop. Far more rounds than loops would mean a bug in the
+        // bookkeeping: fail the execution rather than spin.
+        let mut rounds_left = (plan.loop_exits.len() + 1) * 8;
+        loop {
+            while let Some(w) = self.work.pop_front() {
+                self.resolve(plan, w);
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            if rounds_left == 0 {
+                self.work.clear();
+                self.touched.clear();
+                let error = Error::Internal {
+                    message: "the scheduler could not settle the loops' exits".into(),
+                };
+                self.fail_with(&error, None);
+                return;
+            }
+            rounds_left -= 1;
+            // Largest first, so `pop` yields the innermost loop.
+            self.touched
+                .sort_unstable_by_key(|&l| (std::cmp::Reverse(plan.loop_sizes[l as usize]), l));
+            self.touched.dedup();
+            let mut settled = None;
+            while let Some(l) = self.touched.pop() {
+                if self.loop_active[l as usize] == 0 {
+                    settled = Some(l);
+                    break;
+                }
+                // Still busy: it is touched again when its activity ends.
+            }
+            let Some(l) = settled else {
+                return;
+            };
+            self.loop_ran[l as usize] = false;
+            for &e in &plan.loop_exits[l as usize] {
+                if !std::mem::replace(&mut self.exit_taken[e as usize], false) {
+                    self.work.push_back(Work {
+                        edge: e,
+                        taken: false,
+                        force: true,
+                    });
+                }
+            }
+        }
+    }
+
+    fn resolve(&mut self, plan: &Plan, w: Work) {
+        let edge = &plan.edges[w.edge as usize];
+        if edge.back {
+            if w.taken {
+                let target = edge.target;
+                let iteration = self.next_iteration(target);
+                self.enqueue(plan, Activation::new(target, iteration));
+            }
+            return;
+        }
+        if edge.exit_of.is_some() && !w.force {
+            if w.taken {
+                self.exit_taken[w.edge as usize] = true;
+            } else {
+                // A later pass of the cycle may still take it: decided when the cycle rests.
+                return;
+            }
+        }
+        let t = edge.target;
+        let ti = t as usize;
+        if self.edge_state[w.edge as usize] != PENDING {
+            // The next wave arrived before this one completed at the target.
+            self.overflow
+                .entry(t)
+                .or_default()
+                .push_back((w.edge, w.taken));
+            return;
+        }
+        self.edge_state[w.edge as usize] = if w.taken { TAKEN } else { DEAD };
+        let n = &plan.nodes[ti];
+        self.resolved[ti] += 1;
+        if w.taken {
+            self.taken[ti] += 1;
+        }
+        let complete = self.resolved[ti] as usize >= n.fwd_in.len();
+        if !complete && !self.partial[ti] {
+            self.partial[ti] = true;
+            for &l in &n.loops {
+                self.loop_active[l as usize] += 1;
+            }
+        }
+        match n.join {
+            Join::All => {
+                if complete {
+                    if self.taken[ti] > 0 {
+                        self.activate_fresh(plan, t);
+                    } else {
+                        self.skip(plan, t);
+                    }
+                }
+            }
+            Join::Any => {
+                if w.taken && !self.fired[ti] {
+                    self.fired[ti] = true;
+                    self.activate_fresh(plan, t);
+                }
+                if complete && !self.fired[ti] {
+                    self.skip(plan, t);
+                }
+            }
+            Join::Handler => {
+                if complete && self.taken[ti] == 0 {
+                    self.skip(plan, t);
+                }
+            }
+        }
+        if complete {
+            self.reset_wave(plan, t);
+        }
+    }
+
+    fn reset_wave(&mut self, plan: &Plan, t: u32) {
+        let ti = t as usize;
+        let n = &plan.nodes[ti];
+        for &e in &n.fwd_in {
+            self.edge_state[e as usize] = PENDING;
+        }
+        self.resolved[ti] = 0;
+        self.taken[ti] = 0;
+        self.fired[ti] = false;
+        if std::mem::replace(&mut self.partial[ti], false) {
+            for &l in &n.loops {
+                self.loop_active[l as usize] = self.loop_active[l as usize].saturating_sub(1);
+                self.touched.push(l);
+            }
+        }
+        if let Some(queue) = self.overflow.remove(&t) {
+            for (edge, taken) in queue {
+                self.work.push_back(Work {
+                    edge,
+                    taken,
+                    force: true,
+                });
+            }
+        }
+    }
+
+    /// A node on a dead path. Inside a cycle that has run, the not-taken branch of a pass is
+    /// routine (every loop exit has one), so it propagates silently; elsewhere the skip is
+    /// recorded as a node run and a `node_skipped` event.
+    fn skip(&mut self, plan: &Plan, t: u32) {
+        let n = &plan.nodes[t as usize];
+        let record = n.loops.iter().all(|&l| !self.loop_ran[l as usize]);
+        if record {
+            self.log.push(EventKind::NodeSkipped {
+                node_id: n.spec.id.0.clone(),
+            });
+            let now = self.now();
+            self.node_runs.push(NodeRun {
+                node_id: n.spec.id.0.clone(),
+                kind: n.spec.kind.0.clone(),
+                iteration: self.iter[t as usize],
+                attempt: 0,
+                status: NodeRunStatus::Skipped,
+                started_at_ms: now,
+                duration_ms: 0,
+                error: None,
+                output: Value::Null,
+                delta: StateDelta::default(),
+            });
+        }
+        self.touched.extend_from_slice(&n.loops);
+        for &e in &n.out {
+            self.push(e, false);
+        }
+    }
+
+    fn next_iteration(&mut self, node: u32) -> u32 {
+        let i = self.iter[node as usize];
+        self.iter[node as usize] = i.saturating_add(1);
+        i
+    }
+
+    /// Activates a node entered through its forward in-edges (or as an entry): a loop entered
+    /// this way starts counting its iterations from zero again.
+    fn activate_fresh(&mut self, plan: &Plan, t: u32) {
+        let n = &plan.nodes[t as usize];
+        if !n.loop_body.is_empty() {
+            for &m in &n.loop_body {
+                self.iter[m as usize] = 0;
+            }
+            let stale: Vec<(String, Option<crate::state::LoopState>)> = n
+                .loop_nodes_in_body
+                .iter()
+                .filter(|id| self.state.loop_state(id).is_some())
+                .map(|id| (id.clone(), None))
+                .collect();
+            if !stale.is_empty() {
+                self.apply_delta(&StateDelta {
+                    loops: stale,
+                    ..StateDelta::default()
+                });
+            }
+        }
+        let iteration = self.next_iteration(t);
+        self.enqueue(plan, Activation::new(t, iteration));
+    }
+
+    fn enqueue(&mut self, plan: &Plan, act: Activation) {
+        for &l in &plan.nodes[act.node as usize].loops {
+            self.loop_active[l as usize] += 1;
+            self.loop_ran[l as usize] = true;
+        }
+        self.ready.push_back(act);
+    }
+
+    /// Checks the token and cost budgets; on excess ends the execution and returns false.
+    fn check_budget(&mut self, node_id: &str) -> bool {
+        let usage = *self.state.usage();
+        let over = match (self.limits.max_tokens, self.limits.max_cost) {
+            (Some(max), _) if usage.total_tokens > max => Some(Error::LimitExceeded {
+                limit: "max_tokens".into(),
+                message: format!("{} tokens used, budget {max}", usage.total_tokens),
+            }),
+            (_, Some(max)) if usage.cost > max => Some(Error::LimitExceeded {
+                limit: "max_cost".into(),
+                message: format!("cost {:.6} USD, budget {max} USD", usage.cost),
+            }),
+            _ => None,
+        };
+        match over {
+            Some(error) => {
+                self.fail_with(&error, Some(node_id));
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn fail_with(&mut self, error: &Error, node_id: Option<&str>) {
+        if self.end.is_some() {
+            return;
+        }
+        self.end = Some(End::Failed(ExecutionFailure {
+            class: class_name(error),
+            message: error.to_string(),
+            node_id: node_id.map(str::to_owned),
+        }));
+    }
+
+    fn finish(mut self) -> (ExecutionResult, State) {
+        let end = self.end.take().unwrap_or(End::Completed);
+        let now = self.now();
+        let plan = self.plan.clone();
+        for info in std::mem::take(&mut self.running) {
+            let n = &plan.nodes[info.node as usize];
+            let message = match &end {
+                End::Cancelled(reason) => format!("cancelled: {reason}"),
+                _ => "cancelled: the execution ended".to_owned(),
+            };
+            self.log.push(EventKind::NodeFailed {
+                node_id: n.spec.id.0.clone(),
+                iteration: info.iteration,
+                error: message.clone(),
+                class: "cancelled".into(),
+            });
+            self.node_runs.push(NodeRun {
+                node_id: n.spec.id.0.clone(),
+                kind: n.spec.kind.0.clone(),
+                iteration: info.iteration,
+                attempt: info.attempt,
+                status: NodeRunStatus::Cancelled,
+                started_at_ms: info.started_at_ms,
+                duration_ms: u64::try_from(now - info.started_at_ms).unwrap_or(0),
+                error: Some(message),
+                output: Value::Null,
+                delta: StateDelta::default(),
+            });
+        }
+        let response = self.state.response().map(str::to_owned).or_else(|| {
+            self.state
+                .messages()
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::Assistant)
+                .map(|m| m.content.clone())
+        });
+        let usage = *self.state.usage();
+        let (status, error) = match end {
+            End::Completed => {
+                self.log.push(EventKind::ExecutionCompleted {
+                    response: response.clone(),
+                    usage,
+                });
+                (ExecutionStatus::Completed, None)
+            }
+            End::Failed(failure) => {
+                self.log.push(EventKind::ExecutionFailed {
+                    error: failure.message.clone(),
+                    class: failure.class.clone(),
+                });
+                (ExecutionStatus::Failed, Some(failure))
+            }
+            End::Cancelled(reason) => {
+                self.log.push(EventKind::ExecutionCancelled {
+                    reason: reason.clone(),
+                });
+                (
+                    ExecutionStatus::Cancelled,
+                    Some(ExecutionFailure {
+                        class: "cancelled".into(),
+                        message: reason,
+                        node_id: None,
+                    }),
+                )
+            }
+        };
+        self.log.close();
+        // Node contexts hold the sink (and so the log) only while they run; all are gone now.
+        drop(self.sink);
+        let events = self.log.take_or_clone();
+        let state = self.state;
+        let result = ExecutionResult {
+            execution_id: self.exec_id.to_string(),
+            status,
+            response,
+            messages: state.messages().to_vec(),
+            variables: state.variables().clone(),
+            usage,
+            node_runs: self.node_runs,
+            errors: state.errors().to_vec(),
+            events,
+            error,
+            owner: self.owner,
+            started_at_ms: self.started_at_ms,
+            duration_ms: u64::try_from(now - self.started_at_ms).unwrap_or(0),
+        };
+        (result, state)
+    }
+}
+
+type NodeFuture<'p> =
+    futures::future::CatchUnwind<AssertUnwindSafe<BoxFuture<'p, Result<NodeOutput>>>>;
+
+/// A node run just started: its first attempt's future and what further attempts need.
+struct Launch<'p> {
+    node: &'p PlanNode,
+    fut: NodeFuture<'p>,
+    /// A context for further attempts (only when the retry policy allows them).
+    retry_ctx: Option<NodeContext>,
+    /// The current attempt's token, cancelled when it times out.
+    cancel: CancellationToken,
+    timeout_ms: u64,
+    act: Activation,
+    slot: u64,
+    started_at_ms: i64,
+}
+
+impl Launch<'_> {
+    fn completion(self, attempt: u32, result: Result<NodeOutput>) -> Completion {
+        Completion {
+            slot: self.slot,
+            act: self.act,
+            attempt,
+            started_at_ms: self.started_at_ms,
+            result,
+        }
+    }
+
+    fn may_retry(&self, error: &Error, attempt: u32) -> bool {
+        let retry = &self.node.policy.retry;
+        attempt - self.act.attempt + 1 < retry.max_attempts
+            && self.retry_ctx.is_some()
+            && retry.retries(error)
+    }
+}
+
+/// Finishes a node run that did not complete on its first poll: the rest of the attempt under
+/// its timeout, then retries by the node's policy (`first_error`: the first attempt already
+/// failed).
+async fn drive(
+    mut launch: Launch<'_>,
+    first_error: Option<Error>,
+    log: Arc<EventLog>,
+    exec_cancel: CancellationToken,
+) -> Completion {
+    let spec = launch.node.spec.clone();
+    let mut attempt = launch.act.attempt;
+    let mut error = match first_error {
+        Some(error) => error,
+        None => {
+            match finish_attempt(&mut launch.fut, &launch.cancel, &spec, launch.timeout_ms).await {
+                Ok(output) => return launch.completion(attempt, Ok(output)),
+                Err(error) => error,
+            }
+        }
+    };
+    loop {
+        if !launch.may_retry(&error, attempt) || exec_cancel.is_cancelled() {
+            return launch.completion(attempt, Err(error));
+        }
+        let tries = attempt - launch.act.attempt + 1;
+        let retry = &launch.node.policy.retry;
+        let Some(template) = launch.retry_ctx.as_ref() else {
+            return launch.completion(attempt, Err(error));
+        };
+        let seed = fnv(&template.execution_id) ^ fnv(spec.id.as_str()).rotate_left(17);
+        let mut delay_ms = retry.delay_ms(tries, seed ^ u64::from(template.iteration));
+        if let Error::Model {
+            retry_after_ms: Some(after),
+            ..
+        } = &error
+        {
+            delay_ms = delay_ms.max(*after);
+        }
+        log.push(EventKind::NodeRetrying {
+            node_id: spec.id.0.clone(),
+            attempt,
+            delay_ms,
+            error: error.to_string(),
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        attempt += 1;
+        let last = attempt - launch.act.attempt + 1 >= retry.max_attempts;
+        let Some(mut ctx) = (if last {
+            launch.retry_ctx.take()
+        } else {
+            launch.retry_ctx.clone()
+        }) else {
+            return launch.completion(attempt, Err(error));
+        };
+        ctx.attempt = attempt;
+        ctx.cancel = exec_cancel.child_token();
+        let cancel = ctx.cancel.clone();
+        log.push(EventKind::NodeStarted {
+            node_id: spec.id.0.clone(),
+            kind: spec.kind.0.clone(),
+            iteration: ctx.iteration,
+            attempt,
+        });
+        let mut fut = AssertUnwindSafe(launch.node.node.run(ctx)).catch_unwind();
+        match finish_attempt(&mut fut, &cancel, &spec, launch.timeout_ms).await {
+            Ok(output) => return launch.completion(attempt, Ok(output)),
+            Err(e) => error = e,
+        }
+    }
+}
+
+/// Awaits an attempt under its timeout; a timeout cancels the attempt's token.
+async fn finish_attempt(
+    fut: &mut NodeFuture<'_>,
+    cancel: &CancellationToken,
+    spec: &NodeSpec,
+    timeout_ms: u64,
+) -> Result<NodeOutput> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+        Ok(outcome) => outcome_result(outcome, spec),
+        Err(_) => {
+            cancel.cancel();
+            Err(Error::Timeout {
+                what: format!("node `{}`", spec.id),
+                after_ms: timeout_ms,
+            })
+        }
+    }
+}
+
+/// A node future's outcome as a result: a panic becomes an `internal` node error.
+fn outcome_result(
+    outcome: std::thread::Result<Result<NodeOutput>>,
+    spec: &NodeSpec,
+) -> Result<NodeOutput> {
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(Error::Node {
+                node_id: spec.id.0.clone(),
+                class: ErrorClass::Internal,
+                message: format!("node panicked: {detail}"),
+            })
+        }
+    }
+}
