@@ -37,6 +37,7 @@ pub mod registry;
 pub mod retriever;
 pub mod state;
 pub mod templates;
+pub mod time;
 pub mod tool;
 pub mod tools;
 pub mod validate;
