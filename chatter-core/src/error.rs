@@ -70,6 +70,14 @@ pub enum Error {
     /// A definition failed validation; the report lists every issue.
     #[error("definition is invalid: {}", .0.summary())]
     Invalid(Box<crate::validate::ValidationReport>),
+    /// A storage operation failed (see [`crate::store`]); `kind` says what a caller can do about it.
+    #[error("storage error ({kind}): {message}")]
+    Store {
+        /// The class of failure.
+        kind: crate::store::StoreErrorKind,
+        /// What went wrong, in words.
+        message: String,
+    },
 }
 
 /// Shorthand for results whose error is [`Error`].

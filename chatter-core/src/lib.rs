@@ -27,6 +27,7 @@ pub mod definition;
 pub mod error;
 pub mod expr;
 pub mod registry;
+pub mod store;
 pub mod validate;
 
 pub use definition::{

@@ -1,0 +1,3 @@
+//! # chatter-store
+//!
+//! Storage backends for Chatter behind `chatter_core::store`'s traits.
