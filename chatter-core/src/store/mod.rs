@@ -222,6 +222,7 @@ pub trait Store:
     + AuditStore
     + JobStore
     + UserStore
+    + std::fmt::Debug
     + Send
     + Sync
 {

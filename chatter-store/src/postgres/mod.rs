@@ -1,0 +1,1 @@
+//! The Postgres backend (work in progress).
