@@ -4,6 +4,8 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chatter_core::Error;
+use chatter_core::store::documents::query_terms;
+use chatter_core::store::{NewJob, SearchQuery};
 use chatter_core::store::{StoreErrorKind, StoreResult, check_payload_size, json_size};
 use serde_json::Value;
 
@@ -106,6 +108,38 @@ pub(crate) fn strings_from_json(value: Value) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+pub(crate) fn check_search(query: &SearchQuery) -> StoreResult<Vec<String>> {
+    require("owner_id", &query.owner_id)?;
+    if !(0.0..=1.0).contains(&query.score_threshold) {
+        return Err(invalid(format!(
+            "score_threshold must be within 0..=1 (got {})",
+            query.score_threshold
+        )));
+    }
+    Ok(query_terms(&query.query))
+}
+
+pub(crate) fn check_new_job(limits: &Limits, new: &NewJob) -> StoreResult<()> {
+    require("queue", &new.queue)?;
+    require("kind", &new.kind)?;
+    if new.max_attempts < 1 {
+        return Err(invalid(format!(
+            "max_attempts must be at least 1 (got {})",
+            new.max_attempts
+        )));
+    }
+    limits.json("job payload", &new.payload)
+}
+
+pub(crate) fn check_lease(lease_ms: i64) -> StoreResult<()> {
+    if lease_ms <= 0 {
+        return Err(invalid(format!(
+            "lease_ms must be positive (got {lease_ms})"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

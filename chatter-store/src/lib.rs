@@ -47,6 +47,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use cache::QueryCache;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// How SQLite syncs to disk (`PRAGMA synchronous`).
@@ -193,10 +194,7 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Arc<d
     match DatabaseUrl::parse(url)? {
         DatabaseUrl::SqliteFile(path) => Ok(Arc::new(SqliteStore::open(&path, options).await?)),
         DatabaseUrl::SqliteMemory => Ok(Arc::new(SqliteStore::open_memory(options).await?)),
-        DatabaseUrl::Postgres(_url) => Err(Error::store(
-            StoreErrorKind::Config,
-            "postgres not built yet",
-        )),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url, options).await?)),
     }
 }
 

@@ -1774,7 +1774,7 @@ mod cases {
     }
 
     pub async fn sql_looking_strings_are_stored_verbatim(s: Arc<dyn Store>) {
-        let nasty = "Robert'); DROP TABLE workflow_definitions; -- \" ' \\ %_ $1 ?1 \u{0}é😀";
+        let nasty = "Robert'); DROP TABLE workflow_definitions; -- \" ' \\ %_ $1 ?1 é😀 \t\n";
         let mut new = new_def(nasty, nasty);
         new.description = Some(nasty.into());
         new.tags = vec![nasty.into()];
@@ -2172,5 +2172,151 @@ mod sqlite_specific {
             .await
             .unwrap_err();
         assert_eq!(err.store_kind(), Some(StoreErrorKind::Config), "{err}");
+    }
+}
+mod postgres_specific {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreachable_server_fails_fast() {
+        let mut opts = options();
+        opts.pg_connect_timeout = Duration::from_secs(2);
+        let started = std::time::Instant::now();
+        // Port 1 on localhost: connection refused.
+        let err = connect_with("postgres://postgres@127.0.0.1:1/db", opts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Unavailable), "{err}");
+        assert!(
+            err.to_string().contains("cannot connect to Postgres"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    async fn with_schema<F, Fut>(case: F)
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Some(url) = postgres_url() else {
+            println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+            return;
+        };
+        let schema = format!(
+            "chatter_test_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        case(url.clone(), schema.clone()).await;
+        drop_schema(&url, &schema).await;
+    }
+
+    fn pg_options(schema: &str) -> StoreOptions {
+        let mut opts = options();
+        opts.pg_schema = Some(schema.to_owned());
+        opts.pg_pool_size = 4;
+        opts
+    }
+
+    async fn client(url: &str, schema: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .unwrap();
+        client
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_checksums_and_concurrent_migration() {
+        with_schema(|url, schema| async move {
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (url, opts) = (url.clone(), pg_options(&schema));
+                tasks.push(tokio::spawn(async move {
+                    connect_with(&url, opts).await.map(|_| ())
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let c = client(&url, &schema).await;
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 2);
+            c.execute(
+                "UPDATE schema_migrations SET checksum = 'abc' WHERE version = 2",
+                &[],
+            )
+            .await
+            .unwrap();
+            let err = connect_with(&url, pg_options(&schema)).await.unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("migration 0002_auth_audit_jobs was changed after it was applied"),
+                "{err}"
+            );
+            c.execute("DELETE FROM schema_migrations WHERE version = 1", &[])
+                .await
+                .unwrap();
+            c.execute(
+                "UPDATE schema_migrations SET checksum = $1 WHERE version = 2",
+                &[&chatter_store::migrate::POSTGRES_MIGRATIONS[1].checksum()],
+            )
+            .await
+            .unwrap();
+            let err = connect_with(&url, pg_options(&schema)).await.unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("migration 0001_core is missing from schema_migrations"),
+                "{err}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn audit_log_refuses_update_and_delete() {
+        with_schema(|url, schema| async move {
+            let store = connect_with(&url, pg_options(&schema)).await.unwrap();
+            store
+                .append_audit(NewAuditEntry {
+                    action: "x".into(),
+                    resource_type: "y".into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let stats = store.pool_stats();
+            assert_eq!(stats.max_size, 4);
+            let c = client(&url, &schema).await;
+            let err = c
+                .execute("UPDATE audit_logs SET action = 'z'", &[])
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{err:?}").contains("audit_logs is append-only"),
+                "{err:?}"
+            );
+            let err = c.execute("DELETE FROM audit_logs", &[]).await.unwrap_err();
+            assert!(
+                format!("{err:?}").contains("audit_logs is append-only"),
+                "{err:?}"
+            );
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM audit_logs", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 1);
+        })
+        .await;
     }
 }

@@ -1,7 +1,7 @@
 //! `documents`, `document_chunks` and the FTS5 index on SQLite.
 
 use async_trait::async_trait;
-use chatter_core::store::documents::{normalise_score, query_terms};
+use chatter_core::store::documents::normalise_score;
 use chatter_core::store::{
     ChunkRecord, DocumentRecord, DocumentStatus, DocumentStore, NewDocument, Page, SearchHit,
     SearchQuery, StoreErrorKind, StoreResult, split_into_chunks,
@@ -9,7 +9,9 @@ use chatter_core::store::{
 use rusqlite::params;
 
 use super::{Db, SqliteStore, enum_at, json_at, query_all, query_opt};
-use crate::common::{conflict, invalid, not_found, now_ms, object_or_empty, require, to_json_text};
+use crate::common::{
+    check_search, conflict, not_found, now_ms, object_or_empty, require, to_json_text,
+};
 
 const COLUMNS: &str = "id, owner_id, title, source, status, metadata, chunk_count, char_count, created_at, updated_at";
 
@@ -26,17 +28,6 @@ fn document_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DocumentRecord> {
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
-}
-
-pub(crate) fn check_search(query: &SearchQuery) -> StoreResult<Vec<String>> {
-    require("owner_id", &query.owner_id)?;
-    if !(0.0..=1.0).contains(&query.score_threshold) {
-        return Err(invalid(format!(
-            "score_threshold must be within 0..=1 (got {})",
-            query.score_threshold
-        )));
-    }
-    Ok(query_terms(&query.query))
 }
 
 #[async_trait]

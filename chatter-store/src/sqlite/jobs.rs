@@ -7,7 +7,9 @@ use rusqlite::{Connection, params};
 use serde_json::Value;
 
 use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
-use crate::common::{conflict, invalid, not_found, now_ms, require, to_json_text};
+use crate::common::{
+    check_lease, check_new_job, conflict, not_found, now_ms, require, to_json_text,
+};
 
 fn job_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
@@ -48,27 +50,6 @@ fn held_or_explain(
             "job `{job_id}` is not held by worker `{worker_id}`"
         ))),
     }
-}
-
-pub(crate) fn check_new_job(limits: &crate::common::Limits, new: &NewJob) -> StoreResult<()> {
-    require("queue", &new.queue)?;
-    require("kind", &new.kind)?;
-    if new.max_attempts < 1 {
-        return Err(invalid(format!(
-            "max_attempts must be at least 1 (got {})",
-            new.max_attempts
-        )));
-    }
-    limits.json("job payload", &new.payload)
-}
-
-pub(crate) fn check_lease(lease_ms: i64) -> StoreResult<()> {
-    if lease_ms <= 0 {
-        return Err(invalid(format!(
-            "lease_ms must be positive (got {lease_ms})"
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
