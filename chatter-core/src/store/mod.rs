@@ -2,7 +2,7 @@
 //!
 //! Backends live in the `chatter-store` crate (SQLite and Postgres); anyone may implement these
 //! traits for another database. Every trait is object-safe, `Send + Sync` and uses
-//! [`async_trait`], so stores are held as `Arc<dyn Store>`.
+//! [`macro@async_trait::async_trait`], so stores are held as `Arc<dyn Store>`.
 //!
 //! One module per concern:
 //! - [`definitions`]: versioned workflow definitions (owner, public flag, tags);

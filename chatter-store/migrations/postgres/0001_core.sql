@@ -121,7 +121,8 @@ CREATE TABLE workflow_node_runs (
     output            JSONB,
     PRIMARY KEY (execution_id, node_id, iteration, attempt)
 );
-CREATE INDEX idx_workflow_node_runs_execution_started ON workflow_node_runs (execution_id, started_at);
+-- The primary key (execution_id, ...) serves the per-execution reads; no second index, so a
+-- step commit writes fewer pages.
 
 CREATE TABLE workflow_events (
     execution_id TEXT NOT NULL REFERENCES workflow_executions (id) ON DELETE CASCADE,

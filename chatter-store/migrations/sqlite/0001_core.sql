@@ -122,7 +122,8 @@ CREATE TABLE workflow_node_runs (
     output            TEXT CHECK (output IS NULL OR json_valid(output)),
     PRIMARY KEY (execution_id, node_id, iteration, attempt)
 ) WITHOUT ROWID;
-CREATE INDEX idx_workflow_node_runs_execution_started ON workflow_node_runs (execution_id, started_at);
+-- The primary key (execution_id, ...) serves the per-execution reads; no second index, so a
+-- step commit writes fewer pages.
 
 CREATE TABLE workflow_events (
     execution_id TEXT NOT NULL REFERENCES workflow_executions (id) ON DELETE CASCADE,

@@ -6,7 +6,7 @@ use chatter_core::store::{
     ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
     NodeRunRecord, NodeRunStatus, Page, StepCommit, StepReceipt, StoreErrorKind, StoreResult,
 };
-use tokio_postgres::Row;
+use tokio_postgres::{GenericClient, Row, Statement};
 
 use super::{Pg, PostgresStore, col, enum_col};
 use crate::common::{Limits, conflict, invalid, not_found, now_ms, object_or_empty, require};
@@ -57,8 +57,8 @@ fn node_run_row(row: &Row) -> StoreResult<NodeRunRecord> {
     })
 }
 
-async fn explain_no_row(
-    tx: &deadpool_postgres::Transaction<'_>,
+async fn explain_no_row<C: GenericClient>(
+    tx: &C,
     id: &str,
     to: Option<ExecutionStatus>,
 ) -> chatter_core::Error {
@@ -109,7 +109,7 @@ async fn reserve(
         .pg()?;
     match row {
         Some(row) => Ok((col(&row, "last_event_seq")?, col(&row, "step_count")?)),
-        None => Err(explain_no_row(tx, id, None).await),
+        None => Err(explain_no_row(&**tx, id, None).await),
     }
 }
 
@@ -164,84 +164,91 @@ fn check_step(limits: &Limits, step: &StepCommit) -> StoreResult<()> {
     check_events(limits, &step.events)
 }
 
-async fn commit_one(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// One step in ONE statement: data-modifying CTEs reserve the sequence numbers and the step
+/// number on the execution row (locking it), upsert the node run, insert the events and the
+/// checkpoint rows. Outside a transaction it commits on its own: one round trip, one commit.
+/// Nothing is written when the execution is unknown or has ended (every insert selects from
+/// the UPDATE), and a failing constraint aborts the whole statement.
+const COMMIT_STEP_SQL: &str = "
+WITH ex AS (
+    UPDATE workflow_executions
+    SET last_event_seq = last_event_seq + $2::bigint, step_count = step_count + 1, updated_at = $3::bigint
+    WHERE id = $1::text AND status NOT IN ('completed', 'failed', 'cancelled')
+    RETURNING last_event_seq, step_count
+), node_run AS (
+    INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
+        finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output)
+    SELECT $1::text, $4::text, $5::bigint, $6::bigint, $7::text, $8::bigint, $9::bigint, $10::bigint,
+        $11::bigint, $12::bigint, $13::float8, $14::text, $15::jsonb
+    FROM ex
+    ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
+        status = excluded.status, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+        cost = excluded.cost, error = excluded.error, output = excluded.output
+), events AS (
+    INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload)
+    SELECT $1::text, ex.last_event_seq - $2::bigint + e.ord, e.ts, e.event_type, e.payload
+    FROM ex, unnest($16::bigint[], $17::text[], $18::jsonb[]) WITH ORDINALITY AS e(ts, event_type, payload, ord)
+), checkpoints AS (
+    INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at)
+    SELECT $1::text, ex.step_count, c.kind, $4::text, c.state, $3::bigint
+    FROM ex, (
+        SELECT 'delta'::text AS kind, $19::jsonb AS state WHERE $19::jsonb IS NOT NULL
+        UNION ALL
+        SELECT 'snapshot'::text, $20::jsonb WHERE $20::jsonb IS NOT NULL
+    ) c
+)
+SELECT last_event_seq, step_count FROM ex";
+
+async fn commit_one<C: GenericClient>(
+    client: &C,
+    stmt: &Statement,
     step: &StepCommit,
     now: i64,
 ) -> StoreResult<StepReceipt> {
     let run = &step.node_run;
     let id = run.execution_id.as_str();
-    let (last_seq, step_no) = reserve(tx, id, step.events.len(), true, now).await?;
-    let first_seq = last_seq - step.events.len() as i64 + 1;
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
-                 finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
-                 status = excluded.status, started_at = excluded.started_at,
-                 finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
-                 prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-                 cost = excluded.cost, error = excluded.error, output = excluded.output",
+    let count = step.events.len() as i64;
+    let ts: Vec<i64> = step.events.iter().map(|e| e.ts).collect();
+    let types: Vec<&str> = step.events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = step.events.iter().map(|e| &e.payload).collect();
+    let delta = (!step.state_delta.is_null()).then_some(&step.state_delta);
+    let row = client
+        .query_opt(
+            stmt,
+            &[
+                &id,
+                &count,
+                &now,
+                &run.node_id,
+                &run.iteration,
+                &run.attempt,
+                &run.status.as_str(),
+                &run.started_at,
+                &run.finished_at,
+                &run.duration_ms,
+                &run.prompt_tokens,
+                &run.completion_tokens,
+                &run.cost,
+                &run.error,
+                &run.output,
+                &ts,
+                &types,
+                &payloads,
+                &delta,
+                &step.snapshot,
+            ],
         )
         .await
         .pg()?;
-    tx.execute(
-        &stmt,
-        &[
-            &id,
-            &run.node_id,
-            &run.iteration,
-            &run.attempt,
-            &run.status.as_str(),
-            &run.started_at,
-            &run.finished_at,
-            &run.duration_ms,
-            &run.prompt_tokens,
-            &run.completion_tokens,
-            &run.cost,
-            &run.error,
-            &run.output,
-        ],
-    )
-    .await
-    .pg()?;
-    insert_events(tx, id, first_seq, &step.events).await?;
-    if !step.state_delta.is_null() || step.snapshot.is_some() {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .await
-            .pg()?;
-        if !step.state_delta.is_null() {
-            tx.execute(
-                &stmt,
-                &[
-                    &id,
-                    &step_no,
-                    &"delta",
-                    &run.node_id,
-                    &step.state_delta,
-                    &now,
-                ],
-            )
-            .await
-            .pg()?;
-        }
-        if let Some(snapshot) = &step.snapshot {
-            tx.execute(
-                &stmt,
-                &[&id, &step_no, &"snapshot", &run.node_id, snapshot, &now],
-            )
-            .await
-            .pg()?;
-        }
-    }
+    let Some(row) = row else {
+        return Err(explain_no_row(client, id, None).await);
+    };
+    let last_seq: i64 = col(&row, "last_event_seq")?;
     Ok(StepReceipt {
-        step: step_no,
-        first_seq,
+        step: col(&row, "step_count")?,
+        first_seq: last_seq - count + 1,
         last_seq,
     })
 }
@@ -357,7 +364,7 @@ impl ExecutionStore for PostgresStore {
             .await
             .pg()?;
         let Some(row) = row else {
-            return Err(explain_no_row(&tx, id, Some(status)).await);
+            return Err(explain_no_row(&*tx, id, Some(status)).await);
         };
         tx.commit().await.pg()?;
         execution_row(&row)
@@ -411,7 +418,7 @@ impl ExecutionStore for PostgresStore {
             .await
             .pg()?;
         let Some(row) = row else {
-            return Err(explain_no_row(&tx, id, Some(status)).await);
+            return Err(explain_no_row(&*tx, id, Some(status)).await);
         };
         let record = execution_row(&row)?;
         insert_events(&tx, id, record.last_event_seq - count + 1, &outcome.events).await?;
@@ -463,6 +470,10 @@ impl ExecutionStore for PostgresStore {
         }
         let now = now_ms();
         let mut client = self.client().await?;
+        if let [step] = steps {
+            let stmt = client.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
+            return Ok(vec![commit_one(&**client, &stmt, step, now).await?]);
+        }
         let tx = client.transaction().await.pg()?;
         let mut ids: Vec<&str> = steps
             .iter()
@@ -479,9 +490,10 @@ impl ExecutionStore for PostgresStore {
             .await
             .pg()?;
         }
+        let stmt = tx.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
         let mut receipts = Vec::with_capacity(steps.len());
         for step in steps {
-            receipts.push(commit_one(&tx, step, now).await?);
+            receipts.push(commit_one(&*tx, &stmt, step, now).await?);
         }
         tx.commit().await.pg()?;
         Ok(receipts)
