@@ -21,6 +21,9 @@ struct Entry<V> {
 struct Inner<V> {
     map: HashMap<String, Entry<V>>,
     tick: u64,
+    /// Incremented by every invalidation: a read that started before a write must not cache
+    /// what it read (see [`QueryCache::put_if_current`]).
+    generation: u64,
     hits: u64,
     misses: u64,
     evictions: u64,
@@ -42,6 +45,7 @@ impl<V: Clone> QueryCache<V> {
             inner: Mutex::new(Inner {
                 map: HashMap::new(),
                 tick: 0,
+                generation: 0,
                 hits: 0,
                 misses: 0,
                 evictions: 0,
@@ -78,14 +82,30 @@ impl<V: Clone> QueryCache<V> {
         found
     }
 
+    /// The current generation; take it before reading the database, and cache what was read
+    /// with [`QueryCache::put_if_current`].
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().map_or(0, |inner| inner.generation)
+    }
+
     /// Caches a value read from the database.
     pub fn put(&self, key: &str, value: V) {
+        let generation = self.generation();
+        self.put_if_current(key, value, generation);
+    }
+
+    /// Caches a value read from the database unless an invalidation happened since
+    /// `generation` was taken (the value may then be stale).
+    pub fn put_if_current(&self, key: &str, value: V, generation: u64) {
         if self.capacity == 0 {
             return;
         }
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
+        if inner.generation != generation {
+            return;
+        }
         inner.tick += 1;
         let tick = inner.tick;
         if !inner.map.contains_key(key) && inner.map.len() >= self.capacity {
@@ -112,6 +132,7 @@ impl<V: Clone> QueryCache<V> {
     /// Drops an entry (after a write).
     pub fn invalidate(&self, key: &str) {
         if let Ok(mut inner) = self.inner.lock() {
+            inner.generation += 1;
             inner.map.remove(key);
         }
     }
@@ -187,6 +208,18 @@ mod tests {
         cache.invalidate("a");
         assert_eq!(cache.get("a"), None);
         assert_eq!(cache.stats().entries, 0);
+    }
+
+    #[test]
+    fn a_read_overtaken_by_a_write_is_not_cached() {
+        let cache = QueryCache::new(4, Duration::from_secs(60));
+        let before_read = cache.generation();
+        cache.invalidate("a"); // a write lands while the read is in flight
+        cache.put_if_current("a", 1, before_read);
+        assert_eq!(cache.get("a"), None);
+        let fresh = cache.generation();
+        cache.put_if_current("a", 2, fresh);
+        assert_eq!(cache.get("a"), Some(2));
     }
 
     #[test]

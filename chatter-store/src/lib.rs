@@ -123,6 +123,59 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// Sets [`StoreOptions::max_payload_bytes`].
+    #[must_use]
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the cache capacity and TTL (capacity 0 disables the cache).
+    #[must_use]
+    pub fn cache(mut self, capacity: usize, ttl: Duration) -> Self {
+        self.cache_capacity = capacity;
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Sets [`StoreOptions::sqlite_synchronous`].
+    #[must_use]
+    pub fn sqlite_synchronous(mut self, synchronous: SqliteSynchronous) -> Self {
+        self.sqlite_synchronous = synchronous;
+        self
+    }
+
+    /// Sets [`StoreOptions::sqlite_readers`].
+    #[must_use]
+    pub fn sqlite_readers(mut self, readers: usize) -> Self {
+        self.sqlite_readers = readers;
+        self
+    }
+
+    /// Sets the Postgres pool size.
+    #[must_use]
+    pub fn pg_pool_size(mut self, size: usize) -> Self {
+        self.pg_pool_size = size;
+        self
+    }
+
+    /// Sets the Postgres connect and pool-wait timeouts.
+    #[must_use]
+    pub fn pg_timeouts(mut self, connect: Duration, wait: Duration) -> Self {
+        self.pg_connect_timeout = connect;
+        self.pg_wait_timeout = wait;
+        self
+    }
+
+    /// Uses (and creates) this Postgres schema.
+    #[must_use]
+    pub fn pg_schema(mut self, schema: impl Into<String>) -> Self {
+        self.pg_schema = Some(schema.into());
+        self
+    }
+}
+
 /// What a database URL designates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1666,6 +1666,8 @@ mod cases {
                 .id,
             alice.id
         );
+        assert_eq!(s.get_user(&alice.id).await.unwrap().unwrap(), alice);
+        assert_eq!(s.get_user("nobody").await.unwrap(), None);
         let bob = s
             .create_user(NewUser {
                 id: Some("bob".into()),

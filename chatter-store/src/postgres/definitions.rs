@@ -57,6 +57,7 @@ impl DefinitionStore for PostgresStore {
         if let Some(hit) = self.definitions_cache.get(id) {
             return Ok(Some(hit));
         }
+        let generation = self.definitions_cache.generation();
         let client = self.client().await?;
         let row = client
             .query_opt("SELECT * FROM workflow_definitions WHERE id = $1", &[&id])
@@ -64,7 +65,8 @@ impl DefinitionStore for PostgresStore {
             .pg()?;
         let found = row.as_ref().map(definition_row).transpose()?;
         if let Some(record) = &found {
-            self.definitions_cache.put(id, record.clone());
+            self.definitions_cache
+                .put_if_current(id, record.clone(), generation);
         }
         Ok(found)
     }

@@ -66,6 +66,7 @@ impl TemplateStore for PostgresStore {
         if let Some(hit) = self.templates_cache.get(id) {
             return Ok(Some(hit));
         }
+        let generation = self.templates_cache.generation();
         let client = self.client().await?;
         let row = client
             .query_opt("SELECT * FROM workflow_templates WHERE id = $1", &[&id])
@@ -73,7 +74,8 @@ impl TemplateStore for PostgresStore {
             .pg()?;
         let found = row.as_ref().map(template_row).transpose()?;
         if let Some(record) = &found {
-            self.templates_cache.put(id, record.clone());
+            self.templates_cache
+                .put_if_current(id, record.clone(), generation);
         }
         Ok(found)
     }

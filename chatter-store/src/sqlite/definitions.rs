@@ -81,10 +81,12 @@ impl DefinitionStore for SqliteStore {
         if let Some(hit) = self.definitions_cache.get(id) {
             return Ok(Some(hit));
         }
+        let generation = self.definitions_cache.generation();
         let key = id.to_owned();
         let found = self.read(move |conn| select_one(conn, &key)).await?;
         if let Some(record) = &found {
-            self.definitions_cache.put(id, record.clone());
+            self.definitions_cache
+                .put_if_current(id, record.clone(), generation);
         }
         Ok(found)
     }

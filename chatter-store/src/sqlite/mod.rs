@@ -40,6 +40,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Option<mpsc::Sender<Job>>,
     reader_count: usize,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: Option<mpsc::Sender<()>>,
     pub(crate) definitions_cache: QueryCache<DefinitionRecord>,
     pub(crate) templates_cache: QueryCache<TemplateRecord>,
     pub(crate) ids: IdGen,
@@ -182,6 +184,17 @@ fn run_jobs(mut conn: Connection, jobs: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
+/// Copies the WAL back into the database every 100 ms without blocking the writer or the
+/// readers (`PASSIVE`), until the store is dropped.
+fn run_checkpoints(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(std::time::Duration::from_millis(100))
+    {
+        // A busy database just means the next round does the work.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`, in WAL mode, and migrates it.
     ///
@@ -223,6 +236,9 @@ impl SqliteStore {
                             let mode: String = conn
                                 .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
                                 .db()?;
+                            // Checkpoints run on their own thread (below), so a commit never
+                            // pays for copying pages back (and syncing) on the writer.
+                            conn.pragma_update(None, "wal_autocheckpoint", 0).db()?;
                             if !mode.eq_ignore_ascii_case("wal") {
                                 return Err(Error::store(
                                     StoreErrorKind::Unavailable,
@@ -291,10 +307,32 @@ impl SqliteStore {
                 readers = Some(reader_tx);
             }
         }
+        let mut checkpointer = None;
+        if let Some(path) = &path {
+            let conn = open_connection(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+                &options,
+            )?;
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name("chatter-sqlite-checkpointer".into())
+                .spawn(move || run_checkpoints(&conn, &stop_rx))
+                .map_err(|e| {
+                    Error::store(
+                        StoreErrorKind::Backend,
+                        format!("cannot start the SQLite checkpointer: {e}"),
+                    )
+                })?;
+            checkpointer = Some(stop_tx);
+        }
         Ok(SqliteStore {
             writer: writer_tx,
             readers,
             reader_count,
+            _checkpointer: checkpointer,
             definitions_cache: QueryCache::new(options.cache_capacity, options.cache_ttl),
             templates_cache: QueryCache::new(options.cache_capacity, options.cache_ttl),
             ids: IdGen::default(),

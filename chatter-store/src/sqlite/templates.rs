@@ -90,10 +90,12 @@ impl TemplateStore for SqliteStore {
         if let Some(hit) = self.templates_cache.get(id) {
             return Ok(Some(hit));
         }
+        let generation = self.templates_cache.generation();
         let key = id.to_owned();
         let found = self.read(move |conn| select_one(conn, &key)).await?;
         if let Some(record) = &found {
-            self.templates_cache.put(id, record.clone());
+            self.templates_cache
+                .put_if_current(id, record.clone(), generation);
         }
         Ok(found)
     }
