@@ -1,7 +1,8 @@
 //! `commit_step` latency against a bare single-row insert + commit, measured in the same run.
 //!
 //! SQLite (file, WAL, `synchronous=NORMAL`) always; Postgres when `CHATTER_TEST_POSTGRES_URL` is
-//! set (in a fresh schema dropped at the end).
+//! set (in a fresh schema dropped at the end). Also the seed's list queries on 1 000 000 messages
+//! with and without their indexes (`list_queries`).
 //!
 //! `cargo bench -p chatter-benches --bench store`
 
@@ -151,5 +152,109 @@ fn postgres(c: &mut Criterion) {
         .unwrap();
 }
 
-criterion_group!(benches, sqlite, postgres);
+/// The seed's list queries on `CHATTER_BENCH_MESSAGES` messages (default 1 000 000) in
+/// messages/10 conversations of 1 000 users, through the migrated schema's indexes and with
+/// `NOT INDEXED` (a full scan), in the same database.
+fn list_queries(c: &mut Criterion) {
+    let messages: i64 = std::env::var("CHATTER_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let conversations = (messages / 10).max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("chatter-bench-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lists.db");
+    drop(
+        rt.block_on(connect_with(
+            &format!("sqlite://{}", path.display()),
+            StoreOptions::default(),
+        ))
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut conv = tx
+                .prepare(
+                    "INSERT INTO conversations (id, user_id, title, status, metadata, message_count, created_at, updated_at)
+                     VALUES (?1, ?2, 'chat', ?3, '{}', 10, ?4, ?4)",
+                )
+                .unwrap();
+            for i in 0..conversations {
+                let status = if i % 10 == 0 { "archived" } else { "active" };
+                conv.execute(rusqlite::params![
+                    format!("c{i:08}"),
+                    format!("u{:04}", i % 1000),
+                    status,
+                    i
+                ])
+                .unwrap();
+            }
+            let mut msg = tx
+                .prepare(
+                    "INSERT INTO messages (id, conversation_id, seq, role, content, metadata, created_at)
+                     VALUES (?1, ?2, ?3, 'user', 'hello there', '{}', ?4)",
+                )
+                .unwrap();
+            for i in 0..messages {
+                msg.execute(rusqlite::params![
+                    format!("m{i:09}"),
+                    format!("c{:08}", i % conversations),
+                    i / conversations + 1,
+                    i
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    conn.execute_batch("ANALYZE").unwrap();
+
+    let queries = [
+        (
+            "conversations_by_user",
+            "SELECT id FROM conversations {hint} WHERE user_id = 'u0042' ORDER BY created_at DESC LIMIT 20",
+        ),
+        (
+            "conversations_by_status",
+            "SELECT id FROM conversations {hint} WHERE status = 'archived' ORDER BY created_at DESC LIMIT 20",
+        ),
+        (
+            "messages_by_conversation",
+            "SELECT id, content FROM messages {hint} WHERE conversation_id = 'c00004242' ORDER BY created_at LIMIT 50",
+        ),
+    ];
+    let mut group = c.benchmark_group(format!("list_{messages}_messages"));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    for (name, sql) in queries {
+        for (variant, hint) in [("indexed", ""), ("not_indexed", "NOT INDEXED")] {
+            let sql = sql.replace("{hint}", hint);
+            group.bench_function(format!("{name}/{variant}"), |b| {
+                b.iter(|| {
+                    let mut stmt = conn.prepare_cached(&sql).unwrap();
+                    let rows: Vec<String> = stmt
+                        .query_map([], |r| r.get(0))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                    assert!(!rows.is_empty());
+                    rows
+                })
+            });
+        }
+    }
+    group.finish();
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, sqlite, postgres, list_queries);
 criterion_main!(benches);
