@@ -25,6 +25,8 @@
 //!
 //! - `sqlite://chatter.db` (relative path), `sqlite:///var/lib/chatter.db` (absolute path);
 //! - `sqlite::memory:` or `sqlite://:memory:` (a private in-memory database);
+//! - SQLite URLs take `?synchronous=off|normal|full|extra` and `?readers=N` (overriding
+//!   [`StoreOptions`]);
 //! - `postgres://user@host:5432/db` or `postgresql://...` (any libpq-style URL
 //!   tokio-postgres accepts).
 //!
@@ -207,7 +209,9 @@ impl DatabaseUrl {
         };
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => {
-                let path = rest.strip_prefix("//").unwrap_or(rest);
+                let rest = rest.strip_prefix("//").unwrap_or(rest);
+                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                sqlite_params(query, &mut StoreOptions::default())?;
                 if path == ":memory:" {
                     return Ok(DatabaseUrl::SqliteMemory);
                 }
@@ -228,6 +232,48 @@ impl DatabaseUrl {
     }
 }
 
+/// Applies a SQLite URL's query (`synchronous=off|normal|full|extra`, `readers=N`).
+fn sqlite_params(query: &str, options: &mut StoreOptions) -> StoreResult<()> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "synchronous" => {
+                options.sqlite_synchronous = match value.to_ascii_lowercase().as_str() {
+                    "off" => SqliteSynchronous::Off,
+                    "normal" => SqliteSynchronous::Normal,
+                    "full" => SqliteSynchronous::Full,
+                    "extra" => SqliteSynchronous::Extra,
+                    _ => {
+                        return Err(Error::store(
+                            StoreErrorKind::Config,
+                            format!(
+                                "SQLite `synchronous` must be off, normal, full or extra (got `{value}`)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "readers" => {
+                options.sqlite_readers = value.parse().map_err(|_| {
+                    Error::store(
+                        StoreErrorKind::Config,
+                        format!("SQLite `readers` must be a number (got `{value}`)"),
+                    )
+                })?;
+            }
+            other => {
+                return Err(Error::store(
+                    StoreErrorKind::Config,
+                    format!(
+                        "unknown SQLite URL parameter `{other}` (expected synchronous or readers)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Opens the store for `url` with default options and runs its migrations.
 ///
 /// # Errors
@@ -243,8 +289,16 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
 /// # Errors
 ///
 /// As [`connect`].
-pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Arc<dyn Store>> {
-    match DatabaseUrl::parse(url)? {
+pub async fn connect_with(url: &str, mut options: StoreOptions) -> StoreResult<Arc<dyn Store>> {
+    let parsed = DatabaseUrl::parse(url)?;
+    if matches!(
+        parsed,
+        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory
+    ) && let Some((_, query)) = url.split_once('?')
+    {
+        sqlite_params(query, &mut options)?;
+    }
+    match parsed {
         DatabaseUrl::SqliteFile(path) => Ok(Arc::new(SqliteStore::open(&path, options).await?)),
         DatabaseUrl::SqliteMemory => Ok(Arc::new(SqliteStore::open_memory(options).await?)),
         DatabaseUrl::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url, options).await?)),
@@ -284,6 +338,28 @@ mod tests {
         assert_eq!(
             DatabaseUrl::parse("chatter.db").unwrap_err().store_kind(),
             Some(StoreErrorKind::Config)
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db?synchronous=full&readers=4").unwrap(),
+            DatabaseUrl::SqliteFile("/tmp/x.db".into())
+        );
+        let mut options = StoreOptions::default();
+        sqlite_params("synchronous=FULL&readers=4", &mut options).unwrap();
+        assert_eq!(
+            (options.sqlite_synchronous, options.sqlite_readers),
+            (SqliteSynchronous::Full, 4)
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://x.db?synchronous=sometimes")
+                .unwrap_err()
+                .to_string(),
+            "storage error (config): SQLite `synchronous` must be off, normal, full or extra (got `sometimes`)"
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://x.db?journal=delete")
+                .unwrap_err()
+                .to_string(),
+            "storage error (config): unknown SQLite URL parameter `journal` (expected synchronous or readers)"
         );
         assert_eq!(
             DatabaseUrl::parse("sqlite://").unwrap_err().to_string(),

@@ -220,6 +220,9 @@ mod cases {
         assert!(matches!(s.backend(), "sqlite" | "postgres"));
         assert_eq!(s.max_payload_bytes(), PAYLOAD_LIMIT);
         assert!(s.pool_stats().max_size >= 1);
+        // One `Arc<dyn Store>` hands out each concern as its own trait object (trait upcasting).
+        let executions: Arc<dyn ExecutionStore> = s.clone();
+        assert!(executions.get_execution("none").await.unwrap().is_none());
     }
 
     pub async fn definitions_crud_versioning_and_cache(s: Arc<dyn Store>) {

@@ -16,7 +16,9 @@
 //! - [`jobs`]: a priority job queue with leases;
 //! - [`users`]: users, API keys and roles.
 //!
-//! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern.
+//! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
+//! and coerces to a single concern where that is all a component needs
+//! (`let executions: Arc<dyn ExecutionStore> = store.clone();`).
 //!
 //! # Errors
 //!

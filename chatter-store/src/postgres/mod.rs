@@ -233,7 +233,16 @@ impl PostgresStore {
             .map_err(|_| {
                 unreachable(format!("timed out after {:?}", options.pg_connect_timeout))
             })?;
-        let (mut client, connection) = connected.map_err(|e| unreachable(e.to_string()))?;
+        let (mut client, connection) = connected.map_err(|e| {
+            // tokio-postgres keeps the cause (refused, unknown host, auth) in the source chain.
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            unreachable(message)
+        })?;
         let driver = tokio::spawn(connection);
         let migrated = migrate(&mut client, options.pg_schema.as_deref()).await;
         drop(client);
