@@ -138,6 +138,7 @@ conformance!(
     commit_steps_groups_and_is_atomic,
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
+    concurrent_failures_leave_other_commits_intact,
     events_paging_and_append,
     conversations_and_messages,
     documents_ingestion_and_search,
@@ -989,6 +990,56 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(all.len(), 9);
+    }
+
+    pub async fn concurrent_failures_leave_other_commits_intact(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let mut tasks = Vec::new();
+        for i in 0..24_i64 {
+            let s = Arc::clone(&s);
+            let id = run.id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut st = step(&id, &format!("n{i}"), 2);
+                match i % 3 {
+                    0 => st.node_run.attempt = 0, // CHECK violation after the events went in
+                    1 => st.node_run.execution_id = "missing".into(),
+                    _ => {}
+                }
+                (i % 3, s.commit_step(&st).await)
+            }));
+        }
+        for task in tasks {
+            let (case, result) = task.await.unwrap();
+            match case {
+                0 => assert_eq!(
+                    kind(&result.unwrap_err()),
+                    Some(StoreErrorKind::InvalidInput)
+                ),
+                1 => assert_eq!(kind(&result.unwrap_err()), Some(StoreErrorKind::NotFound)),
+                _ => {
+                    let receipt = result.unwrap();
+                    assert_eq!(receipt.last_seq - receipt.first_seq, 1);
+                }
+            }
+        }
+        let seqs: Vec<_> = s
+            .list_events(&run.id, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=16).collect::<Vec<_>>(),
+            "8 good steps x 2 events, no gap"
+        );
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        assert_eq!(runs.len(), 8);
+        assert!(runs.iter().all(|r| r.attempt == 1));
+        assert_eq!(s.list_checkpoints(&run.id).await.unwrap().len(), 8);
+        let record = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((record.last_event_seq, record.step_count), (16, 8));
     }
 
     pub async fn events_paging_and_append(s: Arc<dyn Store>) {

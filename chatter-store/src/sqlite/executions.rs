@@ -228,6 +228,34 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
     })
 }
 
+/// Commits a group of `commit_steps` calls in ONE transaction, each call in its own savepoint
+/// (all of a call's steps or none of them); returns each call's result. An error here means
+/// the transaction itself failed and nothing was written.
+pub(crate) fn commit_group(
+    conn: &mut Connection,
+    calls: &[&[StepCommit]],
+) -> StoreResult<Vec<StoreResult<Vec<StepReceipt>>>> {
+    let now = now_ms();
+    let mut tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .db()?;
+    let mut results = Vec::with_capacity(calls.len());
+    for steps in calls {
+        let savepoint = tx.savepoint().db()?;
+        let receipts: StoreResult<Vec<StepReceipt>> = steps
+            .iter()
+            .map(|step| commit_one(&savepoint, step, now))
+            .collect();
+        if receipts.is_ok() {
+            savepoint.commit().db()?;
+        }
+        // Dropping an uncommitted savepoint rolls it back.
+        results.push(receipts);
+    }
+    tx.commit().db()?;
+    Ok(results)
+}
+
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
@@ -446,20 +474,7 @@ impl ExecutionStore for SqliteStore {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        let steps = steps.to_vec();
-        self.write(move |conn| {
-            let now = now_ms();
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .db()?;
-            let mut receipts = Vec::with_capacity(steps.len());
-            for step in &steps {
-                receipts.push(commit_one(&tx, step, now)?);
-            }
-            tx.commit().db()?;
-            Ok(receipts)
-        })
-        .await
+        self.commit_on_writer(steps.to_vec()).await
     }
 
     async fn append_events(

@@ -35,9 +35,23 @@ mod users;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// What the writer thread runs: any closure, or step commits, which it groups.
+pub(crate) enum WriterJob {
+    /// Run a closure.
+    Run(Job),
+    /// Commit these steps (one `commit_steps` call) and reply once they are durable.
+    Steps {
+        steps: Vec<chatter_core::store::StepCommit>,
+        reply: oneshot::Sender<StoreResult<Vec<chatter_core::store::StepReceipt>>>,
+    },
+}
+
+/// Most step-commit calls grouped into one transaction.
+const MAX_GROUP: usize = 64;
+
 /// The SQLite store. Build it with [`crate::connect`] or [`SqliteStore::open`].
 pub struct SqliteStore {
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<WriterJob>,
     readers: Option<mpsc::Sender<Job>>,
     reader_count: usize,
     /// Dropping it stops the checkpointer thread.
@@ -171,6 +185,68 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     tx.commit().db()
 }
 
+/// The writer loop. Step commits waiting in the queue are grouped (up to [`MAX_GROUP`] calls)
+/// into ONE transaction, each call in its own savepoint: a failing call rolls back alone, the
+/// others share one commit, and every caller hears back only after that commit. Jobs keep
+/// their order: grouping stops at the first job that is not a step commit.
+fn run_writer(mut conn: Connection, jobs: &mpsc::Receiver<WriterJob>) {
+    let mut next: Option<WriterJob> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            WriterJob::Run(f) => f(&mut conn),
+            WriterJob::Steps { steps, reply } => {
+                let mut group = vec![(steps, reply)];
+                while group.len() < MAX_GROUP {
+                    match jobs.try_recv() {
+                        Ok(WriterJob::Steps { steps, reply }) => group.push((steps, reply)),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let calls: Vec<&[chatter_core::store::StepCommit]> =
+                        group.iter().map(|(steps, _)| steps.as_slice()).collect();
+                    executions::commit_group(&mut conn, &calls)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::store(
+                        StoreErrorKind::Backend,
+                        "a SQLite step commit panicked",
+                    ))
+                });
+                match outcome {
+                    Ok(results) => {
+                        for ((_, reply), result) in group.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in group {
+                            let copy = match &e {
+                                Error::Store { kind, message } => {
+                                    Error::store(*kind, message.clone())
+                                }
+                                other => Error::store(StoreErrorKind::Backend, other.to_string()),
+                            };
+                            let _ = reply.send(Err(copy));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn run_jobs(mut conn: Connection, jobs: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         let job = match jobs.lock() {
@@ -215,7 +291,7 @@ impl SqliteStore {
     }
 
     async fn start(path: Option<String>, options: StoreOptions) -> StoreResult<Self> {
-        let (writer_tx, writer_rx) = mpsc::channel::<Job>();
+        let (writer_tx, writer_rx) = mpsc::channel::<WriterJob>();
         let (ready_tx, ready_rx) = oneshot::channel::<StoreResult<()>>();
         let writer_options = options.clone();
         let writer_path = path.clone();
@@ -261,7 +337,7 @@ impl SqliteStore {
                 match opened {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
-                        run_jobs(conn, &Mutex::new(writer_rx));
+                        run_writer(conn, &writer_rx);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -341,7 +417,7 @@ impl SqliteStore {
         })
     }
 
-    async fn call<T, F>(&self, sender: &mpsc::Sender<Job>, f: F) -> StoreResult<T>
+    fn job<T, F>(f: F) -> (Job, oneshot::Receiver<StoreResult<T>>)
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -357,7 +433,18 @@ impl SqliteStore {
                 });
             let _ = tx.send(result);
         });
-        sender.send(job).map_err(|_| closed())?;
+        (job, rx)
+    }
+
+    /// Sends step commits to the writer, which may group them with other callers'.
+    pub(crate) async fn commit_on_writer(
+        &self,
+        steps: Vec<chatter_core::store::StepCommit>,
+    ) -> StoreResult<Vec<chatter_core::store::StepReceipt>> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriterJob::Steps { steps, reply })
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -367,7 +454,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.call(&self.writer, f).await
+        let (job, rx) = Self::job(f);
+        self.writer
+            .send(WriterJob::Run(job))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     /// Runs `f` on a reader connection (the writer for an in-memory store).
@@ -376,8 +467,12 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.call(self.readers.as_ref().unwrap_or(&self.writer), f)
-            .await
+        let Some(readers) = &self.readers else {
+            return self.write(f).await;
+        };
+        let (job, rx) = Self::job(f);
+        readers.send(job).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 }
 
