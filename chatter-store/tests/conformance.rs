@@ -2337,6 +2337,32 @@ mod postgres_specific {
         .await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_pooled_connection_is_replaced() {
+        with_schema(|url, schema| async move {
+            let mut opts = pg_options(&schema);
+            opts.pg_pool_size = 1;
+            let store = connect_with(&url, opts).await.unwrap();
+            store.health_check().await.unwrap();
+            let c = client(&url, &schema).await;
+            let killed: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = $1) t",
+                    &[&format!("chatter:{schema}")],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(killed, 1, "the pooled connection was found and killed");
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            // The idle connection is verified on checkout, found dead, and replaced.
+            store.health_check().await.unwrap();
+            assert_eq!(store.pool_stats().size, 1);
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn audit_log_refuses_update_and_delete() {
         with_schema(|url, schema| async move {

@@ -1,5 +1,5 @@
 //! The Postgres backend: tokio-postgres with a deadpool connection pool (size, wait/create/
-//! recycle timeouts, a verifying health check when a connection is recycled, pool statistics).
+//! recycle timeouts, a health check when an idle connection is handed out, pool statistics).
 //! JSON columns are `jsonb`; job claiming uses `FOR UPDATE SKIP LOCKED`; migrations run under
 //! `pg_advisory_xact_lock`.
 
@@ -10,7 +10,8 @@ use chatter_core::Error;
 use chatter_core::store::{
     CacheStats, DefinitionRecord, PoolStats, Store, StoreErrorKind, StoreResult, TemplateRecord,
 };
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
@@ -29,6 +30,45 @@ mod jobs;
 mod preferences;
 mod templates;
 mod users;
+
+/// The pool's manager: deadpool-postgres's, with a health check (a round trip) when a
+/// connection is handed out after being idle for [`VERIFY_AFTER`] or more, so a busy
+/// connection is not pinged before every query while a stale one never reaches a caller.
+pub(crate) struct CheckedManager {
+    inner: Manager,
+}
+
+/// Idle time after which a pooled connection is verified before use.
+const VERIFY_AFTER: Duration = Duration::from_secs(1);
+
+impl deadpool::managed::Manager for CheckedManager {
+    type Type = ClientWrapper;
+    type Error = tokio_postgres::Error;
+
+    async fn create(&self) -> Result<ClientWrapper, tokio_postgres::Error> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        client: &mut ClientWrapper,
+        metrics: &Metrics,
+    ) -> RecycleResult<tokio_postgres::Error> {
+        if client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        if metrics.last_used() >= VERIFY_AFTER {
+            client.simple_query("").await?;
+        }
+        Ok(())
+    }
+
+    fn detach(&self, client: &mut ClientWrapper) {
+        self.inner.detach(client);
+    }
+}
+
+type Pool = deadpool::managed::Pool<CheckedManager>;
 
 /// The Postgres store. Build it with [`crate::connect`] or [`PostgresStore::connect`].
 pub struct PostgresStore {
@@ -89,9 +129,9 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
     Error::store(kind, format!("Postgres: {e}"))
 }
 
-fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+fn pool_err(e: deadpool::managed::PoolError<tokio_postgres::Error>) -> Error {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
+        deadpool::managed::PoolError::Backend(e) => pg_err(e),
         other => Error::store(
             StoreErrorKind::Unavailable,
             format!("no Postgres connection available: {other}"),
@@ -222,6 +262,13 @@ impl PostgresStore {
             }
             config.options(format!("-c search_path={schema}"));
         }
+        if config.get_application_name().is_none() {
+            // Visible in pg_stat_activity.
+            config.application_name(match &options.pg_schema {
+                Some(schema) => format!("chatter:{schema}"),
+                None => "chatter".to_owned(),
+            });
+        }
         let unreachable = |message: String| {
             Error::store(
                 StoreErrorKind::Unavailable,
@@ -249,13 +296,15 @@ impl PostgresStore {
         let _ = driver.await;
         migrated?;
 
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
-            },
-        );
+        let manager = CheckedManager {
+            inner: Manager::from_config(
+                config,
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pg_pool_size.max(1))
             .wait_timeout(Some(options.pg_wait_timeout))
@@ -280,7 +329,7 @@ impl PostgresStore {
     }
 
     /// A pooled connection.
-    pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
+    pub(crate) async fn client(&self) -> StoreResult<deadpool::managed::Object<CheckedManager>> {
         self.pool.get().await.map_err(pool_err)
     }
 }
