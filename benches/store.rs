@@ -50,6 +50,28 @@ async fn running(store: &Arc<dyn Store>) -> String {
     run.id
 }
 
+/// Alternates the two operations `rounds` times and prints both medians and their ratio, so
+/// that a disk whose sync latency drifts (shared machines) affects both equally.
+fn paired(label: &str, rounds: usize, mut step: impl FnMut(), mut bare: impl FnMut()) {
+    let mut a = Vec::with_capacity(rounds);
+    let mut b = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        step();
+        a.push(t.elapsed());
+        let t = std::time::Instant::now();
+        bare();
+        b.push(t.elapsed());
+    }
+    a.sort();
+    b.sort();
+    let (ma, mb) = (a[rounds / 2], b[rounds / 2]);
+    println!(
+        "{label} paired medians over {rounds} rounds: commit_step {ma:?}, bare insert+commit {mb:?}, ratio {:.2}",
+        ma.as_secs_f64() / mb.as_secs_f64()
+    );
+}
+
 fn sqlite(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -97,6 +119,21 @@ fn sqlite(c: &mut Criterion) {
         })
     });
     group.finish();
+    let mut j = 1_000_000;
+    paired(
+        "sqlite",
+        2_000,
+        || {
+            j += 1;
+            rt.block_on(store.commit_step(&step(&id, j))).unwrap();
+        },
+        || {
+            conn.prepare_cached("INSERT INTO t (payload) VALUES (?1)")
+                .unwrap()
+                .execute([r#"{"node_id":"llm"}"#])
+                .unwrap();
+        },
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -148,6 +185,18 @@ fn postgres(c: &mut Criterion) {
         b.iter(|| rt.block_on(client.execute(&insert, &[&payload])).unwrap())
     });
     group.finish();
+    let mut j = 1_000_000;
+    paired(
+        "postgres",
+        300,
+        || {
+            j += 1;
+            rt.block_on(store.commit_step(&step(&id, j))).unwrap();
+        },
+        || {
+            rt.block_on(client.execute(&insert, &[&payload])).unwrap();
+        },
+    );
     rt.block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))
         .unwrap();
 }
