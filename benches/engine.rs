@@ -120,7 +120,9 @@ fn bench_run(c: &mut Criterion, name: &str, def: &WorkflowDefinition, elements: 
         .build()
         .unwrap();
     let engine = engine();
-    let prepared: PreparedWorkflow = engine.prepare(def).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let prepared: PreparedWorkflow = engine
+        .prepare(def)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     // Sanity: it runs to completion.
     let r = rt.block_on(engine.run_prepared(&prepared, json!({}), RunOptions::default()));
     assert_eq!(r.status, ExecutionStatus::Completed, "{:?}", r.error);

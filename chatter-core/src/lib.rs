@@ -36,6 +36,7 @@ pub mod providers;
 pub mod registry;
 pub mod retriever;
 pub mod state;
+pub mod store;
 pub mod templates;
 pub mod time;
 pub mod tool;

@@ -253,9 +253,7 @@ impl State {
             let value = match *key {
                 "input" => (*self.input).clone(),
                 "messages" => serde_json::to_value(&*self.messages).unwrap_or(Value::Null),
-                "last_message" => {
-                    serde_json::to_value(self.messages.last()).unwrap_or(Value::Null)
-                }
+                "last_message" => serde_json::to_value(self.messages.last()).unwrap_or(Value::Null),
                 "variables" => Value::Object((*self.variables).clone()),
                 "context" => serde_json::to_value(&*self.context).unwrap_or(Value::Null),
                 "usage" => serde_json::to_value(self.usage).unwrap_or(Value::Null),
@@ -268,9 +266,10 @@ impl State {
                 "errors" => serde_json::to_value(&*self.errors).unwrap_or(Value::Null),
                 "metadata" => Value::Object((*self.metadata).clone()),
                 "tool_calls" => json!(self.tool_calls),
-                "node" => node.map_or(Value::Null, |(id, kind, iteration)| {
-                    json!({"id": id, "kind": kind, "iteration": iteration})
-                }),
+                "node" => node.map_or(
+                    Value::Null,
+                    |(id, kind, iteration)| json!({"id": id, "kind": kind, "iteration": iteration}),
+                ),
                 _ => continue,
             };
             map.insert((*key).to_owned(), value);

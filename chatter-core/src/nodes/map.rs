@@ -165,7 +165,10 @@ pub(crate) fn outcome_value(outcome: &SubgraphOutcome) -> Value {
 impl Node for MapNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let config = &self.config;
-        let items = match config.items.eval_json(&ctx.expr_context_for(config.items.state_reads()))? {
+        let items = match config
+            .items
+            .eval_json(&ctx.expr_context_for(config.items.state_reads()))?
+        {
             Value::Array(items) => items,
             other => {
                 return Err(ctx.error(

@@ -220,9 +220,7 @@ impl Tool for StubTool {
         }
         match &self.error {
             Some((class, message))
-                if self
-                    .fail_times
-                    .is_none_or(|n| call_number <= u64::from(n)) =>
+                if self.fail_times.is_none_or(|n| call_number <= u64::from(n)) =>
             {
                 Err(Error::Tool {
                     tool: self.spec.name.clone(),
