@@ -11,7 +11,7 @@
 //! Each run is a prepared definition run on a current-thread runtime, events and node runs
 //! recorded as in production.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
