@@ -220,6 +220,15 @@ impl WorkflowTracker {
                 conversation_id: meta.conversation_id,
             })
             .await?;
+        // Running from just before the engine starts, so the row's duration covers the run.
+        if let Err(error) = self
+            .store
+            .set_execution_status(&id, ExecutionStatus::Running, clock.now_ms())
+            .await
+        {
+            self.abandon(&id, &error, clock.now_ms()).await;
+            return Err(error);
+        }
         let handle = match engine.start_prepared(&prepared, input, options) {
             Ok(handle) => handle,
             Err(error) => {
@@ -227,16 +236,6 @@ impl WorkflowTracker {
                 return Err(error);
             }
         };
-        if let Err(error) = self
-            .store
-            .set_execution_status(&id, ExecutionStatus::Running, clock.now_ms())
-            .await
-        {
-            handle.cancel();
-            let _ = handle.result().await;
-            self.abandon(&id, &error, clock.now_ms()).await;
-            return Err(error);
-        }
 
         let mut steps = StepBuilder::new(id.clone(), deltas);
         let mut store_error: Option<Error> = None;
