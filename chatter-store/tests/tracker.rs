@@ -108,6 +108,7 @@ on_every_backend!(
     cancelled_run_is_recorded_cancelled,
     template_run_updates_analytics,
     store_failure_mid_run_keeps_the_result,
+    retries_skips_and_grouped_commits,
     retriever_ranks_owner_scoped_chunks,
     rag_workflow_puts_ranked_context_into_the_prompt,
 );
@@ -181,11 +182,26 @@ async fn ingest_samples(s: &Arc<dyn Store>, owner: &str) -> Vec<DocumentRecord> 
 }
 
 /// An execution store that delegates to a real one but fails `commit_steps` from the
-/// `fail_from`-th call on.
+/// `fail_from`-th call on; it counts the calls and the steps, and holds the first call for
+/// `first_delay` (so completions pile up meanwhile).
 struct FailingCommits {
     inner: Arc<dyn Store>,
     calls: std::sync::atomic::AtomicUsize,
     fail_from: usize,
+    steps: std::sync::atomic::AtomicUsize,
+    first_delay: Duration,
+}
+
+impl FailingCommits {
+    fn new(inner: Arc<dyn Store>, fail_from: usize, first_delay: Duration) -> FailingCommits {
+        FailingCommits {
+            inner,
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            fail_from,
+            steps: std::sync::atomic::AtomicUsize::new(0),
+            first_delay,
+        }
+    }
 }
 
 #[async_trait]
@@ -229,6 +245,11 @@ impl ExecutionStore for FailingCommits {
                 "database went away",
             ));
         }
+        if n == 0 {
+            tokio::time::sleep(self.first_delay).await;
+        }
+        self.steps
+            .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
         self.inner.commit_steps(steps).await
     }
     async fn append_events(
@@ -504,11 +525,7 @@ mod cases {
 
     pub async fn store_failure_mid_run_keeps_the_result(s: Arc<dyn Store>) {
         let (engine, _) = engine_with(json!({"default": {"content": "Still answered."}}));
-        let failing = Arc::new(FailingCommits {
-            inner: s.clone(),
-            calls: std::sync::atomic::AtomicUsize::new(0),
-            fail_from: 0,
-        });
+        let failing = Arc::new(FailingCommits::new(s.clone(), 0, Duration::ZERO));
         let tracker = WorkflowTracker::new(failing);
         let run = tracker
             .run(
@@ -543,6 +560,112 @@ mod cases {
         );
         let id = run.result.execution_id.clone();
         assert!(run.into_result().is_err(), "{id}");
+    }
+
+    pub async fn retries_skips_and_grouped_commits(s: Arc<dyn Store>) {
+        // `flaky` fails once (retryable) then answers; `no` is on the dead branch; the fan-out
+        // a/b/c completes while the first commit is held, so later steps share a transaction.
+        let (engine, _) = engine_with(json!({
+            "rules": [
+                {"match": {"contains": "go"},
+                 "reply": {"error": {"class": "server", "message": "flaked"}}, "times": 1}
+            ],
+            "default": {"content": "fine"},
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2}
+        }));
+        let def = WorkflowDefinition::from_json(
+            r#"{
+              "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "flaky", "type": "llm", "config": {"provider": "scripted",
+                  "retry": {"max_attempts": 3, "backoff_ms": 1, "jitter": false}}},
+                {"id": "check", "type": "conditional", "config": {"condition": "1 == 1"}},
+                {"id": "a", "type": "variable", "config": {"operation": "set", "variable_name": "a", "value": 1}},
+                {"id": "b", "type": "variable", "config": {"operation": "set", "variable_name": "b", "value": 2}},
+                {"id": "c", "type": "variable", "config": {"operation": "set", "variable_name": "c", "value": 3}},
+                {"id": "no", "type": "variable", "config": {"operation": "set", "variable_name": "no", "value": 0}}
+              ],
+              "edges": [
+                {"source": "start", "target": "flaky"},
+                {"source": "flaky", "target": "check"},
+                {"source": "check", "target": "a", "sourceHandle": "true"},
+                {"source": "check", "target": "b", "sourceHandle": "true"},
+                {"source": "check", "target": "c", "sourceHandle": "true"},
+                {"source": "check", "target": "no", "sourceHandle": "false"}
+              ]
+            }"#,
+        )
+        .unwrap();
+        let counting = Arc::new(FailingCommits::new(
+            s.clone(),
+            usize::MAX,
+            Duration::from_millis(100),
+        ));
+        let run = WorkflowTracker::new(counting.clone())
+            .run(
+                &engine,
+                &def,
+                json!({"message": "go"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        let result = run.result;
+        assert_eq!(result.status, RunStatus::Completed, "{:?}", result.error);
+        let id = &result.execution_id;
+
+        let runs = s.list_node_runs(id).await.unwrap();
+        let find = |node: &str| runs.iter().find(|r| r.node_id == node).unwrap();
+        assert_eq!(runs.len(), result.node_runs.len());
+        assert_eq!(find("flaky").attempt, 2);
+        assert_eq!(find("flaky").status, NodeRunStatus::Completed);
+        assert_eq!(find("flaky").prompt_tokens, 7);
+        assert_eq!(find("no").status, NodeRunStatus::Skipped);
+        for node in ["a", "b", "c", "check", "start"] {
+            assert_eq!(find(node).status, NodeRunStatus::Completed, "{node}");
+        }
+
+        // One step per node run, in fewer transactions than steps.
+        let steps = counting.steps.load(std::sync::atomic::Ordering::SeqCst);
+        let calls = counting.calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(steps, result.node_runs.len());
+        assert!(
+            calls < steps,
+            "{calls} commit_steps calls for {steps} steps"
+        );
+        let record = s.get_execution(id).await.unwrap().unwrap();
+        assert_eq!(record.step_count, i64::try_from(steps).unwrap());
+
+        // Events: all of them, contiguous, retry events included.
+        let events = s.list_events(id, 0, 1000).await.unwrap();
+        assert_eq!(events.len(), result.events.len());
+        assert!(events.iter().any(|e| e.event_type == "node_retrying"));
+        assert!(
+            events
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.seq == i64::try_from(i).unwrap() + 1)
+        );
+        // The variable steps' deltas, as the engine applied them.
+        let checkpoints = s.list_checkpoints(id).await.unwrap();
+        for node in ["a", "b", "c"] {
+            let delta = &checkpoints
+                .iter()
+                .find(|c| c.node_id.as_deref() == Some(node))
+                .unwrap()
+                .state;
+            let engine_delta =
+                serde_json::to_value(&result.runs_of(node).next().unwrap().delta).unwrap();
+            assert_eq!(delta, &engine_delta, "{node}");
+            assert!(
+                delta["variables"]
+                    .to_string()
+                    .contains(&format!("\"{node}\"")),
+                "{delta}"
+            );
+        }
     }
 
     pub async fn retriever_ranks_owner_scoped_chunks(s: Arc<dyn Store>) {
