@@ -183,8 +183,27 @@ impl WorkflowTracker {
         engine: &Engine,
         def: &WorkflowDefinition,
         input: Value,
+        options: RunOptions,
+        meta: ExecutionMeta,
+    ) -> Result<TrackedRun> {
+        self.run_observed(engine, def, input, options, meta, |_| {})
+            .await
+    }
+
+    /// As [`WorkflowTracker::run`], calling `observe` with each event as the tracker reads it
+    /// (before it is committed), e.g. to stream progress to a terminal.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::run`].
+    pub async fn run_observed<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        input: Value,
         mut options: RunOptions,
         meta: ExecutionMeta,
+        mut observe: F,
     ) -> Result<TrackedRun> {
         let mut prepared = engine.prepare(def)?;
         let deltas = DeltaTaps::default();
@@ -241,6 +260,9 @@ impl WorkflowTracker {
         let mut store_error: Option<Error> = None;
         let mut stream = handle.subscribe().ready_chunks(MAX_BATCH_EVENTS);
         while let Some(batch) = stream.next().await {
+            for event in &batch {
+                observe(event);
+            }
             let commits = steps.push_events(batch);
             if commits.is_empty() || store_error.is_some() {
                 continue;

@@ -115,23 +115,28 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         }
         let engine = builder.build();
         if let (Some(db), Some(_)) = (db, &args.db) {
-            // Recorded: the tracker follows the event stream; progress is printed after.
+            // Recorded: the tracker follows the event stream and commits as it goes.
             let tracker = WorkflowTracker::new(db);
             let options = RunOptions::default().owner(store::LOCAL_OWNER);
+            let mut printer = TextPrinter::default();
+            let mut print_error = None;
+            let text = args.format == OutputFormat::Text;
             let run = tracker
-                .run(
+                .run_observed(
                     &engine,
                     &def,
                     input,
                     options,
                     ExecutionMeta::new(store::LOCAL_OWNER, ExecutionKind::Adhoc),
+                    |event| {
+                        if text && print_error.is_none() {
+                            print_error = printer.print(event, &mut *out).err();
+                        }
+                    },
                 )
                 .await?;
-            if args.format == OutputFormat::Text {
-                let mut printer = TextPrinter::default();
-                for event in &run.result.events {
-                    printer.print(event, out)?;
-                }
+            if let Some(error) = print_error {
+                return Err(error);
             }
             if let Some(error) = &run.store_error {
                 eprintln!(
