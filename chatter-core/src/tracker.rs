@@ -8,7 +8,8 @@
 //! the stored sequence numbers are the engine's. Completions that arrive together are grouped
 //! into one `commit_steps` call. When the execution ends, [`ExecutionStore::complete_execution`]
 //! writes the outcome (status, response, usage, error message, final events); for a template
-//! execution the store updates the template's analytics in that same transaction.
+//! execution the store updates the template's analytics in that same transaction. An execution
+//! that ends paused by an interrupt is left `waiting` (its last events appended) instead.
 //!
 //! A storage failure never loses the run: the execution goes on, the tracker stops writing, and
 //! [`TrackedRun::store_error`] says what failed next to the [`ExecutionResult`].
@@ -273,16 +274,31 @@ impl WorkflowTracker {
         }
         let result = handle.result().await?;
 
-        let outcome = outcome_of(&result, steps.take_pending());
-        let outcome = if store_error.is_some() {
-            // Steps are missing: do not number final events after a gap.
-            ExecutionOutcome {
-                events: Vec::new(),
-                ..outcome
+        let final_events = steps.take_pending();
+        if result.status == RunStatus::Waiting {
+            // Paused by an interrupt: not ended; its last events and the `waiting` status.
+            if store_error.is_none()
+                && let Err(error) = self.store.append_events(&id, &final_events).await
+            {
+                store_error = Some(error);
             }
-        } else {
-            outcome
-        };
+            if let Err(error) = self
+                .store
+                .set_execution_status(&id, ExecutionStatus::Waiting, clock.now_ms())
+                .await
+            {
+                store_error.get_or_insert(error);
+            }
+            return Ok(TrackedRun {
+                result,
+                store_error,
+            });
+        }
+        let mut outcome = outcome_of(&result, final_events);
+        if store_error.is_some() {
+            // Steps are missing: do not number final events after a gap.
+            outcome.events.clear();
+        }
         if let Err(error) = self.store.complete_execution(&id, outcome).await {
             store_error.get_or_insert(error);
         }
