@@ -41,6 +41,7 @@ pub mod templates;
 pub mod time;
 pub mod tool;
 pub mod tools;
+pub mod tracker;
 pub mod validate;
 
 pub use definition::{

@@ -328,3 +328,219 @@ fn run_exit_codes_follow_the_outcome() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr).unwrap().contains("CHT-V013"));
 }
+
+/// A fresh directory for one test's database.
+fn temp_db(test: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "chatter-cli-db-{}-{test}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    (dir, url)
+}
+
+#[test]
+fn run_with_db_is_listed_and_shown_with_node_runs_and_events() {
+    let (dir, db) = temp_db("run");
+    let (code, run) = run_json(&[
+        "examples/workflows/chat.json",
+        "--model",
+        "scripted:examples/workflows/chat.scripted.json",
+        "--input",
+        "hi",
+        "--events",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(code, 0, "{run}");
+    let id = run["execution_id"].as_str().unwrap().to_owned();
+
+    let out = chatter(&["executions", "list", "--db", &db, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let executions = list["executions"].as_array().unwrap();
+    assert_eq!(executions.len(), 1, "{list}");
+    assert_eq!(executions[0]["id"], id.as_str());
+    assert_eq!(executions[0]["status"], "completed");
+    assert_eq!(executions[0]["response"], run["response"]);
+    assert_eq!(executions[0]["total_tokens"], run["usage"]["total_tokens"]);
+
+    // Filters: no failed run; text lists the id and status.
+    let out = chatter(&[
+        "executions",
+        "list",
+        "--db",
+        &db,
+        "--status",
+        "failed",
+        "--format",
+        "json",
+    ]);
+    let none: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(none, json!({"executions": []}));
+    let out = chatter(&["executions", "list", "--db", &db, "--limit", "5"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(&format!("{id}  completed")), "{text}");
+
+    let out = chatter(&["executions", "show", &id, "--db", &db, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["execution"]["id"], id.as_str());
+    let mut nodes: Vec<&str> = shown["node_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node_id"].as_str().unwrap())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["chat", "end", "start"]);
+    // The stored events are the run's events, numbered alike.
+    let stored: Vec<(i64, String)> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["event_type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let ran: Vec<(i64, String)> = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(stored, ran);
+
+    let out = chatter(&["executions", "show", &id, "--db", &db]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("execution {id}\n  status   completed\n")),
+        "{text}"
+    );
+    assert!(text.contains("node runs (3)\n"), "{text}");
+    assert!(
+        text.contains(&format!("events ({})\n", ran.len())),
+        "{text}"
+    );
+
+    // An unknown id: exit 1 with a message.
+    let out = chatter(&["executions", "show", "01NOPE", "--db", &db]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: unknown execution `01NOPE`\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn migrate_applies_once_then_is_a_no_op() {
+    let (dir, db) = temp_db("migrate");
+    let out = chatter(&["migrate", "--db", &db]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "applied 0001_core\napplied 0002_auth_audit_jobs\n"
+    );
+    let out = chatter(&["migrate", "--db", &db]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "up to date: 2 migrations already applied\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unusable_database_urls_exit_2_with_a_clear_message() {
+    let out = chatter(&["migrate", "--db", "mysql://localhost/x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(
+            "error: --db mysql://localhost/x: storage error (config): unsupported database URL scheme `mysql`"
+        ),
+        "{err}"
+    );
+    let out = chatter(&[
+        "executions",
+        "list",
+        "--db",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(
+            "error: --db postgres://nobody@127.0.0.1:1/none: storage error (unavailable)"
+        ),
+        "{err}"
+    );
+    let out = chatter(&[
+        "run",
+        "examples/workflows/chat.json",
+        "--model",
+        "scripted:examples/workflows/chat.scripted.json",
+        "--db",
+        "nonsense",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn run_rag_with_documents_answers_from_ranked_context() {
+    let (code, doc) = run_json(&[
+        "examples/workflows/rag.yaml",
+        "--model",
+        "scripted:examples/workflows/rag.scripted.json",
+        "--documents",
+        "examples/data/sample-data.json",
+        "--input",
+        "What providers does Chatter support?",
+        "--events",
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(
+        doc["response"],
+        "According to the documents, Chatter supports several model providers, document analysis and custom profiles."
+    );
+    // The retrieval node found ranked chunks of the sample documents.
+    let completed = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "node_completed" && e["node_id"] == "retrieve")
+        .unwrap();
+    let count = completed["output"]["count"].as_u64().unwrap();
+    assert!((1..=3).contains(&count), "{completed}");
+
+    // A documents file that is not a list of {title, content}: exit 2.
+    let bad = temp_file("docs.json", r#"[{"title": "x"}]"#);
+    let out = chatter(&[
+        "run",
+        "examples/workflows/rag.yaml",
+        "--model",
+        "scripted:examples/workflows/rag.scripted.json",
+        "--documents",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("document 0 needs string fields `title` and `content`")
+    );
+}

@@ -44,6 +44,7 @@ pub mod documents;
 pub mod executions;
 pub mod jobs;
 pub mod preferences;
+pub mod retriever;
 pub mod templates;
 pub mod users;
 
@@ -66,6 +67,7 @@ pub use executions::{
 };
 pub use jobs::{JobRecord, JobStatus, JobStore, NewJob};
 pub use preferences::{PreferenceRecord, PreferenceStore};
+pub use retriever::StoreRetriever;
 pub use templates::{
     NewTemplate, TemplateAnalytics, TemplateFilter, TemplateRecord, TemplateStore, TemplateUpdate,
 };

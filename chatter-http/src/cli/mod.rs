@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::error::Error;
 
 mod run;
+mod store;
 mod validate;
 
 /// Output format of a command.
@@ -76,6 +77,59 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Record the run in this database (`sqlite://chatter.db`, `postgres://...`): the
+        /// execution, its node runs, events and state deltas, as `chatter executions` shows.
+        #[arg(long)]
+        db: Option<String>,
+        /// Store the documents of this JSON file (a list of `{title, content}`, or an object
+        /// with `sample_documents`) and register the `documents` retriever over them (in
+        /// `--db`, else in an in-memory database).
+        #[arg(long)]
+        documents: Option<PathBuf>,
+    },
+    /// Create or upgrade a database's schema; prints the migrations applied.
+    Migrate {
+        /// The database (`sqlite://chatter.db`, `postgres://...`).
+        #[arg(long)]
+        db: String,
+    },
+    /// Look at recorded executions.
+    Executions {
+        /// What to do.
+        #[command(subcommand)]
+        command: ExecutionsCommand,
+    },
+}
+
+/// `chatter executions ...`.
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions, newest first.
+    List {
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// Most executions listed.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only executions of this status (pending, running, waiting, completed, failed,
+        /// cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Show one execution with its node runs and events; exit 1 when it does not exist.
+    Show {
+        /// The execution id.
+        id: String,
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 
@@ -115,6 +169,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             tools,
             events,
             format,
+            db,
+            documents,
         } => run::run(
             run::RunArgs {
                 file,
@@ -123,9 +179,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 tools,
                 events,
                 format,
+                db,
+                documents,
             },
             out,
         ),
+        Command::Migrate { db } => store::migrate(&db, out),
+        Command::Executions { command } => match command {
+            ExecutionsCommand::List {
+                db,
+                limit,
+                status,
+                format,
+            } => store::list(&db, limit, status.as_deref(), format, out),
+            ExecutionsCommand::Show { id, db, format } => store::show(&db, &id, format, out),
+        },
     }
 }
 

@@ -10,7 +10,13 @@ use chatter_core::{Event, EventKind, ModelRegistry, ToolRegistry, WorkflowDefini
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{OutputFormat, write_out};
+use std::sync::Arc;
+
+use chatter_core::RetrieverRegistry;
+use chatter_core::store::ExecutionKind;
+use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
+
+use super::{OutputFormat, store, write_out};
 use crate::error::Error;
 
 /// What `chatter run` was asked to do.
@@ -22,6 +28,8 @@ pub(crate) struct RunArgs {
     pub(crate) tools: Option<PathBuf>,
     pub(crate) events: bool,
     pub(crate) format: OutputFormat,
+    pub(crate) db: Option<String>,
+    pub(crate) documents: Option<PathBuf>,
 }
 
 /// The input object: `--input` as JSON, or a bare string taken as `{"message": ...}`.
@@ -86,16 +94,58 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         ));
     }
     let tools = tools(args.tools.as_deref())?;
-    let engine = Engine::builder().models(models).tools(tools).build();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            context: "starting the runtime".into(),
-            source,
-        })?;
+    let documents = args
+        .documents
+        .as_deref()
+        .map(store::load_documents)
+        .transpose()?;
+    let runtime = store::runtime()?;
     let result = runtime.block_on(async {
+        let mut builder = Engine::builder().models(models).tools(tools);
+        let db = match (&args.db, &documents) {
+            (Some(url), _) => Some(store::open(url).await?),
+            (None, Some(_)) => Some(store::open("sqlite::memory:").await?),
+            (None, None) => None,
+        };
+        if let (Some(db), Some(documents)) = (&db, documents) {
+            let retriever = store::ingest(db, documents).await?;
+            let mut retrievers = RetrieverRegistry::new();
+            retrievers.register("documents", Arc::new(retriever));
+            builder = builder.retrievers(retrievers);
+        }
+        let engine = builder.build();
+        if let (Some(db), Some(_)) = (db, &args.db) {
+            // Recorded: the tracker follows the event stream and commits as it goes.
+            let tracker = WorkflowTracker::new(db);
+            let options = RunOptions::default().owner(store::LOCAL_OWNER);
+            let mut printer = TextPrinter::default();
+            let mut print_error = None;
+            let text = args.format == OutputFormat::Text;
+            let run = tracker
+                .run_observed(
+                    &engine,
+                    &def,
+                    input,
+                    options,
+                    ExecutionMeta::new(store::LOCAL_OWNER, ExecutionKind::Adhoc),
+                    |event| {
+                        if text && print_error.is_none() {
+                            print_error = printer.print(event, &mut *out).err();
+                        }
+                    },
+                )
+                .await?;
+            if let Some(error) = print_error {
+                return Err(error);
+            }
+            if let Some(error) = &run.store_error {
+                eprintln!(
+                    "warning: execution {} was not fully recorded: {error}",
+                    run.result.execution_id
+                );
+            }
+            return Ok::<ExecutionResult, Error>(run.result);
+        }
         let handle = engine.start(&def, input, RunOptions::default())?;
         let mut stream = handle.subscribe();
         let mut printer = TextPrinter::default();

@@ -1,0 +1,819 @@
+//! The `WorkflowTracker` and the `StoreRetriever` against real stores: SQLite (file and memory)
+//! and Postgres (`CHATTER_TEST_POSTGRES_URL`, one fresh schema per test, as in the conformance
+//! suite).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatter_core::engine::{Engine, ExecutionStatus as RunStatus, RunOptions};
+use chatter_core::model::ModelRegistry;
+use chatter_core::providers::scripted::ScriptedModel;
+use chatter_core::retriever::{RetrievalQuery, Retriever, RetrieverRegistry};
+use chatter_core::store::*;
+use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
+use chatter_core::{ChatModel, WorkflowDefinition};
+use chatter_store::{StoreOptions, connect_with};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Harness (as in tests/conformance.rs)
+// ---------------------------------------------------------------------------------------------
+
+async fn run_sqlite_memory<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let store = connect_with("sqlite::memory:", StoreOptions::default())
+        .await
+        .unwrap();
+    case(store).await;
+}
+
+async fn run_sqlite_file<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = std::env::temp_dir().join(format!("chatter-tracker-test-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    let store = connect_with(&url, StoreOptions::default()).await.unwrap();
+    case(store).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn run_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = std::env::var("CHATTER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let schema = format!(
+        "chatter_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let mut opts = StoreOptions::default();
+    opts.pg_schema = Some(schema.clone());
+    opts.pg_pool_size = 4;
+    let store = connect_with(&url, opts)
+        .await
+        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
+    let outcome = tokio::spawn(case(store)).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_sqlite_memory(super::cases::$case).await; })*
+        }
+        mod sqlite_file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_sqlite_file(super::cases::$case).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_postgres(super::cases::$case).await; })*
+        }
+    };
+}
+
+on_every_backend!(
+    completed_run_is_recorded_step_by_step,
+    failed_run_keeps_its_error_message,
+    cancelled_run_is_recorded_cancelled,
+    template_run_updates_analytics,
+    store_failure_mid_run_keeps_the_result,
+    retries_skips_and_grouped_commits,
+    retriever_ranks_owner_scoped_chunks,
+    rag_workflow_puts_ranked_context_into_the_prompt,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn chat_definition() -> WorkflowDefinition {
+    WorkflowDefinition::from_json(
+        r#"{
+          "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "chat", "type": "llm", "config": {"provider": "scripted", "system_prompt": "Be brief."}},
+            {"id": "end", "type": "end"}
+          ],
+          "edges": [
+            {"source": "start", "target": "chat"},
+            {"source": "chat", "target": "end"}
+          ]
+        }"#,
+    )
+    .unwrap()
+}
+
+fn engine_with(script: Value) -> (Engine, Arc<ScriptedModel>) {
+    let model = Arc::new(ScriptedModel::from_value(script).unwrap());
+    let mut models = ModelRegistry::new();
+    models.register("scripted", model.clone() as Arc<dyn ChatModel>);
+    (Engine::builder().models(models).build(), model)
+}
+
+fn sample_documents() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/data/sample-data.json"
+    );
+    let data: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    data["sample_documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["title"].as_str().unwrap().to_owned(),
+                d["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn ingest_samples(s: &Arc<dyn Store>, owner: &str) -> Vec<DocumentRecord> {
+    let mut records = Vec::new();
+    for (title, text) in sample_documents() {
+        records.push(
+            s.create_document(NewDocument {
+                owner_id: owner.into(),
+                title,
+                text,
+                chunking: ChunkingOptions {
+                    chunk_size: 400,
+                    overlap: 80,
+                },
+                ..NewDocument::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    records
+}
+
+/// An execution store that delegates to a real one but fails `commit_steps` from the
+/// `fail_from`-th call on; it counts the calls and the steps, and holds the first call for
+/// `first_delay` (so completions pile up meanwhile).
+struct FailingCommits {
+    inner: Arc<dyn Store>,
+    calls: std::sync::atomic::AtomicUsize,
+    fail_from: usize,
+    steps: std::sync::atomic::AtomicUsize,
+    first_delay: Duration,
+}
+
+impl FailingCommits {
+    fn new(inner: Arc<dyn Store>, fail_from: usize, first_delay: Duration) -> FailingCommits {
+        FailingCommits {
+            inner,
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            fail_from,
+            steps: std::sync::atomic::AtomicUsize::new(0),
+            first_delay,
+        }
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for FailingCommits {
+    async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
+        self.inner.create_execution(new).await
+    }
+    async fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
+        self.inner.get_execution(id).await
+    }
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> StoreResult<Vec<ExecutionRecord>> {
+        self.inner.list_executions(filter, page).await
+    }
+    async fn set_execution_status(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        at: i64,
+    ) -> StoreResult<ExecutionRecord> {
+        self.inner.set_execution_status(id, status, at).await
+    }
+    async fn complete_execution(
+        &self,
+        id: &str,
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        self.inner.complete_execution(id, outcome).await
+    }
+    async fn delete_execution(&self, id: &str) -> StoreResult<bool> {
+        self.inner.delete_execution(id).await
+    }
+    async fn commit_steps(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= self.fail_from {
+            return Err(chatter_core::Error::store(
+                StoreErrorKind::Unavailable,
+                "database went away",
+            ));
+        }
+        if n == 0 {
+            tokio::time::sleep(self.first_delay).await;
+        }
+        self.steps
+            .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.commit_steps(steps).await
+    }
+    async fn append_events(
+        &self,
+        execution_id: &str,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<i64>> {
+        self.inner.append_events(execution_id, events).await
+    }
+    async fn list_events(
+        &self,
+        execution_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.inner.list_events(execution_id, after_seq, limit).await
+    }
+    async fn list_node_runs(&self, execution_id: &str) -> StoreResult<Vec<NodeRunRecord>> {
+        self.inner.list_node_runs(execution_id).await
+    }
+    async fn list_checkpoints(&self, execution_id: &str) -> StoreResult<Vec<CheckpointRecord>> {
+        self.inner.list_checkpoints(execution_id).await
+    }
+    async fn compact_checkpoints(&self, execution_id: &str) -> StoreResult<u64> {
+        self.inner.compact_checkpoints(execution_id).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+mod cases {
+    use super::*;
+
+    pub async fn completed_run_is_recorded_step_by_step(s: Arc<dyn Store>) {
+        let (engine, _) = engine_with(json!({
+            "default": {"content": "Hello there."},
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3}
+        }));
+        let tracker = WorkflowTracker::new(s.clone());
+        let id = ulid::Ulid::new().to_string();
+        let run = tracker
+            .run(
+                &engine,
+                &chat_definition(),
+                json!({"message": "hi"}),
+                RunOptions::default().execution_id(id.clone()),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc).params(json!({"k": 1})),
+            )
+            .await
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        let result = run.result;
+        assert_eq!(result.execution_id, id);
+        assert_eq!(result.status, RunStatus::Completed);
+
+        let record = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Completed);
+        assert_eq!(record.owner_id, "alice");
+        assert_eq!(record.kind, ExecutionKind::Adhoc);
+        assert_eq!(record.input, json!({"message": "hi"}));
+        assert_eq!(record.params, json!({"k": 1}));
+        assert_eq!(record.response.as_deref(), Some("Hello there."));
+        assert_eq!(record.error, None);
+        assert_eq!(record.prompt_tokens, 12);
+        assert_eq!(record.completion_tokens, 3);
+        assert_eq!(record.total_tokens, 15);
+        assert!(record.started_at.is_some());
+        assert_eq!(record.step_count, 3);
+
+        let runs = s.list_node_runs(&id).await.unwrap();
+        let mut summary: Vec<(String, NodeRunStatus, i64, i64, i64)> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.node_id.clone(),
+                    r.status,
+                    r.attempt,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                )
+            })
+            .collect();
+        summary.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            summary,
+            vec![
+                ("chat".into(), NodeRunStatus::Completed, 1, 12, 3),
+                ("end".into(), NodeRunStatus::Completed, 1, 0, 0),
+                ("start".into(), NodeRunStatus::Completed, 1, 0, 0),
+            ]
+        );
+        for r in &runs {
+            let engine_run = result.runs_of(&r.node_id).next().unwrap();
+            assert_eq!(r.started_at, engine_run.started_at_ms, "{}", r.node_id);
+            assert_eq!(
+                r.duration_ms,
+                Some(i64::try_from(engine_run.duration_ms).unwrap())
+            );
+        }
+
+        // Every engine event, with the engine's sequence numbers, contiguous from 1.
+        let events = s.list_events(&id, 0, 1000).await.unwrap();
+        assert_eq!(events.len(), result.events.len());
+        for (stored, engine_event) in events.iter().zip(&result.events) {
+            assert_eq!(stored.seq, i64::try_from(engine_event.seq).unwrap());
+            assert_eq!(stored.event_type, engine_event.kind.type_name());
+            assert_eq!(stored.ts, engine_event.ts_ms);
+        }
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=i64::try_from(events.len()).unwrap()).collect::<Vec<_>>()
+        );
+        assert_eq!(events.first().unwrap().event_type, "execution_started");
+        assert_eq!(events.last().unwrap().event_type, "execution_completed");
+        assert_eq!(record.last_event_seq, i64::try_from(events.len()).unwrap());
+
+        // The chat step's delta holds the assistant message and the usage, as the engine's.
+        let checkpoints = s.list_checkpoints(&id).await.unwrap();
+        let chat = checkpoints
+            .iter()
+            .find(|c| c.node_id.as_deref() == Some("chat"))
+            .unwrap();
+        assert_eq!(chat.kind, CheckpointKind::Delta);
+        let engine_delta =
+            serde_json::to_value(&result.runs_of("chat").next().unwrap().delta).unwrap();
+        assert_eq!(chat.state, engine_delta);
+        assert_eq!(chat.state["messages"][0]["content"], "Hello there.");
+    }
+
+    pub async fn failed_run_keeps_its_error_message(s: Arc<dyn Store>) {
+        let (engine, _) = engine_with(json!({
+            "default": {"error": {"class": "bad_request", "message": "context too long"}}
+        }));
+        let tracker = WorkflowTracker::new(s.clone());
+        let run = tracker
+            .run(
+                &engine,
+                &chat_definition(),
+                json!({"message": "hi"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        let result = run.result;
+        assert_eq!(result.status, RunStatus::Failed);
+        let message = result.error.clone().unwrap().message;
+        assert!(message.contains("context too long"), "{message}");
+
+        let record = s
+            .get_execution(&result.execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, ExecutionStatus::Failed);
+        assert_eq!(record.error.as_deref(), Some(message.as_str()));
+        let runs = s.list_node_runs(&result.execution_id).await.unwrap();
+        let chat = runs.iter().find(|r| r.node_id == "chat").unwrap();
+        assert_eq!(chat.status, NodeRunStatus::Failed);
+        assert!(
+            chat.error.as_deref().unwrap().contains("context too long"),
+            "{:?}",
+            chat.error
+        );
+        let events = s.list_events(&result.execution_id, 0, 1000).await.unwrap();
+        assert_eq!(events.len(), result.events.len());
+        assert_eq!(events.last().unwrap().event_type, "execution_failed");
+        // The failure's delta is the error the engine recorded in the state.
+        let checkpoints = s.list_checkpoints(&result.execution_id).await.unwrap();
+        let failed = checkpoints
+            .iter()
+            .find(|c| c.node_id.as_deref() == Some("chat"))
+            .unwrap();
+        assert_eq!(failed.state["errors"][0]["node_id"], "chat");
+    }
+
+    pub async fn cancelled_run_is_recorded_cancelled(s: Arc<dyn Store>) {
+        let (engine, _) = engine_with(json!({"default": {"content": "Thinking", "hang": true}}));
+        let tracker = WorkflowTracker::new(s.clone());
+        let cancel = tokio_util_cancel();
+        let id = ulid::Ulid::new().to_string();
+        let options = RunOptions::default()
+            .execution_id(id.clone())
+            .cancel(cancel.clone());
+        let task = {
+            let tracker = tracker.clone();
+            tokio::spawn(async move {
+                tracker
+                    .run(
+                        &engine,
+                        &chat_definition(),
+                        json!({"message": "hi"}),
+                        options,
+                        ExecutionMeta::new("alice", ExecutionKind::Chat),
+                    )
+                    .await
+            })
+        };
+        // Wait until the row says running, then cancel.
+        for _ in 0..200 {
+            if let Some(r) = s.get_execution(&id).await.unwrap()
+                && r.status == ExecutionStatus::Running
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancel.cancel();
+        let run = task.await.unwrap().unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        assert_eq!(run.result.status, RunStatus::Cancelled);
+        let record = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Cancelled);
+        assert_eq!(record.kind, ExecutionKind::Chat);
+        let events = s.list_events(&id, 0, 1000).await.unwrap();
+        assert_eq!(events.len(), run.result.events.len());
+        assert_eq!(events.last().unwrap().event_type, "execution_cancelled");
+    }
+
+    fn tokio_util_cancel() -> tokio_util::sync::CancellationToken {
+        tokio_util::sync::CancellationToken::new()
+    }
+
+    pub async fn template_run_updates_analytics(s: Arc<dyn Store>) {
+        let template = s
+            .create_template(NewTemplate {
+                owner_id: Some("alice".into()),
+                name: "chat".into(),
+                category: "general".into(),
+                spec: json!({"default_params": {}}),
+                ..NewTemplate::default()
+            })
+            .await
+            .unwrap();
+        let (engine, _) = engine_with(json!({
+            "default": {"content": "ok"},
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}
+        }));
+        let tracker = WorkflowTracker::new(s.clone());
+        for _ in 0..2 {
+            let run = tracker
+                .run(
+                    &engine,
+                    &chat_definition(),
+                    json!({"message": "hi"}),
+                    RunOptions::default(),
+                    ExecutionMeta::new("alice", ExecutionKind::Template)
+                        .template(template.id.clone())
+                        .params(json!({"temperature": 0.1})),
+                )
+                .await
+                .unwrap();
+            assert!(run.store_error.is_none(), "{:?}", run.store_error);
+            let record = s
+                .get_execution(&run.result.execution_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.template_id.as_deref(), Some(template.id.as_str()));
+        }
+        let stats = s.template_analytics(&template.id).await.unwrap().unwrap();
+        assert_eq!(stats.usage_count, 2);
+        assert_eq!(stats.success_count, 2);
+        assert_eq!(stats.failure_count, 0);
+        assert_eq!(stats.total_tokens, 30);
+        assert!(stats.last_used_at.is_some());
+    }
+
+    pub async fn store_failure_mid_run_keeps_the_result(s: Arc<dyn Store>) {
+        let (engine, _) = engine_with(json!({"default": {"content": "Still answered."}}));
+        let failing = Arc::new(FailingCommits::new(s.clone(), 0, Duration::ZERO));
+        let tracker = WorkflowTracker::new(failing);
+        let run = tracker
+            .run(
+                &engine,
+                &chat_definition(),
+                json!({"message": "hi"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        assert_eq!(run.result.status, RunStatus::Completed);
+        assert_eq!(run.result.response.as_deref(), Some("Still answered."));
+        let error = run.store_error.as_ref().unwrap();
+        assert_eq!(error.store_kind(), Some(StoreErrorKind::Unavailable));
+        assert_eq!(
+            error.to_string(),
+            "storage error (unavailable): database went away"
+        );
+        // The outcome was still recorded; the missing steps are visible as missing.
+        let record = s
+            .get_execution(&run.result.execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, ExecutionStatus::Completed);
+        assert!(
+            s.list_node_runs(&run.result.execution_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let id = run.result.execution_id.clone();
+        assert!(run.into_result().is_err(), "{id}");
+    }
+
+    pub async fn retries_skips_and_grouped_commits(s: Arc<dyn Store>) {
+        // `flaky` fails once (retryable) then answers; `no` is on the dead branch; the fan-out
+        // a/b/c completes while the first commit is held, so later steps share a transaction.
+        let (engine, _) = engine_with(json!({
+            "rules": [
+                {"match": {"contains": "go"},
+                 "reply": {"error": {"class": "server", "message": "flaked"}}, "times": 1}
+            ],
+            "default": {"content": "fine"},
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2}
+        }));
+        let def = WorkflowDefinition::from_json(
+            r#"{
+              "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "flaky", "type": "llm", "config": {"provider": "scripted",
+                  "retry": {"max_attempts": 3, "backoff_ms": 1, "jitter": false}}},
+                {"id": "check", "type": "conditional", "config": {"condition": "1 == 1"}},
+                {"id": "a", "type": "variable", "config": {"operation": "set", "variable_name": "a", "value": 1}},
+                {"id": "b", "type": "variable", "config": {"operation": "set", "variable_name": "b", "value": 2}},
+                {"id": "c", "type": "variable", "config": {"operation": "set", "variable_name": "c", "value": 3}},
+                {"id": "no", "type": "variable", "config": {"operation": "set", "variable_name": "no", "value": 0}}
+              ],
+              "edges": [
+                {"source": "start", "target": "flaky"},
+                {"source": "flaky", "target": "check"},
+                {"source": "check", "target": "a", "sourceHandle": "true"},
+                {"source": "check", "target": "b", "sourceHandle": "true"},
+                {"source": "check", "target": "c", "sourceHandle": "true"},
+                {"source": "check", "target": "no", "sourceHandle": "false"}
+              ]
+            }"#,
+        )
+        .unwrap();
+        let counting = Arc::new(FailingCommits::new(
+            s.clone(),
+            usize::MAX,
+            Duration::from_millis(100),
+        ));
+        let run = WorkflowTracker::new(counting.clone())
+            .run(
+                &engine,
+                &def,
+                json!({"message": "go"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        let result = run.result;
+        assert_eq!(result.status, RunStatus::Completed, "{:?}", result.error);
+        let id = &result.execution_id;
+
+        let runs = s.list_node_runs(id).await.unwrap();
+        let find = |node: &str| runs.iter().find(|r| r.node_id == node).unwrap();
+        assert_eq!(runs.len(), result.node_runs.len());
+        assert_eq!(find("flaky").attempt, 2);
+        assert_eq!(find("flaky").status, NodeRunStatus::Completed);
+        assert_eq!(find("flaky").prompt_tokens, 7);
+        assert_eq!(find("no").status, NodeRunStatus::Skipped);
+        for node in ["a", "b", "c", "check", "start"] {
+            assert_eq!(find(node).status, NodeRunStatus::Completed, "{node}");
+        }
+
+        // One step per node run, in fewer transactions than steps.
+        let steps = counting.steps.load(std::sync::atomic::Ordering::SeqCst);
+        let calls = counting.calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(steps, result.node_runs.len());
+        assert!(
+            calls < steps,
+            "{calls} commit_steps calls for {steps} steps"
+        );
+        let record = s.get_execution(id).await.unwrap().unwrap();
+        assert_eq!(record.step_count, i64::try_from(steps).unwrap());
+
+        // Events: all of them, contiguous, retry events included.
+        let events = s.list_events(id, 0, 1000).await.unwrap();
+        assert_eq!(events.len(), result.events.len());
+        assert!(events.iter().any(|e| e.event_type == "node_retrying"));
+        assert!(
+            events
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.seq == i64::try_from(i).unwrap() + 1)
+        );
+        // The variable steps' deltas, as the engine applied them.
+        let checkpoints = s.list_checkpoints(id).await.unwrap();
+        for node in ["a", "b", "c"] {
+            let delta = &checkpoints
+                .iter()
+                .find(|c| c.node_id.as_deref() == Some(node))
+                .unwrap()
+                .state;
+            let engine_delta =
+                serde_json::to_value(&result.runs_of(node).next().unwrap().delta).unwrap();
+            assert_eq!(delta, &engine_delta, "{node}");
+            assert!(
+                delta["variables"]
+                    .to_string()
+                    .contains(&format!("\"{node}\"")),
+                "{delta}"
+            );
+        }
+    }
+
+    pub async fn retriever_ranks_owner_scoped_chunks(s: Arc<dyn Store>) {
+        let docs = ingest_samples(&s, "alice").await;
+        assert!(docs.iter().all(|d| d.chunk_count >= 1));
+        let retriever = StoreRetriever::new(s.clone());
+        let query = |owner: Option<&str>, top_k, threshold| RetrievalQuery {
+            query: "Which AI model providers are supported?".into(),
+            top_k,
+            score_threshold: threshold,
+            owner_id: owner.map(str::to_owned),
+        };
+        let chunks = retriever
+            .retrieve(&query(Some("alice"), 3, 0.0))
+            .await
+            .unwrap();
+        assert!(!chunks.is_empty() && chunks.len() <= 3, "{chunks:?}");
+        let titles: Vec<&str> = docs.iter().map(|d| d.title.as_str()).collect();
+        for pair in chunks.windows(2) {
+            assert!(pair[0].score >= pair[1].score, "{chunks:?}");
+        }
+        for chunk in &chunks {
+            assert!(titles.contains(&chunk.source.as_str()), "{}", chunk.source);
+            assert!(chunk.score > 0.0 && chunk.score <= 1.0);
+            let doc_id = chunk.metadata["document_id"].as_str().unwrap();
+            assert!(docs.iter().any(|d| d.id == doc_id));
+        }
+        // The best chunk is a real chunk of that document, verbatim.
+        let best = &chunks[0];
+        let stored = s
+            .list_chunks(best.metadata["document_id"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert!(stored.iter().any(|c| c.content == best.content));
+        // The same ranking as the store's own search.
+        let hits = s
+            .search_chunks(&SearchQuery {
+                owner_id: "alice".into(),
+                query: "Which AI model providers are supported?".into(),
+                max_documents: 3,
+                score_threshold: 0.0,
+            })
+            .await
+            .unwrap();
+        let expected: Vec<&str> = hits.iter().map(|h| h.content.as_str()).collect();
+        let got: Vec<&str> = chunks.iter().map(|c| c.content.as_str()).collect();
+        assert_eq!(got, expected);
+
+        // top_k 1, a threshold above every score, another owner, the default owner.
+        assert_eq!(
+            retriever
+                .retrieve(&query(Some("alice"), 1, 0.0))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let above = best.score + 1e-9;
+        assert!(
+            retriever
+                .retrieve(&query(Some("alice"), 3, above.min(1.0)))
+                .await
+                .unwrap()
+                .iter()
+                .all(|c| c.score >= above)
+        );
+        assert!(
+            retriever
+                .retrieve(&query(Some("bob"), 3, 0.0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let err = retriever.retrieve(&query(None, 3, 0.0)).await.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::InvalidInput));
+        let defaulted = StoreRetriever::new(s.clone()).default_owner("alice");
+        assert_eq!(
+            defaulted.retrieve(&query(None, 3, 0.0)).await.unwrap(),
+            chunks
+        );
+    }
+
+    pub async fn rag_workflow_puts_ranked_context_into_the_prompt(s: Arc<dyn Store>) {
+        ingest_samples(&s, "alice").await;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/workflows/rag.yaml"
+        );
+        let def = WorkflowDefinition::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let model = Arc::new(
+            ScriptedModel::from_file(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/workflows/rag.scripted.json"
+            ))
+            .unwrap(),
+        );
+        let mut models = ModelRegistry::new();
+        models.register("scripted", model.clone() as Arc<dyn ChatModel>);
+        let retriever = Arc::new(StoreRetriever::new(s.clone()).default_owner("alice"));
+        let mut retrievers = RetrieverRegistry::new();
+        retrievers.register("documents", retriever.clone());
+        let engine = Engine::builder()
+            .models(models)
+            .retrievers(retrievers)
+            .build();
+        let question = "What providers does Chatter support?";
+        let run = WorkflowTracker::new(s.clone())
+            .run(
+                &engine,
+                &def,
+                json!({"message": question}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        assert_eq!(run.result.status, RunStatus::Completed);
+
+        let expected = retriever
+            .retrieve(&RetrievalQuery {
+                query: question.into(),
+                top_k: 3,
+                score_threshold: 0.1,
+                owner_id: None,
+            })
+            .await
+            .unwrap();
+        assert!(!expected.is_empty());
+        let requests = model.requests();
+        assert_eq!(requests.len(), 1);
+        let system = serde_json::to_string(&requests[0]).unwrap();
+        for (i, chunk) in expected.iter().enumerate() {
+            let line = format!("[{}] {}", i + 1, chunk.content);
+            assert!(
+                system.contains(&serde_json::to_string(&line).unwrap()[1..40]),
+                "missing {line:?} in {system}"
+            );
+        }
+        // The retrieval step's delta (the context) was committed.
+        let checkpoints = s.list_checkpoints(&run.result.execution_id).await.unwrap();
+        let retrieve = checkpoints
+            .iter()
+            .find(|c| c.node_id.as_deref() == Some("retrieve"))
+            .unwrap();
+        assert_eq!(
+            retrieve.state["context"].as_array().unwrap().len(),
+            expected.len()
+        );
+    }
+}
