@@ -131,7 +131,10 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 pub(crate) fn error_text(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
         let traceback = py.import("traceback")?;
-        let lines = traceback.call_method1("format_exception", (err.value(py),))?;
+        let lines = traceback.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
         let text: Vec<String> = lines.extract()?;
         Ok(text.concat())
     })();

@@ -240,8 +240,7 @@ class WorkflowBuilder:
         self._nodes: list[dict[str, Any]] = []
         self._edges: list[dict[str, Any]] = []
         self._metadata: dict[str, Any] = {}
-        if name is not None:
-            self._metadata["name"] = name
+        self._name = name
 
     def node(self, node_id: str, kind: str, **config: Any) -> "WorkflowBuilder":
         """Adds a node of a kind (``llm``, ``tool``, ``conditional``, a registered kind...)."""
@@ -272,7 +271,12 @@ class WorkflowBuilder:
 
     def to_dict(self) -> dict[str, Any]:
         """The definition built so far, as a dict."""
-        return {"nodes": list(self._nodes), "edges": list(self._edges), "metadata": dict(self._metadata)}
+        d: dict[str, Any] = {"nodes": list(self._nodes), "edges": list(self._edges)}
+        if self._metadata:
+            d["metadata"] = dict(self._metadata)
+        if self._name is not None:
+            d["name"] = self._name
+        return d
 
     def build(self) -> Workflow:
         """The workflow. Raises :class:`ValidationError` for a malformed graph."""
@@ -563,7 +567,9 @@ class ExecutionResult:
         elif failure.error_class == "timeout":
             exc = TimeoutError(f"execution {self.execution_id} timed out: {failure.message}")
         elif failure.node_id is not None and failure.error_class not in _LIMIT_CLASSES:
-            exc = NodeError(f"node `{failure.node_id}` failed: {failure.message}")
+            prefix = f"node `{failure.node_id}` failed"
+            msg = failure.message
+            exc = NodeError(msg if msg.startswith(prefix) else f"{prefix}: {msg}")
         else:
             exc = ExecutionError(
                 f"execution {self.execution_id} failed ({failure.error_class}): {failure.message}"
