@@ -13,7 +13,7 @@ use chatter_core::providers::ScriptedModel;
 use chatter_core::retriever::RetrieverRegistry;
 use chatter_core::templates::builtin_templates;
 use chatter_core::tool::{ToolRegistry, ToolSpec};
-use chatter_core::{Error, Format, WorkflowDefinition, WorkflowValidator};
+use chatter_core::{Error, Format, ValidatorConfig, WorkflowDefinition, WorkflowValidator};
 use futures::StreamExt;
 use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
@@ -159,6 +159,7 @@ struct Parts {
     retrievers: RetrieverRegistry,
     nodes: Vec<PyNodeKind>,
     limits: Limits,
+    validator: ValidatorConfig,
     built: Option<(u64, Engine)>,
 }
 
@@ -180,7 +181,8 @@ impl NativeEngine {
             .models(parts.models.clone())
             .tools(parts.tools.clone())
             .retrievers(parts.retrievers.clone())
-            .limits(parts.limits.clone());
+            .limits(parts.limits.clone())
+            .validator(parts.validator.clone());
         for node in &parts.nodes {
             builder = builder.register_node(
                 &node.kind,
@@ -252,19 +254,108 @@ fn parse_limits(mut limits: Limits, given: &Bound<'_, PyDict>) -> PyResult<Limit
     Ok(limits)
 }
 
-fn result_to_py(py: Python<'_>, result: &chatter_core::ExecutionResult) -> PyResult<Py<PyAny>> {
-    to_py(py, &serde_json::to_value(result).unwrap_or(Value::Null))
+fn result_to_py(py: Python<'_>, result: chatter_core::ExecutionResult) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, NativeResult { inner: result })?.into_any())
+}
+
+fn value_to_py<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> {
+    to_py(py, &serde_json::to_value(value).unwrap_or(Value::Null))
+}
+
+/// An execution's result, kept in Rust; each part is converted to Python when read.
+#[pyclass(module = "chatter._native", frozen)]
+pub struct NativeResult {
+    inner: chatter_core::ExecutionResult,
+}
+
+#[pymethods]
+impl NativeResult {
+    /// The execution's id.
+    #[getter]
+    fn execution_id(&self) -> &str {
+        &self.inner.execution_id
+    }
+    /// `completed`, `failed`, `cancelled`, ...
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.inner.status.as_str()
+    }
+    /// The final response.
+    #[getter]
+    fn response(&self) -> Option<&str> {
+        self.inner.response.as_deref()
+    }
+    /// When it started (ms since the epoch).
+    #[getter]
+    fn started_at_ms(&self) -> i64 {
+        self.inner.started_at_ms
+    }
+    /// How long it took.
+    #[getter]
+    fn duration_ms(&self) -> u64 {
+        self.inner.duration_ms
+    }
+    /// The final variables (a dict).
+    #[getter]
+    fn variables(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.variables)
+    }
+    /// The usage (a dict).
+    #[getter]
+    fn usage(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.usage)
+    }
+    /// The final messages (dicts).
+    #[getter]
+    fn messages(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.messages)
+    }
+    /// The node runs (dicts).
+    #[getter]
+    fn node_runs(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.node_runs)
+    }
+    /// The errors recorded in the state (dicts).
+    #[getter]
+    fn errors(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.errors)
+    }
+    /// The events (dicts).
+    #[getter]
+    fn events(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.events)
+    }
+    /// Why it failed (a dict with class, message, node_id), or None.
+    #[getter]
+    fn error(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner.error)
+    }
+    /// The whole result as a dict.
+    fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        value_to_py(py, &self.inner)
+    }
 }
 
 #[pymethods]
 impl NativeEngine {
     #[new]
-    #[pyo3(signature = (limits=None))]
-    fn new(limits: Option<&Bound<'_, PyDict>>) -> PyResult<NativeEngine> {
+    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None))]
+    fn new(
+        limits: Option<&Bound<'_, PyDict>>,
+        max_nodes: Option<usize>,
+        max_edges: Option<usize>,
+    ) -> PyResult<NativeEngine> {
         let limits = match limits {
             Some(l) => parse_limits(Limits::default(), l)?,
             None => Limits::default(),
         };
+        let mut validator = ValidatorConfig::default();
+        if let Some(n) = max_nodes {
+            validator.max_nodes = n;
+        }
+        if let Some(n) = max_edges {
+            validator.max_edges = n;
+        }
         Ok(NativeEngine {
             parts: Mutex::new(Parts {
                 models: ModelRegistry::new(),
@@ -272,6 +363,7 @@ impl NativeEngine {
                 retrievers: RetrieverRegistry::new(),
                 nodes: Vec::new(),
                 limits,
+                validator,
                 built: None,
             }),
         })
@@ -395,9 +487,10 @@ impl NativeEngine {
         self.prepare(wf).map(|_| ())
     }
 
-    /// Runs a workflow to its end with the GIL released; returns the result as a dict.
-    /// KeyboardInterrupt cancels the execution, waits for it to end, and is raised.
-    #[pyo3(signature = (wf, input, limits=None, execution_id=None))]
+    /// Runs a workflow to its end with the GIL released; returns the result as a dict (without
+    /// its events when `events` is false). KeyboardInterrupt cancels the execution, waits for
+    /// it to end, and is raised.
+    #[pyo3(signature = (wf, input, limits=None, execution_id=None, events=true))]
     fn run(
         &self,
         py: Python<'_>,
@@ -405,20 +498,24 @@ impl NativeEngine {
         input: &Bound<'_, PyAny>,
         limits: Option<&Bound<'_, PyDict>>,
         execution_id: Option<String>,
+        events: bool,
     ) -> PyResult<Py<PyAny>> {
         let input = to_json(input)?;
         let (engine, prepared) = self.prepare(wf)?;
         let cancel = CancellationToken::new();
         let options = Self::options(limits, execution_id, &engine)?.cancel(cancel.clone());
-        let result =
+        let mut result =
             block_on_interruptible(py, engine.run_prepared(&prepared, input, options), || {
                 cancel.cancel()
             })?;
-        result_to_py(py, &result)
+        if !events {
+            result.events = Vec::new();
+        }
+        result_to_py(py, result)
     }
 
     /// Runs a workflow on asyncio: returns an awaitable of the result dict. No thread per run.
-    #[pyo3(signature = (wf, input, limits=None, execution_id=None))]
+    #[pyo3(signature = (wf, input, limits=None, execution_id=None, events=true))]
     fn arun<'py>(
         &self,
         py: Python<'py>,
@@ -426,6 +523,7 @@ impl NativeEngine {
         input: &Bound<'py, PyAny>,
         limits: Option<&Bound<'py, PyDict>>,
         execution_id: Option<String>,
+        events: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let input = to_json(input)?;
         let (engine, prepared) = self.prepare(wf)?;
@@ -433,8 +531,11 @@ impl NativeEngine {
         let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let run = async move { engine.run_prepared(&prepared, input, options).await };
-            let result = ASYNC_LOCALS.scope(locals, run).await;
-            Python::attach(|py| result_to_py(py, &result))
+            let mut result = ASYNC_LOCALS.scope(locals, run).await;
+            if !events {
+                result.events = Vec::new();
+            }
+            Python::attach(|py| result_to_py(py, result))
         })
     }
 
@@ -553,7 +654,7 @@ impl NativeStream {
         let cancel = self.cancel.clone();
         let result = block_on_interruptible(py, handle.result(), move || cancel.cancel())?
             .map_err(to_py_err)?;
-        result_to_py(py, &result)
+        result_to_py(py, result)
     }
 }
 
@@ -606,7 +707,7 @@ impl NativeAsyncStream {
                 }));
             };
             let result = handle.result().await.map_err(to_py_err)?;
-            Python::attach(|py| result_to_py(py, &result))
+            Python::attach(|py| result_to_py(py, result))
         })
     }
 }

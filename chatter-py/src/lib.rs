@@ -16,7 +16,7 @@ mod py;
 
 use pyo3::prelude::*;
 
-pub use engine::{NativeAsyncStream, NativeEngine, NativeStream, NativeWorkflow};
+pub use engine::{NativeAsyncStream, NativeEngine, NativeResult, NativeStream, NativeWorkflow};
 
 /// The `chatter._native` extension module.
 #[pymodule]
@@ -25,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeWorkflow>()?;
     m.add_class::<NativeStream>()?;
     m.add_class::<NativeAsyncStream>()?;
+    m.add_class::<NativeResult>()?;
     m.add_function(wrap_pyfunction!(engine::templates_list, m)?)?;
     m.add_function(wrap_pyfunction!(engine::template_generate, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

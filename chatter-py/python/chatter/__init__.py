@@ -512,47 +512,99 @@ def _event(d: dict[str, Any]) -> Event:
     )
 
 
-@dataclass(frozen=True)
 class ExecutionResult:
-    """The outcome of an execution."""
+    """The outcome of an execution. Kept in Rust; each attribute is converted when first read,
+    so a caller pays only for what it looks at."""
 
-    execution_id: str
-    status: str
-    response: str | None
-    messages: list[Message]
-    variables: dict[str, Any]
-    usage: Usage
-    node_runs: list[NodeRun]
-    errors: list[dict[str, Any]]
-    events: list[Event]
-    error: Failure | None
-    started_at_ms: int
-    duration_ms: int
+    __slots__ = ("_native", "_cache")
+
+    def __init__(self, native: "_native.NativeResult") -> None:
+        self._native = native
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, name: str, convert: Callable[[Any], Any]) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = self._cache[name] = convert(getattr(self._native, name))
+            return value
+
+    @property
+    def execution_id(self) -> str:
+        """The execution's id (a ULID unless given)."""
+        return self._native.execution_id
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``failed``, ``cancelled`` (or ``waiting``)."""
+        return self._native.status
+
+    @property
+    def response(self) -> str | None:
+        """The final response: what an ``end`` node set, else the last assistant message."""
+        return self._native.response
+
+    @property
+    def started_at_ms(self) -> int:
+        """When it started, in milliseconds since the Unix epoch."""
+        return self._native.started_at_ms
+
+    @property
+    def duration_ms(self) -> int:
+        """How long it took."""
+        return self._native.duration_ms
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The final workflow variables."""
+        return self._get("variables", lambda v: v)
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens and cost, summed over every model call."""
+        return self._get("usage", Usage._from)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The final messages."""
+        return self._get("messages", lambda ms: [_pick(Message, m) for m in ms])
+
+    @property
+    def node_runs(self) -> list[NodeRun]:
+        """Every node run, in the order their changes were applied."""
+        return self._get("node_runs", lambda rs: [_pick(NodeRun, r) for r in rs])
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """The errors recorded in the state (nodes that failed with ``on_error: continue``...)."""
+        return self._get("errors", lambda v: v)
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event, in sequence order (empty when run with ``events=False``)."""
+        return self._get("events", lambda es: [_event(e) for e in es])
+
+    @property
+    def error(self) -> Failure | None:
+        """Why it failed or was cancelled."""
+        return self._get(
+            "error",
+            lambda e: None
+            if e is None
+            else Failure(error_class=e["class"], message=e["message"], node_id=e.get("node_id")),
+        )
 
     @property
     def ok(self) -> bool:
         """True when the execution completed."""
         return self.status == "completed"
 
-    @classmethod
-    def _from(cls, d: dict[str, Any]) -> "ExecutionResult":
-        err = d.get("error")
-        return cls(
-            execution_id=d["execution_id"],
-            status=d["status"],
-            response=d.get("response"),
-            messages=[_pick(Message, m) for m in d.get("messages", [])],
-            variables=d.get("variables", {}),
-            usage=Usage._from(d.get("usage")),
-            node_runs=[_pick(NodeRun, r) for r in d.get("node_runs", [])],
-            errors=d.get("errors", []),
-            events=[_event(e) for e in d.get("events", [])],
-            error=None
-            if err is None
-            else Failure(error_class=err["class"], message=err["message"], node_id=err.get("node_id")),
-            started_at_ms=d.get("started_at_ms", 0),
-            duration_ms=d.get("duration_ms", 0),
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """The whole result as plain JSON values."""
+        return self._native.to_dict()
+
+    def __repr__(self) -> str:
+        return f"<ExecutionResult {self.execution_id} {self.status} response={self.response!r}>"
 
     def raise_for_status(self) -> "ExecutionResult":
         """Returns self when completed; else raises the matching :class:`ChatterError`:
@@ -702,13 +754,22 @@ class Engine:
     An engine is safe to share between threads and asyncio tasks.
     """
 
-    def __init__(self, *, store: str | None = None, limits: LimitsArg = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: str | None = None,
+        limits: LimitsArg = None,
+        max_nodes: int | None = None,
+        max_edges: int | None = None,
+    ) -> None:
+        """``limits`` are the defaults of every run; ``max_nodes``/``max_edges`` raise the
+        validator's size limits (100 nodes, 200 edges by default)."""
         if store is not None:
             raise StorageError(
                 "persistence is not available in this build of chatter: create the Engine "
                 "without `store`"
             )
-        self._native = _native.NativeEngine(_limits(limits))
+        self._native = _native.NativeEngine(_limits(limits), max_nodes, max_edges)
 
     # -- registration ---------------------------------------------------------------------
 
@@ -829,9 +890,12 @@ class Engine:
         limits: LimitsArg = None,
         execution_id: str | None = None,
         raise_on_error: bool = True,
+        events: bool = True,
     ) -> ExecutionResult:
         """Runs a workflow to its end; blocks with the GIL released. ``input`` is a dict or a
         user message. Ctrl-C cancels the execution cleanly and raises KeyboardInterrupt.
+
+        ``events=False`` leaves the result's ``events`` empty (less to convert for big graphs).
 
         Raises:
             ValidationError: the workflow cannot run.
@@ -840,10 +904,10 @@ class Engine:
         """
         native = _workflow(workflow)
         try:
-            raw = self._native.run(native, _input(input), _limits(limits), execution_id)
+            raw = self._native.run(native, _input(input), _limits(limits), execution_id, events)
         except ValidationError as e:
             raise _issues_to_objects(e) from None
-        result = ExecutionResult._from(raw)
+        result = ExecutionResult(raw)
         return result.raise_for_status() if raise_on_error else result
 
     async def arun(
@@ -854,14 +918,15 @@ class Engine:
         limits: LimitsArg = None,
         execution_id: str | None = None,
         raise_on_error: bool = True,
+        events: bool = True,
     ) -> ExecutionResult:
         """As :meth:`run`, awaited on asyncio (no thread per run)."""
         native = _workflow(workflow)
         try:
-            raw = await self._native.arun(native, _input(input), _limits(limits), execution_id)
+            raw = await self._native.arun(native, _input(input), _limits(limits), execution_id, events)
         except ValidationError as e:
             raise _issues_to_objects(e) from None
-        result = ExecutionResult._from(raw)
+        result = ExecutionResult(raw)
         return result.raise_for_status() if raise_on_error else result
 
     def stream(
@@ -935,7 +1000,7 @@ class EventStream:
 
     def result(self, *, raise_on_error: bool = True) -> ExecutionResult:
         """Waits for the execution's result."""
-        result = ExecutionResult._from(self._native.result())
+        result = ExecutionResult(self._native.result())
         return result.raise_for_status() if raise_on_error else result
 
 
@@ -962,7 +1027,7 @@ class AsyncEventStream:
 
     async def result(self, *, raise_on_error: bool = True) -> ExecutionResult:
         """Awaits the execution's result."""
-        result = ExecutionResult._from(await self._native.result())
+        result = ExecutionResult(await self._native.result())
         return result.raise_for_status() if raise_on_error else result
 
 
