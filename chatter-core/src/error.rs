@@ -144,6 +144,14 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A storage operation failed (see [`crate::store`]); `kind` says what a caller can do about it.
+    #[error("storage error ({kind}): {message}")]
+    Store {
+        /// The class of failure.
+        kind: crate::store::StoreErrorKind,
+        /// What went wrong, in words.
+        message: String,
+    },
 }
 
 /// The class of a run-time failure: what a caller (or a retry policy) can act on.

@@ -241,24 +241,40 @@ impl State {
     /// The object expressions and prompt templates are evaluated against (the keys of
     /// [`crate::expr::STATE_VARIABLES`]); `node` is `(id, kind, iteration)` of the node evaluating.
     pub fn to_context(&self, node: Option<(&str, &str, u32)>) -> Value {
-        let loops: Map<String, Value> = self
-            .loops
-            .iter()
-            .map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or(Value::Null)))
-            .collect();
-        json!({
-            "input": &*self.input,
-            "messages": &*self.messages,
-            "last_message": self.messages.last(),
-            "variables": &*self.variables,
-            "context": &*self.context,
-            "usage": self.usage,
-            "loop": loops,
-            "errors": &*self.errors,
-            "metadata": &*self.metadata,
-            "tool_calls": self.tool_calls,
-            "node": node.map(|(id, kind, iteration)| json!({"id": id, "kind": kind, "iteration": iteration})),
-        })
+        self.to_context_keys(crate::expr::STATE_VARIABLES, node)
+    }
+
+    /// As [`State::to_context`], with only the given top-level keys (an expression's or
+    /// template's `state_reads()`): building `messages` costs time linear in the conversation,
+    /// so a condition that reads only `tool_calls` should not pay for it on every step.
+    pub fn to_context_keys(&self, keys: &[&str], node: Option<(&str, &str, u32)>) -> Value {
+        let mut map = Map::new();
+        for key in keys {
+            let value = match *key {
+                "input" => (*self.input).clone(),
+                "messages" => serde_json::to_value(&*self.messages).unwrap_or(Value::Null),
+                "last_message" => serde_json::to_value(self.messages.last()).unwrap_or(Value::Null),
+                "variables" => Value::Object((*self.variables).clone()),
+                "context" => serde_json::to_value(&*self.context).unwrap_or(Value::Null),
+                "usage" => serde_json::to_value(self.usage).unwrap_or(Value::Null),
+                "loop" => Value::Object(
+                    self.loops
+                        .iter()
+                        .map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or(Value::Null)))
+                        .collect(),
+                ),
+                "errors" => serde_json::to_value(&*self.errors).unwrap_or(Value::Null),
+                "metadata" => Value::Object((*self.metadata).clone()),
+                "tool_calls" => json!(self.tool_calls),
+                "node" => node.map_or(
+                    Value::Null,
+                    |(id, kind, iteration)| json!({"id": id, "kind": kind, "iteration": iteration}),
+                ),
+                _ => continue,
+            };
+            map.insert((*key).to_owned(), value);
+        }
+        Value::Object(map)
     }
 }
 

@@ -143,3 +143,188 @@ fn analyze_prints_the_analytics_as_json() {
     assert!(doc["risk_factors"].is_array());
     assert!(doc["optimization_suggestions"].is_array());
 }
+
+fn run_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = chatter(&all);
+    let code = out.status.code().unwrap();
+    let doc = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (code, doc)
+}
+
+#[test]
+fn run_examples_with_their_scripted_models() {
+    let w = "examples/workflows";
+    let (code, doc) = run_json(&[
+        &format!("{w}/tools-loop.json"),
+        "--model",
+        &format!("scripted:{w}/tools-loop.scripted.json"),
+        "--tools",
+        &format!("{w}/tools-loop.tools.json"),
+        "--input",
+        r#"{"message": "What is the weather in Oslo?"}"#,
+    ]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["status"], "completed");
+    assert_eq!(doc["response"], "It is 21 °C and sunny in Oslo.");
+    assert_eq!(
+        doc["usage"],
+        json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "cost": 0.0})
+    );
+    let runs: Vec<(String, u64)> = doc["node_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["node_id"].as_str().unwrap().to_owned(),
+                r["iteration"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [
+        ("start", 0),
+        ("agent", 0),
+        ("tools", 0),
+        ("agent", 1),
+        ("end", 0),
+    ]
+    .iter()
+    .map(|(n, i)| ((*n).to_owned(), *i))
+    .collect();
+    assert_eq!(runs, expected);
+    let first = &doc["node_runs"][0];
+    let keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "node_id",
+            "iteration",
+            "status",
+            "started_at",
+            "duration_ms",
+            "error"
+        ]
+    );
+    assert!(first["started_at"].as_str().unwrap().ends_with('Z'));
+    assert!(doc.get("events").is_none());
+
+    let (code, doc) = run_json(&[
+        &format!("{w}/loop.json"),
+        "--model",
+        &format!("scripted:{w}/loop.scripted.json"),
+        "--input",
+        "Explain workflows",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        doc["response"],
+        "Draft 3: workflows are durable graphs of nodes that Chatter runs."
+    );
+
+    let (code, doc) = run_json(&[
+        &format!("{w}/map.json"),
+        "--model",
+        &format!("scripted:{w}/map.scripted.json"),
+        "--input",
+        r#"{"lines": ["good morning", "thank you", "see you soon"]}"#,
+        "--events",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["response"], "bonjour\nmerci\nà bientôt");
+    let events = doc["events"].as_array().unwrap();
+    assert_eq!(events.first().unwrap()["type"], "execution_started");
+    assert_eq!(events.last().unwrap()["type"], "execution_completed");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64 + 1);
+    }
+}
+
+#[test]
+fn run_text_mode_streams_progress_and_tokens() {
+    let w = "examples/workflows";
+    let out = chatter(&[
+        "run",
+        &format!("{w}/chat.json"),
+        "--model",
+        &format!("scripted:{w}/chat.scripted.json"),
+        "--input",
+        "hello",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected_start = "> start (start)\n< start completed in 0 ms\n> chat (llm)\n  [chat] Hello! I am a scripted assistant: I answer offline, the same way every time.\n";
+    assert!(text.starts_with(expected_start), "{text}");
+    assert!(
+        text.contains("\nresponse: Hello! I am a scripted assistant"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_exit_codes_follow_the_outcome() {
+    // A failing model fails the execution: exit 1, with the error in the document.
+    let model = temp_file(
+        "failing.json",
+        r#"{"default": {"error": {"class": "bad_request", "message": "no thanks"}}}"#,
+    );
+    let (code, doc) = run_json(&[
+        "examples/workflows/chat.json",
+        "--model",
+        &format!("scripted:{}", model.display()),
+    ]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no thanks"),
+        "{doc}"
+    );
+    // Unusable input: exit 2 with a message, nothing run.
+    let out = chatter(&["run", "examples/workflows/chat.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("pass --model scripted:FILE")
+    );
+    let out = chatter(&[
+        "run",
+        "examples/workflows/chat.json",
+        "--model",
+        "scripted:x.json",
+        "--input",
+        "{bad",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = chatter(&[
+        "run",
+        "examples/workflows/chat.json",
+        "--model",
+        "scripted:/nope/none.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // An invalid definition is refused before anything runs: exit 1 with the report.
+    let bad = temp_file(
+        "bad.json",
+        r#"{"nodes": [{"id": "a", "type": "llm", "config": {"temperature": 9}}], "edges": []}"#,
+    );
+    let out = chatter(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--model",
+        "scripted:examples/workflows/chat.scripted.json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("CHT-V013"));
+}

@@ -276,7 +276,20 @@ impl NodeContext {
         self.events.emit(kind);
     }
 
-    /// The object expressions and templates are evaluated against.
+    /// The object an expression or template reading `keys` (its `state_reads()`) is evaluated
+    /// against: only those state variables are built.
+    pub fn expr_context_for(&self, keys: &[&str]) -> Value {
+        self.state.to_context_keys(
+            keys,
+            Some((
+                self.spec.id.as_str(),
+                self.spec.kind.as_str(),
+                self.iteration,
+            )),
+        )
+    }
+
+    /// The object expressions and templates are evaluated against (every state variable).
     pub fn expr_context(&self) -> Value {
         self.state.to_context(Some((
             self.spec.id.as_str(),

@@ -676,11 +676,21 @@ impl Run {
             }
             if let Some(condition) = &plan.edges[e as usize].condition {
                 let ctx = context.get_or_insert_with(|| {
-                    self.state.to_context(Some((
-                        n.spec.id.as_str(),
-                        n.spec.kind.as_str(),
-                        iteration,
-                    )))
+                    // Only the state variables the node's conditions read are built.
+                    let mut keys: Vec<&str> = Vec::new();
+                    for &e in &n.out {
+                        if let Some(c) = &plan.edges[e as usize].condition {
+                            for key in c.state_reads() {
+                                if !keys.contains(key) {
+                                    keys.push(key);
+                                }
+                            }
+                        }
+                    }
+                    self.state.to_context_keys(
+                        &keys,
+                        Some((n.spec.id.as_str(), n.spec.kind.as_str(), iteration)),
+                    )
                 });
                 if condition.eval(ctx)? {
                     chosen = Some(e);

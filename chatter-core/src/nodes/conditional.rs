@@ -84,7 +84,7 @@ impl Node for ConditionalNode {
                 ..NodeOutput::default()
             });
         };
-        let result = condition.eval(&ctx.expr_context())?;
+        let result = condition.eval(&ctx.expr_context_for(condition.state_reads()))?;
         Ok(NodeOutput {
             route: Route::Branch(if result { "true" } else { "false" }.to_owned()),
             output: json!({"condition": condition.source(), "result": result}),

@@ -62,7 +62,7 @@ pub struct EndNode {
 impl Node for EndNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let response = match &self.config.output {
-            Some(template) => Some(template.render(&ctx.expr_context())?),
+            Some(template) => Some(template.render(&ctx.expr_context_for(template.state_reads()))?),
             None => last_content(ctx.state.messages(), Role::Assistant).map(str::to_owned),
         };
         Ok(NodeOutput {

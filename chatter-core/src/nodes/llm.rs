@@ -180,7 +180,20 @@ impl Node for LlmNode {
         check_budget(&ctx)?;
         let config = &self.config;
         let state_context =
-            (config.system_prompt.is_some() || config.prompt.is_some()).then(|| ctx.expr_context());
+            (config.system_prompt.is_some() || config.prompt.is_some()).then(|| {
+                let mut keys: Vec<&str> = Vec::new();
+                for template in [&config.system_prompt, &config.prompt]
+                    .into_iter()
+                    .flatten()
+                {
+                    for key in template.state_reads() {
+                        if !keys.contains(key) {
+                            keys.push(key);
+                        }
+                    }
+                }
+                ctx.expr_context_for(&keys)
+            });
         let render = |template: &Option<PromptTemplate>| -> Result<Option<String>> {
             match (template, &state_context) {
                 (Some(t), Some(c)) => Ok(Some(t.render(c)?).filter(|s| !s.trim().is_empty())),

@@ -164,7 +164,11 @@ impl Node for LoopNode {
         let holds = match &self.config.condition {
             None => true,
             Some(condition) => {
-                let mut context = ctx.expr_context();
+                let mut keys = condition.state_reads().to_vec();
+                if !keys.contains(&"loop") {
+                    keys.push("loop");
+                }
+                let mut context = ctx.expr_context_for(&keys);
                 if let Some(loops) = context.get_mut("loop").and_then(Value::as_object_mut) {
                     loops.insert(
                         self.id.clone(),

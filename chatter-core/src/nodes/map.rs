@@ -3,7 +3,7 @@
 //!
 //! **Config:**
 //! - `items` (expression, required): evaluated against the state; must yield a list
-//!   (e.g. `variables.cities`, `input.documents`). Compiled once as an [`Expression`](crate::expr::Expression) yielding a value.
+//!   (e.g. `variables.cities`, `input.documents`). Compiled once as an [`Expression`] yielding a value.
 //! - `item_variable` (identifier, default `item`): the name the item goes by in the sub-graph.
 //! - `max_concurrency` (1..=64, default 4).
 //! - `body` (object `{nodes, edges}`): the sub-graph, read like a definition at build time; or
@@ -165,7 +165,10 @@ pub(crate) fn outcome_value(outcome: &SubgraphOutcome) -> Value {
 impl Node for MapNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let config = &self.config;
-        let items = match config.items.eval_json(&ctx.expr_context())? {
+        let items = match config
+            .items
+            .eval_json(&ctx.expr_context_for(config.items.state_reads()))?
+        {
             Value::Array(items) => items,
             other => {
                 return Err(ctx.error(

@@ -175,7 +175,7 @@ impl Node for MemoryNode {
                 .collect();
             source.extend(dropped.iter().copied());
             let instruction = match &config.summary_prompt {
-                Some(t) => t.render(&ctx.expr_context())?,
+                Some(t) => t.render(&ctx.expr_context_for(t.state_reads()))?,
                 None => DEFAULT_SUMMARY_PROMPT.to_owned(),
             };
             let request = ChatRequest {

@@ -92,7 +92,7 @@ impl Node for RetrievalNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let config = &self.config;
         let query = match &config.query {
-            Some(template) => template.render(&ctx.expr_context())?,
+            Some(template) => template.render(&ctx.expr_context_for(template.state_reads()))?,
             None => last_content(ctx.state.messages(), Role::User)
                 .unwrap_or_default()
                 .to_owned(),

@@ -150,7 +150,9 @@ pub struct VariableNode {
 impl VariableNode {
     fn value(&self, ctx: &NodeContext) -> Result<Value> {
         match &self.config.value {
-            Some(ValueSource::Template(t)) => Ok(Value::String(t.render(&ctx.expr_context())?)),
+            Some(ValueSource::Template(t)) => Ok(Value::String(
+                t.render(&ctx.expr_context_for(t.state_reads()))?,
+            )),
             Some(ValueSource::Literal(v)) => Ok(v.clone()),
             None => Ok(Value::Null),
         }

@@ -828,16 +828,12 @@ fn http_date_ms(text: &str) -> Option<u64> {
     if !(1..=31).contains(&day) || year < 1970 || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    // Days from the civil date (H. Hinnant's algorithm; March-based years).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let (era, yoe) = (y / 400, y % 400);
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = u64::try_from(crate::time::days_from_civil(
+        i64::try_from(year).ok()?,
+        u32::try_from(month).ok()?,
+        u32::try_from(day).ok()?,
+    ))
+    .ok()?;
     Some((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000)
 }
 

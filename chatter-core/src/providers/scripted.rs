@@ -26,6 +26,7 @@
 //! ```
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -239,6 +240,10 @@ pub struct ScriptedModel {
     /// How many times each rule has answered (for `times`).
     uses: Mutex<Vec<u32>>,
     requests: Mutex<Vec<ChatRequest>>,
+    /// Calls answered or refused so far.
+    calls: AtomicUsize,
+    /// Whether requests are kept for [`ScriptedModel::requests`].
+    recording: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -330,6 +335,8 @@ impl ScriptedModel {
             delay_ms: 0,
             uses: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            calls: AtomicUsize::new(0),
+            recording: AtomicBool::new(true),
         }
     }
 
@@ -395,6 +402,8 @@ impl ScriptedModel {
             chunk_size,
             delay_ms: file.delay_ms,
             requests: Mutex::new(Vec::new()),
+            calls: AtomicUsize::new(0),
+            recording: AtomicBool::new(true),
         })
     }
 
@@ -405,13 +414,23 @@ impl ScriptedModel {
 
     /// How many calls the model has answered (or refused) so far.
     pub fn call_count(&self) -> usize {
-        lock(&self.requests).len()
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Switches the request log on (the default) or off. With it off,
+    /// [`ScriptedModel::requests`] stays empty and memory stays flat however many calls are
+    /// made (benchmarks, long-running hosts).
+    pub fn record_requests(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
     }
 
     /// Picks the reply for a request: the first rule that matches and is not used up, else the
     /// default. Records the request.
     fn select(&self, request: &ChatRequest) -> Result<(Reply, Usage)> {
-        lock(&self.requests).push(request.clone());
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.recording.load(Ordering::Relaxed) {
+            lock(&self.requests).push(request.clone());
+        }
         let last = request.messages.last();
         let mut uses = lock(&self.uses);
         for (i, rule) in self.rules.iter().enumerate() {

@@ -705,7 +705,9 @@ fn int_in_range(
 #[async_trait]
 impl Node for HttpNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        let url = self.url.render(&ctx.expr_context())?;
+        let url = self
+            .url
+            .render(&ctx.expr_context_for(self.url.state_reads()))?;
         let request = HttpRequestSpec {
             method: self.method.clone(),
             url,

@@ -18,6 +18,7 @@
 //! ```
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -88,7 +89,14 @@ impl From<StubErrorClass> for ErrorClass {
     }
 }
 
-type CallLog = Arc<Mutex<Vec<RecordedCall>>>;
+/// The call log shared by a set of stub tools; recording can be switched off for long runs.
+#[derive(Debug, Default)]
+struct Log {
+    calls: Mutex<Vec<RecordedCall>>,
+    off: AtomicBool,
+}
+
+type CallLog = Arc<Log>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Only pushes happen under these locks: a poisoned lock still holds consistent data.
@@ -107,6 +115,8 @@ pub struct StubTool {
     fail_times: Option<u32>,
     delay: Duration,
     calls: CallLog,
+    /// Calls received so far (numbering `fail_times`), kept apart from the log.
+    count: AtomicU64,
 }
 
 impl StubTool {
@@ -147,7 +157,7 @@ impl StubTool {
 
     /// The calls this tool received, in order.
     pub fn calls(&self) -> Vec<RecordedCall> {
-        lock(&self.calls)
+        lock(&self.calls.calls)
             .iter()
             .filter(|c| c.tool == self.spec.name)
             .cloned()
@@ -177,6 +187,7 @@ impl StubTool {
             fail_times,
             delay: Duration::from_millis(delay_ms),
             calls,
+            count: AtomicU64::new(0),
         }
     }
 }
@@ -188,16 +199,15 @@ impl Tool for StubTool {
     }
 
     async fn call(&self, arguments: Value, context: &ToolContext) -> Result<Value> {
-        let call_number = {
-            let mut calls = lock(&self.calls);
-            calls.push(RecordedCall {
+        let call_number = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.calls.off.load(Ordering::Relaxed) {
+            lock(&self.calls.calls).push(RecordedCall {
                 tool: self.spec.name.clone(),
                 arguments,
                 idempotency_key: context.idempotency_key.clone(),
                 call_id: context.call_id.clone(),
             });
-            calls.iter().filter(|c| c.tool == self.spec.name).count()
-        };
+        }
         if !self.delay.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(self.delay) => {}
@@ -210,9 +220,7 @@ impl Tool for StubTool {
         }
         match &self.error {
             Some((class, message))
-                if self
-                    .fail_times
-                    .is_none_or(|n| call_number <= usize::try_from(n).unwrap_or(usize::MAX)) =>
+                if self.fail_times.is_none_or(|n| call_number <= u64::from(n)) =>
             {
                 Err(Error::Tool {
                     tool: self.spec.name.clone(),
@@ -369,6 +377,12 @@ impl StubTools {
         }
     }
 
+    /// Switches the call log on (the default) or off. With it off, [`StubTools::calls`] stays
+    /// empty and memory stays flat however many calls are made (benchmarks, long-running hosts).
+    pub fn record_calls(&self, on: bool) {
+        self.calls.off.store(!on, Ordering::Relaxed);
+    }
+
     /// A registry holding exactly these tools.
     pub fn registry(&self) -> ToolRegistry {
         let mut registry = ToolRegistry::new();
@@ -378,12 +392,12 @@ impl StubTools {
 
     /// Every call any of these tools received, in the order they started.
     pub fn calls(&self) -> Vec<RecordedCall> {
-        lock(&self.calls).clone()
+        lock(&self.calls.calls).clone()
     }
 
     /// The calls the tool named `tool` received, in order.
     pub fn calls_of(&self, tool: &str) -> Vec<RecordedCall> {
-        lock(&self.calls)
+        lock(&self.calls.calls)
             .iter()
             .filter(|c| c.tool == tool)
             .cloned()

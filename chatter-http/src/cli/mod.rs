@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::Error;
 
+mod run;
 mod validate;
 
 /// Output format of a command.
@@ -52,6 +53,30 @@ pub enum Command {
         /// The definition file.
         file: PathBuf,
     },
+    /// Run a definition. Text mode streams tokens and node progress as they happen; exit 0 when
+    /// the execution completed, 1 when it failed or was cancelled, 2 on unusable input.
+    Run {
+        /// The definition file.
+        file: PathBuf,
+        /// The input: a JSON object (`{"message": "...", "variables": {...}}`), or plain text
+        /// taken as the message.
+        #[arg(long)]
+        input: Option<String>,
+        /// A model provider: `scripted:FILE` (offline, deterministic) or `openai:MODEL` (any
+        /// OpenAI-compatible server: OPENAI_API_KEY, OPENAI_BASE_URL). Repeatable; the first is
+        /// the default provider.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Stub tools from a JSON file (name -> fixed result, error or delay).
+        #[arg(long)]
+        tools: Option<PathBuf>,
+        /// Include every event in the JSON output.
+        #[arg(long)]
+        events: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
 }
 
 /// Runs the command line with the process arguments; returns the exit code.
@@ -83,6 +108,24 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             max_edges,
         } => validate::validate(&file, format, max_nodes, max_edges, out),
         Command::Analyze { file } => validate::analyze(&file, out),
+        Command::Run {
+            file,
+            input,
+            models,
+            tools,
+            events,
+            format,
+        } => run::run(
+            run::RunArgs {
+                file,
+                input,
+                models,
+                tools,
+                events,
+                format,
+            },
+            out,
+        ),
     }
 }
 

@@ -1,0 +1,533 @@
+//! Executions (`workflow_executions`), node runs (`workflow_node_runs`), events
+//! (`workflow_events`) and checkpoints (`workflow_checkpoints`).
+//!
+//! The unit of durability is the step ([`StepCommit`]): one node run, the state delta it
+//! produced, its events and optionally a state snapshot, written in ONE transaction by
+//! [`ExecutionStore::commit_step`]. [`ExecutionStore::commit_steps`] groups several concurrent
+//! completions in one transaction.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Page, StoreResult, string_enum};
+
+string_enum! {
+    /// What an execution runs.
+    ExecutionKind {
+        /// A stored definition.
+        Definition => "definition",
+        /// A template, built in memory.
+        Template => "template",
+        /// An ad-hoc graph given with the request.
+        Adhoc => "adhoc",
+        /// A chat turn.
+        Chat => "chat",
+    }
+}
+
+string_enum! {
+    /// Status of an execution. Transitions: `pending → running → completed|failed|cancelled|waiting`,
+    /// `waiting → running|cancelled|failed`, `pending → cancelled|failed`.
+    ExecutionStatus {
+        /// Created, not started.
+        Pending => "pending",
+        /// Running.
+        Running => "running",
+        /// Paused by an interrupt, waiting to be resumed.
+        Waiting => "waiting",
+        /// Ended successfully.
+        Completed => "completed",
+        /// Ended with an error.
+        Failed => "failed",
+        /// Cancelled.
+        Cancelled => "cancelled",
+    }
+}
+
+impl ExecutionStatus {
+    /// Whether the execution has ended.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        )
+    }
+
+    /// The statuses an execution may move to `self` from.
+    #[must_use]
+    pub fn allowed_predecessors(self) -> &'static [ExecutionStatus] {
+        use ExecutionStatus::{Cancelled, Completed, Failed, Pending, Running, Waiting};
+        match self {
+            Pending => &[],
+            Running => &[Pending, Waiting],
+            Waiting => &[Running],
+            Completed => &[Running],
+            Failed | Cancelled => &[Pending, Running, Waiting],
+        }
+    }
+
+    /// Whether moving from `self` to `to` is allowed.
+    #[must_use]
+    pub fn can_transition_to(self, to: ExecutionStatus) -> bool {
+        to.allowed_predecessors().contains(&self)
+    }
+}
+
+string_enum! {
+    /// Status of a node run.
+    NodeRunStatus {
+        /// Started.
+        Running => "running",
+        /// Ended successfully.
+        Completed => "completed",
+        /// Ended with an error.
+        Failed => "failed",
+        /// Not run: on a dead path.
+        Skipped => "skipped",
+        /// Stopped by cancellation.
+        Cancelled => "cancelled",
+        /// Paused by an interrupt.
+        Waiting => "waiting",
+    }
+}
+
+string_enum! {
+    /// What a checkpoint row holds.
+    CheckpointKind {
+        /// The whole state.
+        Snapshot => "snapshot",
+        /// What one step changed.
+        Delta => "delta",
+    }
+}
+
+/// A stored execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// ULID, the id returned to callers.
+    pub id: String,
+    /// The user who started it.
+    pub owner_id: String,
+    /// The definition run, if any.
+    pub definition_id: Option<String>,
+    /// The template run, if any.
+    pub template_id: Option<String>,
+    /// What kind of thing ran.
+    pub kind: ExecutionKind,
+    /// Current status.
+    pub status: ExecutionStatus,
+    /// The input object.
+    pub input: Value,
+    /// Merged template parameters / run options.
+    pub params: Value,
+    /// Final output (state excerpt), once ended.
+    pub output: Option<Value>,
+    /// Final response text, once ended.
+    pub response: Option<String>,
+    /// Error message of a failed execution.
+    pub error: Option<String>,
+    /// Prompt tokens used.
+    pub prompt_tokens: i64,
+    /// Completion tokens used.
+    pub completion_tokens: i64,
+    /// Total tokens used.
+    pub total_tokens: i64,
+    /// Cost in the model router's currency.
+    pub cost: f64,
+    /// The conversation (thread) it belongs to.
+    pub conversation_id: Option<String>,
+    /// Number of events recorded (the last event's `seq`).
+    pub last_event_seq: i64,
+    /// Number of steps committed.
+    pub step_count: i64,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last update time (ms).
+    pub updated_at: i64,
+    /// When it first ran (ms).
+    pub started_at: Option<i64>,
+    /// When it ended (ms).
+    pub finished_at: Option<i64>,
+    /// `finished_at - started_at` (ms), once ended.
+    pub duration_ms: Option<i64>,
+}
+
+/// What [`ExecutionStore::create_execution`] needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewExecution {
+    /// Id to use; a new ULID when `None`.
+    pub id: Option<String>,
+    /// The user who starts it.
+    pub owner_id: String,
+    /// The definition run, if any.
+    pub definition_id: Option<String>,
+    /// The template run, if any.
+    pub template_id: Option<String>,
+    /// What kind of thing runs.
+    pub kind: ExecutionKind,
+    /// The input object.
+    pub input: Value,
+    /// Merged parameters / options.
+    pub params: Value,
+    /// The conversation it belongs to.
+    pub conversation_id: Option<String>,
+}
+
+impl NewExecution {
+    /// A new execution of `kind` for `owner_id` with `input`, everything else empty.
+    pub fn new(owner_id: impl Into<String>, kind: ExecutionKind, input: Value) -> Self {
+        NewExecution {
+            id: None,
+            owner_id: owner_id.into(),
+            definition_id: None,
+            template_id: None,
+            kind,
+            input,
+            params: Value::Object(serde_json::Map::new()),
+            conversation_id: None,
+        }
+    }
+}
+
+/// Which executions [`ExecutionStore::list_executions`] returns; fields combine with AND.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExecutionFilter {
+    /// Owner.
+    pub owner_id: Option<String>,
+    /// Definition.
+    pub definition_id: Option<String>,
+    /// Template.
+    pub template_id: Option<String>,
+    /// Status.
+    pub status: Option<ExecutionStatus>,
+    /// Conversation.
+    pub conversation_id: Option<String>,
+    /// Created at or after (ms).
+    pub created_after: Option<i64>,
+    /// Created before (ms).
+    pub created_before: Option<i64>,
+}
+
+/// One run of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRunRecord {
+    /// The execution.
+    pub execution_id: String,
+    /// The node.
+    pub node_id: String,
+    /// Loop iteration (0 outside loops).
+    pub iteration: i64,
+    /// Attempt, from 1.
+    pub attempt: i64,
+    /// Status.
+    pub status: NodeRunStatus,
+    /// Start time (ms).
+    pub started_at: i64,
+    /// End time (ms).
+    pub finished_at: Option<i64>,
+    /// `finished_at - started_at` (ms).
+    pub duration_ms: Option<i64>,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Cost.
+    pub cost: f64,
+    /// Error message.
+    pub error: Option<String>,
+    /// Output of the node.
+    pub output: Option<Value>,
+}
+
+impl NodeRunRecord {
+    /// A running node run started at `started_at`, everything else empty.
+    pub fn started(
+        execution_id: impl Into<String>,
+        node_id: impl Into<String>,
+        iteration: i64,
+        attempt: i64,
+        started_at: i64,
+    ) -> Self {
+        NodeRunRecord {
+            execution_id: execution_id.into(),
+            node_id: node_id.into(),
+            iteration,
+            attempt,
+            status: NodeRunStatus::Running,
+            started_at,
+            finished_at: None,
+            duration_ms: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost: 0.0,
+            error: None,
+            output: None,
+        }
+    }
+}
+
+/// An event to append; the store assigns its sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Time (ms).
+    pub ts: i64,
+    /// Type (`node_started`, `token`, ...).
+    pub event_type: String,
+    /// Payload.
+    pub payload: Value,
+}
+
+impl NewEvent {
+    /// An event of `event_type` at `ts` with `payload`.
+    pub fn new(ts: i64, event_type: impl Into<String>, payload: Value) -> Self {
+        NewEvent {
+            ts,
+            event_type: event_type.into(),
+            payload,
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The execution.
+    pub execution_id: String,
+    /// Sequence number: contiguous from 1 within the execution.
+    pub seq: i64,
+    /// Time (ms).
+    pub ts: i64,
+    /// Type.
+    pub event_type: String,
+    /// Payload.
+    pub payload: Value,
+}
+
+/// A stored checkpoint row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// The execution.
+    pub execution_id: String,
+    /// Step number, from 1.
+    pub step: i64,
+    /// Snapshot or delta.
+    pub kind: CheckpointKind,
+    /// The node run that produced it (`node_id`).
+    pub node_id: Option<String>,
+    /// The state (snapshot) or what changed (delta).
+    pub state: Value,
+    /// Time (ms).
+    pub created_at: i64,
+}
+
+/// What is needed to resume: the latest snapshot and the deltas after it, in step order.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// The latest snapshot, if any.
+    pub snapshot: Option<CheckpointRecord>,
+    /// Deltas of the steps after the snapshot (all of them when there is none).
+    pub deltas: Vec<CheckpointRecord>,
+}
+
+/// One step: a node run, its state delta, its events, and optionally a full snapshot, committed
+/// together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCommit {
+    /// The node run; inserted, or updated when (execution, node, iteration, attempt) exists.
+    pub node_run: NodeRunRecord,
+    /// What the step changed in the state (`Value::Null` for nothing: no delta row).
+    pub state_delta: Value,
+    /// Events of the step, in order.
+    pub events: Vec<NewEvent>,
+    /// A full state snapshot taken at this step.
+    pub snapshot: Option<Value>,
+}
+
+/// What a committed step was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReceipt {
+    /// The step number (checkpoint `step`).
+    pub step: i64,
+    /// Sequence number of the step's first event (`last_seq + 1` when it has none).
+    pub first_seq: i64,
+    /// Sequence number of the step's last event.
+    pub last_seq: i64,
+}
+
+/// How an execution ended, written by [`ExecutionStore::complete_execution`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionOutcome {
+    /// `completed`, `failed` or `cancelled`.
+    pub status: ExecutionStatus,
+    /// Final output.
+    pub output: Option<Value>,
+    /// Final response text.
+    pub response: Option<String>,
+    /// Error message.
+    pub error: Option<String>,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Cost.
+    pub cost: f64,
+    /// End time (ms).
+    pub finished_at: i64,
+    /// Final events (`execution_completed`, ...), appended in the same transaction.
+    pub events: Vec<NewEvent>,
+}
+
+/// Storage of executions and everything recorded while they run.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Records a new execution as `pending`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an empty owner, `PayloadTooLarge`, `Conflict` for a duplicate id,
+    /// `NotFound` when the definition/template/conversation does not exist.
+    async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord>;
+
+    /// Reads an execution.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>>;
+
+    /// Lists executions, newest first (`created_at` desc, then id desc).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> StoreResult<Vec<ExecutionRecord>>;
+
+    /// Moves an execution to a non-terminal status (`running`, `waiting`) at `at` (ms); the first
+    /// move to `running` sets `started_at`. Use [`ExecutionStore::complete_execution`] to end it.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Conflict` when the transition is not allowed (see [`ExecutionStatus`]);
+    /// `InvalidInput` for a terminal target status.
+    async fn set_execution_status(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        at: i64,
+    ) -> StoreResult<ExecutionRecord>;
+
+    /// Ends an execution: status, output, usage, error, final events, and (for template
+    /// executions) the template's analytics, in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `Conflict` when it already ended; `InvalidInput` for a non-terminal status.
+    async fn complete_execution(
+        &self,
+        id: &str,
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord>;
+
+    /// Deletes an execution with its node runs, events and checkpoints; returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn delete_execution(&self, id: &str) -> StoreResult<bool>;
+
+    /// Commits several steps of one or more executions in ONE transaction: either all are
+    /// written or none.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown execution, `Conflict` when it has ended, `PayloadTooLarge`
+    /// (checked before the transaction starts).
+    async fn commit_steps(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>>;
+
+    /// Commits one step in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExecutionStore::commit_steps`].
+    async fn commit_step(&self, step: &StepCommit) -> StoreResult<StepReceipt> {
+        let receipts = self.commit_steps(std::slice::from_ref(step)).await?;
+        receipts.into_iter().next().ok_or_else(|| {
+            crate::Error::store(
+                super::StoreErrorKind::Backend,
+                "commit_steps returned no receipt",
+            )
+        })
+    }
+
+    /// Appends events outside a step (tokens, ...); returns their sequence numbers.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `PayloadTooLarge`.
+    async fn append_events(&self, execution_id: &str, events: &[NewEvent])
+    -> StoreResult<Vec<i64>>;
+
+    /// Events with `seq > after_seq`, in order, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn list_events(
+        &self,
+        execution_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    /// Node runs of an execution by start time (then node id, iteration, attempt).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn list_node_runs(&self, execution_id: &str) -> StoreResult<Vec<NodeRunRecord>>;
+
+    /// Checkpoint rows of an execution in step order (snapshot before delta at the same step).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn list_checkpoints(&self, execution_id: &str) -> StoreResult<Vec<CheckpointRecord>>;
+
+    /// The latest snapshot and the deltas after it.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn load_checkpoint(&self, execution_id: &str) -> StoreResult<CheckpointState> {
+        let rows = self.list_checkpoints(execution_id).await?;
+        let mut state = CheckpointState::default();
+        for row in rows {
+            match row.kind {
+                CheckpointKind::Snapshot => {
+                    state.deltas.clear();
+                    state.snapshot = Some(row);
+                }
+                CheckpointKind::Delta => {
+                    // A delta at the snapshot's own step is already inside the snapshot.
+                    if state.snapshot.as_ref().is_none_or(|s| row.step > s.step) {
+                        state.deltas.push(row);
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Compaction: deletes checkpoint rows older than the latest snapshot; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn compact_checkpoints(&self, execution_id: &str) -> StoreResult<u64>;
+}

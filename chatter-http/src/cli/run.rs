@@ -1,0 +1,260 @@
+//! `chatter run`: runs a definition with a model provider and tools, streaming as it goes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chatter_core::engine::{Engine, ExecutionResult, ExecutionStatus, RunOptions};
+use chatter_core::providers;
+use chatter_core::tools::StubTools;
+use chatter_core::{Event, EventKind, ModelRegistry, ToolRegistry, WorkflowDefinition};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::{OutputFormat, write_out};
+use crate::error::Error;
+
+/// What `chatter run` was asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct RunArgs {
+    pub(crate) file: PathBuf,
+    pub(crate) input: Option<String>,
+    pub(crate) models: Vec<String>,
+    pub(crate) tools: Option<PathBuf>,
+    pub(crate) events: bool,
+    pub(crate) format: OutputFormat,
+}
+
+/// The input object: `--input` as JSON, or a bare string taken as `{"message": ...}`.
+fn parse_input(input: Option<&str>) -> Result<Value, Error> {
+    let Some(text) = input else {
+        return Ok(json!({}));
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(Value::Object(map)),
+        Ok(other) => Err(Error::Usage(format!(
+            "--input must be a JSON object (or plain text for the message), found {other}"
+        ))),
+        Err(_) if !text.trim_start().starts_with('{') => Ok(json!({"message": text})),
+        Err(e) => Err(Error::Usage(format!("--input is not valid JSON: {e}"))),
+    }
+}
+
+/// The model providers named by `--model` (`scripted:FILE`, `openai:MODEL`).
+fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
+    let mut registry = ModelRegistry::new();
+    for spec in specs {
+        let (name, model) = providers::from_spec(spec).map_err(|e| match e {
+            chatter_core::Error::Io { .. } | chatter_core::Error::Config { .. } => Error::File {
+                path: spec.clone(),
+                source: e,
+            },
+            other => Error::Core(other),
+        })?;
+        registry.register(name, model);
+    }
+    Ok(registry)
+}
+
+fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
+    let mut registry = ToolRegistry::new();
+    if let Some(file) = file {
+        let stubs = StubTools::from_file(file).map_err(|source| Error::File {
+            path: file.display().to_string(),
+            source,
+        })?;
+        stubs.register_into(&mut registry);
+    }
+    Ok(registry)
+}
+
+/// Whether the definition calls a model (so a provider is needed).
+fn needs_model(def: &WorkflowDefinition) -> bool {
+    def.nodes
+        .iter()
+        .any(|n| matches!(n.kind.as_str(), "llm" | "memory"))
+}
+
+pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
+    let def = super::validate::load(&args.file)?;
+    let input = parse_input(args.input.as_deref())?;
+    let models = models(&args.models)?;
+    if needs_model(&def) && models.names().next().is_none() {
+        return Err(Error::Usage(
+            "this workflow calls a model: pass --model scripted:FILE (offline) or --model \
+             openai:MODEL (OPENAI_API_KEY, OPENAI_BASE_URL)"
+                .into(),
+        ));
+    }
+    let tools = tools(args.tools.as_deref())?;
+    let engine = Engine::builder().models(models).tools(tools).build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            context: "starting the runtime".into(),
+            source,
+        })?;
+    let result = runtime.block_on(async {
+        let handle = engine.start(&def, input, RunOptions::default())?;
+        let mut stream = handle.subscribe();
+        let mut printer = TextPrinter::default();
+        while let Some(event) = stream.next().await {
+            if args.format == OutputFormat::Text {
+                printer.print(&event, out)?;
+            }
+        }
+        let result = handle.result().await?;
+        Ok::<ExecutionResult, Error>(result)
+    })?;
+    let code = match result.status {
+        ExecutionStatus::Completed => 0,
+        _ => 1,
+    };
+    match args.format {
+        OutputFormat::Json => {
+            let doc = json_report(&result, args.events);
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            write_out(out, &format!("{text}\n"))?;
+        }
+        OutputFormat::Text => write_out(out, &text_summary(&result))?,
+    }
+    Ok(code)
+}
+
+/// The JSON document of `chatter run --format json`.
+pub(crate) fn json_report(result: &ExecutionResult, with_events: bool) -> Value {
+    let node_runs: Vec<Value> = result
+        .node_runs
+        .iter()
+        .map(|r| {
+            json!({
+                "node_id": r.node_id,
+                "iteration": r.iteration,
+                "status": r.status,
+                "started_at": chatter_core::time::rfc3339_ms(r.started_at_ms),
+                "duration_ms": r.duration_ms,
+                "error": r.error,
+            })
+        })
+        .collect();
+    let mut doc = json!({
+        "execution_id": result.execution_id,
+        "status": result.status,
+        "response": result.response,
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "total_tokens": result.usage.total_tokens,
+            "cost": result.usage.cost,
+        },
+        "node_runs": node_runs,
+    });
+    if let Some(error) = &result.error {
+        doc["error"] = serde_json::to_value(error).unwrap_or(Value::Null);
+    }
+    if with_events {
+        doc["events"] = serde_json::to_value(&result.events).unwrap_or(Value::Null);
+    }
+    doc
+}
+
+/// Prints tokens and node progress as they happen.
+#[derive(Default)]
+struct TextPrinter {
+    /// The node whose tokens are being printed (a newline ends its line).
+    streaming: Option<String>,
+}
+
+impl TextPrinter {
+    fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
+        let line = match &event.kind {
+            EventKind::Token { node_id, text } => {
+                let mut s = String::new();
+                if self.streaming.as_deref() != Some(node_id) {
+                    s.push_str(&format!("  [{node_id}] "));
+                    self.streaming = Some(node_id.clone());
+                }
+                s.push_str(text);
+                return write_out(out, &s);
+            }
+            EventKind::NodeStarted {
+                node_id,
+                kind,
+                iteration,
+                attempt,
+            } => {
+                let mut s = format!("> {node_id} ({kind})");
+                if *iteration > 0 {
+                    s.push_str(&format!(" iteration {iteration}"));
+                }
+                if *attempt > 1 {
+                    s.push_str(&format!(" attempt {attempt}"));
+                }
+                s
+            }
+            EventKind::ToolCallStarted {
+                tool, arguments, ..
+            } => format!("  tool {tool} {arguments}"),
+            EventKind::ToolCallFinished {
+                tool,
+                ok,
+                result,
+                duration_ms,
+                ..
+            } => format!(
+                "  tool {tool} {} in {duration_ms} ms: {result}",
+                if *ok { "ok" } else { "failed" }
+            ),
+            EventKind::NodeCompleted {
+                node_id,
+                duration_ms,
+                ..
+            } => format!("< {node_id} completed in {duration_ms} ms"),
+            EventKind::NodeFailed { node_id, error, .. } => format!("! {node_id} failed: {error}"),
+            EventKind::NodeRetrying {
+                node_id,
+                attempt,
+                delay_ms,
+                error,
+            } => {
+                format!("! {node_id} attempt {attempt} failed ({error}); retrying in {delay_ms} ms")
+            }
+            EventKind::NodeSkipped { node_id } => format!("- {node_id} skipped"),
+            EventKind::Interrupted {
+                node_id, question, ..
+            } => format!("? {node_id} waits: {question}"),
+            _ => return Ok(()),
+        };
+        let mut text = String::new();
+        if self.streaming.take().is_some() {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        text.push('\n');
+        write_out(out, &text)
+    }
+}
+
+fn text_summary(result: &ExecutionResult) -> String {
+    let mut text = format!(
+        "\nexecution {} {} in {} ms; tokens {} (prompt {}, completion {}), cost ${:.6}\n",
+        result.execution_id,
+        serde_json::to_value(result.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        result.duration_ms,
+        result.usage.total_tokens,
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+        result.usage.cost,
+    );
+    if let Some(error) = &result.error {
+        text.push_str(&format!("error: {}\n", error.message));
+    }
+    if let Some(response) = &result.response {
+        text.push_str(&format!("response: {response}\n"));
+    }
+    text
+}

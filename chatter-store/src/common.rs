@@ -1,0 +1,166 @@
+//! Helpers shared by the backends: ids, clocks, validation, payload limits.
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chatter_core::Error;
+use chatter_core::store::documents::query_terms;
+use chatter_core::store::{NewJob, SearchQuery};
+use chatter_core::store::{StoreErrorKind, StoreResult, check_payload_size, json_size};
+use serde_json::Value;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Monotonic ULID generator: ids made by one store sort in creation order, even within one
+/// millisecond, so "newest first" is stable.
+#[derive(Default)]
+pub(crate) struct IdGen(Mutex<ulid::Generator>);
+
+impl IdGen {
+    pub(crate) fn next(&self) -> String {
+        let generated = match self.0.lock() {
+            Ok(mut generator) => generator.generate().ok(),
+            Err(_) => None,
+        };
+        generated.unwrap_or_else(ulid::Ulid::new).to_string()
+    }
+
+    /// `id` if given (and not empty), a new ULID otherwise.
+    pub(crate) fn or_new(&self, id: Option<String>) -> StoreResult<String> {
+        match id {
+            Some(id) if id.is_empty() => Err(invalid("id must not be empty")),
+            Some(id) => Ok(id),
+            None => Ok(self.next()),
+        }
+    }
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> Error {
+    Error::store(StoreErrorKind::InvalidInput, message)
+}
+
+pub(crate) fn not_found(what: &str, id: &str) -> Error {
+    Error::store(StoreErrorKind::NotFound, format!("{what} `{id}` not found"))
+}
+
+pub(crate) fn conflict(message: impl Into<String>) -> Error {
+    Error::store(StoreErrorKind::Conflict, message)
+}
+
+pub(crate) fn require(field: &str, value: &str) -> StoreResult<()> {
+    if value.trim().is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+/// `null` becomes `{}` (for metadata-like columns).
+pub(crate) fn object_or_empty(value: Value) -> Value {
+    if value.is_null() {
+        Value::Object(serde_json::Map::new())
+    } else {
+        value
+    }
+}
+
+/// Checks every payload of a write against the limit, before touching the database.
+pub(crate) struct Limits(pub(crate) usize);
+
+impl Limits {
+    pub(crate) fn json(&self, what: &str, value: &Value) -> StoreResult<()> {
+        check_payload_size(what, json_size(value), self.0)
+    }
+
+    pub(crate) fn text(&self, what: &str, value: &str) -> StoreResult<()> {
+        check_payload_size(what, value.len(), self.0)
+    }
+
+    pub(crate) fn opt_json(&self, what: &str, value: Option<&Value>) -> StoreResult<()> {
+        value.map_or(Ok(()), |v| self.json(what, v))
+    }
+
+    pub(crate) fn opt_text(&self, what: &str, value: Option<&str>) -> StoreResult<()> {
+        value.map_or(Ok(()), |v| self.text(what, v))
+    }
+}
+
+pub(crate) fn to_json_text(value: &Value) -> String {
+    value.to_string()
+}
+
+pub(crate) fn strings_json(values: &[String]) -> String {
+    Value::from(values.to_vec()).to_string()
+}
+
+pub(crate) fn strings_from_json(value: Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn check_search(query: &SearchQuery) -> StoreResult<Vec<String>> {
+    require("owner_id", &query.owner_id)?;
+    if !(0.0..=1.0).contains(&query.score_threshold) {
+        return Err(invalid(format!(
+            "score_threshold must be within 0..=1 (got {})",
+            query.score_threshold
+        )));
+    }
+    Ok(query_terms(&query.query))
+}
+
+pub(crate) fn check_new_job(limits: &Limits, new: &NewJob) -> StoreResult<()> {
+    require("queue", &new.queue)?;
+    require("kind", &new.kind)?;
+    if new.max_attempts < 1 {
+        return Err(invalid(format!(
+            "max_attempts must be at least 1 (got {})",
+            new.max_attempts
+        )));
+    }
+    limits.json("job payload", &new.payload)
+}
+
+pub(crate) fn check_lease(lease_ms: i64) -> StoreResult<()> {
+    if lease_ms <= 0 {
+        return Err(invalid(format!(
+            "lease_ms must be positive (got {lease_ms})"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_monotonic() {
+        let ids = IdGen::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert!(a < b, "{a} < {b}");
+        assert_eq!(a.len(), 26);
+    }
+
+    #[test]
+    fn explicit_empty_id_is_refused() {
+        let err = IdGen::default().or_new(Some(String::new())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (invalid_input): id must not be empty"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Schema migrations: numbered SQL files per backend under `migrations/{sqlite,postgres}/`,
+//! embedded at compile time and recorded in `schema_migrations` with their SHA-256 checksum.
+//!
+//! A backend runs [`plan`] under a lock (an exclusive transaction on SQLite,
+//! `pg_advisory_xact_lock` on Postgres): every applied migration must still be embedded with the
+//! same checksum, and none may be missing before the last applied one; otherwise the store
+//! refuses to start with a [`StoreErrorKind::Migration`] error naming the migration.
+
+use chatter_core::Error;
+use chatter_core::store::{StoreErrorKind, StoreResult};
+use sha2::{Digest, Sha256};
+
+/// One embedded migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// Its number (from the file name).
+    pub version: i64,
+    /// Its name (the file name without number and extension).
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// SHA-256 of the SQL, lower-case hex.
+    #[must_use]
+    pub fn checksum(&self) -> String {
+        checksum(self.sql)
+    }
+}
+
+/// A row of `schema_migrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// Its number.
+    pub version: i64,
+    /// Its name.
+    pub name: String,
+    /// The checksum recorded when it was applied.
+    pub checksum: String,
+}
+
+/// SHA-256 of `text`, lower-case hex.
+#[must_use]
+pub fn checksum(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// The SQLite migrations.
+pub const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sql: include_str!("../migrations/sqlite/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "auth_audit_jobs",
+        sql: include_str!("../migrations/sqlite/0002_auth_audit_jobs.sql"),
+    },
+];
+
+/// The Postgres migrations.
+pub const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sql: include_str!("../migrations/postgres/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "auth_audit_jobs",
+        sql: include_str!("../migrations/postgres/0002_auth_audit_jobs.sql"),
+    },
+];
+
+fn migration_error(message: String) -> Error {
+    Error::store(StoreErrorKind::Migration, message)
+}
+
+/// Checks the applied migrations against the embedded ones and returns those still to apply,
+/// in order.
+///
+/// # Errors
+///
+/// [`StoreErrorKind::Migration`] when an applied migration was changed (checksum differs), is
+/// unknown to this build, or an embedded one is missing below the last applied one.
+pub fn plan<'a>(
+    embedded: &'a [Migration],
+    applied: &[AppliedMigration],
+) -> StoreResult<Vec<&'a Migration>> {
+    let last_applied = applied.iter().map(|a| a.version).max().unwrap_or(0);
+    for row in applied {
+        let Some(known) = embedded.iter().find(|m| m.version == row.version) else {
+            return Err(migration_error(format!(
+                "the database has migration {:04}_{} which this build does not know; refusing to \
+                 start (is the database used by a newer version?)",
+                row.version, row.name
+            )));
+        };
+        let expected = known.checksum();
+        if row.checksum != expected {
+            return Err(migration_error(format!(
+                "migration {:04}_{} was changed after it was applied (checksum {} in the \
+                 database, {} embedded); refusing to start",
+                row.version, known.name, row.checksum, expected
+            )));
+        }
+    }
+    let mut pending = Vec::new();
+    for migration in embedded {
+        if applied.iter().any(|a| a.version == migration.version) {
+            continue;
+        }
+        if migration.version < last_applied {
+            return Err(migration_error(format!(
+                "migration {:04}_{} is missing from schema_migrations although later migration \
+                 {:04} was applied; refusing to start",
+                migration.version, migration.name, last_applied
+            )));
+        }
+        pending.push(migration);
+    }
+    Ok(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(m: &Migration) -> AppliedMigration {
+        AppliedMigration {
+            version: m.version,
+            name: m.name.to_owned(),
+            checksum: m.checksum(),
+        }
+    }
+
+    #[test]
+    fn embedded_migrations_are_numbered_in_order() {
+        for list in [SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS] {
+            for (i, m) in list.iter().enumerate() {
+                assert_eq!(m.version, i as i64 + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_database_applies_everything() {
+        let pending = plan(SQLITE_MIGRATIONS, &[]).unwrap();
+        assert_eq!(pending.len(), SQLITE_MIGRATIONS.len());
+        let done: Vec<_> = SQLITE_MIGRATIONS.iter().map(applied).collect();
+        assert!(plan(SQLITE_MIGRATIONS, &done).unwrap().is_empty());
+    }
+
+    #[test]
+    fn changed_missing_and_unknown_migrations_are_refused() {
+        let mut done: Vec<_> = SQLITE_MIGRATIONS.iter().map(applied).collect();
+        done[0].checksum = "0".repeat(64);
+        let err = plan(SQLITE_MIGRATIONS, &done).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "storage error (migration): migration 0001_core was changed after it was applied"
+            ),
+            "{err}"
+        );
+
+        let done: Vec<_> = SQLITE_MIGRATIONS.iter().skip(1).map(applied).collect();
+        let err = plan(SQLITE_MIGRATIONS, &done).unwrap_err().to_string();
+        assert!(err.contains("migration 0001_core is missing from schema_migrations although later migration 0002 was applied"), "{err}");
+
+        let unknown = AppliedMigration {
+            version: 99,
+            name: "future".into(),
+            checksum: "x".into(),
+        };
+        let err = plan(SQLITE_MIGRATIONS, &[unknown]).unwrap_err().to_string();
+        assert!(
+            err.contains("migration 0099_future which this build does not know"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn checksum_is_sha256_hex() {
+        assert_eq!(
+            checksum("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

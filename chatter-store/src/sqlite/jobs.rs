@@ -1,0 +1,204 @@
+//! `jobs` on SQLite. The single writer thread serialises claims, so two claimers never get the
+//! same job.
+
+use async_trait::async_trait;
+use chatter_core::store::{JobRecord, JobStatus, JobStore, NewJob, Page, StoreResult};
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
+use crate::common::{
+    check_lease, check_new_job, conflict, not_found, now_ms, require, to_json_text,
+};
+
+fn job_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        id: row.get("id")?,
+        queue: row.get("queue")?,
+        kind: row.get("kind")?,
+        payload: json_at(row, "payload")?,
+        priority: row.get("priority")?,
+        status: enum_at(row, "status", JobStatus::parse)?,
+        attempts: row.get("attempts")?,
+        max_attempts: row.get("max_attempts")?,
+        run_at: row.get("run_at")?,
+        lease_owner: row.get("lease_owner")?,
+        lease_expires_at: row.get("lease_expires_at")?,
+        last_error: row.get("last_error")?,
+        result: opt_json_at(row, "result")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+fn held_or_explain(
+    conn: &Connection,
+    job_id: &str,
+    worker_id: &str,
+    found: Option<JobRecord>,
+) -> StoreResult<JobRecord> {
+    if let Some(job) = found {
+        return Ok(job);
+    }
+    let exists: Option<i64> =
+        query_opt(conn, "SELECT 1 FROM jobs WHERE id = ?1", [job_id], |row| {
+            row.get(0)
+        })?;
+    match exists {
+        None => Err(not_found("job", job_id)),
+        Some(_) => Err(conflict(format!(
+            "job `{job_id}` is not held by worker `{worker_id}`"
+        ))),
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue_job(&self, new: NewJob) -> StoreResult<JobRecord> {
+        check_new_job(&self.limits, &new)?;
+        let id = self.ids.or_new(new.id.clone())?;
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts, run_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?8, ?8) RETURNING *",
+            )
+            .db()?
+            .query_row(
+                params![id, new.queue, new.kind, to_json_text(&new.payload), new.priority, new.max_attempts, new.run_at, now_ms()],
+                job_row,
+            )
+            .db()
+        })
+        .await
+    }
+
+    async fn claim_job(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> StoreResult<Option<JobRecord>> {
+        require("worker_id", worker_id)?;
+        check_lease(lease_ms)?;
+        let (queue, worker) = (queue.to_owned(), worker_id.to_owned());
+        self.write(move |conn| {
+            query_opt(
+                conn,
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?2,
+                     lease_expires_at = ?3 + ?4, updated_at = ?3
+                 WHERE id = (
+                     SELECT id FROM jobs
+                     WHERE queue = ?1 AND (
+                         (status = 'queued' AND run_at <= ?3)
+                         OR (status = 'running' AND lease_expires_at <= ?3 AND attempts < max_attempts))
+                     ORDER BY priority DESC, run_at, id LIMIT 1)
+                 RETURNING *",
+                params![queue, worker, now, lease_ms],
+                job_row,
+            )
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        job_id: &str,
+        worker_id: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> StoreResult<JobRecord> {
+        check_lease(lease_ms)?;
+        let (id, worker) = (job_id.to_owned(), worker_id.to_owned());
+        self.write(move |conn| {
+            let found = query_opt(
+                conn,
+                "UPDATE jobs SET lease_expires_at = ?3 + ?4, updated_at = ?3
+                 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2 RETURNING *",
+                params![id, worker, now, lease_ms],
+                job_row,
+            )?;
+            held_or_explain(conn, &id, &worker, found)
+        })
+        .await
+    }
+
+    async fn complete_job(
+        &self,
+        job_id: &str,
+        worker_id: &str,
+        result: Value,
+        now: i64,
+    ) -> StoreResult<JobRecord> {
+        self.limits.json("job result", &result)?;
+        let (id, worker) = (job_id.to_owned(), worker_id.to_owned());
+        self.write(move |conn| {
+            let found = query_opt(
+                conn,
+                "UPDATE jobs SET status = 'completed', result = ?3, lease_owner = NULL, lease_expires_at = NULL,
+                     updated_at = ?4
+                 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2 RETURNING *",
+                params![id, worker, to_json_text(&result), now],
+                job_row,
+            )?;
+            held_or_explain(conn, &id, &worker, found)
+        })
+        .await
+    }
+
+    async fn fail_job(
+        &self,
+        job_id: &str,
+        worker_id: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<JobRecord> {
+        self.limits.text("job error", error)?;
+        let (id, worker, error) = (job_id.to_owned(), worker_id.to_owned(), error.to_owned());
+        self.write(move |conn| {
+            let found = query_opt(
+                conn,
+                "UPDATE jobs SET
+                     status = CASE WHEN ?4 IS NOT NULL AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+                     run_at = CASE WHEN ?4 IS NOT NULL AND attempts < max_attempts THEN ?4 ELSE run_at END,
+                     last_error = ?3, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5
+                 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2 RETURNING *",
+                params![id, worker, error, retry_at, now],
+                job_row,
+            )?;
+            held_or_explain(conn, &id, &worker, found)
+        })
+        .await
+    }
+
+    async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobRecord>> {
+        let id = job_id.to_owned();
+        self.read(move |conn| query_opt(conn, "SELECT * FROM jobs WHERE id = ?1", [id], job_row))
+            .await
+    }
+
+    async fn list_jobs(
+        &self,
+        queue: &str,
+        status: Option<JobStatus>,
+        page: Page,
+    ) -> StoreResult<Vec<JobRecord>> {
+        let queue = queue.to_owned();
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT * FROM jobs WHERE queue = ?1 AND (?2 IS NULL OR status = ?2)
+                 ORDER BY created_at, id LIMIT ?3 OFFSET ?4",
+                params![
+                    queue,
+                    status.map(JobStatus::as_str),
+                    page.sql_limit(),
+                    page.sql_offset()
+                ],
+                job_row,
+            )
+        })
+        .await
+    }
+}

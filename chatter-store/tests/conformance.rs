@@ -1,0 +1,2404 @@
+//! The storage conformance suite: one set of cases over `Arc<dyn Store>`, run against SQLite
+//! (file and memory) and Postgres.
+//!
+//! Postgres cases read `CHATTER_TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`);
+//! each creates its own schema and drops it at the end, so they run in parallel and leave
+//! nothing. When the variable is unset they print `skipped: CHATTER_TEST_POSTGRES_URL not set`
+//! and pass; when it is set and Postgres is unreachable they fail.
+//!
+//! Every store here is opened with a 64 KiB payload limit.
+
+// Test helpers outside `#[test]` functions unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatter_core::store::*;
+use chatter_store::{StoreOptions, connect_with};
+use serde_json::{Value, json};
+
+const PAYLOAD_LIMIT: usize = 64 * 1024;
+
+fn options() -> StoreOptions {
+    let mut options = StoreOptions::default();
+    options.max_payload_bytes = PAYLOAD_LIMIT;
+    options
+}
+
+fn kind(err: &chatter_core::Error) -> Option<StoreErrorKind> {
+    err.store_kind()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+async fn run_sqlite_memory<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let store = connect_with("sqlite::memory:", options()).await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    case(store).await;
+}
+
+async fn run_sqlite_file<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = temp_dir();
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    let store = connect_with(&url, options()).await.unwrap();
+    case(store).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("chatter-store-test-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn postgres_url() -> Option<String> {
+    std::env::var("CHATTER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+}
+
+async fn run_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = postgres_url() else {
+        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let schema = format!(
+        "chatter_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let mut opts = options();
+    opts.pg_schema = Some(schema.clone());
+    opts.pg_pool_size = 8;
+    let store = connect_with(&url, opts)
+        .await
+        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
+    assert_eq!(store.backend(), "postgres");
+    let outcome = tokio::spawn(case(store)).await;
+    drop_schema(&url, &schema).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_sqlite_memory(super::cases::$case).await; })*
+        }
+        mod sqlite_file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_sqlite_file(super::cases::$case).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_postgres(super::cases::$case).await; })*
+        }
+    };
+}
+
+conformance!(
+    health_and_backend,
+    definitions_crud_versioning_and_cache,
+    definitions_listing_scoping_and_pagination,
+    templates_crud_and_listing,
+    template_analytics_updated_on_completion,
+    execution_lifecycle_and_transitions,
+    executions_listing_filters_and_pagination,
+    commit_step_writes_run_events_and_checkpoints,
+    commit_steps_groups_and_is_atomic,
+    failed_transaction_leaves_nothing,
+    concurrent_writers_keep_sequences_contiguous,
+    concurrent_failures_leave_other_commits_intact,
+    events_paging_and_append,
+    conversations_and_messages,
+    documents_ingestion_and_search,
+    search_scoping_threshold_and_limits,
+    preferences_upsert_with_versions,
+    audit_log_append_and_filter,
+    jobs_priority_lease_retry,
+    concurrent_claimers_get_distinct_jobs,
+    users_keys_and_roles,
+    sql_looking_strings_are_stored_verbatim,
+    oversized_payloads_are_refused_before_the_database,
+    invalid_input_is_refused,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+mod cases {
+    use super::*;
+
+    fn new_def(owner: &str, name: &str) -> NewDefinition {
+        NewDefinition {
+            owner_id: owner.into(),
+            name: name.into(),
+            definition: json!({"nodes": [{"id": "start", "type": "start"}], "edges": []}),
+            ..NewDefinition::default()
+        }
+    }
+
+    async fn running_execution(s: &Arc<dyn Store>, owner: &str) -> ExecutionRecord {
+        let run = s
+            .create_execution(NewExecution::new(
+                owner,
+                ExecutionKind::Adhoc,
+                json!({"message": "hi"}),
+            ))
+            .await
+            .unwrap();
+        s.set_execution_status(&run.id, ExecutionStatus::Running, run.created_at + 1)
+            .await
+            .unwrap()
+    }
+
+    fn step(execution_id: &str, node: &str, events: usize) -> StepCommit {
+        let mut run = NodeRunRecord::started(execution_id, node, 0, 1, 1_000);
+        run.status = NodeRunStatus::Completed;
+        run.finished_at = Some(1_010);
+        run.duration_ms = Some(10);
+        run.prompt_tokens = 3;
+        run.completion_tokens = 4;
+        run.cost = 0.5;
+        run.output = Some(json!({"text": node}));
+        StepCommit {
+            node_run: run,
+            state_delta: json!({"variables": {node: true}}),
+            events: (0..events)
+                .map(|i| NewEvent::new(1_000 + i as i64, "token", json!({"node": node, "i": i})))
+                .collect(),
+            snapshot: None,
+        }
+    }
+
+    fn outcome(status: ExecutionStatus) -> ExecutionOutcome {
+        ExecutionOutcome {
+            status,
+            output: Some(json!({"answer": 42})),
+            response: Some("done".into()),
+            error: (status == ExecutionStatus::Failed).then(|| "model timed out".to_owned()),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost: 0.25,
+            finished_at: i64::MAX / 4,
+            events: vec![NewEvent::new(9_999, "execution_completed", json!({}))],
+        }
+    }
+
+    pub async fn health_and_backend(s: Arc<dyn Store>) {
+        s.health_check().await.unwrap();
+        assert!(matches!(s.backend(), "sqlite" | "postgres"));
+        assert_eq!(s.max_payload_bytes(), PAYLOAD_LIMIT);
+        assert!(s.pool_stats().max_size >= 1);
+        // One `Arc<dyn Store>` hands out each concern as its own trait object (trait upcasting).
+        let executions: Arc<dyn ExecutionStore> = s.clone();
+        assert!(executions.get_execution("none").await.unwrap().is_none());
+    }
+
+    pub async fn definitions_crud_versioning_and_cache(s: Arc<dyn Store>) {
+        let mut new = new_def("alice", "Support bot");
+        new.tags = vec!["b".into(), "a".into()];
+        new.description = Some("first".into());
+        let created = s.create_definition(new.clone()).await.unwrap();
+        assert_eq!(created.version, 1);
+        assert_eq!(created.tags, ["b", "a"]);
+        assert_eq!(created.definition, new.definition);
+        assert_eq!(created.id.len(), 26, "a ULID");
+
+        let before = s.cache_stats();
+        let read = s.get_definition(&created.id).await.unwrap().unwrap();
+        assert_eq!(read, created);
+        let again = s.get_definition(&created.id).await.unwrap().unwrap();
+        assert_eq!(again, created);
+        let after = s.cache_stats();
+        assert_eq!(after.misses, before.misses + 1);
+        assert_eq!(after.hits, before.hits + 1);
+        assert!((0.0..=1.0).contains(&after.hit_rate));
+
+        let updated = s
+            .update_definition(
+                &created.id,
+                DefinitionUpdate {
+                    name: Some("Support bot v2".into()),
+                    description: Some(None),
+                    expected_version: Some(1),
+                    ..DefinitionUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(updated.version, 2);
+        assert_eq!(updated.name, "Support bot v2");
+        assert_eq!(updated.description, None);
+        assert_eq!(updated.definition, created.definition);
+        // The cache was invalidated by the write.
+        assert_eq!(
+            s.get_definition(&created.id).await.unwrap().unwrap(),
+            updated
+        );
+
+        let stale = s
+            .update_definition(
+                &created.id,
+                DefinitionUpdate {
+                    expected_version: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&stale), Some(StoreErrorKind::Conflict));
+        assert!(
+            stale.to_string().contains("is at version 2, not 1"),
+            "{stale}"
+        );
+
+        let missing = s
+            .update_definition("nope", DefinitionUpdate::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "storage error (not_found): definition `nope` not found"
+        );
+
+        let mut dup = new_def("alice", "dup");
+        dup.id = Some(created.id.clone());
+        assert_eq!(
+            kind(&s.create_definition(dup).await.unwrap_err()),
+            Some(StoreErrorKind::Conflict)
+        );
+
+        assert!(s.delete_definition(&created.id).await.unwrap());
+        assert!(!s.delete_definition(&created.id).await.unwrap());
+        assert_eq!(s.get_definition(&created.id).await.unwrap(), None);
+    }
+
+    pub async fn definitions_listing_scoping_and_pagination(s: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut new = new_def("alice", &format!("a{i}"));
+            new.tags = if i % 2 == 0 {
+                vec!["even".into()]
+            } else {
+                vec![]
+            };
+            ids.push(s.create_definition(new).await.unwrap().id);
+        }
+        let mut public = new_def("bob", "bob public");
+        public.is_public = true;
+        let public = s.create_definition(public).await.unwrap();
+        s.create_definition(new_def("bob", "bob private"))
+            .await
+            .unwrap();
+
+        let alice = DefinitionFilter {
+            owner_id: Some("alice".into()),
+            ..Default::default()
+        };
+        let all: Vec<_> = s.list_definitions(&alice, Page::new(100, 0)).await.unwrap();
+        let names: Vec<_> = all.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a4", "a3", "a2", "a1", "a0"], "newest first");
+
+        let page2 = s.list_definitions(&alice, Page::new(2, 2)).await.unwrap();
+        let names: Vec<_> = page2.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a2", "a1"]);
+
+        let with_public = DefinitionFilter {
+            include_public: true,
+            ..alice.clone()
+        };
+        let listed = s
+            .list_definitions(&with_public, Page::new(100, 0))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 6);
+        assert_eq!(listed[0].id, public.id);
+        assert!(listed.iter().all(|d| d.owner_id == "alice" || d.is_public));
+
+        let even = DefinitionFilter {
+            tag: Some("even".into()),
+            ..alice
+        };
+        let names: Vec<_> = s
+            .list_definitions(&even, Page::new(100, 0))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["a4", "a2", "a0"]);
+
+        let everyone = s
+            .list_definitions(&DefinitionFilter::default(), Page::new(100, 0))
+            .await
+            .unwrap();
+        assert_eq!(everyone.len(), 7);
+    }
+
+    fn new_template(owner: Option<&str>, name: &str, category: &str) -> NewTemplate {
+        NewTemplate {
+            owner_id: owner.map(str::to_owned),
+            name: name.into(),
+            category: category.into(),
+            spec: json!({"default_params": {"model": "gpt"}, "required_tools": []}),
+            ..NewTemplate::default()
+        }
+    }
+
+    pub async fn templates_crud_and_listing(s: Arc<dyn Store>) {
+        let mut builtin = new_template(None, "general_chat", "general");
+        builtin.id = Some("general_chat".into());
+        builtin.is_builtin = true;
+        let builtin = s.create_template(builtin).await.unwrap();
+        assert_eq!(builtin.id, "general_chat");
+        let mine = s
+            .create_template(new_template(Some("alice"), "mine", "support"))
+            .await
+            .unwrap();
+        s.create_template(new_template(Some("bob"), "bobs", "support"))
+            .await
+            .unwrap();
+
+        let dup = s
+            .create_template(new_template(Some("alice"), "mine", "x"))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&dup), Some(StoreErrorKind::Conflict));
+        // The same name under another owner is fine.
+        s.create_template(new_template(Some("carol"), "mine", "x"))
+            .await
+            .unwrap();
+
+        let alice = TemplateFilter {
+            owner_id: Some("alice".into()),
+            include_public: true,
+            category: None,
+        };
+        let names: Vec<_> = s
+            .list_templates(&alice, Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["general_chat", "mine"]);
+        let support = TemplateFilter {
+            category: Some("support".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_templates(&support, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        assert_eq!(s.get_template(&mine.id).await.unwrap().unwrap(), mine);
+        let updated = s
+            .update_template(
+                &mine.id,
+                TemplateUpdate {
+                    spec: Some(json!({"v": 2})),
+                    expected_version: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.version, updated.spec.clone()),
+            (2, json!({"v": 2}))
+        );
+        assert_eq!(
+            s.get_template(&mine.id).await.unwrap().unwrap(),
+            updated,
+            "cache invalidated"
+        );
+        let stale = s
+            .update_template(
+                &mine.id,
+                TemplateUpdate {
+                    expected_version: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&stale), Some(StoreErrorKind::Conflict));
+        assert_eq!(s.template_analytics(&mine.id).await.unwrap(), None);
+        assert!(s.delete_template(&mine.id).await.unwrap());
+        assert_eq!(s.get_template(&mine.id).await.unwrap(), None);
+        assert!(!s.delete_template(&mine.id).await.unwrap());
+    }
+
+    pub async fn template_analytics_updated_on_completion(s: Arc<dyn Store>) {
+        let template = s
+            .create_template(new_template(Some("alice"), "t", "general"))
+            .await
+            .unwrap();
+        for status in [
+            ExecutionStatus::Completed,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Completed,
+        ] {
+            let mut new = NewExecution::new("alice", ExecutionKind::Template, json!({}));
+            new.template_id = Some(template.id.clone());
+            new.params = json!({"temperature": 0.2});
+            let run = s.create_execution(new).await.unwrap();
+            let run = s
+                .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at)
+                .await
+                .unwrap();
+            let mut done = outcome(status);
+            done.finished_at = run.started_at.unwrap() + 100;
+            s.complete_execution(&run.id, done).await.unwrap();
+        }
+        let stats = s.template_analytics(&template.id).await.unwrap().unwrap();
+        assert_eq!(stats.usage_count, 3);
+        assert_eq!(stats.success_count, 2);
+        assert_eq!(stats.failure_count, 1);
+        assert_eq!(stats.total_tokens, 45);
+        assert!((stats.total_cost - 0.75).abs() < 1e-9);
+        assert_eq!(stats.total_duration_ms, 300);
+        assert!((stats.avg_duration_ms - 100.0).abs() < 1e-9);
+        assert!(stats.last_used_at.is_some());
+    }
+
+    pub async fn execution_lifecycle_and_transitions(s: Arc<dyn Store>) {
+        let def = s.create_definition(new_def("alice", "d")).await.unwrap();
+        let mut new = NewExecution::new(
+            "alice",
+            ExecutionKind::Definition,
+            json!({"message": "hello"}),
+        );
+        new.definition_id = Some(def.id.clone());
+        let run = s.create_execution(new).await.unwrap();
+        assert_eq!(run.status, ExecutionStatus::Pending);
+        assert_eq!(run.definition_id.as_deref(), Some(def.id.as_str()));
+        assert_eq!(run.params, json!({}));
+        assert_eq!(
+            (run.last_event_seq, run.step_count, run.started_at),
+            (0, 0, None)
+        );
+
+        let err = s
+            .set_execution_status(&run.id, ExecutionStatus::Waiting, 5)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "storage error (conflict): execution `{}` cannot go from pending to waiting",
+                run.id
+            )
+        );
+        let err = s
+            .set_execution_status(&run.id, ExecutionStatus::Completed, 5)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput));
+
+        let running = s
+            .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at + 5)
+            .await
+            .unwrap();
+        assert_eq!(running.started_at, Some(run.created_at + 5));
+        let waiting = s
+            .set_execution_status(&run.id, ExecutionStatus::Waiting, run.created_at + 6)
+            .await
+            .unwrap();
+        assert_eq!(waiting.status, ExecutionStatus::Waiting);
+        let resumed = s
+            .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at + 7)
+            .await
+            .unwrap();
+        assert_eq!(
+            resumed.started_at,
+            Some(run.created_at + 5),
+            "started_at kept on resume"
+        );
+
+        let mut failed = outcome(ExecutionStatus::Failed);
+        failed.finished_at = run.created_at + 105;
+        let ended = s.complete_execution(&run.id, failed).await.unwrap();
+        assert_eq!(ended.status, ExecutionStatus::Failed);
+        assert_eq!(ended.error.as_deref(), Some("model timed out"));
+        assert_eq!(ended.response.as_deref(), Some("done"));
+        assert_eq!(ended.output, Some(json!({"answer": 42})));
+        assert_eq!(
+            (
+                ended.prompt_tokens,
+                ended.completion_tokens,
+                ended.total_tokens
+            ),
+            (10, 5, 15)
+        );
+        assert_eq!(ended.duration_ms, Some(100));
+        assert_eq!(ended.finished_at, Some(run.created_at + 105));
+        assert_eq!(ended.last_event_seq, 1);
+        let events = s.list_events(&run.id, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "execution_completed");
+
+        let again = s
+            .complete_execution(&run.id, outcome(ExecutionStatus::Completed))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            format!(
+                "storage error (conflict): execution `{}` cannot go from failed to completed",
+                run.id
+            )
+        );
+        let after_end = s.commit_step(&step(&run.id, "late", 1)).await.unwrap_err();
+        assert_eq!(
+            after_end.to_string(),
+            format!(
+                "storage error (conflict): execution `{}` has ended (failed)",
+                run.id
+            )
+        );
+        let bad = s
+            .complete_execution(&run.id, outcome(ExecutionStatus::Running))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&bad), Some(StoreErrorKind::InvalidInput));
+        let missing = s
+            .complete_execution("nope", outcome(ExecutionStatus::Completed))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "storage error (not_found): execution `nope` not found"
+        );
+
+        // A pending execution can be cancelled directly.
+        let pending = s
+            .create_execution(NewExecution::new("alice", ExecutionKind::Chat, json!({})))
+            .await
+            .unwrap();
+        let cancelled = s
+            .complete_execution(&pending.id, outcome(ExecutionStatus::Cancelled))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+
+        // Deleting the definition keeps the execution.
+        assert!(s.delete_definition(&def.id).await.unwrap());
+        assert_eq!(
+            s.get_execution(&run.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .definition_id,
+            None
+        );
+
+        let mut unknown = NewExecution::new("alice", ExecutionKind::Definition, json!({}));
+        unknown.definition_id = Some("missing-def".into());
+        assert_eq!(
+            kind(&s.create_execution(unknown).await.unwrap_err()),
+            Some(StoreErrorKind::NotFound)
+        );
+
+        assert!(s.delete_execution(&run.id).await.unwrap());
+        assert_eq!(s.get_execution(&run.id).await.unwrap(), None);
+        assert!(s.list_events(&run.id, 0, 10).await.unwrap().is_empty());
+    }
+
+    pub async fn executions_listing_filters_and_pagination(s: Arc<dyn Store>) {
+        let def = s.create_definition(new_def("alice", "d")).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let owner = if i < 4 { "alice" } else { "bob" };
+            let mut new = NewExecution::new(owner, ExecutionKind::Definition, json!({"i": i}));
+            if i % 2 == 0 {
+                new.definition_id = Some(def.id.clone());
+            }
+            ids.push(s.create_execution(new).await.unwrap().id);
+        }
+        s.set_execution_status(&ids[1], ExecutionStatus::Running, 1)
+            .await
+            .unwrap();
+
+        let alice = ExecutionFilter {
+            owner_id: Some("alice".into()),
+            ..Default::default()
+        };
+        let listed: Vec<_> = s
+            .list_executions(&alice, Page::new(10, 0))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ids[3].clone(),
+                ids[2].clone(),
+                ids[1].clone(),
+                ids[0].clone()
+            ]
+        );
+        let page: Vec<_> = s
+            .list_executions(&alice, Page::new(2, 1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(page, [ids[2].clone(), ids[1].clone()]);
+
+        let by_def = ExecutionFilter {
+            definition_id: Some(def.id.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_executions(&by_def, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let running = ExecutionFilter {
+            status: Some(ExecutionStatus::Running),
+            ..Default::default()
+        };
+        let found = s.list_executions(&running, Page::default()).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, ids[1]);
+        let bob_def = ExecutionFilter {
+            owner_id: Some("bob".into()),
+            definition_id: Some(def.id.clone()),
+            ..Default::default()
+        };
+        let found = s.list_executions(&bob_def, Page::default()).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, ids[4]);
+        let created = s.get_execution(&ids[0]).await.unwrap().unwrap().created_at;
+        let future = ExecutionFilter {
+            created_after: Some(created + 60_000),
+            ..Default::default()
+        };
+        assert!(
+            s.list_executions(&future, Page::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let window = ExecutionFilter {
+            created_after: Some(created),
+            created_before: Some(created + 60_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_executions(&window, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            6
+        );
+    }
+
+    pub async fn commit_step_writes_run_events_and_checkpoints(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let first = s.commit_step(&step(&run.id, "llm", 3)).await.unwrap();
+        assert_eq!(
+            first,
+            StepReceipt {
+                step: 1,
+                first_seq: 1,
+                last_seq: 3
+            }
+        );
+        let mut second = step(&run.id, "tool", 0);
+        second.snapshot = Some(json!({"messages": [], "variables": {"llm": true, "tool": true}}));
+        let second_receipt = s.commit_step(&second).await.unwrap();
+        assert_eq!(
+            second_receipt,
+            StepReceipt {
+                step: 2,
+                first_seq: 4,
+                last_seq: 3
+            }
+        );
+        let third = s.commit_step(&step(&run.id, "end", 2)).await.unwrap();
+        assert_eq!(
+            third,
+            StepReceipt {
+                step: 3,
+                first_seq: 4,
+                last_seq: 5
+            }
+        );
+
+        let events = s.list_events(&run.id, 0, 100).await.unwrap();
+        let seqs: Vec<_> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(events[0].payload, json!({"node": "llm", "i": 0}));
+        assert_eq!(events[4].payload, json!({"node": "end", "i": 1}));
+        assert_eq!(events[0].event_type, "token");
+
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        let llm = runs.iter().find(|r| r.node_id == "llm").unwrap();
+        assert_eq!(llm, &step(&run.id, "llm", 0).node_run);
+
+        // Committing the same (node, iteration, attempt) again updates the run.
+        let mut retry = step(&run.id, "llm", 0);
+        retry.node_run.status = NodeRunStatus::Failed;
+        retry.node_run.error = Some("boom".into());
+        retry.state_delta = Value::Null;
+        let receipt = s.commit_step(&retry).await.unwrap();
+        assert_eq!(receipt.step, 4);
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        let llm = runs.iter().find(|r| r.node_id == "llm").unwrap();
+        assert_eq!(
+            (llm.status, llm.error.as_deref()),
+            (NodeRunStatus::Failed, Some("boom"))
+        );
+
+        let checkpoints = s.list_checkpoints(&run.id).await.unwrap();
+        let shape: Vec<_> = checkpoints.iter().map(|c| (c.step, c.kind)).collect();
+        assert_eq!(
+            shape,
+            [
+                (1, CheckpointKind::Delta),
+                (2, CheckpointKind::Snapshot),
+                (2, CheckpointKind::Delta),
+                (3, CheckpointKind::Delta)
+            ],
+            "no delta row for a null delta"
+        );
+        let resume = s.load_checkpoint(&run.id).await.unwrap();
+        assert_eq!(resume.snapshot.as_ref().unwrap().step, 2);
+        assert_eq!(
+            resume.snapshot.as_ref().unwrap().state,
+            second.snapshot.clone().unwrap()
+        );
+        let delta_steps: Vec<_> = resume.deltas.iter().map(|d| d.step).collect();
+        assert_eq!(delta_steps, [3]);
+        assert_eq!(resume.deltas[0].state, json!({"variables": {"end": true}}));
+        assert_eq!(resume.deltas[0].node_id.as_deref(), Some("end"));
+
+        assert_eq!(s.compact_checkpoints(&run.id).await.unwrap(), 2);
+        let shape: Vec<_> = s
+            .list_checkpoints(&run.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| (c.step, c.kind))
+            .collect();
+        assert_eq!(
+            shape,
+            [(2, CheckpointKind::Snapshot), (3, CheckpointKind::Delta)]
+        );
+        assert_eq!(
+            s.load_checkpoint(&run.id).await.unwrap(),
+            resume,
+            "compaction keeps what resuming needs"
+        );
+
+        let record = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((record.last_event_seq, record.step_count), (5, 4));
+
+        let missing = s.commit_step(&step("nope", "x", 1)).await.unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "storage error (not_found): execution `nope` not found"
+        );
+    }
+
+    pub async fn commit_steps_groups_and_is_atomic(s: Arc<dyn Store>) {
+        let a = running_execution(&s, "alice").await;
+        let b = running_execution(&s, "alice").await;
+        let receipts = s
+            .commit_steps(&[
+                step(&a.id, "x", 2),
+                step(&b.id, "y", 1),
+                step(&a.id, "z", 1),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            receipts,
+            [
+                StepReceipt {
+                    step: 1,
+                    first_seq: 1,
+                    last_seq: 2
+                },
+                StepReceipt {
+                    step: 1,
+                    first_seq: 1,
+                    last_seq: 1
+                },
+                StepReceipt {
+                    step: 2,
+                    first_seq: 3,
+                    last_seq: 3
+                },
+            ]
+        );
+        assert!(s.commit_steps(&[]).await.unwrap().is_empty());
+
+        // A group with one bad step writes nothing at all.
+        let err = s
+            .commit_steps(&[
+                step(&a.id, "ok", 2),
+                step(&b.id, "ok", 1),
+                step("missing", "bad", 1),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::NotFound));
+        assert_eq!(s.list_events(&a.id, 0, 100).await.unwrap().len(), 3);
+        assert_eq!(s.list_events(&b.id, 0, 100).await.unwrap().len(), 1);
+        assert!(
+            s.list_node_runs(&a.id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.node_id != "ok")
+        );
+        let a_now = s.get_execution(&a.id).await.unwrap().unwrap();
+        assert_eq!((a_now.last_event_seq, a_now.step_count), (3, 2));
+        assert_eq!(s.list_checkpoints(&a.id).await.unwrap().len(), 2);
+    }
+
+    pub async fn failed_transaction_leaves_nothing(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        s.commit_step(&step(&run.id, "first", 1)).await.unwrap();
+        // attempt 0 violates a CHECK constraint after the events were inserted: all rolled back.
+        let mut bad = step(&run.id, "second", 4);
+        bad.node_run.attempt = 0;
+        bad.snapshot = Some(json!({"big": "state"}));
+        let err = s.commit_step(&bad).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        assert_eq!(s.list_events(&run.id, 0, 100).await.unwrap().len(), 1);
+        assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 1);
+        assert_eq!(s.list_checkpoints(&run.id).await.unwrap().len(), 1);
+        let record = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((record.last_event_seq, record.step_count), (1, 1));
+        // The next step continues the sequence without a gap.
+        let next = s.commit_step(&step(&run.id, "second", 1)).await.unwrap();
+        assert_eq!(
+            next,
+            StepReceipt {
+                step: 2,
+                first_seq: 2,
+                last_seq: 2
+            }
+        );
+
+        // Completion with a bad event (empty type) is refused before anything is written.
+        let mut done = outcome(ExecutionStatus::Completed);
+        done.events.push(NewEvent::new(1, "", json!({})));
+        assert_eq!(
+            kind(&s.complete_execution(&run.id, done).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        assert_eq!(
+            s.get_execution(&run.id).await.unwrap().unwrap().status,
+            ExecutionStatus::Running
+        );
+    }
+
+    pub async fn concurrent_writers_keep_sequences_contiguous(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let mut tasks = Vec::new();
+        for writer in 0..8 {
+            let s = Arc::clone(&s);
+            let id = run.id.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    if i % 2 == 0 {
+                        let mut st = step(&id, &format!("w{writer}"), 2);
+                        st.node_run.iteration = i;
+                        s.commit_step(&st).await.unwrap();
+                    } else {
+                        s.append_events(&id, &[NewEvent::new(i, "token", json!({"w": writer}))])
+                            .await
+                            .unwrap();
+                    }
+                }
+                // Independent executions written at the same time.
+                let own = s
+                    .create_execution(NewExecution::new(
+                        format!("u{writer}"),
+                        ExecutionKind::Chat,
+                        json!({}),
+                    ))
+                    .await
+                    .unwrap();
+                s.append_events(&own.id, &[NewEvent::new(0, "execution_started", json!({}))])
+                    .await
+                    .unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let events = s.list_events(&run.id, 0, 1000).await.unwrap();
+        let seqs: Vec<_> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=120).collect::<Vec<_>>(),
+            "8 writers x (5 steps x 2 + 5 x 1) events"
+        );
+        let record = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((record.last_event_seq, record.step_count), (120, 40));
+        assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 40);
+        let all = s
+            .list_executions(&ExecutionFilter::default(), Page::default())
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 9);
+    }
+
+    pub async fn concurrent_failures_leave_other_commits_intact(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let mut tasks = Vec::new();
+        for i in 0..24_i64 {
+            let s = Arc::clone(&s);
+            let id = run.id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut st = step(&id, &format!("n{i}"), 2);
+                match i % 3 {
+                    0 => st.node_run.attempt = 0, // CHECK violation after the events went in
+                    1 => st.node_run.execution_id = "missing".into(),
+                    _ => {}
+                }
+                (i % 3, s.commit_step(&st).await)
+            }));
+        }
+        for task in tasks {
+            let (case, result) = task.await.unwrap();
+            match case {
+                0 => assert_eq!(
+                    kind(&result.unwrap_err()),
+                    Some(StoreErrorKind::InvalidInput)
+                ),
+                1 => assert_eq!(kind(&result.unwrap_err()), Some(StoreErrorKind::NotFound)),
+                _ => {
+                    let receipt = result.unwrap();
+                    assert_eq!(receipt.last_seq - receipt.first_seq, 1);
+                }
+            }
+        }
+        let seqs: Vec<_> = s
+            .list_events(&run.id, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=16).collect::<Vec<_>>(),
+            "8 good steps x 2 events, no gap"
+        );
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        assert_eq!(runs.len(), 8);
+        assert!(runs.iter().all(|r| r.attempt == 1));
+        assert_eq!(s.list_checkpoints(&run.id).await.unwrap().len(), 8);
+        let record = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((record.last_event_seq, record.step_count), (16, 8));
+    }
+
+    pub async fn events_paging_and_append(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let events: Vec<_> = (0..7)
+            .map(|i| NewEvent::new(i, format!("e{i}"), json!(i)))
+            .collect();
+        assert_eq!(
+            s.append_events(&run.id, &events).await.unwrap(),
+            [1, 2, 3, 4, 5, 6, 7]
+        );
+        assert!(s.append_events(&run.id, &[]).await.unwrap().is_empty());
+        let page: Vec<_> = s
+            .list_events(&run.id, 2, 3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.event_type))
+            .collect();
+        assert_eq!(
+            page,
+            [
+                (3, "e2".to_owned()),
+                (4, "e3".to_owned()),
+                (5, "e4".to_owned())
+            ]
+        );
+        assert!(s.list_events(&run.id, 7, 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.list_events(&run.id, 0, 100).await.unwrap()[6].payload,
+            json!(6)
+        );
+        let missing = s.append_events("nope", &events).await.unwrap_err();
+        assert_eq!(kind(&missing), Some(StoreErrorKind::NotFound));
+    }
+
+    pub async fn conversations_and_messages(s: Arc<dyn Store>) {
+        let conv = s
+            .create_conversation(NewConversation {
+                user_id: "alice".into(),
+                title: Some("Hi".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (conv.status, conv.metadata.clone(), conv.message_count),
+            (ConversationStatus::Active, json!({}), 0)
+        );
+        let other = s
+            .create_conversation(NewConversation {
+                user_id: "alice".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.create_conversation(NewConversation {
+            user_id: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+        for (i, role) in [
+            MessageRole::System,
+            MessageRole::User,
+            MessageRole::Assistant,
+            MessageRole::Tool,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut m = NewMessage::new(&conv.id, role, format!("m{i}"));
+            if role == MessageRole::Tool {
+                m.metadata = json!({"tool_call_id": "c1", "name": "search"});
+            }
+            m.token_count = Some(i as i64);
+            let stored = s.add_message(m).await.unwrap();
+            assert_eq!(stored.seq, i as i64 + 1);
+        }
+        let messages = s.list_messages(&conv.id, Page::default()).await.unwrap();
+        let texts: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["m0", "m1", "m2", "m3"]);
+        assert_eq!(
+            messages[3].metadata,
+            json!({"tool_call_id": "c1", "name": "search"})
+        );
+        assert_eq!(messages[0].metadata, json!({}));
+        let page: Vec<_> = s
+            .list_messages(&conv.id, Page::new(2, 1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(page, [2, 3]);
+        assert_eq!(
+            s.get_conversation(&conv.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .message_count,
+            4
+        );
+
+        let missing = s
+            .add_message(NewMessage::new("nope", MessageRole::User, "x"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "storage error (not_found): conversation `nope` not found"
+        );
+
+        let listed: Vec<_> = s
+            .list_conversations("alice", None, Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed, [other.id.clone(), conv.id.clone()]);
+        let archived = s
+            .update_conversation(
+                &conv.id,
+                ConversationUpdate {
+                    status: Some(ConversationStatus::Archived),
+                    title: Some(None),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (archived.status, archived.title),
+            (ConversationStatus::Archived, None)
+        );
+        let active: Vec<_> = s
+            .list_conversations("alice", Some(ConversationStatus::Active), Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(active, vec![other.id.clone()]);
+        assert_eq!(
+            kind(
+                &s.update_conversation("nope", ConversationUpdate::default())
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::NotFound)
+        );
+
+        // An execution in a thread; deleting the conversation keeps it and drops the messages.
+        let mut new = NewExecution::new("alice", ExecutionKind::Chat, json!({}));
+        new.conversation_id = Some(conv.id.clone());
+        let run = s.create_execution(new).await.unwrap();
+        let in_thread = ExecutionFilter {
+            conversation_id: Some(conv.id.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_executions(&in_thread, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(s.delete_conversation(&conv.id).await.unwrap());
+        assert!(
+            s.list_messages(&conv.id, Page::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.get_execution(&run.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .conversation_id,
+            None
+        );
+        assert!(!s.delete_conversation(&conv.id).await.unwrap());
+    }
+
+    fn doc(owner: &str, title: &str, text: &str) -> NewDocument {
+        NewDocument {
+            owner_id: owner.into(),
+            title: title.into(),
+            text: text.into(),
+            metadata: json!({"lang": "en"}),
+            chunking: ChunkingOptions {
+                chunk_size: 60,
+                overlap: 10,
+            },
+            ..Default::default()
+        }
+    }
+
+    pub async fn documents_ingestion_and_search(s: Arc<dyn Store>) {
+        let text = "Rust is a systems programming language. It guarantees memory safety without a garbage \
+                    collector. Cargo is the Rust package manager and build tool.";
+        let d = s.create_document(doc("alice", "Rust", text)).await.unwrap();
+        assert_eq!(d.status, DocumentStatus::Ready);
+        assert_eq!(d.char_count, text.chars().count() as i64);
+        let chunks = s.list_chunks(&d.id).await.unwrap();
+        assert_eq!(chunks.len() as i64, d.chunk_count);
+        assert!(chunks.len() >= 3, "{chunks:?}");
+        let expected = split_into_chunks(
+            text,
+            ChunkingOptions {
+                chunk_size: 60,
+                overlap: 10,
+            },
+        )
+        .unwrap();
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|c| (c.index as i64, c.start as i64, c.content.clone()))
+            .collect();
+        let got: Vec<_> = chunks
+            .iter()
+            .map(|c| (c.chunk_index, c.start_offset, c.content.clone()))
+            .collect();
+        assert_eq!(got, expected);
+
+        s.create_document(doc(
+            "alice",
+            "Python",
+            "Python is a dynamic language with a garbage collector.",
+        ))
+        .await
+        .unwrap();
+
+        let hits = s
+            .search_chunks(&SearchQuery {
+                owner_id: "alice".into(),
+                query: "garbage collector".into(),
+                max_documents: 10,
+                score_threshold: 0.0,
+            })
+            .await
+            .unwrap();
+        assert!(hits.len() >= 2, "{hits:?}");
+        assert!(
+            hits.iter()
+                .all(|h| h.content.to_lowercase().contains("garbage")
+                    || h.content.to_lowercase().contains("collector"))
+        );
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "ranked");
+        assert!(hits.iter().all(|h| h.score > 0.0 && h.score < 1.0));
+        assert_eq!(hits[0].metadata, json!({"lang": "en"}));
+
+        // Stemming / case-insensitivity: "Managers" finds "manager".
+        let hits = s
+            .search_chunks(&SearchQuery {
+                owner_id: "alice".into(),
+                query: "package Managers".into(),
+                max_documents: 5,
+                score_threshold: 0.0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(hits[0].document_id, d.id);
+        assert!(hits[0].content.contains("package manager"));
+
+        let none = s
+            .search_chunks(&SearchQuery {
+                owner_id: "alice".into(),
+                query: "  ;;  ".into(),
+                max_documents: 5,
+                score_threshold: 0.0,
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+
+        assert_eq!(
+            s.list_documents("alice", None, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            s.list_documents("alice", Some(DocumentStatus::Failed), Page::default())
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        let failed = s
+            .set_document_status(&d.id, DocumentStatus::Failed)
+            .await
+            .unwrap();
+        assert_eq!(failed.status, DocumentStatus::Failed);
+        let hits = s
+            .search_chunks(&SearchQuery {
+                owner_id: "alice".into(),
+                query: "cargo".into(),
+                max_documents: 5,
+                score_threshold: 0.0,
+            })
+            .await
+            .unwrap();
+        assert!(hits.is_empty(), "only ready documents are searched");
+        assert!(s.delete_document(&d.id).await.unwrap());
+        assert!(s.list_chunks(&d.id).await.unwrap().is_empty());
+        assert_eq!(s.get_document(&d.id).await.unwrap(), None);
+        assert!(!s.delete_document(&d.id).await.unwrap());
+    }
+
+    pub async fn search_scoping_threshold_and_limits(s: Arc<dyn Store>) {
+        for i in 0..6 {
+            let text = format!("{} kubernetes cluster notes {i}", "kubernetes ".repeat(i));
+            let mut d = doc("alice", &format!("k{i}"), &text);
+            d.chunking = ChunkingOptions {
+                chunk_size: 1000,
+                overlap: 0,
+            };
+            s.create_document(d).await.unwrap();
+        }
+        s.create_document(doc(
+            "bob",
+            "secret",
+            "kubernetes kubernetes kubernetes secret",
+        ))
+        .await
+        .unwrap();
+        let q = |max: u32, threshold: f64| SearchQuery {
+            owner_id: "alice".into(),
+            query: "kubernetes".into(),
+            max_documents: max,
+            score_threshold: threshold,
+        };
+        let all = s.search_chunks(&q(100, 0.0)).await.unwrap();
+        assert_eq!(all.len(), 6, "bob's document is not visible to alice");
+        assert!(all.iter().all(|h| h.title != "secret"));
+        let top = s.search_chunks(&q(2, 0.0)).await.unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top, all[..2].to_vec());
+        let median = all[3].score;
+        let above = s.search_chunks(&q(100, median)).await.unwrap();
+        assert!(above.iter().all(|h| h.score >= median));
+        assert_eq!(
+            above.len(),
+            all.iter().filter(|h| h.score >= median).count()
+        );
+        assert!(s.search_chunks(&q(100, 1.0)).await.unwrap().is_empty());
+        assert!(s.search_chunks(&q(0, 0.0)).await.unwrap().is_empty());
+        let err = s.search_chunks(&q(5, 1.5)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (invalid_input): score_threshold must be within 0..=1 (got 1.5)"
+        );
+        let bob = SearchQuery {
+            owner_id: "bob".into(),
+            ..q(10, 0.0)
+        };
+        assert_eq!(s.search_chunks(&bob).await.unwrap().len(), 1);
+    }
+
+    pub async fn preferences_upsert_with_versions(s: Arc<dyn Store>) {
+        assert_eq!(s.get_preference("alice", "model").await.unwrap(), None);
+        let v1 = s
+            .upsert_preference("alice", "model", json!({"name": "a"}), Some(0))
+            .await
+            .unwrap();
+        assert_eq!(v1.version, 1);
+        let v2 = s
+            .upsert_preference("alice", "model", json!({"name": "b"}), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (v2.version, v2.value.clone(), v2.created_at),
+            (2, json!({"name": "b"}), v1.created_at)
+        );
+        let stale = s
+            .upsert_preference("alice", "model", json!(1), Some(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            stale.to_string(),
+            "storage error (conflict): preference `model` of user `alice` is at version 2, not 1"
+        );
+        let v3 = s
+            .upsert_preference("alice", "model", json!("c"), Some(2))
+            .await
+            .unwrap();
+        assert_eq!(v3.version, 3);
+        s.upsert_preference("alice", "memory", json!({"window": 10}), None)
+            .await
+            .unwrap();
+        s.upsert_preference("bob", "model", json!("x"), None)
+            .await
+            .unwrap();
+        let types: Vec<_> = s
+            .list_preferences("alice")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.preference_type, p.version))
+            .collect();
+        assert_eq!(types, [("memory".to_owned(), 1), ("model".to_owned(), 3)]);
+        assert_eq!(
+            s.get_preference("alice", "model")
+                .await
+                .unwrap()
+                .unwrap()
+                .value,
+            json!("c")
+        );
+        assert!(s.delete_preference("alice", "model").await.unwrap());
+        assert!(!s.delete_preference("alice", "model").await.unwrap());
+        assert_eq!(
+            s.get_preference("bob", "model")
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
+    }
+
+    pub async fn audit_log_append_and_filter(s: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let entry = NewAuditEntry {
+                ts: 1_000 + i,
+                actor_id: Some(if i % 2 == 0 { "alice" } else { "bob" }.into()),
+                action: "workflow.create".into(),
+                resource_type: if i < 3 { "workflow" } else { "template" }.into(),
+                resource_id: Some(format!("r{i}")),
+                outcome: "success".into(),
+                ip_address: Some("10.0.0.1".into()),
+                details: json!({"i": i}),
+            };
+            ids.push(s.append_audit(entry).await.unwrap().id);
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing ids");
+        let all = s
+            .list_audit(&AuditFilter::default(), Page::default())
+            .await
+            .unwrap();
+        let got: Vec<_> = all.iter().map(|a| a.id).collect();
+        assert_eq!(
+            got,
+            ids.iter().rev().copied().collect::<Vec<_>>(),
+            "newest first"
+        );
+        assert_eq!(all[0].details, json!({"i": 4}));
+        let alice = AuditFilter {
+            actor_id: Some("alice".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_audit(&alice, Page::default()).await.unwrap().len(),
+            3
+        );
+        let wf = AuditFilter {
+            resource_type: Some("workflow".into()),
+            since: Some(1_001),
+            ..Default::default()
+        };
+        let found: Vec<_> = s
+            .list_audit(&wf, Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.resource_id.unwrap())
+            .collect();
+        assert_eq!(found, ["r2", "r1"]);
+        let one = AuditFilter {
+            resource_id: Some("r3".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.list_audit(&one, Page::default()).await.unwrap().len(), 1);
+        assert_eq!(
+            s.list_audit(&AuditFilter::default(), Page::new(2, 1))
+                .await
+                .unwrap()[0]
+                .id,
+            ids[3]
+        );
+    }
+
+    pub async fn jobs_priority_lease_retry(s: Arc<dyn Store>) {
+        let low = s
+            .enqueue_job(NewJob::new("q", "run", json!({"n": "low"}), 0))
+            .await
+            .unwrap();
+        let mut high = NewJob::new("q", "run", json!({"n": "high"}), 0);
+        high.priority = 10;
+        high.max_attempts = 2;
+        let high = s.enqueue_job(high).await.unwrap();
+        let later = s
+            .enqueue_job(NewJob::new("q", "run", json!({"n": "later"}), 5_000))
+            .await
+            .unwrap();
+        s.enqueue_job(NewJob::new("other", "run", json!({}), 0))
+            .await
+            .unwrap();
+        assert_eq!((low.status, low.attempts), (JobStatus::Queued, 0));
+
+        let first = s.claim_job("q", "w1", 1_000, 100).await.unwrap().unwrap();
+        assert_eq!(first.id, high.id, "highest priority first");
+        assert_eq!(
+            (
+                first.status,
+                first.attempts,
+                first.lease_owner.as_deref(),
+                first.lease_expires_at
+            ),
+            (JobStatus::Running, 1, Some("w1"), Some(1_100))
+        );
+        let second = s.claim_job("q", "w2", 1_000, 100).await.unwrap().unwrap();
+        assert_eq!(second.id, low.id);
+        assert_eq!(
+            s.claim_job("q", "w3", 1_000, 100).await.unwrap(),
+            None,
+            "later job not due"
+        );
+
+        let err = s.renew_lease(&high.id, "w2", 1_000, 200).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "storage error (conflict): job `{}` is not held by worker `w2`",
+                high.id
+            )
+        );
+        assert_eq!(
+            s.renew_lease(&high.id, "w1", 1_000, 200)
+                .await
+                .unwrap()
+                .lease_expires_at,
+            Some(1_200)
+        );
+        assert_eq!(
+            kind(&s.renew_lease("nope", "w1", 1_000, 200).await.unwrap_err()),
+            Some(StoreErrorKind::NotFound)
+        );
+
+        // w1's lease expires: another worker takes the job over (attempt 2 of 2).
+        let taken = s.claim_job("q", "w9", 1_000, 1_300).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                taken.id.clone(),
+                taken.attempts,
+                taken.lease_owner.as_deref()
+            ),
+            (high.id.clone(), 2, Some("w9"))
+        );
+        assert_eq!(
+            kind(
+                &s.complete_job(&high.id, "w1", json!({}), 1_301)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::Conflict)
+        );
+        // Failing the last attempt fails the job even with a retry time.
+        let failed = s
+            .fail_job(&high.id, "w9", "boom", Some(2_000), 1_400)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                failed.status,
+                failed.last_error.as_deref(),
+                failed.lease_owner
+            ),
+            (JobStatus::Failed, Some("boom"), None)
+        );
+
+        // A failure with attempts left is re-queued at retry_at.
+        let requeued = s
+            .fail_job(&low.id, "w2", "flaky", Some(3_000), 1_500)
+            .await
+            .unwrap();
+        assert_eq!(
+            (requeued.status, requeued.run_at),
+            (JobStatus::Queued, 3_000)
+        );
+        assert_eq!(s.claim_job("q", "w2", 1_000, 2_999).await.unwrap(), None);
+        let retried = s.claim_job("q", "w2", 1_000, 3_000).await.unwrap().unwrap();
+        assert_eq!((retried.id.clone(), retried.attempts), (low.id.clone(), 2));
+        let done = s
+            .complete_job(&low.id, "w2", json!({"ok": true}), 3_100)
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.status, done.result),
+            (JobStatus::Completed, Some(json!({"ok": true})))
+        );
+
+        let next = s.claim_job("q", "w2", 1_000, 6_000).await.unwrap().unwrap();
+        assert_eq!(next.id, later.id);
+        assert_eq!(
+            s.get_job(&later.id).await.unwrap().unwrap().status,
+            JobStatus::Running
+        );
+        let all: Vec<_> = s
+            .list_jobs("q", None, Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(all, [low.id.clone(), high.id.clone(), later.id.clone()]);
+        assert_eq!(
+            s.list_jobs("q", Some(JobStatus::Failed), Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(s.get_job("nope").await.unwrap(), None);
+    }
+
+    pub async fn concurrent_claimers_get_distinct_jobs(s: Arc<dyn Store>) {
+        for i in 0..20 {
+            s.enqueue_job(NewJob::new("q", "run", json!({"i": i}), 0))
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for w in 0..5 {
+            let s = Arc::clone(&s);
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(job) = s
+                    .claim_job("q", &format!("w{w}"), 60_000, 10)
+                    .await
+                    .unwrap()
+                {
+                    got.push(job.id);
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!((before, all.len()), (20, 20));
+    }
+
+    pub async fn users_keys_and_roles(s: Arc<dyn Store>) {
+        let alice = s
+            .create_user(NewUser {
+                email: "Alice@Example.com".into(),
+                display_name: Some("Alice".into()),
+                roles: vec!["user".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(alice.is_active);
+        let dup = s
+            .create_user(NewUser {
+                email: "alice@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&dup), Some(StoreErrorKind::Conflict));
+        assert_eq!(
+            s.get_user_by_email("ALICE@example.COM")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            alice.id
+        );
+        assert_eq!(s.get_user(&alice.id).await.unwrap().unwrap(), alice);
+        assert_eq!(s.get_user("nobody").await.unwrap(), None);
+        let bob = s
+            .create_user(NewUser {
+                id: Some("bob".into()),
+                email: "bob@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let users: Vec<_> = s
+            .list_users(Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(users, [alice.id.clone(), bob.id.clone()]);
+        let updated = s
+            .update_user(&alice.id, Some(vec!["admin".into()]), Some(false))
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.roles, updated.is_active),
+            (vec!["admin".to_owned()], false)
+        );
+        assert_eq!(
+            kind(&s.update_user("nope", None, None).await.unwrap_err()),
+            Some(StoreErrorKind::NotFound)
+        );
+
+        let key = s
+            .create_api_key(NewApiKey {
+                user_id: alice.id.clone(),
+                name: "ci".into(),
+                prefix: "cht_ab".into(),
+                key_hash: "h1".into(),
+                scopes: vec!["workflows:read".into()],
+                expires_at: Some(99),
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.find_api_key("h1").await.unwrap().unwrap(), key);
+        assert_eq!(s.find_api_key("h2").await.unwrap(), None);
+        let dup = s
+            .create_api_key(NewApiKey {
+                user_id: bob.id.clone(),
+                key_hash: "h1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&dup), Some(StoreErrorKind::Conflict));
+        let orphan = s
+            .create_api_key(NewApiKey {
+                user_id: "ghost".into(),
+                key_hash: "h3".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            orphan.to_string(),
+            "storage error (not_found): user `ghost` not found"
+        );
+        s.touch_api_key(&key.id, 50).await.unwrap();
+        assert!(s.revoke_api_key(&key.id, 60).await.unwrap());
+        assert!(!s.revoke_api_key(&key.id, 70).await.unwrap());
+        let keys = s.list_api_keys(&alice.id).await.unwrap();
+        assert_eq!(
+            (keys[0].last_used_at, keys[0].revoked_at),
+            (Some(50), Some(60))
+        );
+        assert_eq!(
+            kind(&s.touch_api_key("nope", 1).await.unwrap_err()),
+            Some(StoreErrorKind::NotFound)
+        );
+
+        let role = RoleRecord {
+            name: "editor".into(),
+            description: None,
+            permissions: vec!["workflows:write".into()],
+        };
+        assert_eq!(s.upsert_role(role.clone()).await.unwrap(), role);
+        let changed = RoleRecord {
+            description: Some("Edits".into()),
+            ..role.clone()
+        };
+        s.upsert_role(changed.clone()).await.unwrap();
+        s.upsert_role(RoleRecord {
+            name: "admin".into(),
+            description: None,
+            permissions: vec![],
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.get_role("editor").await.unwrap().unwrap(), changed);
+        let names: Vec<_> = s
+            .list_roles()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["admin", "editor"]);
+        assert!(s.delete_role("admin").await.unwrap());
+        assert!(!s.delete_role("admin").await.unwrap());
+    }
+
+    pub async fn sql_looking_strings_are_stored_verbatim(s: Arc<dyn Store>) {
+        let nasty = "Robert'); DROP TABLE workflow_definitions; -- \" ' \\ %_ $1 ?1 é😀 \t\n";
+        let mut new = new_def(nasty, nasty);
+        new.description = Some(nasty.into());
+        new.tags = vec![nasty.into()];
+        new.definition = json!({"nodes": [], "edges": [], "metadata": {nasty: nasty}});
+        let d = s.create_definition(new).await.unwrap();
+        let read = s.get_definition(&d.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                read.owner_id.as_str(),
+                read.name.as_str(),
+                read.description.as_deref()
+            ),
+            (nasty, nasty, Some(nasty))
+        );
+        assert_eq!(read.tags, [nasty]);
+        assert_eq!(read.definition["metadata"][nasty], json!(nasty));
+        let filter = DefinitionFilter {
+            owner_id: Some(nasty.into()),
+            tag: Some(nasty.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.list_definitions(&filter, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let conv = s
+            .create_conversation(NewConversation {
+                user_id: nasty.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let msg = s
+            .add_message(NewMessage::new(&conv.id, MessageRole::User, nasty))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.list_messages(&conv.id, Page::default()).await.unwrap()[0].content,
+            msg.content
+        );
+        assert_eq!(msg.content, nasty);
+
+        let d = s
+            .create_document(doc(
+                nasty,
+                "doc",
+                "the DROP TABLE statement removes a table",
+            ))
+            .await
+            .unwrap();
+        let hits = s
+            .search_chunks(&SearchQuery {
+                owner_id: nasty.into(),
+                query: "\"DROP\" TABLE*) OR NEAR(x".into(),
+                max_documents: 5,
+                score_threshold: 0.0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].document_id, d.id);
+        s.upsert_preference(nasty, nasty, json!(nasty), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_preference(nasty, nasty).await.unwrap().unwrap().value,
+            json!(nasty)
+        );
+        // The tables are still there.
+        assert_eq!(
+            s.list_definitions(&DefinitionFilter::default(), Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    pub async fn oversized_payloads_are_refused_before_the_database(s: Arc<dyn Store>) {
+        let big = "x".repeat(PAYLOAD_LIMIT + 1);
+        let mut new = new_def("alice", "big");
+        new.definition = json!({"nodes": [], "blob": big});
+        let err = s.create_definition(new).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        assert!(
+            err.to_string().contains(&format!(
+                "definition is {} bytes, over the limit of {PAYLOAD_LIMIT} bytes",
+                PAYLOAD_LIMIT + 1 + r#"{"nodes":[],"blob":""}"#.len()
+            )),
+            "{err}"
+        );
+        assert!(
+            s.list_definitions(&DefinitionFilter::default(), Page::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let run = running_execution(&s, "alice").await;
+        let mut st = step(&run.id, "n", 1);
+        st.events.push(NewEvent::new(0, "token", json!(big)));
+        let err = s
+            .commit_steps(&[step(&run.id, "ok", 1), st])
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        assert!(err.to_string().contains("event payload is"), "{err}");
+        assert!(s.list_events(&run.id, 0, 10).await.unwrap().is_empty());
+
+        let conv = s
+            .create_conversation(NewConversation {
+                user_id: "a".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let err = s
+            .add_message(NewMessage::new(&conv.id, MessageRole::User, big.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        let err = s.create_document(doc("a", "t", &big)).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        let err = s
+            .upsert_preference("a", "t", json!(big), None)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        let err = s
+            .create_execution(NewExecution::new(
+                "a",
+                ExecutionKind::Adhoc,
+                json!({"m": big}),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        let err = s
+            .enqueue_job(NewJob::new("q", "k", json!(big), 0))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::PayloadTooLarge));
+        assert_eq!(
+            s.list_executions(&ExecutionFilter::default(), Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    pub async fn invalid_input_is_refused(s: Arc<dyn Store>) {
+        let err = s.create_definition(new_def("", "x")).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (invalid_input): owner_id must not be empty"
+        );
+        let err = s.create_definition(new_def("a", " ")).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (invalid_input): name must not be empty"
+        );
+        let err = s
+            .create_execution(NewExecution::new("", ExecutionKind::Adhoc, json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput));
+        let mut bad_chunks = doc("a", "t", "text");
+        bad_chunks.chunking = ChunkingOptions {
+            chunk_size: 10,
+            overlap: 10,
+        };
+        assert_eq!(
+            kind(&s.create_document(bad_chunks).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        let mut job = NewJob::new("q", "k", json!({}), 0);
+        job.max_attempts = 0;
+        assert_eq!(
+            s.enqueue_job(job).await.unwrap_err().to_string(),
+            "storage error (invalid_input): max_attempts must be at least 1 (got 0)"
+        );
+        assert_eq!(
+            kind(&s.claim_job("q", "w", 0, 0).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        assert_eq!(
+            kind(
+                &s.upsert_preference("", "t", json!(1), None)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        let entry = NewAuditEntry {
+            action: "".into(),
+            resource_type: "r".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            kind(&s.append_audit(entry).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        assert_eq!(
+            kind(&s.create_user(NewUser::default()).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        let mut run = step("x", "", 0);
+        run.node_run.node_id = String::new();
+        assert_eq!(
+            kind(&s.commit_step(&run).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        let err = s
+            .create_definition(NewDefinition {
+                id: Some(String::new()),
+                ..new_def("a", "b")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (invalid_input): id must not be empty"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific behaviour
+// ---------------------------------------------------------------------------------------------
+
+mod sqlite_specific {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_store_uses_wal_and_reopens_without_remigrating() {
+        let dir = temp_dir();
+        let path = dir.join("c.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = connect_with(&url, options()).await.unwrap();
+        let d = store
+            .create_definition(NewDefinition {
+                owner_id: "a".into(),
+                name: "n".into(),
+                definition: json!({}),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        drop(store);
+        let store = connect_with(&url, options()).await.unwrap();
+        assert_eq!(
+            store.get_definition(&d.id).await.unwrap().unwrap().name,
+            "n"
+        );
+        drop(store);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let applied: Vec<(i64, String)> = conn
+            .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            applied,
+            [(1, "core".to_owned()), (2, "auth_audit_jobs".to_owned())]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn changed_or_missing_migrations_refuse_to_start() {
+        let dir = temp_dir();
+        let path = dir.join("c.db");
+        let url = format!("sqlite://{}", path.display());
+        drop(connect_with(&url, options()).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute(
+                "UPDATE schema_migrations SET checksum = 'abc' WHERE version = 1",
+                [],
+            )
+            .unwrap();
+        }
+        let err = connect_with(&url, options()).await.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Migration));
+        assert!(
+            err.to_string().contains(
+                "migration 0001_core was changed after it was applied (checksum abc in the database"
+            ),
+            "{err}"
+        );
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute("DELETE FROM schema_migrations WHERE version = 1", [])
+                .unwrap();
+        }
+        let err = connect_with(&url, options()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (migration): migration 0001_core is missing from schema_migrations although later migration 0002 was applied; refusing to start"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_migrations_do_not_corrupt_the_schema() {
+        let dir = temp_dir();
+        let url = format!("sqlite://{}/race.db", dir.display());
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                connect_with(&url, options()).await.map(|_| ())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let conn = rusqlite::Connection::open(dir.join("race.db")).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn audit_log_refuses_update_and_delete() {
+        let dir = temp_dir();
+        let path = dir.join("a.db");
+        let store = connect_with(&format!("sqlite://{}", path.display()), options())
+            .await
+            .unwrap();
+        store
+            .append_audit(NewAuditEntry {
+                action: "x".into(),
+                resource_type: "y".into(),
+                outcome: "ok".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let err = conn
+            .execute("UPDATE audit_logs SET action = 'z'", [])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("audit_logs is append-only"),
+            "{err}"
+        );
+        let err = conn.execute("DELETE FROM audit_logs", []).unwrap_err();
+        assert!(
+            err.to_string().contains("audit_logs is append-only"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn unopenable_file_is_unavailable() {
+        let err = connect_with("sqlite:///nonexistent-dir-chatter/x/y.db", options())
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Unavailable));
+        assert!(
+            err.to_string()
+                .contains("cannot open SQLite database `/nonexistent-dir-chatter/x/y.db`"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_config_errors() {
+        let err = chatter_store::connect("mysql://localhost/db")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "storage error (config): unsupported database URL scheme `mysql` (expected sqlite or postgres)"
+        );
+        let err = chatter_store::connect("postgres://user@[bad")
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Config), "{err}");
+    }
+}
+mod postgres_specific {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreachable_server_fails_fast() {
+        let mut opts = options();
+        opts.pg_connect_timeout = Duration::from_secs(2);
+        let started = std::time::Instant::now();
+        // Port 1 on localhost: connection refused.
+        let err = connect_with("postgres://postgres@127.0.0.1:1/db", opts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Unavailable), "{err}");
+        assert!(
+            err.to_string().contains("cannot connect to Postgres"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    async fn with_schema<F, Fut>(case: F)
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Some(url) = postgres_url() else {
+            println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+            return;
+        };
+        let schema = format!(
+            "chatter_test_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        case(url.clone(), schema.clone()).await;
+        drop_schema(&url, &schema).await;
+    }
+
+    fn pg_options(schema: &str) -> StoreOptions {
+        let mut opts = options();
+        opts.pg_schema = Some(schema.to_owned());
+        opts.pg_pool_size = 4;
+        opts
+    }
+
+    async fn client(url: &str, schema: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .await
+            .unwrap();
+        client
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_checksums_and_concurrent_migration() {
+        with_schema(|url, schema| async move {
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (url, opts) = (url.clone(), pg_options(&schema));
+                tasks.push(tokio::spawn(async move {
+                    connect_with(&url, opts).await.map(|_| ())
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let c = client(&url, &schema).await;
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 2);
+            c.execute(
+                "UPDATE schema_migrations SET checksum = 'abc' WHERE version = 2",
+                &[],
+            )
+            .await
+            .unwrap();
+            let err = connect_with(&url, pg_options(&schema)).await.unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("migration 0002_auth_audit_jobs was changed after it was applied"),
+                "{err}"
+            );
+            c.execute("DELETE FROM schema_migrations WHERE version = 1", &[])
+                .await
+                .unwrap();
+            c.execute(
+                "UPDATE schema_migrations SET checksum = $1 WHERE version = 2",
+                &[&chatter_store::migrate::POSTGRES_MIGRATIONS[1].checksum()],
+            )
+            .await
+            .unwrap();
+            let err = connect_with(&url, pg_options(&schema)).await.unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("migration 0001_core is missing from schema_migrations"),
+                "{err}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_pooled_connection_is_replaced() {
+        with_schema(|url, schema| async move {
+            let mut opts = pg_options(&schema);
+            opts.pg_pool_size = 1;
+            let store = connect_with(&url, opts).await.unwrap();
+            store.health_check().await.unwrap();
+            let c = client(&url, &schema).await;
+            let killed: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = $1) t",
+                    &[&format!("chatter:{schema}")],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(killed, 1, "the pooled connection was found and killed");
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            // The idle connection is verified on checkout, found dead, and replaced.
+            store.health_check().await.unwrap();
+            assert_eq!(store.pool_stats().size, 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn audit_log_refuses_update_and_delete() {
+        with_schema(|url, schema| async move {
+            let store = connect_with(&url, pg_options(&schema)).await.unwrap();
+            store
+                .append_audit(NewAuditEntry {
+                    action: "x".into(),
+                    resource_type: "y".into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let stats = store.pool_stats();
+            assert_eq!(stats.max_size, 4);
+            let c = client(&url, &schema).await;
+            let err = c
+                .execute("UPDATE audit_logs SET action = 'z'", &[])
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{err:?}").contains("audit_logs is append-only"),
+                "{err:?}"
+            );
+            let err = c.execute("DELETE FROM audit_logs", &[]).await.unwrap_err();
+            assert!(
+                format!("{err:?}").contains("audit_logs is append-only"),
+                "{err:?}"
+            );
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM audit_logs", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 1);
+        })
+        .await;
+    }
+}
