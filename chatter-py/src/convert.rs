@@ -148,7 +148,8 @@ pub(crate) fn error_text(py: Python<'_>, err: &PyErr) -> String {
 /// * parse, definition, expression and validation errors → `ValidationError` (with `.issues`);
 /// * template errors → `TemplateError`; model, tool and node errors → `NodeError`;
 /// * timeouts → `TimeoutError`; cancellation → `Cancelled`; limits → `ExecutionError`;
-/// * configuration → `ConfigError`; unknown names → `NotFoundError`; the rest → `ChatterError`.
+/// * configuration → `ConfigError`; unknown names → `NotFoundError`; storage → `StorageError`;
+///   the rest → `ChatterError`.
 pub(crate) fn to_py_err(err: Error) -> PyErr {
     Python::attach(|py| match build_exception(py, &err) {
         Ok(exc) => exc,
@@ -174,6 +175,7 @@ fn build_exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         Error::LimitExceeded { .. } => ("ExecutionError", None, None),
         Error::Config { .. } => ("ConfigError", None, None),
         Error::NotFound { .. } => ("NotFoundError", None, None),
+        Error::Store { .. } => ("StorageError", None, None),
         _ => ("ChatterError", None, None),
     };
     let module = py.import("chatter.errors")?;

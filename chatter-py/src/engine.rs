@@ -11,6 +11,7 @@ use chatter_core::engine::{
 use chatter_core::model::{ChatModel, ModelRegistry};
 use chatter_core::providers::ScriptedModel;
 use chatter_core::retriever::RetrieverRegistry;
+use chatter_core::store::Store;
 use chatter_core::templates::builtin_templates;
 use chatter_core::tool::{ToolRegistry, ToolSpec};
 use chatter_core::{Error, Format, ValidatorConfig, WorkflowDefinition, WorkflowValidator};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::convert::{to_json, to_py, to_py_err};
 use crate::py::{ASYNC_LOCALS, Callable, PyModel, PyNodeKind, PyRetriever, PyTool};
+use crate::store;
 
 /// How often a blocking call looks for a pending signal (Ctrl-C).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -165,10 +167,11 @@ struct Parts {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// The engine with its registries.
+/// The engine with its registries, and the store finished executions are written to.
 #[pyclass(module = "chatter._native", frozen)]
 pub struct NativeEngine {
     parts: Mutex<Parts>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl NativeEngine {
@@ -339,12 +342,21 @@ impl NativeResult {
 #[pymethods]
 impl NativeEngine {
     #[new]
-    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None))]
+    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None, store=None))]
     fn new(
+        py: Python<'_>,
         limits: Option<&Bound<'_, PyDict>>,
         max_nodes: Option<usize>,
         max_edges: Option<usize>,
+        store: Option<String>,
     ) -> PyResult<NativeEngine> {
+        let store = match store {
+            Some(url) => Some(
+                py.detach(|| runtime().block_on(chatter_store::connect(&url)))
+                    .map_err(to_py_err)?,
+            ),
+            None => None,
+        };
         let limits = match limits {
             Some(l) => parse_limits(Limits::default(), l)?,
             None => Limits::default(),
@@ -366,6 +378,7 @@ impl NativeEngine {
                 validator,
                 built: None,
             }),
+            store,
         })
     }
 
@@ -504,10 +517,21 @@ impl NativeEngine {
         let (engine, prepared) = self.prepare(wf)?;
         let cancel = CancellationToken::new();
         let options = Self::options(limits, execution_id, &engine)?.cancel(cancel.clone());
-        let mut result =
-            block_on_interruptible(py, engine.run_prepared(&prepared, input, options), || {
-                cancel.cancel()
-            })?;
+        let store = self.store.clone();
+        let mut result = block_on_interruptible(
+            py,
+            async move {
+                let record = store.as_ref().map(|_| input.clone());
+                let result = engine.run_prepared(&prepared, input, options).await;
+                let saved = match (&store, record) {
+                    (Some(store), Some(input)) => store::persist(store, input, &result).await,
+                    _ => Ok(()),
+                };
+                saved.map(|()| result)
+            },
+            || cancel.cancel(),
+        )?
+        .map_err(to_py_err)?;
         if !events {
             result.events = Vec::new();
         }
@@ -529,14 +553,54 @@ impl NativeEngine {
         let (engine, prepared) = self.prepare(wf)?;
         let options = Self::options(limits, execution_id, &engine)?;
         let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
+        let store = self.store.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let run = async move { engine.run_prepared(&prepared, input, options).await };
-            let mut result = ASYNC_LOCALS.scope(locals, run).await;
+            let run = async move {
+                let record = store.as_ref().map(|_| input.clone());
+                let result = engine.run_prepared(&prepared, input, options).await;
+                let saved = match (&store, record) {
+                    (Some(store), Some(input)) => store::persist(store, input, &result).await,
+                    _ => Ok(()),
+                };
+                saved.map(|()| result)
+            };
+            let mut result = ASYNC_LOCALS.scope(locals, run).await.map_err(to_py_err)?;
             if !events {
                 result.events = Vec::new();
             }
             Python::attach(|py| result_to_py(py, result))
         })
+    }
+
+    /// Whether finished executions are written to a store.
+    #[getter]
+    fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The stored executions (dicts), optionally of one status.
+    #[pyo3(signature = (status=None, limit=100, offset=0))]
+    fn list_executions(
+        &self,
+        py: Python<'_>,
+        status: Option<String>,
+        limit: u32,
+        offset: u64,
+    ) -> PyResult<Py<PyAny>> {
+        let store = self.require_store()?;
+        let value = py
+            .detach(|| runtime().block_on(store::list(&store, status, limit, offset)))
+            .map_err(to_py_err)?;
+        to_py(py, &value)
+    }
+
+    /// One stored execution with its node runs and events (a dict), or None.
+    fn get_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<Py<PyAny>> {
+        let store = self.require_store()?;
+        let value = py
+            .detach(|| runtime().block_on(store::get(&store, execution_id)))
+            .map_err(to_py_err)?;
+        to_py(py, &value)
     }
 
     /// Starts a workflow and returns its event stream (sync iterator).
@@ -579,6 +643,15 @@ impl NativeEngine {
 }
 
 impl NativeEngine {
+    fn require_store(&self) -> PyResult<Arc<dyn Store>> {
+        self.store.clone().ok_or_else(|| {
+            to_py_err(Error::Config {
+                message: "this engine has no store: create it with Engine(store=\"sqlite://...\")"
+                    .into(),
+            })
+        })
+    }
+
     fn start(
         &self,
         wf: &NativeWorkflow,

@@ -13,6 +13,7 @@
 mod convert;
 mod engine;
 mod py;
+mod store;
 
 use pyo3::prelude::*;
 

@@ -150,9 +150,13 @@ def test_template_error() -> None:
         chatter.get_template("nope")
 
 
-def test_storage_error_for_a_store_this_build_lacks() -> None:
-    with pytest.raises(chatter.StorageError, match="persistence is not available"):
-        chatter.Engine(store="sqlite://x.db")
+def test_storage_error_for_a_store_that_cannot_be_opened(tmp_path: Any) -> None:
+    with pytest.raises(chatter.StorageError):
+        chatter.Engine(store=f"sqlite://{tmp_path}/no/such/dir/x.db")
+    with pytest.raises(chatter.ChatterError):
+        chatter.Engine(store="mysql://localhost/x")
+    with pytest.raises(chatter.ConfigError, match="this engine has no store"):
+        chatter.Engine().list_executions()
 
 
 def test_config_and_not_found_errors() -> None:

@@ -763,13 +763,14 @@ class Engine:
         max_edges: int | None = None,
     ) -> None:
         """``limits`` are the defaults of every run; ``max_nodes``/``max_edges`` raise the
-        validator's size limits (100 nodes, 200 edges by default)."""
-        if store is not None:
-            raise StorageError(
-                "persistence is not available in this build of chatter: create the Engine "
-                "without `store`"
-            )
-        self._native = _native.NativeEngine(_limits(limits), max_nodes, max_edges)
+        validator's size limits (100 nodes, 200 edges by default). ``store``
+        (``"sqlite://chatter.db"``, ``"sqlite::memory:"``, ``"postgres://..."``) records every
+        execution that :meth:`run`/:meth:`arun` finish, with its node runs and events; read them
+        back with :meth:`list_executions` and :meth:`get_execution`. Raises
+        :class:`StorageError` when the store cannot be opened."""
+        if store is not None and not isinstance(store, str):
+            raise TypeError(f"store must be a URL string, not {type(store).__name__}")
+        self._native = _native.NativeEngine(_limits(limits), max_nodes, max_edges, store)
 
     # -- registration ---------------------------------------------------------------------
 
@@ -867,6 +868,20 @@ class Engine:
         if not callable(fn):
             raise TypeError(f"node kind `{kind}` must be callable, not {type(fn).__name__}")
         self._native.register_node(kind, fn, _is_async(fn))
+
+    # -- stored executions -------------------------------------------------------------------
+
+    def list_executions(
+        self, *, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Stored executions (``id``, ``status``, ``input``, ``response``, tokens, cost, times...),
+        optionally of one status. Raises :class:`ConfigError` for an engine without a store."""
+        return self._native.list_executions(status, limit, offset)
+
+    def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """One stored execution: ``{"execution": {...}, "node_runs": [...], "events": [...]}``,
+        or None when there is no such execution."""
+        return self._native.get_execution(execution_id)
 
     def registered(self) -> dict[str, list[str]]:
         """Names of the registered models, tools, retrievers and node kinds."""
