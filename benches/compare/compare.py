@@ -8,8 +8,9 @@ measured is the framework's own overhead per step):
 * ``loop100``: a conditional loop that runs its Python node 100 times;
 * ``react``: a ReAct agent loop with a fake model (5 tool rounds, then an answer).
 
-Modes: ``memory`` (both), ``sqlite`` (LangGraph's SqliteSaver; Chatter's store binding is not
-in this build, so its column reads n/a).
+Modes: ``memory`` (both), ``sqlite`` (LangGraph's SqliteSaver, a checkpoint per superstep;
+Chatter's SQLite store, which records each finished execution with its node runs, state deltas
+and events; Chatter has no step-by-step durability yet, see docs/performance.md).
 
 Each (framework, scenario, mode) runs in its own process so peak RSS is its own. Timing: warm
 up, then ``--reps`` repetitions of a batch of runs; the table shows medians over repetitions.
@@ -67,12 +68,11 @@ def lookup(q: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def chatter_runner(scenario: str, mode: str) -> Callable[[], Any]:
+def chatter_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any]:
     import chatter
 
-    if mode != "memory":
-        raise NotImplementedError("Chatter's store binding is not in this build")
-    engine = chatter.Engine(max_nodes=1100, max_edges=1100, limits={"max_steps": 5000})
+    store = f"sqlite://{db_path}" if mode == "sqlite" else None
+    engine = chatter.Engine(max_nodes=1100, max_edges=1100, limits={"max_steps": 5000}, store=store)
     engine.register_node("noop", lambda s: None)
     b = chatter.Workflow.builder().node("start", "start")
     inp: Any = None
@@ -218,7 +218,7 @@ def worker(framework: str, scenario: str, mode: str, reps: int, min_batch_s: flo
         db = os.path.join(tmp, "bench.db")
         try:
             if framework == "chatter":
-                run = chatter_runner(scenario, mode)
+                run = chatter_runner(scenario, mode, db)
             else:
                 run = langgraph_runner(scenario, mode, db)
         except NotImplementedError as e:
@@ -297,8 +297,8 @@ def main() -> None:
         f"langgraph-checkpoint-sqlite {versions['langgraph-checkpoint-sqlite']}; "
         f"Python {sys.version.split()[0]}; {os.cpu_count()} cores; medians of {args.reps} repetitions.",
         "",
-        "| mode | graph | steps | Chatter per step | LangGraph per step | overhead ratio | Chatter runs/s | LangGraph runs/s | Chatter peak RSS | LangGraph peak RSS | LangGraph bytes on disk / run |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | graph | steps | Chatter per step | LangGraph per step | overhead ratio | Chatter runs/s | LangGraph runs/s | Chatter peak RSS | LangGraph peak RSS | Chatter disk / run | LangGraph disk / run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, scenario, res in rows:
         c, lg = res["chatter"], res["langgraph"]
@@ -311,10 +311,11 @@ def main() -> None:
             crate = f"{1 / c['run_s']:,.0f}"
             crss = f"{c['peak_rss_kib'] / 1024:.0f} MiB"
             ratio = f"{lg['run_s'] / c['run_s']:.1f}x"
-        disk = f"{lg['disk_bytes_per_run']:,.0f}" if mode == "sqlite" else "—"
+        disk = f"{lg['disk_bytes_per_run']:,.0f} B" if mode == "sqlite" else "—"
+        cdisk = f"{c['disk_bytes_per_run']:,.0f} B" if mode == "sqlite" and "error" not in c else "—"
         lines.append(
             f"| {mode} | {scenario} | {steps} | {cstep} | {fmt_time(lg_step)} | {ratio} | {crate} | "
-            f"{1 / lg['run_s']:,.0f} | {crss} | {lg['peak_rss_kib'] / 1024:.0f} MiB | {disk} |"
+            f"{1 / lg['run_s']:,.0f} | {crss} | {lg['peak_rss_kib'] / 1024:.0f} MiB | {cdisk} | {disk} |"
         )
     table = "\n".join(lines)
     print(table)
