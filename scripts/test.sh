@@ -16,3 +16,16 @@ if [ -z "${CHATTER_TEST_POSTGRES_URL:-}" ]; then
 fi
 
 cargo test --workspace --locked
+
+# The Python binding (chatter-py): build the wheel with maturin into a venv this script creates
+# under target/ (maturin, pytest and mypy come from PyPI), install it, and run its pytest suite
+# against the installed wheel. The dev profile reuses the artifacts of the cargo step above.
+PY_VENV=target/py-test-venv
+if [ ! -x "$PY_VENV/bin/python" ]; then
+  python3 -m venv "$PY_VENV"
+fi
+"$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.7,<2" pytest mypy
+rm -rf target/py-wheels
+"$PY_VENV/bin/maturin" build --locked --profile dev -m chatter-py/Cargo.toml -o target/py-wheels
+"$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/py-wheels/chatter-*.whl
+(cd chatter-py && "../$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider tests)

@@ -1,0 +1,423 @@
+//! Python callables behind the engine's traits: tools, chat models, retrievers and node kinds.
+//!
+//! A plain function is called on the thread that polls the engine (inside
+//! `tokio::task::block_in_place` on a runtime worker, so other executions move on meanwhile);
+//! an `async def` function is awaited on the asyncio loop of the `arun`/`astream` call that runs
+//! it, or, under a blocking `run`, driven by `asyncio.run` on that thread.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatter_core::engine::{Node, NodeContext, NodeFactory, NodeOutput};
+use chatter_core::model::{ChatModel, ChatRequest, ChatResponse, FinishReason, TokenSink};
+use chatter_core::retriever::{ContextChunk, RetrievalQuery, Retriever};
+use chatter_core::tool::{Tool, ToolContext, ToolSpec};
+use chatter_core::{
+    Error, ErrorClass, Message, NodeSpec, Result, Role, StateDelta, ToolCall, Usage, VariableOp,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3_async_runtimes::TaskLocals;
+use serde_json::{Value, json};
+
+use crate::convert::{error_text, to_json, to_py};
+
+tokio::task_local! {
+    /// The asyncio loop of the `arun`/`astream` call whose future is being polled.
+    pub(crate) static ASYNC_LOCALS: TaskLocals;
+}
+
+/// Runs blocking Python work without stalling a runtime worker's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// How to call a Python callable: positional arguments and keyword arguments, built with the
+/// GIL held.
+type ArgsBuilder = Box<
+    dyn for<'py> FnOnce(Python<'py>) -> PyResult<(Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>)>
+        + Send,
+>;
+
+/// A Python callable (sync or `async def`).
+#[derive(Debug)]
+pub(crate) struct Callable {
+    func: Py<PyAny>,
+    is_async: bool,
+}
+
+impl Callable {
+    pub(crate) fn new(func: Py<PyAny>, is_async: bool) -> Callable {
+        Callable { func, is_async }
+    }
+
+    /// Calls it and converts what it returns to JSON. The error is the Python exception's
+    /// text with its traceback.
+    async fn call(&self, args: ArgsBuilder) -> std::result::Result<Value, String> {
+        if !self.is_async {
+            return blocking(|| {
+                Python::attach(|py| {
+                    let outcome = (|| {
+                        let (a, k) = args(py)?;
+                        let out = self.func.bind(py).call(a, k.as_ref())?;
+                        to_json(&out)
+                    })();
+                    outcome.map_err(|e| error_text(py, &e))
+                })
+            });
+        }
+        let locals = ASYNC_LOCALS.try_with(TaskLocals::clone).ok();
+        let awaited = Python::attach(|py| {
+            let outcome = (|| {
+                let (a, k) = args(py)?;
+                let coro = self.func.bind(py).call(a, k.as_ref())?;
+                match &locals {
+                    Some(locals) => Ok(Err(pyo3_async_runtimes::into_future_with_locals(
+                        locals, coro,
+                    )?)),
+                    None => Ok(Ok(coro.unbind())),
+                }
+            })();
+            outcome.map_err(|e: PyErr| error_text(py, &e))
+        })?;
+        match awaited {
+            Err(future) => {
+                let out = future.await;
+                Python::attach(|py| {
+                    out.and_then(|o| to_json(o.bind(py)))
+                        .map_err(|e| error_text(py, &e))
+                })
+            }
+            Ok(coro) => blocking(|| {
+                Python::attach(|py| {
+                    let outcome = (|| {
+                        let out = py.import("asyncio")?.call_method1("run", (coro,))?;
+                        to_json(&out)
+                    })();
+                    outcome.map_err(|e| error_text(py, &e))
+                })
+            }),
+        }
+    }
+}
+
+/// A Python function registered as a tool; called with the model's arguments as keywords.
+pub(crate) struct PyTool {
+    pub(crate) spec: ToolSpec,
+    pub(crate) callable: Callable,
+}
+
+#[async_trait]
+impl Tool for PyTool {
+    fn spec(&self) -> ToolSpec {
+        self.spec.clone()
+    }
+
+    async fn call(&self, arguments: Value, _context: &ToolContext) -> Result<Value> {
+        let args: ArgsBuilder = Box::new(move |py| {
+            let empty = PyTuple::empty(py);
+            match &arguments {
+                Value::Object(map) => {
+                    let kwargs = PyDict::new(py);
+                    for (k, v) in map {
+                        kwargs.set_item(k, to_py(py, v)?)?;
+                    }
+                    Ok((empty, Some(kwargs)))
+                }
+                Value::Null => Ok((empty, None)),
+                other => Ok((PyTuple::new(py, [to_py(py, other)?])?, None)),
+            }
+        });
+        self.callable
+            .call(args)
+            .await
+            .map_err(|message| Error::Tool {
+                tool: self.spec.name.clone(),
+                class: ErrorClass::Tool,
+                message,
+            })
+    }
+}
+
+/// A Python object with `chat(request)` (and optionally `stream(request)`) as a chat model.
+pub(crate) struct PyModel {
+    pub(crate) name: String,
+    pub(crate) obj: Py<PyAny>,
+    pub(crate) chat: Callable,
+    /// A plain (sync) generator method `stream(request)` yielding text chunks.
+    pub(crate) has_stream: bool,
+}
+
+fn request_args(request: &ChatRequest) -> ArgsBuilder {
+    let value = serde_json::to_value(request).unwrap_or(Value::Null);
+    Box::new(move |py| Ok((PyTuple::new(py, [to_py(py, &value)?])?, None)))
+}
+
+impl PyModel {
+    fn fail(&self, message: String) -> Error {
+        Error::Model {
+            model: self.name.clone(),
+            class: ErrorClass::Model,
+            message,
+            retry_after_ms: None,
+        }
+    }
+
+    /// Reads what `chat` returned: a string (the reply text) or a dict with `content`,
+    /// `tool_calls` (`[{id?, name, arguments}]`), `usage` and `finish_reason`.
+    fn response(&self, value: Value) -> Result<ChatResponse> {
+        let (content, calls, usage) = match value {
+            Value::String(s) => (s, Vec::new(), Value::Null),
+            Value::Object(mut map) => {
+                let content = match map.remove("content") {
+                    Some(Value::String(s)) => s,
+                    None | Some(Value::Null) => String::new(),
+                    Some(other) => {
+                        return Err(self.fail(format!(
+                            "`chat` returned `content` {other}; expected a string"
+                        )));
+                    }
+                };
+                let calls = match map.remove("tool_calls") {
+                    Some(Value::Array(calls)) => calls,
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(other) => {
+                        return Err(self.fail(format!(
+                            "`chat` returned `tool_calls` {other}; expected a list"
+                        )));
+                    }
+                };
+                (content, calls, map.remove("usage").unwrap_or(Value::Null))
+            }
+            other => {
+                return Err(self.fail(format!(
+                    "`chat` returned {other}; expected a str or a dict with `content`"
+                )));
+            }
+        };
+        let mut tool_calls = Vec::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            let name = call
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.fail(format!("tool_calls[{i}] has no string `name`")))?;
+            tool_calls.push(ToolCall {
+                id: call
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("call_{i}"), str::to_owned),
+                name: name.to_owned(),
+                arguments: call.get("arguments").cloned().unwrap_or_else(|| json!({})),
+            });
+        }
+        let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let (prompt, completion) = (count("prompt_tokens"), count("completion_tokens"));
+        let finish_reason = if tool_calls.is_empty() {
+            FinishReason::Stop
+        } else {
+            FinishReason::ToolCalls
+        };
+        Ok(ChatResponse {
+            message: Message {
+                tool_calls,
+                ..Message::new(Role::Assistant, content)
+            },
+            usage: Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: usage
+                    .get("total_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(prompt + completion),
+                cost: usage.get("cost").and_then(Value::as_f64).unwrap_or(0.0),
+            },
+            finish_reason,
+            model: self.name.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl ChatModel for PyModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        let value = self
+            .chat
+            .call(request_args(&request))
+            .await
+            .map_err(|m| self.fail(m))?;
+        self.response(value)
+    }
+
+    async fn chat_stream(
+        &self,
+        request: ChatRequest,
+        sink: &dyn TokenSink,
+    ) -> Result<ChatResponse> {
+        if !self.has_stream {
+            let response = self.chat(request).await?;
+            if !response.message.content.is_empty() {
+                sink.token(&response.message.content);
+            }
+            return Ok(response);
+        }
+        let args = request_args(&request);
+        let text = blocking(|| {
+            Python::attach(|py| {
+                let outcome = (|| -> PyResult<String> {
+                    let (a, _) = args(py)?;
+                    let chunks = self.obj.bind(py).call_method1("stream", a)?;
+                    let mut text = String::new();
+                    for chunk in chunks.try_iter()? {
+                        let chunk: String = chunk?.extract()?;
+                        sink.token(&chunk);
+                        text.push_str(&chunk);
+                    }
+                    Ok(text)
+                })();
+                outcome.map_err(|e| error_text(py, &e))
+            })
+        })
+        .map_err(|m| self.fail(m))?;
+        self.response(Value::String(text))
+    }
+}
+
+/// A Python function `retrieve(query, top_k)` returning strings or dicts
+/// (`content`, `score`, `source`, `metadata`).
+pub(crate) struct PyRetriever {
+    pub(crate) name: String,
+    pub(crate) callable: Callable,
+}
+
+#[async_trait]
+impl Retriever for PyRetriever {
+    async fn retrieve(&self, query: &RetrievalQuery) -> Result<Vec<ContextChunk>> {
+        let (text, top_k) = (query.query.clone(), query.top_k);
+        let fail = |message: String| Error::Node {
+            node_id: format!("retriever:{}", self.name),
+            class: ErrorClass::Tool,
+            message,
+        };
+        let value = self
+            .callable
+            .call(Box::new(move |py| {
+                Ok(((text, top_k).into_pyobject(py)?, None))
+            }))
+            .await
+            .map_err(fail)?;
+        let Value::Array(items) = value else {
+            return Err(fail(format!("retriever returned {value}; expected a list")));
+        };
+        let mut chunks = Vec::new();
+        for item in items {
+            let chunk = match item {
+                Value::String(content) => ContextChunk {
+                    content,
+                    score: 1.0,
+                    source: self.name.clone(),
+                    metadata: Value::Null,
+                },
+                Value::Object(map) => ContextChunk {
+                    content: map
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    score: map.get("score").and_then(Value::as_f64).unwrap_or(1.0),
+                    source: map
+                        .get("source")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| self.name.clone(), str::to_owned),
+                    metadata: map.get("metadata").cloned().unwrap_or(Value::Null),
+                },
+                other => {
+                    return Err(fail(format!(
+                        "retriever returned an item {other}; expected a str or a dict"
+                    )));
+                }
+            };
+            chunks.push(chunk);
+        }
+        chunks.retain(|c| c.score >= query.score_threshold);
+        chunks.truncate(query.top_k);
+        Ok(chunks)
+    }
+}
+
+/// A node kind implemented by a Python function `fn(state) -> dict | None`; the returned dict's
+/// entries are set as workflow variables.
+pub(crate) struct PyNodeKind {
+    pub(crate) kind: String,
+    pub(crate) callable: Arc<Callable>,
+}
+
+impl NodeFactory for PyNodeKind {
+    fn build(&self, spec: &NodeSpec) -> Result<Arc<dyn Node>> {
+        Ok(Arc::new(PyNode {
+            kind: self.kind.clone(),
+            config: Value::Object(spec.config.clone()),
+            callable: self.callable.clone(),
+        }))
+    }
+}
+
+struct PyNode {
+    kind: String,
+    config: Value,
+    callable: Arc<Callable>,
+}
+
+#[async_trait]
+impl Node for PyNode {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        let state = json!({
+            "node_id": ctx.node_id(),
+            "iteration": ctx.iteration,
+            "input": ctx.state.input(),
+            "variables": ctx.state.variables(),
+            "messages": ctx.state.messages(),
+            "config": self.config,
+        });
+        let value = self
+            .callable
+            .call(Box::new(move |py| {
+                Ok((PyTuple::new(py, [to_py(py, &state)?])?, None))
+            }))
+            .await
+            .map_err(|message| Error::Node {
+                node_id: ctx.node_id().to_owned(),
+                class: ErrorClass::Internal,
+                message,
+            })?;
+        let variables = match value {
+            Value::Null => Vec::new(),
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| (k, VariableOp::Set(v)))
+                .collect(),
+            other => {
+                return Err(Error::Node {
+                    node_id: ctx.node_id().to_owned(),
+                    class: ErrorClass::Internal,
+                    message: format!(
+                        "node kind `{}` returned {other}; expected a dict of variables or None",
+                        self.kind
+                    ),
+                });
+            }
+        };
+        Ok(NodeOutput::delta(StateDelta {
+            variables,
+            ..StateDelta::default()
+        }))
+    }
+}

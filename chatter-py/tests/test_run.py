@@ -1,0 +1,272 @@
+"""Running real workflows with Python tools, models, retrievers and node kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import chatter
+
+from conftest import REACT, WeatherModel
+
+
+def chain(engine: chatter.Engine, n: int) -> chatter.Workflow:
+    def step(state: dict[str, Any]) -> dict[str, Any]:
+        return {"count": state["variables"].get("count", 0) + 1, "last": state["node_id"]}
+
+    engine.register_node("step", step)
+    b = chatter.Workflow.builder().node("start", "start")
+    prev = "start"
+    for i in range(n):
+        b = b.node(f"n{i}", "step").edge(prev, f"n{i}")
+        prev = f"n{i}"
+    return b.node("end", "end").edge(prev, "end").build()
+
+
+def test_python_model_calls_python_tool(react: chatter.Workflow, model: WeatherModel) -> None:
+    engine = chatter.Engine()
+    calls: list[str] = []
+
+    def weather(city: str, unit: str = "C") -> dict[str, Any]:
+        """Today's weather of a city."""
+        calls.append(city)
+        return {"city": city, "temp": 21, "unit": unit}
+
+    engine.register_tool("weather", weather)
+    engine.register_model("py", model, default=True)
+    result = engine.run(react, "What is the weather in Oslo?")
+    assert result.status == "completed"
+    assert calls == ["Oslo"]
+    assert result.response == 'Forecast: {"city":"Oslo","temp":21,"unit":"C"}'
+    assert [r.node_id for r in result.node_runs] == ["start", "agent", "tools", "agent", "end"]
+    assert result.usage == chatter.Usage(
+        prompt_tokens=12, completion_tokens=4, total_tokens=16, cost=0.5
+    )
+    # The model saw the tool's inferred schema and description.
+    tool = model.requests[0]["tools"][0]
+    assert tool["name"] == "weather"
+    assert tool["description"] == "Today's weather of a city."
+    assert tool["parameters"] == {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["city"],
+    }
+    finished = [e for e in result.events if isinstance(e, chatter.ToolCallFinishedEvent)]
+    assert len(finished) == 1 and finished[0].ok and finished[0].tool == "weather"
+    assert [m.role for m in result.messages] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_explicit_schema_and_description_are_used(react: chatter.Workflow, model: WeatherModel) -> None:
+    engine = chatter.Engine()
+    schema = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Oslo"]}}}
+    engine.register_tool("weather", lambda **kw: kw, schema=schema, description="W")
+    engine.register_model("py", model, default=True)
+    engine.run(react, "weather in Oslo")
+    assert model.requests[0]["tools"][0]["parameters"] == schema
+    assert model.requests[0]["tools"][0]["description"] == "W"
+
+
+def test_async_tool_and_async_model_under_run_and_arun(react: chatter.Workflow) -> None:
+    class AsyncModel(WeatherModel):
+        async def chat(self, request: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+            await asyncio.sleep(0)
+            return WeatherModel.chat(self, request)
+
+    async def weather(city: str) -> str:
+        await asyncio.sleep(0.001)
+        return f"sunny in {city}"
+
+    engine = chatter.Engine()
+    engine.register_tool("weather", weather)
+    engine.register_model("py", AsyncModel(), default=True)
+    assert engine.run(react, "weather in Rome").response == "Forecast: sunny in Rome"
+
+    async def main() -> list[chatter.ExecutionResult]:
+        return await asyncio.gather(*[engine.arun(react, f"weather in C{i}") for i in range(50)])
+
+    results = asyncio.run(main())
+    assert [r.response for r in results] == [f"Forecast: sunny in C{i}" for i in range(50)]
+
+
+def test_many_concurrent_arun_on_one_loop(react: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_tool("weather", lambda city: city.upper())
+    engine.register_model("py", WeatherModel(), default=True)
+
+    async def main() -> list[chatter.ExecutionResult]:
+        before = threading.active_count()
+        tasks = [asyncio.ensure_future(engine.arun(react, f"weather in x{i}")) for i in range(500)]
+        during = threading.active_count()
+        out = await asyncio.gather(*tasks)
+        assert during - before < 8  # no thread per run
+        return out
+
+    results = asyncio.run(main())
+    assert len({r.execution_id for r in results}) == 500
+    assert all(r.response == f"Forecast: X{i}" for i, r in enumerate(results))
+
+
+def test_threads_call_run_concurrently(react: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_tool("weather", lambda city: city[::-1])
+    engine.register_model("py", WeatherModel(), default=True)
+    errors: list[BaseException] = []
+    responses: dict[int, list[str | None]] = {}
+
+    def worker(t: int) -> None:
+        try:
+            responses[t] = [engine.run(react, f"weather in ab{t}{i}").response for i in range(40)]
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    for t in range(8):
+        assert responses[t] == [f"Forecast: {f'ab{t}{i}'[::-1]}" for i in range(40)]
+
+
+def test_python_node_kind_chain(chat: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    wf = chain(engine, 10)
+    result = engine.run(wf)
+    assert result.variables == {"count": 10, "last": "n9"}
+    assert [r.node_id for r in result.node_runs] == ["start"] + [f"n{i}" for i in range(10)] + ["end"]
+
+
+def test_conditional_loop_with_python_node() -> None:
+    engine = chatter.Engine()
+    engine.register_node("inc", lambda s: {"i": s["variables"].get("i", 0) + 1})
+    wf = (
+        chatter.Workflow.builder()
+        .node("start", "start")
+        .node("inc", "inc")
+        .node("check", "conditional", condition="variables.i < 100")
+        .node("end", "end")
+        .edge("start", "inc")
+        .edge("inc", "check")
+        .edge("check", "inc", branch="true")
+        .edge("check", "end", branch="false")
+        .build()
+    )
+    result = engine.run(wf, limits={"max_steps": 1000})
+    assert result.variables["i"] == 100
+    assert sum(1 for r in result.node_runs if r.node_id == "inc") == 100
+
+
+def test_retriever_feeds_context() -> None:
+    engine = chatter.Engine()
+    seen: list[tuple[str, int]] = []
+
+    def kb(query: str, top_k: int) -> list[Any]:
+        seen.append((query, top_k))
+        return ["Refunds take 5 days.", {"content": "Low", "score": 0.1, "source": "faq"}]
+
+    engine.register_retriever("kb", kb)
+    engine.register_node("show", lambda s: None)
+    wf = (
+        chatter.Workflow.builder()
+        .node("start", "start")
+        .node("r", "retrieval", retriever="kb", top_k=3, score_threshold=0.5, output_variable="docs")
+        .node("end", "end")
+        .edge("start", "r")
+        .edge("r", "end")
+        .build()
+    )
+    result = engine.run(wf, "refund policy")
+    assert seen == [("refund policy", 3)]
+    assert [d["content"] for d in result.variables["docs"]] == ["Refunds take 5 days."]
+
+
+def test_scripted_model_from_dict_file_and_text(tmp_path: Any, chat: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_scripted("scripted", {"default": {"content": "from dict"}})
+    assert engine.run(chat, "hi").response == "from dict"
+    p = tmp_path / "script.json"
+    p.write_text('{"default": {"content": "from file"}}')
+    engine.register_scripted("scripted", p)
+    assert engine.run(chat, "hi").response == "from file"
+    engine.register_scripted("scripted", '{"default": {"content": "from text"}}')
+    assert engine.run(chat, "hi").response == "from text"
+
+
+def test_openai_provider_registers(chat: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_openai("openai", base_url="http://127.0.0.1:9", api_key="k", model="m")
+    assert engine.registered()["models"] == ["openai"]
+
+
+def test_stream_yields_typed_events_with_python_model_tokens(chat: chatter.Workflow) -> None:
+    class Streamer:
+        def chat(self, request: dict[str, Any]) -> str:
+            return "unused"
+
+        def stream(self, request: dict[str, Any]) -> Any:
+            yield "Hel"
+            yield "lo"
+
+    engine = chatter.Engine()
+    engine.register_model("py", Streamer(), default=True)
+    stream = engine.stream(chat, "hi")
+    events = list(stream)
+    assert isinstance(events[0], chatter.ExecutionStartedEvent)
+    assert isinstance(events[-1], chatter.ExecutionCompletedEvent)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.text for e in events if isinstance(e, chatter.TokenEvent)] == ["Hel", "lo"]
+    assert events[-1].response == "Hello"
+    result = stream.result()
+    assert result.response == "Hello" and result.execution_id == stream.execution_id
+
+
+def test_astream_yields_events(chat: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_scripted("s", {"default": {"content": "abcdef"}, "chunk_size": 2}, default=True)
+
+    async def main() -> tuple[list[str], chatter.ExecutionResult]:
+        stream = engine.astream(chat, "hi")
+        tokens = [e.text async for e in stream if isinstance(e, chatter.TokenEvent)]
+        return tokens, await stream.result()
+
+    tokens, result = asyncio.run(main())
+    assert tokens == ["ab", "cd", "ef"]
+    assert result.response == "abcdef"
+
+
+def test_stream_cancel_ends_cancelled(chat: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_scripted("s", {"default": {"content": "x", "hang": True}}, default=True)
+    stream = engine.stream(chat, "hi")
+    for event in stream:
+        if isinstance(event, chatter.NodeStartedEvent) and event.node_id == "chat":
+            stream.cancel()
+    with pytest.raises(chatter.Cancelled):
+        stream.result()
+
+
+def test_templates_list_get_run() -> None:
+    names = [t.name for t in chatter.list_templates()]
+    assert "universal_chat" in names and "general_chat" in names
+    t = chatter.get_template("general_chat")
+    assert isinstance(t.parameter_schema, dict)
+    engine = chatter.Engine()
+    engine.register_scripted("scripted", {"default": {"content": "templated"}}, default=True)
+    assert engine.run_template("general_chat", {}, "hi").response == "templated"
+    wf = t.workflow()
+    assert wf.validate().is_valid
+
+
+def test_engine_survives_every_failure(react: chatter.Workflow, model: WeatherModel) -> None:
+    engine = chatter.Engine()
+    engine.register_node("flaky", lambda s: 1 / 0)
+    wf = chatter.Workflow.builder().node("start", "start").node("f", "flaky").edge("start", "f").build()
+    for _ in range(3):
+        with pytest.raises(chatter.NodeError, match="ZeroDivisionError: division by zero"):
+            engine.run(wf)
+    engine.register_node("flaky", lambda s: {"ok": True})
+    assert engine.run(wf).variables == {"ok": True}
