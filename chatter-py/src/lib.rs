@@ -5,10 +5,10 @@
 //! classes in the public API; users never import `_native` themselves.
 //!
 //! * Python callables become [`chatter_core::Tool`]s, [`chatter_core::ChatModel`]s,
-//!   [`chatter_core::Retriever`]s and node kinds ([`py`]).
-//! * Runs block with the GIL released ([`NativeEngine::run`]), or are awaited on asyncio
-//!   without a thread per run ([`NativeEngine::arun`]).
-//! * Every `chatter_core::Error` becomes a Python exception in one place ([`convert::to_py_err`]).
+//!   [`chatter_core::Retriever`]s and node kinds (module `py`).
+//! * Runs block with the GIL released (`NativeEngine.run`), or are awaited on asyncio
+//!   without a thread per run (`NativeEngine.arun`).
+//! * Every `chatter_core::Error` becomes a Python exception in one place (`convert::to_py_err`).
 
 mod convert;
 mod engine;
