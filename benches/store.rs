@@ -70,6 +70,16 @@ fn paired(label: &str, rounds: usize, mut step: impl FnMut(), mut bare: impl FnM
         "{label} paired medians over {rounds} rounds: commit_step {ma:?}, bare insert+commit {mb:?}, ratio {:.2}",
         ma.as_secs_f64() / mb.as_secs_f64()
     );
+    let pct = |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
+    println!(
+        "{label} paired p10/p90/p99: commit_step {:?}/{:?}/{:?}, bare insert+commit {:?}/{:?}/{:?}",
+        pct(&a, 10),
+        pct(&a, 90),
+        pct(&a, 99),
+        pct(&b, 10),
+        pct(&b, 90),
+        pct(&b, 99)
+    );
 }
 
 fn sqlite(c: &mut Criterion) {

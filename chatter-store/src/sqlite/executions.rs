@@ -103,16 +103,28 @@ fn reserve(
     now: i64,
 ) -> StoreResult<(i64, i64)> {
     let count = i64::try_from(count).map_err(|_| invalid("too many events"))?;
+    // No `RETURNING` here: SQLite buffers returned rows in an ephemeral table, and opening
+    // and closing that table's b-tree (pager, page cache) cost more than the step's own
+    // writes. The SELECT reads the page the UPDATE just wrote, from the page cache.
+    let updated = conn
+        .prepare_cached(
+            "UPDATE workflow_executions
+             SET last_event_seq = last_event_seq + ?2, step_count = step_count + ?3, updated_at = ?4
+             WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+        )
+        .db()?
+        .execute(params![id, count, i64::from(step), now])
+        .db()?;
+    if updated == 0 {
+        return Err(explain_no_row(conn, id, None));
+    }
     let reserved = query_opt(
         conn,
-        "UPDATE workflow_executions
-         SET last_event_seq = last_event_seq + ?2, step_count = step_count + ?3, updated_at = ?4
-         WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')
-         RETURNING last_event_seq, step_count",
-        params![id, count, i64::from(step), now],
+        "SELECT last_event_seq, step_count FROM workflow_executions WHERE id = ?1",
+        [id],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    reserved.ok_or_else(|| explain_no_row(conn, id, None))
+    reserved.ok_or_else(|| not_found("execution", id))
 }
 
 fn insert_events(
