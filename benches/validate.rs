@@ -64,8 +64,9 @@ fn bench_validate(c: &mut Criterion) {
     ))
     .expect("example");
     let legacy = WorkflowDefinition::from_json(&legacy_text).expect("definition");
+    let default_validator = WorkflowValidator::default();
     c.bench_function("validate_universal_chat", |b| {
-        b.iter(|| black_box(WorkflowValidator::default().validate(black_box(&legacy))))
+        b.iter(|| black_box(default_validator.validate(black_box(&legacy))))
     });
     c.bench_function("parse_universal_chat_json", |b| {
         b.iter(|| black_box(WorkflowDefinition::from_json(black_box(&legacy_text))))

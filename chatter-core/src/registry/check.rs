@@ -261,7 +261,7 @@ fn check_string(schema: &Map<String, Value>, s: &str, path: &str, out: &mut Vec<
     if let Some(Value::String(pattern)) = schema.get("pattern") {
         // A pattern that does not compile is a fault of the schema, not of the config: it is
         // reported by `NodeKindInfo::schema_problems` and ignored here.
-        if let Ok(re) = regex::Regex::new(pattern)
+        if let Some(re) = compiled_pattern(pattern)
             && !re.is_match(s)
         {
             out.push(issue(
@@ -274,6 +274,26 @@ fn check_string(schema: &Map<String, Value>, s: &str, path: &str, out: &mut Vec<
             ));
         }
     }
+}
+
+/// A schema pattern compiled once per process (schemas are few and long-lived; compiling a
+/// regex costs far more than matching it, and a config check runs per node per validation).
+/// `None` for a pattern that does not compile.
+fn compiled_pattern(pattern: &str) -> Option<regex::Regex> {
+    static CACHE: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Option<regex::Regex>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() > 1024 && !cache.contains_key(pattern) {
+        // Custom kinds could bring unbounded patterns; keep the cache small.
+        cache.clear();
+    }
+    cache
+        .entry(pattern.to_owned())
+        .or_insert_with(|| regex::Regex::new(pattern).ok())
+        .clone()
 }
 
 fn check_array(
