@@ -307,6 +307,8 @@ fn run_exit_codes_follow_the_outcome() {
         "{bad",
     ]);
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--input is not valid JSON"), "{err}");
     let out = chatter(&[
         "run",
         "examples/workflows/chat.json",
@@ -314,6 +316,8 @@ fn run_exit_codes_follow_the_outcome() {
         "scripted:/nope/none.json",
     ]);
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cannot read /nope/none.json"), "{err}");
     // An invalid definition is refused before anything runs: exit 1 with the report.
     let bad = temp_file(
         "bad.json",
