@@ -63,6 +63,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/sqlite/0002_auth_audit_jobs.sql"),
     },
+    Migration {
+        version: 3,
+        name: "durability",
+        sql: include_str!("../migrations/sqlite/0003_durability.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -76,6 +81,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/postgres/0002_auth_audit_jobs.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "durability",
+        sql: include_str!("../migrations/postgres/0003_durability.sql"),
     },
 ];
 
@@ -172,7 +182,13 @@ mod tests {
 
         let done: Vec<_> = SQLITE_MIGRATIONS.iter().skip(1).map(applied).collect();
         let err = plan(SQLITE_MIGRATIONS, &done).unwrap_err().to_string();
-        assert!(err.contains("migration 0001_core is missing from schema_migrations although later migration 0002 was applied"), "{err}");
+        let last = SQLITE_MIGRATIONS.last().map_or(0, |m| m.version);
+        assert!(
+            err.contains(&format!(
+                "migration 0001_core is missing from schema_migrations although later migration {last:04} was applied"
+            )),
+            "{err}"
+        );
 
         let unknown = AppliedMigration {
             version: 99,
