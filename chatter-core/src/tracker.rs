@@ -450,7 +450,9 @@ impl WorkflowTracker {
             .await
     }
 
-    /// As [`WorkflowTracker::resume`], calling `observe` with each new event.
+    /// As [`WorkflowTracker::resume`], calling `observe` with each new event (those after the
+    /// stored ones: a stream that read the execution up to its pause continues without a gap
+    /// or a repeat).
     ///
     /// # Errors
     ///
@@ -461,8 +463,25 @@ impl WorkflowTracker {
         def: &WorkflowDefinition,
         execution_id: &str,
         decision: Option<Decision>,
+        options: RunOptions,
+        observe: F,
+    ) -> Result<TrackedRun> {
+        let now = engine.services().clock.now_ms();
+        self.resume_at(engine, def, execution_id, decision, options, observe, now)
+            .await
+    }
+
+    /// [`WorkflowTracker::resume_observed`] with `now` the time wake-up times are compared with.
+    #[allow(clippy::too_many_arguments)]
+    async fn resume_at<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        decision: Option<Decision>,
         mut options: RunOptions,
         observe: F,
+        due: i64,
     ) -> Result<TrackedRun> {
         let record = self.owned_execution(execution_id, &options).await?;
         if record.status.is_terminal() {
@@ -482,7 +501,7 @@ impl WorkflowTracker {
             .filter(|r| r.status == NodeRunStatus::Waiting)
             .map(|r| r.node_id.as_str())
             .collect();
-        let resume_input = self.decision_input(&record, def, &waiting, decision, now)?;
+        let resume_input = self.decision_input(&record, def, &waiting, decision, due)?;
         let deltas = self.deltas_of(execution_id).await?;
         let recorded = recorded_runs(runs, &deltas, None)?;
         let events = self.events_of(execution_id).await?;
@@ -552,7 +571,8 @@ impl WorkflowTracker {
             let outcome = match source.definition_for(&record).await {
                 Ok(def) => {
                     let options = RunOptions::default();
-                    self.resume(engine, &def, &record.id, None, options).await
+                    self.resume_at(engine, &def, &record.id, None, options, |_| {}, now)
+                        .await
                 }
                 Err(error) => Err(error),
             };
@@ -579,6 +599,7 @@ impl WorkflowTracker {
         let checkpoints = self.store.list_checkpoints(execution_id).await?;
         let mut state = State::new(record.input.clone(), Vec::new());
         let mut checkpoints = checkpoints.into_iter().peekable();
+        let mut snapshot_step = 0;
         let mut out = Vec::with_capacity(runs.len());
         for run in runs {
             let step = run.step.unwrap_or_default();
@@ -591,7 +612,10 @@ impl WorkflowTracker {
                                 row.step
                             ))
                         })?;
+                        snapshot_step = row.step;
                     }
+                    // A delta at the snapshot's own step is already inside the snapshot.
+                    CheckpointKind::Delta if row.step == snapshot_step => {}
                     CheckpointKind::Delta => {
                         let delta: StateDelta = serde_json::from_value(row.state).map_err(|e| {
                             stored(format!("the delta of step {} is unreadable: {e}", row.step))
@@ -732,6 +756,11 @@ impl WorkflowTracker {
             mode: self.mode,
             snapshot_every: self.snapshot_every,
         });
+        // A resumed execution's stored events are in its log already: observers get the new ones.
+        let known = replay
+            .as_ref()
+            .filter(|r| !r.record)
+            .map_or(0, |r| r.events.len() as u64);
         let handle = match engine.start_replaying(prepared, input, options, replay) {
             Ok(handle) => handle,
             Err(error) => {
@@ -740,7 +769,7 @@ impl WorkflowTracker {
             }
         };
         let renewer = self.renew_lease(id, clock.clone());
-        let mut events = handle.subscribe();
+        let mut events = handle.subscribe_from(known);
         while let Some(event) = events.next().await {
             observe(&event);
         }

@@ -9,7 +9,7 @@
 //!   `wake_at` is due and a resumer ([`crate::tracker::WorkflowTracker::resume_due`]) resumes it
 //!   with `timeout_decision`.
 //! - `timeout_decision`: the decision taken on timeout (one of `allowed_decisions`).
-//! - `input_schema`: JSON Schema the resume's input must satisfy.
+//! - `input_schema`: JSON Schema the resume's input (when it brings one) must satisfy.
 //!
 //! **First run:** emits `interrupted` (node, question, allowed decisions) and answers
 //! [`Route::Wait`]: the node run is `waiting` and the execution ends `waiting` once nothing else
@@ -100,8 +100,8 @@ impl ApprovalConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] naming the allowed decisions, or every way the input breaks
-    /// `input_schema`.
+    /// [`Error::InvalidInput`] naming the allowed decisions, or every way the input (when not
+    /// null) breaks `input_schema`.
     pub fn check_decision(&self, decision: &str, input: &Value) -> Result<()> {
         if !self.allowed_decisions.iter().any(|d| d == decision) {
             return Err(Error::InvalidInput {
@@ -112,7 +112,7 @@ impl ApprovalConfig {
                 ),
             });
         }
-        if let Some(schema) = &self.input_schema {
+        if let Some(schema) = self.input_schema.as_ref().filter(|_| !input.is_null()) {
             let issues = crate::registry::check_schema(schema, input);
             if !issues.is_empty() {
                 let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
