@@ -328,7 +328,8 @@ impl Run {
     /// Runs the execution to its end; returns the result and the final state.
     pub(crate) async fn execute(mut self) -> (ExecutionResult, State) {
         let resuming = self.replay.as_ref().is_some_and(|r| !r.record);
-        if !resuming {
+        // A resumed execution whose first step was never stored has not announced its start.
+        if !resuming || self.log.len() == 0 {
             self.log.push(EventKind::ExecutionStarted {
                 input: self.state.input().clone(),
             });
@@ -540,9 +541,10 @@ impl Run {
             self.apply_delta(&edits);
         }
         if !replay.record {
+            // The replayed runs are stored already; their events were muted. (Events pushed
+            // before the replay, an `execution_started` never stored, are still to be staged.)
             self.log.set_muted(false);
             self.staged_runs = self.node_runs.len();
-            self.staged_seq = self.log.len();
         }
     }
 

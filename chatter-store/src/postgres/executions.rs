@@ -488,9 +488,12 @@ impl ExecutionStore for PostgresStore {
         }
         let now = now_ms();
         let mut client = self.client().await?;
+        chatter_core::failpoint::hit("postgres.before_commit");
         if let [step] = steps {
             let stmt = client.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
-            return Ok(vec![commit_one(&**client, &stmt, step, now).await?]);
+            let receipt = commit_one(&**client, &stmt, step, now).await?;
+            chatter_core::failpoint::hit("postgres.after_commit");
+            return Ok(vec![receipt]);
         }
         let tx = client.transaction().await.pg()?;
         let mut ids: Vec<&str> = steps
@@ -512,8 +515,10 @@ impl ExecutionStore for PostgresStore {
         let mut receipts = Vec::with_capacity(steps.len());
         for step in steps {
             receipts.push(commit_one(&*tx, &stmt, step, now).await?);
+            chatter_core::failpoint::hit("postgres.mid_group");
         }
         tx.commit().await.pg()?;
+        chatter_core::failpoint::hit("postgres.after_commit");
         Ok(receipts)
     }
 

@@ -218,6 +218,8 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
         run.idempotency_key
     ])
     .db()?;
+    // Killed here, the transaction is half-written: the store must come back without it.
+    chatter_core::failpoint::hit("sqlite.mid_step");
     insert_events(conn, id, first_seq, &step.events)?;
     let mut checkpoint = conn
         .prepare_cached(
@@ -280,7 +282,9 @@ pub(crate) fn commit_group(
         // Dropping an uncommitted savepoint rolls it back.
         results.push(receipts);
     }
+    chatter_core::failpoint::hit("sqlite.before_commit");
     tx.commit().db()?;
+    chatter_core::failpoint::hit("sqlite.after_commit");
     Ok(results)
 }
 
