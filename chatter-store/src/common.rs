@@ -89,6 +89,16 @@ impl Limits {
     }
 }
 
+/// A stored count (a column checked `>= 1`) as the config's `u64`.
+pub(crate) fn from_db_count(value: Option<i64>) -> Option<u64> {
+    value.and_then(|v| u64::try_from(v).ok())
+}
+
+/// A config's `u64` count as a column value (saturating).
+pub(crate) fn to_db_count(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
 pub(crate) fn to_json_text(value: &Value) -> String {
     value.to_string()
 }

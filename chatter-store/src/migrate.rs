@@ -63,6 +63,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/sqlite/0002_auth_audit_jobs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "model_registry",
+        sql: include_str!("../migrations/sqlite/0004_model_registry.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -76,6 +81,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/postgres/0002_auth_audit_jobs.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "model_registry",
+        sql: include_str!("../migrations/postgres/0004_model_registry.sql"),
     },
 ];
 
@@ -143,11 +153,17 @@ mod tests {
 
     #[test]
     fn embedded_migrations_are_numbered_in_order() {
+        // Numbers are reserved per work stream (docs: 0003 templates, 0004 model registry, ...),
+        // so a build may lack one; they only have to increase, from 1.
         for list in [SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS] {
-            for (i, m) in list.iter().enumerate() {
-                assert_eq!(m.version, i as i64 + 1);
+            assert_eq!(list.first().map(|m| m.version), Some(1));
+            for pair in list.windows(2) {
+                assert!(pair[0].version < pair[1].version, "{pair:?}");
             }
         }
+        let names =
+            |list: &[Migration]| list.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE_MIGRATIONS), names(POSTGRES_MIGRATIONS));
     }
 
     #[test]
@@ -172,7 +188,13 @@ mod tests {
 
         let done: Vec<_> = SQLITE_MIGRATIONS.iter().skip(1).map(applied).collect();
         let err = plan(SQLITE_MIGRATIONS, &done).unwrap_err().to_string();
-        assert!(err.contains("migration 0001_core is missing from schema_migrations although later migration 0002 was applied"), "{err}");
+        let last = SQLITE_MIGRATIONS.last().map_or(0, |m| m.version);
+        assert!(
+            err.contains(&format!(
+                "migration 0001_core is missing from schema_migrations although later migration {last:04} was applied"
+            )),
+            "{err}"
+        );
 
         let unknown = AppliedMigration {
             version: 99,

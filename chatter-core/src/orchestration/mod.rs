@@ -69,7 +69,7 @@ pub use budget::{BUDGET_EXCEEDED, Budget, ExecutionScope, MAX_TRACKED_EXECUTIONS
 pub use config::{
     AnalysisConfig, BreakerConfig, BudgetConfig, Capabilities, DEFAULT_ROUTER_NAME, MemoConfig,
     ModelDefaults, ModelSpec, Price, ProviderConfig, RegistryConfig, ResilienceConfig, Resolution,
-    RoutingConfig, RoutingRule, RuleMatch, Tier, round_nano,
+    RoutingConfig, RoutingRule, RuleMatch, Tier, is_env_var_name, round_nano,
 };
 pub use memo::{
     KEY_SCHEME, Memo, MemoKey, MemoMode, MemoStats, RECORDING_FORMAT, RECORDING_VERSION,
