@@ -84,7 +84,10 @@ pub use routing::{
 
 use crate::engine::{Clock, SystemClock};
 use crate::error::{Error, ErrorClass, Result};
-use crate::model::{ChatModel, ChatRequest, ChatResponse, ModelRegistry, TokenSink, Usage};
+use crate::event::{EventKind, EventSink};
+use crate::model::{
+    ChatModel, ChatRequest, ChatResponse, ModelRegistry, ObservedResponse, TokenSink, Usage,
+};
 
 use budget::Executions;
 use observer::Metrics;
@@ -159,6 +162,77 @@ pub struct OrchestratedResponse {
     pub attempts: Vec<AttemptRecord>,
     /// Whether the memo answered.
     pub from_memo: bool,
+}
+
+impl OrchestratedResponse {
+    /// How the call was served, as recorded in the `llm` node run's output under `routing`: the
+    /// routing decision (model, provider, API name, rule, explicit, reason, fallbacks, estimated
+    /// cost, skipped candidates, analysis), `answered_by`, `from_memo` and every attempt.
+    pub fn report(&self) -> serde_json::Value {
+        let mut report = serde_json::to_value(&self.decision).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut report {
+            map.insert("answered_by".to_owned(), self.answered_by.clone().into());
+            map.insert("from_memo".to_owned(), self.from_memo.into());
+            map.insert(
+                "attempts".to_owned(),
+                serde_json::to_value(&self.attempts).unwrap_or_default(),
+            );
+        }
+        report
+    }
+}
+
+/// One call being served: who calls, and where its engine events go.
+struct Call<'a> {
+    ctx: &'a CallContext,
+    events: Option<&'a dyn EventSink>,
+}
+
+impl std::ops::Deref for Call<'_> {
+    type Target = CallContext;
+
+    fn deref(&self) -> &CallContext {
+        self.ctx
+    }
+}
+
+/// The engine event recording an orchestration event, for those the event log keeps: routing
+/// decisions, retries and fallbacks (attempt starts and successes are in the node run record).
+fn engine_event(ctx: &CallContext, event: &OrchestrationEvent) -> Option<EventKind> {
+    let node_id = ctx.node_id.clone().unwrap_or_default();
+    match event {
+        OrchestrationEvent::Routed { decision } => Some(EventKind::ModelRouted {
+            node_id,
+            model: decision.model.clone(),
+            provider: decision.provider.clone(),
+            rule: decision.rule.clone(),
+            explicit: decision.explicit,
+            reason: decision.reason.clone(),
+            fallbacks: decision.fallbacks.clone(),
+            estimated_cost: decision.estimated_cost,
+        }),
+        OrchestrationEvent::AttemptFailed {
+            model,
+            attempt,
+            class,
+            error,
+            retry_in_ms: Some(delay_ms),
+        } => Some(EventKind::ModelRetrying {
+            node_id,
+            model: model.clone(),
+            attempt: *attempt,
+            class: class.clone(),
+            error: error.clone(),
+            delay_ms: *delay_ms,
+        }),
+        OrchestrationEvent::Fallback { from, to, reason } => Some(EventKind::ModelFallback {
+            node_id,
+            from: from.clone(),
+            to: to.clone(),
+            reason: reason.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// Builds an [`Orchestrator`].
@@ -406,13 +480,18 @@ impl Orchestrator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn emit(&self, ctx: &CallContext, event: &OrchestrationEvent) {
+    fn emit(&self, call: &Call<'_>, event: &OrchestrationEvent) {
         for o in &self.observers {
-            o.on_event(ctx, event);
+            o.on_event(call.ctx, event);
+        }
+        if let Some(events) = call.events
+            && let Some(kind) = engine_event(call.ctx, event)
+        {
+            events.emit(kind);
         }
     }
 
-    fn report(&self, ctx: &CallContext, model: &str, transition: Transition) {
+    fn report(&self, ctx: &Call<'_>, model: &str, transition: Transition) {
         if let Some((from, to)) = transition {
             self.metrics.breaker(model, to);
             self.emit(
@@ -447,6 +526,33 @@ impl Orchestrator {
         request: ChatRequest,
         sink: Option<&dyn TokenSink>,
     ) -> Result<OrchestratedResponse> {
+        self.serve(ctx, request, sink, None).await
+    }
+
+    /// As [`Orchestrator::call`], also emitting the routing decision, retries and fallbacks to
+    /// `events` as engine events (`model_routed`, `model_retrying`, `model_fallback`) for the
+    /// node in `ctx`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Orchestrator::call`].
+    pub async fn call_observed(
+        &self,
+        ctx: &CallContext,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: &dyn EventSink,
+    ) -> Result<OrchestratedResponse> {
+        self.serve(ctx, request, sink, Some(events)).await
+    }
+
+    async fn serve(
+        &self,
+        ctx: &CallContext,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: Option<&dyn EventSink>,
+    ) -> Result<OrchestratedResponse> {
         let mut ctx = ctx.clone();
         if let Some(scope) = ctx
             .execution_id
@@ -462,7 +568,8 @@ impl Orchestrator {
                 }
             }
         }
-        let ctx = &ctx;
+        let call = Call { ctx: &ctx, events };
+        let ctx = &call;
         let analysis = analyze(&request, &self.config.analysis);
         let decision = route(&self.config, &request, &analysis, ctx)?;
         self.emit(
@@ -631,7 +738,7 @@ impl Orchestrator {
 
     async fn try_model(
         &self,
-        ctx: &CallContext,
+        ctx: &Call<'_>,
         model: &ModelSpec,
         request: &ChatRequest,
         sink: Option<&WatchSink<'_>>,
@@ -870,5 +977,22 @@ impl ChatModel for OrchestratedModel {
         sink: &dyn TokenSink,
     ) -> Result<ChatResponse> {
         self.call(request, Some(sink)).await.map(|r| r.response)
+    }
+
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: &dyn EventSink,
+    ) -> Result<ObservedResponse> {
+        let ctx = self.context(&request);
+        let served = self
+            .orchestrator
+            .call_observed(&ctx, request, sink, events)
+            .await?;
+        let report = served.report();
+        let mut observed = ObservedResponse::new(served.response);
+        observed.report = Some(report);
+        Ok(observed)
     }
 }
