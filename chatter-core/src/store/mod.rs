@@ -52,8 +52,8 @@ pub mod users;
 
 pub use audit::{AuditFilter, AuditRecord, AuditStore, NewAuditEntry};
 pub use conversations::{
-    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate, MessageRecord,
-    MessageRole, NewConversation, NewMessage,
+    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate,
+    ConversationUsage, MessageRecord, MessageRole, NewConversation, NewMessage,
 };
 pub use definitions::{
     DefinitionFilter, DefinitionRecord, DefinitionStore, DefinitionUpdate, NewDefinition,
