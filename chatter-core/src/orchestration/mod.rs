@@ -112,6 +112,36 @@ where
     }
 }
 
+/// The provider clients Chatter builds from a provider's config by its `kind`: `openai`, any
+/// OpenAI-compatible server ([`crate::providers::OpenAiModel`], with the `openai` cargo feature),
+/// reached at `base_url` with the key of the environment variable named by `api_key_env`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinProviders;
+
+impl ProviderFactory for BuiltinProviders {
+    fn build(&self, provider: &ProviderConfig) -> Result<Arc<dyn ChatModel>> {
+        match provider.kind.as_str() {
+            #[cfg(feature = "openai")]
+            "openai" => {
+                let config = crate::providers::OpenAiConfig::for_provider(provider)?;
+                Ok(Arc::new(crate::providers::OpenAiModel::new(config)?))
+            }
+            other => Err(Error::Config {
+                message: format!(
+                    "provider `{}`: no built-in client for kind `{other}` ({}); register a \
+                     ChatModel under the provider's name",
+                    provider.name,
+                    if cfg!(feature = "openai") {
+                        "built in: `openai`"
+                    } else {
+                        "`openai` needs the `openai` cargo feature"
+                    }
+                ),
+            }),
+        }
+    }
+}
+
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
