@@ -1737,28 +1737,20 @@ routing: {default_model: m}
                 .build()
                 .unwrap(),
         );
-        let recorded = engine(&recorder)
-            .run(
-                &three_calls(),
-                json!({"message": "go"}),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap();
+        let run = |engine: Engine, def: WorkflowDefinition| async move {
+            engine
+                .run(&def, json!({"message": "go"}), RunOptions::default())
+                .await
+                .unwrap()
+        };
+        let recorded = run(engine(&recorder), three_calls()).await;
         assert_eq!(recorded.status, ExecutionStatus::Completed);
         assert_eq!(recorded.usage.total_tokens, 4500);
         assert_eq!(provider.requests().len(), 3);
 
         // Replayed with no provider at all: the same answers, no tokens, no cost.
         let replayer = Arc::new(Orchestrator::builder(with_memo("replay")).build().unwrap());
-        let replayed = engine(&replayer)
-            .run(
-                &three_calls(),
-                json!({"message": "go"}),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap();
+        let replayed = run(engine(&replayer), three_calls()).await;
         assert_eq!(replayed.status, ExecutionStatus::Completed);
         assert_eq!(replayed.response, recorded.response);
         assert_eq!(replayed.response.as_deref(), Some("third answer"));
@@ -1783,10 +1775,7 @@ routing: {default_model: m}
                 .replace("\"two\"", "\"two, reworded\""),
         )
         .unwrap();
-        let r = engine(&replayer)
-            .run(&changed, json!({"message": "go"}), RunOptions::default())
-            .await
-            .unwrap();
+        let r = run(engine(&replayer), changed).await;
         assert_eq!(r.status, ExecutionStatus::Failed);
         let err = r.error.unwrap();
         assert_eq!(err.node_id.as_deref(), Some("b"));

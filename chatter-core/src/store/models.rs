@@ -75,16 +75,35 @@ pub fn registry_from_parts(
     Ok(config)
 }
 
-/// Validates a config before it is saved.
+/// Validates a config before it is saved; returns its settings ([`registry_settings`]).
 ///
 /// # Errors
 ///
 /// [`StoreErrorKind::InvalidInput`] listing every problem [`RegistryConfig::validate`] finds.
-pub fn check_registry(config: &RegistryConfig) -> StoreResult<()> {
+pub fn check_registry(config: &RegistryConfig) -> StoreResult<Value> {
     config.validate().map_err(|e| match e {
         Error::Config { message } => Error::store(StoreErrorKind::InvalidInput, message),
         other => other,
-    })
+    })?;
+    Ok(registry_settings(config))
+}
+
+/// Refuses a save from a stale read: the stored registry is at `current`, the editor read
+/// `expected` (`None`: no check).
+///
+/// # Errors
+///
+/// [`StoreErrorKind::Conflict`] naming both versions.
+pub fn check_registry_version(current: i64, expected: Option<i64>) -> StoreResult<()> {
+    match expected {
+        Some(expected) if expected != current => Err(Error::store(
+            StoreErrorKind::Conflict,
+            format!(
+                "the model registry is at version {current}, not {expected} (changed meanwhile; read it again)"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Storage of the model registry.

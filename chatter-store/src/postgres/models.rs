@@ -5,14 +5,14 @@ use async_trait::async_trait;
 use chatter_core::orchestration::{
     ModelSpec, Price, ProviderConfig, RegistryConfig, RoutingRule, Tier,
 };
-use chatter_core::store::models::{check_registry, registry_from_parts, registry_settings};
+use chatter_core::store::models::{check_registry, check_registry_version, registry_from_parts};
 use chatter_core::store::{ModelRegistryStore, StoreErrorKind, StoreResult, StoredRegistry};
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::{Pg, PostgresStore, col, strings_col};
-use crate::common::{conflict, from_db_count, now_ms, to_db_count};
+use crate::common::{from_db_count, now_ms, to_db_count};
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> StoreResult<T> {
     serde_json::from_value(col::<Value>(row, name)?).map_err(|e| {
@@ -218,8 +218,7 @@ impl ModelRegistryStore for PostgresStore {
         config: &RegistryConfig,
         expected_version: Option<i64>,
     ) -> StoreResult<StoredRegistry> {
-        check_registry(config)?;
-        let settings = registry_settings(config);
+        let settings = check_registry(config)?;
         self.limits.json("model registry settings", &settings)?;
         let now = now_ms();
         let mut client = self.client().await?;
@@ -239,13 +238,7 @@ impl ModelRegistryStore for PostgresStore {
             Some(row) => col(&row, "version")?,
             None => 0,
         };
-        if let Some(expected) = expected_version
-            && expected != current
-        {
-            return Err(conflict(format!(
-                "the model registry is at version {current}, not {expected} (changed meanwhile; read it again)"
-            )));
-        }
+        check_registry_version(current, expected_version)?;
         write_rows(&tx, config).await?;
         tx.execute(
             "INSERT INTO model_registry AS r (id, version, settings, created_at, updated_at)

@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use chatter_core::orchestration::{
     ModelSpec, Price, ProviderConfig, RegistryConfig, RoutingRule, Tier,
 };
-use chatter_core::store::models::{check_registry, registry_from_parts, registry_settings};
+use chatter_core::store::models::{check_registry, check_registry_version, registry_from_parts};
 use chatter_core::store::{ModelRegistryStore, StoreResult, StoredRegistry};
 use rusqlite::{Connection, params};
 
 use super::{Db, SqliteStore, json_at, query_all, query_opt, strings_at};
-use crate::common::{conflict, from_db_count, now_ms, strings_json, to_db_count, to_json_text};
+use crate::common::{from_db_count, now_ms, strings_json, to_db_count, to_json_text};
 
 fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -193,8 +193,7 @@ impl ModelRegistryStore for SqliteStore {
         config: &RegistryConfig,
         expected_version: Option<i64>,
     ) -> StoreResult<StoredRegistry> {
-        check_registry(config)?;
-        let settings = registry_settings(config);
+        let settings = check_registry(config)?;
         self.limits.json("model registry settings", &settings)?;
         let config = config.clone();
         self.write(move |conn| {
@@ -209,13 +208,7 @@ impl ModelRegistryStore for SqliteStore {
                 |row| row.get(0),
             )?
             .unwrap_or(0);
-            if let Some(expected) = expected_version
-                && expected != current
-            {
-                return Err(conflict(format!(
-                    "the model registry is at version {current}, not {expected} (changed meanwhile; read it again)"
-                )));
-            }
+            check_registry_version(current, expected_version)?;
             write_rows(&tx, &config)?;
             tx.prepare_cached(
                 "INSERT INTO model_registry (id, version, settings, created_at, updated_at)
