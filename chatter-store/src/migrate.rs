@@ -64,6 +64,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0002_auth_audit_jobs.sql"),
     },
     Migration {
+        version: 3,
+        name: "durability",
+        sql: include_str!("../migrations/sqlite/0003_durability.sql"),
+    },
+    Migration {
         version: 4,
         name: "model_registry",
         sql: include_str!("../migrations/sqlite/0004_model_registry.sql"),
@@ -81,6 +86,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/postgres/0002_auth_audit_jobs.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "durability",
+        sql: include_str!("../migrations/postgres/0003_durability.sql"),
     },
     Migration {
         version: 4,
@@ -153,8 +163,8 @@ mod tests {
 
     #[test]
     fn embedded_migrations_are_numbered_in_order() {
-        // Numbers are reserved per work stream (docs: 0003 templates, 0004 model registry, ...),
-        // so a build may lack one; they only have to increase, from 1.
+        // Numbers are reserved per work stream, so a build may lack one; they only have to
+        // increase, from 1.
         for list in [SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS] {
             assert_eq!(list.first().map(|m| m.version), Some(1));
             for pair in list.windows(2) {
