@@ -108,6 +108,51 @@ pub enum EventKind {
         /// The error.
         error: String,
     },
+    /// A model call was routed: which model serves it, and why (multi-model orchestration).
+    ModelRouted {
+        /// The node calling.
+        node_id: String,
+        /// The model tried first (catalogue name).
+        model: String,
+        /// Its provider.
+        provider: String,
+        /// The rule that chose it, if a rule did.
+        rule: Option<String>,
+        /// Whether the node or request named the model.
+        explicit: bool,
+        /// Why, in words.
+        reason: String,
+        /// Models tried next, in order, if it fails.
+        fallbacks: Vec<String>,
+        /// Estimated cost of the call on that model (dollars), when it has a price.
+        estimated_cost: Option<f64>,
+    },
+    /// A model attempt failed and the same model will be tried again after a delay.
+    ModelRetrying {
+        /// The node calling.
+        node_id: String,
+        /// The model.
+        model: String,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// The error class (`rate_limit`, `server`, `timeout`, `connection`).
+        class: String,
+        /// The error.
+        error: String,
+        /// Wait before the next attempt.
+        delay_ms: u64,
+    },
+    /// A model call moved on to the next model of its fallback chain.
+    ModelFallback {
+        /// The node calling.
+        node_id: String,
+        /// The model given up on.
+        from: String,
+        /// The model tried next.
+        to: String,
+        /// Why (the last error of `from`).
+        reason: String,
+    },
     /// A node was skipped (it lies on a dead path).
     NodeSkipped {
         /// The node.
@@ -155,6 +200,9 @@ impl EventKind {
             EventKind::NodeCompleted { .. } => "node_completed",
             EventKind::NodeFailed { .. } => "node_failed",
             EventKind::NodeRetrying { .. } => "node_retrying",
+            EventKind::ModelRouted { .. } => "model_routed",
+            EventKind::ModelRetrying { .. } => "model_retrying",
+            EventKind::ModelFallback { .. } => "model_fallback",
             EventKind::NodeSkipped { .. } => "node_skipped",
             EventKind::Interrupted { .. } => "interrupted",
             EventKind::ExecutionCompleted { .. } => "execution_completed",

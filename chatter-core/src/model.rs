@@ -208,6 +208,27 @@ pub struct ChatResponse {
     pub model: String,
 }
 
+/// A model's answer with a report of how it was served, from [`ChatModel::chat_observed`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ObservedResponse {
+    /// The answer.
+    pub response: ChatResponse,
+    /// How the call was served (routing decision and reason, attempts, fallbacks), recorded in
+    /// the node run's output; `None` from a plain provider.
+    pub report: Option<serde_json::Value>,
+}
+
+impl ObservedResponse {
+    /// An answer with no report.
+    pub fn new(response: ChatResponse) -> ObservedResponse {
+        ObservedResponse {
+            response,
+            report: None,
+        }
+    }
+}
+
 /// Receives streamed tokens.
 pub trait TokenSink: Send + Sync {
     /// One chunk of text.
@@ -249,6 +270,28 @@ pub trait ChatModel: Send + Sync {
             sink.token(&response.message.content);
         }
         Ok(response)
+    }
+
+    /// One call, streamed to `sink` when given, reporting how it is served: models that route,
+    /// retry or fall back (the orchestrator's) emit `model_routed`, `model_retrying` and
+    /// `model_fallback` events to `events` as they happen and return a report for the node run.
+    /// The default calls [`ChatModel::chat_stream`] or [`ChatModel::chat`] and reports nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`ChatModel::chat`].
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: &dyn crate::event::EventSink,
+    ) -> Result<ObservedResponse> {
+        let _ = events;
+        let response = match sink {
+            Some(sink) => self.chat_stream(request, sink).await?,
+            None => self.chat(request).await?,
+        };
+        Ok(ObservedResponse::new(response))
     }
 }
 

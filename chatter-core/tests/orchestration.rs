@@ -1611,3 +1611,179 @@ async fn registered_models_route_or_stay_on_their_provider() {
     assert_eq!(ctx.execution_id.as_deref(), Some("01J"));
     assert_eq!(ctx.node_id.as_deref(), Some("node:a"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Whole workflows on the engine
+
+mod on_the_engine {
+    use super::*;
+    use chatter_core::EventKind;
+    use chatter_core::engine::{Engine, ExecutionStatus, RunOptions};
+    use chatter_core::providers::ScriptedModel;
+
+    const ONE_MODEL: &str = r#"
+providers: [{name: local, kind: openai, default: true}]
+models:
+  - {name: m, provider: local, price: {input_per_1k: 0.001, output_per_1k: 0.002}}
+routing: {default_model: m}
+"#;
+
+    fn three_calls() -> WorkflowDefinition {
+        WorkflowDefinition::from_json(
+            r#"{
+              "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "a", "type": "llm", "config": {"prompt": "one"}},
+                {"id": "b", "type": "llm", "config": {"prompt": "two"}},
+                {"id": "c", "type": "llm", "config": {"prompt": "three"}},
+                {"id": "end", "type": "end"}
+              ],
+              "edges": [
+                {"source": "start", "target": "a"}, {"source": "a", "target": "b"},
+                {"source": "b", "target": "c"}, {"source": "c", "target": "end"}
+              ]
+            }"#,
+        )
+        .unwrap()
+    }
+
+    fn scripted() -> Arc<ScriptedModel> {
+        Arc::new(
+            ScriptedModel::from_value(json!({
+                "rules": [
+                    {"match": {"contains": "one"}, "reply": {"content": "first answer"}},
+                    {"match": {"contains": "two"}, "reply": {"content": "second answer"}},
+                    {"match": {"contains": "three"}, "reply": {"content": "third answer"}}
+                ],
+                "default": {"content": "?"},
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 500}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn engine(orchestrator: &Arc<Orchestrator>) -> Engine {
+        let mut models = ModelRegistry::new();
+        orchestrator.register(&mut models);
+        Engine::builder().models(models).build()
+    }
+
+    #[tokio::test]
+    async fn an_execution_budget_stops_the_workflow_with_budget_exceeded() {
+        let provider = scripted();
+        let orchestrator = Arc::new(
+            Orchestrator::builder(RegistryConfig::from_yaml(ONE_MODEL).unwrap())
+                .provider("local", provider.clone())
+                .build()
+                .unwrap(),
+        );
+        // 1 500 tokens: the first call spends them all, the second is refused before it is
+        // sent, the third never runs.
+        orchestrator.begin_execution(
+            "exec-budget",
+            ExecutionScope::with_budget(Budget::new(Some(1500), None)),
+        );
+        let r = engine(&orchestrator)
+            .run(
+                &three_calls(),
+                json!({}),
+                RunOptions::default().execution_id("exec-budget"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, ExecutionStatus::Failed);
+        let err = r.error.clone().unwrap();
+        assert_eq!(err.class, "budget_exceeded");
+        assert_eq!(err.node_id.as_deref(), Some("b"));
+        assert!(
+            err.message
+                .contains("execution `exec-budget` has spent 1500 of its 1500 tokens"),
+            "{}",
+            err.message
+        );
+        assert!(r.runs_of("c").next().is_none());
+        assert_eq!(provider.requests().len(), 1);
+        assert_eq!((r.usage.total_tokens, r.usage.cost), (1500, 0.002));
+        match &r.events.last().unwrap().kind {
+            EventKind::ExecutionFailed { class, .. } => assert_eq!(class, "budget_exceeded"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            orchestrator
+                .end_execution("exec-budget")
+                .unwrap()
+                .total_tokens,
+            1500
+        );
+        assert_eq!(orchestrator.metrics().llm_budget_refusals_total, 1);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_workflow_replays_to_the_same_result_with_zero_tokens() {
+        let path = recording("orchestration-engine-record-replay.jsonl");
+        let with_memo = |mode: &str| {
+            let mut config = RegistryConfig::from_yaml(ONE_MODEL).unwrap();
+            config.memo.mode = match mode {
+                "record" => MemoMode::Record,
+                _ => MemoMode::Replay,
+            };
+            config.memo.path = Some(path.display().to_string());
+            config
+        };
+        let provider = scripted();
+        let recorder = Arc::new(
+            Orchestrator::builder(with_memo("record"))
+                .provider("local", provider.clone())
+                .build()
+                .unwrap(),
+        );
+        let run = |engine: Engine, def: WorkflowDefinition| async move {
+            engine
+                .run(&def, json!({"message": "go"}), RunOptions::default())
+                .await
+                .unwrap()
+        };
+        let recorded = run(engine(&recorder), three_calls()).await;
+        assert_eq!(recorded.status, ExecutionStatus::Completed);
+        assert_eq!(recorded.usage.total_tokens, 4500);
+        assert_eq!(provider.requests().len(), 3);
+
+        // Replayed with no provider at all: the same answers, no tokens, no cost.
+        let replayer = Arc::new(Orchestrator::builder(with_memo("replay")).build().unwrap());
+        let replayed = run(engine(&replayer), three_calls()).await;
+        assert_eq!(replayed.status, ExecutionStatus::Completed);
+        assert_eq!(replayed.response, recorded.response);
+        assert_eq!(replayed.response.as_deref(), Some("third answer"));
+        assert_eq!(replayed.messages, recorded.messages);
+        assert_eq!(replayed.usage, Usage::default());
+        for node in ["a", "b", "c"] {
+            let (was, now) = (
+                &recorded.runs_of(node).next().unwrap().output,
+                &replayed.runs_of(node).next().unwrap().output,
+            );
+            assert_eq!(now["content"], was["content"], "{node}");
+            assert_eq!(was["routing"]["from_memo"], false);
+            assert_eq!(now["routing"]["from_memo"], true);
+            assert_eq!(now["routing"]["attempts"], json!([]));
+        }
+        assert_eq!(replayer.memo_stats().hits, 3);
+
+        // A workflow that asks something else fails at the first unrecorded call.
+        let changed = WorkflowDefinition::from_json(
+            &serde_json::to_string(&three_calls().to_value())
+                .unwrap()
+                .replace("\"two\"", "\"two, reworded\""),
+        )
+        .unwrap();
+        let r = run(engine(&replayer), changed).await;
+        assert_eq!(r.status, ExecutionStatus::Failed);
+        let err = r.error.unwrap();
+        assert_eq!(err.node_id.as_deref(), Some("b"));
+        assert!(
+            err.message.contains("recorded model call"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("two, reworded"), "{}", err.message);
+    }
+}

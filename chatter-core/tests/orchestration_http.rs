@@ -20,9 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chatter_core::model::{ChatModel, ChatRequest, ChatResponse, FinishReason, Message, Usage};
 use chatter_core::orchestration::{
-    AttemptOutcome, AttemptRecord, BreakerState, Budget, CallContext, ExecutionScope,
-    OrchestratedResponse, OrchestrationEvent, Orchestrator, ProviderConfig, ProviderFactory,
-    RegistryConfig, estimate_tokens,
+    AttemptOutcome, AttemptRecord, BreakerState, Budget, BuiltinProviders, CallContext,
+    ExecutionScope, OrchestratedResponse, OrchestrationEvent, Orchestrator, ProviderConfig,
+    ProviderFactory, RegistryConfig, estimate_tokens,
 };
 use chatter_core::providers::{OpenAiConfig, OpenAiModel};
 use chatter_core::{Error, ErrorClass, ModelRegistry};
@@ -99,6 +99,7 @@ struct Hit {
     at: Instant,
     body: Value,
     idempotency_key: Option<String>,
+    authorization: Option<String>,
 }
 
 struct ServerState {
@@ -182,6 +183,10 @@ async fn completions(
         body: body.clone(),
         idempotency_key: headers
             .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorization: headers
+            .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
@@ -1411,4 +1416,64 @@ async fn a_recording_replays_equal_answers_with_every_server_shut_down() {
     assert_eq!((m.llm_requests_total, m.llm_tokens_total), (0, 0));
     assert_eq!((m.memo.hits, m.memo.misses), (5, 1));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients built from the registry
+
+#[tokio::test]
+async fn builtin_clients_come_from_the_registry_and_a_missing_key_is_refused_at_build() {
+    let server = Server::start("local", vec![reply("hi", 10, 5)], status(500)).await;
+    let config = RegistryConfig::from_yaml(&format!(
+        r#"
+providers:
+  - {{name: local, kind: openai, base_url: "{}", default: true}}
+models:
+  - {{name: m, provider: local, api_model: m-1, price: {{input_per_1k: 0.001, output_per_1k: 0.002}}}}
+routing: {{default_model: m}}
+"#,
+        server.base
+    ))
+    .unwrap();
+    let orchestrator = Orchestrator::builder(config.clone())
+        .factory(Arc::new(BuiltinProviders))
+        .build()
+        .unwrap();
+    let got = orchestrator
+        .call(&CallContext::default(), user("hello"), None)
+        .await
+        .unwrap();
+    assert_eq!(got.response.message.content, "hi");
+    // 10 × 0.001/1k + 5 × 0.002/1k.
+    assert_eq!(got.response.usage.cost, 0.00002);
+    let hits = server.hits();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].body["model"], "m-1");
+    // No `api_key_env`: no key is sent (not even OPENAI_API_KEY's).
+    assert_eq!(hits[0].authorization, None);
+
+    // A provider naming a variable that is not set is refused when the orchestrator is built.
+    let mut keyed = config.clone();
+    keyed.providers[0].api_key_env = Some("CHATTER_TEST_SURELY_UNSET_KEY_VAR".into());
+    let err = Orchestrator::builder(keyed.clone())
+        .factory(Arc::new(BuiltinProviders))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "configuration error: provider `local`: environment variable `CHATTER_TEST_SURELY_UNSET_KEY_VAR`"
+        ),
+        "{err}"
+    );
+    keyed.providers[0].kind = "anthropic".into();
+    keyed.providers[0].api_key_env = None;
+    let err = Orchestrator::builder(keyed)
+        .factory(Arc::new(BuiltinProviders))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("provider `local`: no built-in client for kind `anthropic`"),
+        "{err}"
+    );
 }

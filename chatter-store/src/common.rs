@@ -89,6 +89,26 @@ impl Limits {
     }
 }
 
+/// A conversation's usage: the sums over its executions, one row when it exists (both
+/// backends; `?1` is its id, BIGINT casts because Postgres sums BIGINT as NUMERIC).
+pub(crate) const CONVERSATION_USAGE_SQL: &str = "SELECT COUNT(e.id),
+        CAST(COALESCE(SUM(e.prompt_tokens), 0) AS BIGINT),
+        CAST(COALESCE(SUM(e.completion_tokens), 0) AS BIGINT),
+        CAST(COALESCE(SUM(e.total_tokens), 0) AS BIGINT),
+        CAST(COALESCE(SUM(e.cost), 0) AS DOUBLE PRECISION)
+     FROM conversations c LEFT JOIN workflow_executions e ON e.conversation_id = c.id
+     WHERE c.id = ?1 GROUP BY c.id";
+
+/// A stored count (a column checked `>= 1`) as the config's `u64`.
+pub(crate) fn from_db_count(value: Option<i64>) -> Option<u64> {
+    value.and_then(|v| u64::try_from(v).ok())
+}
+
+/// A config's `u64` count as a column value (saturating).
+pub(crate) fn to_db_count(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
 pub(crate) fn to_json_text(value: &Value) -> String {
     value.to_string()
 }

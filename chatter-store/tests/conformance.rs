@@ -151,6 +151,9 @@ conformance!(
     sql_looking_strings_are_stored_verbatim,
     oversized_payloads_are_refused_before_the_database,
     invalid_input_is_refused,
+    model_registry_round_trips_in_order,
+    model_registry_edits_keep_it_valid,
+    model_registry_refuses_bad_input_and_stale_versions,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -158,6 +161,7 @@ conformance!(
 // ---------------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::registry_cases::*;
     use super::*;
 
     fn new_def(owner: &str, name: &str) -> NewDefinition {
@@ -2107,7 +2111,10 @@ mod sqlite_specific {
             .unwrap();
         assert_eq!(
             applied,
-            [(1, "core".to_owned()), (2, "auth_audit_jobs".to_owned())]
+            chatter_store::migrate::SQLITE_MIGRATIONS
+                .iter()
+                .map(|m| (m.version, m.name.to_owned()))
+                .collect::<Vec<_>>()
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -2141,9 +2148,15 @@ mod sqlite_specific {
                 .unwrap();
         }
         let err = connect_with(&url, options()).await.unwrap_err();
+        let last = chatter_store::migrate::SQLITE_MIGRATIONS
+            .last()
+            .unwrap()
+            .version;
         assert_eq!(
             err.to_string(),
-            "storage error (migration): migration 0001_core is missing from schema_migrations although later migration 0002 was applied; refusing to start"
+            format!(
+                "storage error (migration): migration 0001_core is missing from schema_migrations although later migration {last:04} was applied; refusing to start"
+            )
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -2166,7 +2179,7 @@ mod sqlite_specific {
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, chatter_store::migrate::SQLITE_MIGRATIONS.len() as i64);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -2305,7 +2318,7 @@ mod postgres_specific {
                 .await
                 .unwrap()
                 .get(0);
-            assert_eq!(n, 2);
+            assert_eq!(n, chatter_store::migrate::POSTGRES_MIGRATIONS.len() as i64);
             c.execute(
                 "UPDATE schema_migrations SET checksum = 'abc' WHERE version = 2",
                 &[],
@@ -2400,5 +2413,262 @@ mod postgres_specific {
             assert_eq!(n, 1);
         })
         .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model registry
+// ---------------------------------------------------------------------------------------------
+
+mod registry_cases {
+    use super::*;
+    use chatter_core::orchestration::{
+        Complexity, ModelSpec, Price, ProviderConfig, RegistryConfig, RoutingRule, Tier,
+    };
+
+    /// Every stored column used: two providers (one inactive), models with and without prices,
+    /// capabilities, tiers, limits and fallbacks, rules with conditions, and non-default settings.
+    pub const REGISTRY: &str = r#"
+providers:
+  - name: openai
+    kind: openai
+    base_url: https://api.openai.com/v1
+    api_key_env: OPENAI_API_KEY
+    default_config: {temperature: 0.7, max_tokens: 1024}
+    default_model: gpt-4o-mini
+    default: true
+  - name: local
+    kind: openai
+    base_url: http://127.0.0.1:11434/v1
+  - name: spare
+    kind: openai
+    active: false
+models:
+  - name: gpt-4o-mini
+    provider: openai
+    context_length: 128000
+    max_output_tokens: 16384
+    capabilities: {tools: true, json: true, streaming: true, vision: true}
+    tier: economy
+    price: {input_per_1k: 0.00015, output_per_1k: 0.0006}
+  - name: gpt-4o
+    provider: openai
+    capabilities: {tools: true, json: true}
+    tier: premium
+    price: {input_per_1k: 0.0025, output_per_1k: 0.01}
+    fallbacks: [gpt-4o-mini]
+  - name: llama
+    provider: local
+    api_model: "llama3.1:8b"
+    context_length: 8192
+    capabilities: {streaming: true}
+  - name: old
+    provider: spare
+    active: false
+routing:
+  router_name: auto
+  default_model: gpt-4o
+  default_fallbacks: [gpt-4o-mini]
+  rules:
+    - name: simple-chat
+      priority: 10
+      match: {complexity: [simple], max_tokens: 2000, tools_needed: false}
+      target: llama
+      fallbacks: [gpt-4o-mini]
+    - name: vip
+      priority: 20
+      match: {workflow_types: [support], tags: [vip]}
+      target: gpt-4o
+      max_cost_per_request: 0.05
+    - name: retired
+      enabled: false
+      target: old
+resilience: {max_attempts: 2, initial_backoff_ms: 100, breaker: {failure_threshold: 3, cooldown_ms: 1000}}
+budgets: {max_tokens_per_execution: 5000, max_cost_per_execution: 0.25}
+memo: {mode: read_write, ttl_ms: 60000, max_entries: 10}
+analysis: {short_max_tokens: 500, long_min_tokens: 4000, documents_min_tokens: 800}
+"#;
+
+    pub async fn model_registry_round_trips_in_order(s: Arc<dyn Store>) {
+        let empty = s.registry().await.unwrap();
+        assert_eq!(empty.version, 0);
+        assert_eq!(empty.updated_at, None);
+        assert_eq!(empty.config, RegistryConfig::default());
+        let err = s.load_registry().await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::NotFound));
+
+        let config = RegistryConfig::from_yaml(REGISTRY).unwrap();
+        let saved = s.save_registry(&config, Some(0)).await.unwrap();
+        assert_eq!(saved.version, 1);
+        assert!(saved.updated_at.is_some());
+        // Everything comes back as saved, in the saved order (the default route and rule ties
+        // depend on it).
+        assert_eq!(saved.config, config);
+        assert_eq!(s.registry().await.unwrap(), saved);
+        let loaded = s.load_registry().await.unwrap();
+        assert_eq!(loaded, config);
+        let names: Vec<&str> = loaded.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["gpt-4o-mini", "gpt-4o", "llama", "old"]);
+        let mini = loaded.model("gpt-4o-mini").unwrap();
+        assert_eq!(mini.price, Some(Price::new(0.00015, 0.0006)));
+        assert_eq!(mini.tier, Tier::Economy);
+        assert_eq!(mini.context_length, Some(128_000));
+        assert!(mini.capabilities.vision && mini.capabilities.tools);
+        assert_eq!(loaded.model("llama").unwrap().api_model(), "llama3.1:8b");
+        assert_eq!(loaded.model("llama").unwrap().price, None);
+        assert_eq!(
+            loaded.routing.rules[0].conditions.complexity,
+            [Complexity::Simple]
+        );
+        assert_eq!(loaded.routing.rules[1].max_cost_per_request, Some(0.05));
+        assert!(!loaded.routing.rules[2].enabled);
+        assert_eq!(loaded.resilience.breaker.failure_threshold, 3);
+        assert_eq!(loaded.budgets.max_cost_per_execution, Some(0.25));
+        assert_eq!(
+            loaded.provider("openai").unwrap().api_key_env.as_deref(),
+            Some("OPENAI_API_KEY")
+        );
+
+        // A second save replaces the whole registry: what is gone is gone.
+        let mut smaller = config.clone();
+        smaller.routing.rules.clear();
+        smaller.models.retain(|m| m.provider == "openai");
+        smaller.providers.retain(|p| p.name == "openai");
+        let saved = s.save_registry(&smaller, None).await.unwrap();
+        assert_eq!(saved.version, 2);
+        assert_eq!(s.load_registry().await.unwrap(), smaller);
+    }
+
+    pub async fn model_registry_edits_keep_it_valid(s: Arc<dyn Store>) {
+        let config = RegistryConfig::from_yaml(REGISTRY).unwrap();
+        s.save_registry(&config, None).await.unwrap();
+
+        // A new provider and model, then a rule using them; each edit is a new version.
+        let mut groq = ProviderConfig::new("groq", "openai");
+        groq.base_url = Some("https://api.groq.com/openai/v1".into());
+        groq.api_key_env = Some("GROQ_API_KEY".into());
+        groq.default = true;
+        let v2 = s.put_provider(groq).await.unwrap();
+        assert_eq!(v2.version, 2);
+        // Made the only default.
+        let defaults: Vec<&str> = v2
+            .config
+            .providers
+            .iter()
+            .filter(|p| p.default)
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(defaults, ["groq"]);
+        let mut mixtral = ModelSpec::new("mixtral", "groq");
+        mixtral.price = Some(Price::new(0.00024, 0.00024));
+        mixtral.tier = Tier::Economy;
+        s.put_model(mixtral.clone()).await.unwrap();
+        let mut rule = RoutingRule::new("cheap", "mixtral");
+        rule.priority = 30;
+        let v4 = s.put_routing_rule(rule).await.unwrap();
+        assert_eq!(v4.version, 4);
+        assert_eq!(v4.config.routing.rules.last().unwrap().name, "cheap");
+
+        // Replacing keeps the place.
+        mixtral.price = Some(Price::new(0.0003, 0.0003));
+        let v5 = s.put_model(mixtral).await.unwrap();
+        let position = v5.config.models.iter().position(|m| m.name == "mixtral");
+        assert_eq!(position, Some(4));
+        assert_eq!(
+            v5.config.model("mixtral").unwrap().price,
+            Some(Price::new(0.0003, 0.0003))
+        );
+
+        // What other entries depend on cannot go; nothing changes.
+        let err = s.delete_model("mixtral").await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::Conflict));
+        assert!(
+            err.to_string()
+                .contains("$.routing.rules[3].target: unknown model `mixtral`"),
+            "{err}"
+        );
+        let err = s.delete_provider("groq").await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::Conflict));
+        assert!(
+            err.to_string()
+                .contains("provider `groq` still serves models `mixtral`"),
+            "{err}"
+        );
+        assert_eq!(s.registry().await.unwrap().version, 5);
+
+        // In dependency order it works.
+        s.delete_routing_rule("cheap").await.unwrap();
+        s.delete_model("mixtral").await.unwrap();
+        let last = s.delete_provider("groq").await.unwrap();
+        assert_eq!(last.version, 8);
+        assert!(last.config.provider("groq").is_none());
+        for err in [
+            s.delete_model("mixtral").await.unwrap_err(),
+            s.delete_provider("groq").await.unwrap_err(),
+            s.delete_routing_rule("cheap").await.unwrap_err(),
+        ] {
+            assert_eq!(kind(&err), Some(StoreErrorKind::NotFound), "{err}");
+        }
+    }
+
+    pub async fn model_registry_refuses_bad_input_and_stale_versions(s: Arc<dyn Store>) {
+        let config = RegistryConfig::from_yaml(REGISTRY).unwrap();
+        s.save_registry(&config, None).await.unwrap();
+        let before = s.registry().await.unwrap();
+
+        // The same load-time checks as a config file: every problem named, nothing written.
+        let mut bad = config.clone();
+        bad.models[0].provider = "anthropic".into();
+        bad.models[1].price = Some(Price::new(-0.01, 0.01));
+        bad.routing.rules[0].target = "nowhere".into();
+        let err = s.save_registry(&bad, None).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput));
+        let text = err.to_string();
+        for expected in [
+            "$.models[0].provider: unknown provider `anthropic`",
+            "$.models[1].price.input_per_1k: must be a non-negative number, found -0.01",
+            "$.routing.rules[0].target: unknown model `nowhere`",
+        ] {
+            assert!(text.contains(expected), "{text}");
+        }
+        assert_eq!(s.registry().await.unwrap(), before);
+
+        let mut model = ModelSpec::new("claude", "anthropic");
+        model.price = Some(Price::new(0.003, 0.015));
+        let err = s.put_model(model).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput));
+        assert!(
+            err.to_string().contains("unknown provider `anthropic`"),
+            "{err}"
+        );
+        let err = s
+            .put_routing_rule(RoutingRule::new("r", "ghost"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown model `ghost`"), "{err}");
+
+        // A key pasted in place of the variable's name is refused, and not echoed back.
+        let mut leaky = ProviderConfig::new("leaky", "openai");
+        leaky.api_key_env = Some("sk-proj-abc123secret".into());
+        let err = s.put_provider(leaky).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput));
+        assert!(
+            err.to_string()
+                .contains("api_key_env: not an environment variable name"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert_eq!(s.registry().await.unwrap(), before);
+
+        // Optimistic versions: a save from a stale read is refused.
+        let err = s.save_registry(&config, Some(0)).await.unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::Conflict));
+        assert!(
+            err.to_string()
+                .contains("the model registry is at version 1, not 0"),
+            "{err}"
+        );
+        s.save_registry(&config, Some(1)).await.unwrap();
+        assert_eq!(s.registry().await.unwrap().version, 2);
     }
 }

@@ -111,6 +111,7 @@ on_every_backend!(
     retries_skips_and_grouped_commits,
     retriever_ranks_owner_scoped_chunks,
     rag_workflow_puts_ranked_context_into_the_prompt,
+    orchestrated_costs_routing_and_fallbacks_reach_every_record,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -307,6 +308,7 @@ impl ExecutionStore for FailingCommits {
 // ---------------------------------------------------------------------------------------------
 
 mod cases {
+    pub use super::orchestration_cases::*;
     use super::*;
 
     pub async fn completed_run_is_recorded_step_by_step(s: Arc<dyn Store>) {
@@ -839,5 +841,302 @@ mod cases {
             retrieve.state["context"].as_array().unwrap().len(),
             expected.len()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestrated model calls: the registry loaded from the store, costs in every aggregate,
+// routing decisions, retries and fallbacks in node runs and events
+// ---------------------------------------------------------------------------------------------
+
+mod orchestration_cases {
+    use super::*;
+    use chatter_core::orchestration::{Orchestrator, RegistryConfig};
+
+    const REGISTRY: &str = r#"
+providers:
+  - {name: local, kind: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: LOCAL_KEY, default: true}
+models:
+  - name: primary
+    provider: local
+    api_model: primary-2025
+    tier: premium
+    price: {input_per_1k: 0.0025, output_per_1k: 0.01}
+  - name: backup
+    provider: local
+    tier: economy
+    price: {input_per_1k: 0.001, output_per_1k: 0.002}
+routing: {default_model: primary, default_fallbacks: [backup]}
+resilience:
+  max_attempts: 2
+  initial_backoff_ms: 1
+  max_backoff_ms: 1
+  jitter: 0
+  breaker: {failure_threshold: 0}
+"#;
+
+    fn two_calls() -> WorkflowDefinition {
+        WorkflowDefinition::from_json(
+            r#"{
+              "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "first", "type": "llm", "config": {"prompt": "first question"}},
+                {"id": "second", "type": "llm", "config": {"prompt": "second question"}},
+                {"id": "end", "type": "end"}
+              ],
+              "edges": [
+                {"source": "start", "target": "first"},
+                {"source": "first", "target": "second"},
+                {"source": "second", "target": "end"}
+              ]
+            }"#,
+        )
+        .unwrap()
+    }
+
+    pub async fn orchestrated_costs_routing_and_fallbacks_reach_every_record(s: Arc<dyn Store>) {
+        // The registry goes into the store from its config text and comes back validated.
+        s.save_registry(&RegistryConfig::from_yaml(REGISTRY).unwrap(), None)
+            .await
+            .unwrap();
+        let config = s.load_registry().await.unwrap();
+        // The provider never prices its calls: the registry's price table does. The first
+        // question fails twice on `primary` (retried once, then given up), then `backup`
+        // answers it.
+        let provider = Arc::new(
+            ScriptedModel::from_value(json!({
+                "rules": [
+                    {"match": {"model": "primary-2025", "contains": "first"},
+                     "reply": {"error": {"class": "server", "message": "upstream 503"}}, "times": 2},
+                    {"match": {"model": "backup"}, "reply": {"content": "backup answer"},
+                     "usage": {"prompt_tokens": 1000, "completion_tokens": 500}},
+                    {"match": {"model": "primary-2025"}, "reply": {"content": "primary answer"},
+                     "usage": {"prompt_tokens": 1234, "completion_tokens": 567}}
+                ],
+                "default": {"content": "unexpected"}
+            }))
+            .unwrap(),
+        );
+        let orchestrator = Arc::new(
+            Orchestrator::builder(config)
+                .provider("local", provider.clone() as Arc<dyn ChatModel>)
+                .build()
+                .unwrap(),
+        );
+        let mut models = ModelRegistry::new();
+        orchestrator.register(&mut models);
+        let engine = Engine::builder().models(models).build();
+
+        let template = s
+            .create_template(NewTemplate {
+                owner_id: Some("alice".into()),
+                name: "two calls".into(),
+                category: "general".into(),
+                spec: json!({}),
+                ..NewTemplate::default()
+            })
+            .await
+            .unwrap();
+        let conversation = s
+            .create_conversation(NewConversation {
+                user_id: "alice".into(),
+                ..NewConversation::default()
+            })
+            .await
+            .unwrap();
+        let tracker = WorkflowTracker::new(s.clone());
+        let first_run = tracker
+            .run(
+                &engine,
+                &two_calls(),
+                json!({}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Template)
+                    .template(template.id.clone())
+                    .conversation(conversation.id.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(
+            first_run.store_error.is_none(),
+            "{:?}",
+            first_run.store_error
+        );
+        assert_eq!(first_run.result.status, RunStatus::Completed);
+        let id = first_run.result.execution_id.clone();
+
+        // Node runs: each call's exact cost, and how it was served.
+        let runs = s.list_node_runs(&id).await.unwrap();
+        let run = |node: &str| runs.iter().find(|r| r.node_id == node).unwrap().clone();
+        let (first, second) = (run("first"), run("second"));
+        // 1000 × 0.001/1k + 500 × 0.002/1k, and 1234 × 0.0025/1k + 567 × 0.01/1k.
+        assert_eq!(
+            (first.prompt_tokens, first.completion_tokens, first.cost),
+            (1000, 500, 0.002)
+        );
+        assert_eq!(
+            (second.prompt_tokens, second.completion_tokens, second.cost),
+            (1234, 567, 0.008755)
+        );
+        let routing = &first.output.as_ref().unwrap()["routing"];
+        assert_eq!(routing["model"], "primary");
+        assert_eq!(routing["provider"], "local");
+        assert_eq!(routing["explicit"], false);
+        assert_eq!(routing["rule"], Value::Null);
+        assert_eq!(
+            routing["reason"],
+            "no rule matched; default model `primary`"
+        );
+        assert_eq!(routing["fallbacks"], json!(["backup"]));
+        assert_eq!(routing["answered_by"], "backup");
+        assert_eq!(routing["from_memo"], false);
+        let attempts: Vec<(String, u64, String, Value)> = routing["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["model"].as_str().unwrap().to_owned(),
+                    a["attempt"].as_u64().unwrap(),
+                    a["outcome"].as_str().unwrap().to_owned(),
+                    a["class"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            attempts,
+            vec![
+                ("primary".into(), 1, "failed".into(), json!("server")),
+                ("primary".into(), 2, "failed".into(), json!("server")),
+                ("backup".into(), 1, "succeeded".into(), Value::Null),
+            ]
+        );
+        let second_routing = &second.output.as_ref().unwrap()["routing"];
+        assert_eq!(second_routing["answered_by"], "primary");
+        assert_eq!(second_routing["attempts"].as_array().unwrap().len(), 1);
+
+        // Events: the decision, the retry and the fallback, in order, inside the step of the
+        // node that made the call.
+        let events = s.list_events(&id, 0, 1000).await.unwrap();
+        let model_events: Vec<(String, Value)> = events
+            .iter()
+            .filter(|e| e.event_type.starts_with("model_"))
+            .map(|e| (e.event_type.clone(), e.payload.clone()))
+            .collect();
+        assert_eq!(model_events.len(), 4, "{model_events:#?}");
+        assert_eq!(model_events[0].0, "model_routed");
+        assert_eq!(
+            model_events[0].1,
+            json!({"node_id": "first", "model": "primary", "provider": "local", "rule": null,
+                   "explicit": false, "reason": "no rule matched; default model `primary`",
+                   "fallbacks": ["backup"], "estimated_cost": model_events[0].1["estimated_cost"]})
+        );
+        assert!(model_events[0].1["estimated_cost"].as_f64().unwrap() > 0.0);
+        assert_eq!(model_events[1].0, "model_retrying");
+        assert_eq!(
+            model_events[1].1,
+            json!({"node_id": "first", "model": "primary", "attempt": 1, "class": "server",
+                   "error": model_events[1].1["error"], "delay_ms": 1})
+        );
+        assert!(
+            model_events[1].1["error"]
+                .as_str()
+                .unwrap()
+                .contains("upstream 503")
+        );
+        assert_eq!(model_events[2].0, "model_fallback");
+        assert_eq!(model_events[2].1["from"], "primary");
+        assert_eq!(model_events[2].1["to"], "backup");
+        assert_eq!(model_events[3].0, "model_routed");
+        assert_eq!(model_events[3].1["node_id"], "second");
+        let position = |kind: &str, node: &str| {
+            events
+                .iter()
+                .position(|e| e.event_type == kind && e.payload["node_id"] == node)
+                .unwrap()
+        };
+        assert!(position("node_started", "first") < position("model_routed", "first"));
+        assert!(position("model_fallback", "first") < position("node_completed", "first"));
+
+        // The execution, the template's analytics.
+        let record = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.total_tokens
+            ),
+            (2234, 1067, 3301)
+        );
+        assert_eq!(record.cost, 0.010755);
+        let stats = s.template_analytics(&template.id).await.unwrap().unwrap();
+        assert_eq!((stats.usage_count, stats.total_tokens), (1, 3301));
+        assert_eq!(stats.total_cost, 0.010755);
+
+        // A second execution in the same conversation: both calls on `primary`.
+        let second_run = tracker
+            .run(
+                &engine,
+                &two_calls(),
+                json!({}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc)
+                    .conversation(conversation.id.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(second_run.store_error.is_none());
+        let other = s
+            .get_execution(&second_run.result.execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((other.total_tokens, other.cost), (3602, 0.01751));
+
+        // The conversation sums its executions.
+        let usage = s.conversation_usage(&conversation.id).await.unwrap();
+        assert_eq!(
+            (
+                usage.executions,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (2, 4702, 2201, 6903)
+        );
+        assert_eq!(usage.cost, 0.028265);
+        let err = s
+            .conversation_usage("no-such-conversation")
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::NotFound));
+        let empty = s
+            .create_conversation(NewConversation {
+                user_id: "alice".into(),
+                ..NewConversation::default()
+            })
+            .await
+            .unwrap();
+        let none = s.conversation_usage(&empty.id).await.unwrap();
+        assert_eq!((none.executions, none.total_tokens, none.cost), (0, 0, 0.0));
+
+        // The counters, as a /metrics endpoint serves them.
+        let text = orchestrator.metrics().render_prometheus();
+        for line in [
+            "llm_requests_total{model=\"primary\"} 5",
+            "llm_request_failures_total{model=\"primary\"} 2",
+            "llm_requests_total{model=\"backup\"} 1",
+            "llm_fallbacks_total{model=\"primary\"} 1",
+            "llm_tokens_total{model=\"primary\",type=\"prompt\"} 3702",
+            "llm_cost_usd_total{model=\"backup\"} 0.002",
+            "llm_cost_usd_total{model=\"primary\"} 0.026265",
+            "llm_circuit_breaker_state{model=\"primary\",state=\"closed\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert_eq!(provider.requests().len(), 6);
     }
 }

@@ -10,7 +10,7 @@ use crate::engine::NodeContext;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::expr::{Expression, PromptTemplate};
-use crate::model::{ChatModel, ChatRequest, ChatResponse, Message, Role};
+use crate::model::{ChatModel, ChatRequest, Message, ObservedResponse, Role};
 
 /// Reads one node's config, turning bad values into [`Error::Config`] naming the node and key.
 pub(crate) struct Config<'a> {
@@ -318,25 +318,28 @@ pub(crate) async fn cancellable<T>(
     }
 }
 
-/// Calls a model, streaming tokens as `token` events when `stream` is set, cancellable.
+/// Calls a model, streaming tokens as `token` events when `stream` is set, cancellable. Models
+/// that route or fall back (the orchestrator's) emit their `model_*` events to the node's event
+/// sink and return a report of how the call was served.
 pub(crate) async fn call_model(
     ctx: &NodeContext,
     model: &dyn ChatModel,
     request: ChatRequest,
     stream: bool,
-) -> Result<ChatResponse> {
+) -> Result<ObservedResponse> {
+    let events = ctx.events.as_ref();
     if stream {
         let node_id = ctx.node_id().to_owned();
-        let events = ctx.events.clone();
+        let token_events = ctx.events.clone();
         let sink = move |text: &str| {
-            events.emit(EventKind::Token {
+            token_events.emit(EventKind::Token {
                 node_id: node_id.clone(),
                 text: text.to_owned(),
             });
         };
-        cancellable(ctx, model.chat_stream(request, &sink)).await
+        cancellable(ctx, model.chat_observed(request, Some(&sink), events)).await
     } else {
-        cancellable(ctx, model.chat(request)).await
+        cancellable(ctx, model.chat_observed(request, None, events)).await
     }
 }
 

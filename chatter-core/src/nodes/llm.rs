@@ -25,6 +25,10 @@
 //! **Writes:** `messages` (the rendered `prompt`, then the assistant reply with its tool calls),
 //! `usage` (the call's tokens and cost), `variables.<output_variable>`.
 //!
+//! **Records** in the node run's output: the reply, the model, the finish reason and the usage;
+//! with a model that routes (the orchestrator's), also `routing`: the decision and its reason,
+//! the model that answered, every attempt and whether the memo answered.
+//!
 //! **Refuses** to call the model ([`crate::Error::LimitExceeded`], limit `max_tokens` or
 //! `max_cost`) when the execution's token or cost budget is spent; passes the node run's
 //! idempotency key in the request; stops when the node is cancelled.
@@ -248,17 +252,21 @@ impl Node for LlmNode {
             idempotency_key: Some(ctx.idempotency_key()),
         };
         let model = ctx.services.models.get(config.provider.as_deref())?;
-        let response = call_model(&ctx, model.as_ref(), request, config.stream).await?;
+        let observed = call_model(&ctx, model.as_ref(), request, config.stream).await?;
+        let response = observed.response;
 
         let mut reply = response.message;
         reply.role = Role::Assistant;
-        let output = json!({
+        let mut output = json!({
             "content": reply.content,
             "tool_calls": reply.tool_calls,
             "model": response.model,
             "finish_reason": response.finish_reason,
             "usage": response.usage,
         });
+        if let (Some(report), Some(map)) = (observed.report, output.as_object_mut()) {
+            map.insert("routing".to_owned(), report);
+        }
         let mut delta = StateDelta {
             usage: Some(response.usage),
             ..StateDelta::default()

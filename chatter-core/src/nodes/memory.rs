@@ -191,7 +191,9 @@ impl Node for MemoryNode {
                 .services
                 .models
                 .get(config.summary_provider.as_deref())?;
-            let response = call_model(&ctx, model.as_ref(), request, false).await?;
+            let response = call_model(&ctx, model.as_ref(), request, false)
+                .await?
+                .response;
             delta.usage = Some(response.usage);
             Some(Message::system(format!(
                 "{SUMMARY_PREFIX}{}",

@@ -74,6 +74,20 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// An active, non-default provider `name` of `kind`, with nothing else set.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> ProviderConfig {
+        ProviderConfig {
+            name: name.into(),
+            kind: kind.into(),
+            base_url: None,
+            api_key_env: None,
+            default_config: ModelDefaults::default(),
+            default_model: None,
+            active: true,
+            default: false,
+        }
+    }
+
     /// The API key, read from the environment variable named by `api_key_env`.
     ///
     /// # Errors
@@ -143,6 +157,25 @@ pub enum Tier {
     Standard,
     /// Strongest and most expensive.
     Premium,
+}
+
+impl Tier {
+    /// Every tier, cheapest first.
+    pub const ALL: [Tier; 3] = [Tier::Economy, Tier::Standard, Tier::Premium];
+
+    /// The lowercase name (`economy`, `standard`, `premium`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Economy => "economy",
+            Tier::Standard => "standard",
+            Tier::Premium => "premium",
+        }
+    }
+
+    /// The tier named `name` (lowercase).
+    pub fn from_name(name: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.as_str() == name)
+    }
 }
 
 /// Price of a model in US dollars per 1 000 tokens.
@@ -303,6 +336,21 @@ pub struct RoutingRule {
     /// Candidates whose estimated cost for the call exceeds this (dollars) are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_per_request: Option<f64>,
+}
+
+impl RoutingRule {
+    /// An enabled rule of priority 0 sending every call to `target`, with no fallback.
+    pub fn new(name: impl Into<String>, target: impl Into<String>) -> RoutingRule {
+        RoutingRule {
+            name: name.into(),
+            priority: 0,
+            enabled: true,
+            conditions: RuleMatch::default(),
+            target: target.into(),
+            fallbacks: Vec::new(),
+            max_cost_per_request: None,
+        }
+    }
 }
 
 /// The conditions of a [`RoutingRule`]; every condition given must hold, absent ones always do.
@@ -570,10 +618,13 @@ impl RegistryConfig {
                 ));
             }
             if let Some(var) = &p.api_key_env
-                && (var.is_empty() || var.contains('=') || var.contains('\0'))
+                && !is_env_var_name(var)
             {
+                // Never echo the value: it may be a key pasted in the wrong place.
                 issues.push(format!(
-                    "{path}.api_key_env: `{var}` is not an environment variable name"
+                    "{path}.api_key_env: not an environment variable name (letters, digits and \
+                     `_`, not starting with a digit); give the NAME of the variable holding the \
+                     key, never the key"
                 ));
             }
             check_defaults(
@@ -908,6 +959,16 @@ fn check_defaults(d: &ModelDefaults, path: &str, issues: &mut Vec<String>) {
     if d.max_tokens == Some(0) {
         issues.push(format!("{path}.max_tokens: must be at least 1"));
     }
+}
+
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`. An API
+/// key (`sk-...`) is not one, so a key pasted in place of the variable's name is refused.
+pub fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {

@@ -69,7 +69,7 @@ pub use budget::{BUDGET_EXCEEDED, Budget, ExecutionScope, MAX_TRACKED_EXECUTIONS
 pub use config::{
     AnalysisConfig, BreakerConfig, BudgetConfig, Capabilities, DEFAULT_ROUTER_NAME, MemoConfig,
     ModelDefaults, ModelSpec, Price, ProviderConfig, RegistryConfig, ResilienceConfig, Resolution,
-    RoutingConfig, RoutingRule, RuleMatch, Tier, round_nano,
+    RoutingConfig, RoutingRule, RuleMatch, Tier, is_env_var_name, round_nano,
 };
 pub use memo::{
     KEY_SCHEME, Memo, MemoKey, MemoMode, MemoStats, RECORDING_FORMAT, RECORDING_VERSION,
@@ -84,7 +84,10 @@ pub use routing::{
 
 use crate::engine::{Clock, SystemClock};
 use crate::error::{Error, ErrorClass, Result};
-use crate::model::{ChatModel, ChatRequest, ChatResponse, ModelRegistry, TokenSink, Usage};
+use crate::event::{EventKind, EventSink};
+use crate::model::{
+    ChatModel, ChatRequest, ChatResponse, ModelRegistry, ObservedResponse, TokenSink, Usage,
+};
 
 use budget::Executions;
 use observer::Metrics;
@@ -106,6 +109,36 @@ where
 {
     fn build(&self, provider: &ProviderConfig) -> Result<Arc<dyn ChatModel>> {
         self(provider)
+    }
+}
+
+/// The provider clients Chatter builds from a provider's config by its `kind`: `openai`, any
+/// OpenAI-compatible server ([`crate::providers::OpenAiModel`], with the `openai` cargo feature),
+/// reached at `base_url` with the key of the environment variable named by `api_key_env`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinProviders;
+
+impl ProviderFactory for BuiltinProviders {
+    fn build(&self, provider: &ProviderConfig) -> Result<Arc<dyn ChatModel>> {
+        match provider.kind.as_str() {
+            #[cfg(feature = "openai")]
+            "openai" => {
+                let config = crate::providers::OpenAiConfig::for_provider(provider)?;
+                Ok(Arc::new(crate::providers::OpenAiModel::new(config)?))
+            }
+            other => Err(Error::Config {
+                message: format!(
+                    "provider `{}`: no built-in client for kind `{other}` ({}); register a \
+                     ChatModel under the provider's name",
+                    provider.name,
+                    if cfg!(feature = "openai") {
+                        "built in: `openai`"
+                    } else {
+                        "`openai` needs the `openai` cargo feature"
+                    }
+                ),
+            }),
+        }
     }
 }
 
@@ -159,6 +192,77 @@ pub struct OrchestratedResponse {
     pub attempts: Vec<AttemptRecord>,
     /// Whether the memo answered.
     pub from_memo: bool,
+}
+
+impl OrchestratedResponse {
+    /// How the call was served, as recorded in the `llm` node run's output under `routing`: the
+    /// routing decision (model, provider, API name, rule, explicit, reason, fallbacks, estimated
+    /// cost, skipped candidates, analysis), `answered_by`, `from_memo` and every attempt.
+    pub fn report(&self) -> serde_json::Value {
+        let mut report = serde_json::to_value(&self.decision).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut report {
+            map.insert("answered_by".to_owned(), self.answered_by.clone().into());
+            map.insert("from_memo".to_owned(), self.from_memo.into());
+            map.insert(
+                "attempts".to_owned(),
+                serde_json::to_value(&self.attempts).unwrap_or_default(),
+            );
+        }
+        report
+    }
+}
+
+/// One call being served: who calls, and where its engine events go.
+struct Call<'a> {
+    ctx: &'a CallContext,
+    events: Option<&'a dyn EventSink>,
+}
+
+impl std::ops::Deref for Call<'_> {
+    type Target = CallContext;
+
+    fn deref(&self) -> &CallContext {
+        self.ctx
+    }
+}
+
+/// The engine event recording an orchestration event, for those the event log keeps: routing
+/// decisions, retries and fallbacks (attempt starts and successes are in the node run record).
+fn engine_event(ctx: &CallContext, event: &OrchestrationEvent) -> Option<EventKind> {
+    let node_id = ctx.node_id.clone().unwrap_or_default();
+    match event {
+        OrchestrationEvent::Routed { decision } => Some(EventKind::ModelRouted {
+            node_id,
+            model: decision.model.clone(),
+            provider: decision.provider.clone(),
+            rule: decision.rule.clone(),
+            explicit: decision.explicit,
+            reason: decision.reason.clone(),
+            fallbacks: decision.fallbacks.clone(),
+            estimated_cost: decision.estimated_cost,
+        }),
+        OrchestrationEvent::AttemptFailed {
+            model,
+            attempt,
+            class,
+            error,
+            retry_in_ms: Some(delay_ms),
+        } => Some(EventKind::ModelRetrying {
+            node_id,
+            model: model.clone(),
+            attempt: *attempt,
+            class: class.clone(),
+            error: error.clone(),
+            delay_ms: *delay_ms,
+        }),
+        OrchestrationEvent::Fallback { from, to, reason } => Some(EventKind::ModelFallback {
+            node_id,
+            from: from.clone(),
+            to: to.clone(),
+            reason: reason.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// Builds an [`Orchestrator`].
@@ -406,13 +510,18 @@ impl Orchestrator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn emit(&self, ctx: &CallContext, event: &OrchestrationEvent) {
+    fn emit(&self, call: &Call<'_>, event: &OrchestrationEvent) {
         for o in &self.observers {
-            o.on_event(ctx, event);
+            o.on_event(call.ctx, event);
+        }
+        if let Some(events) = call.events
+            && let Some(kind) = engine_event(call.ctx, event)
+        {
+            events.emit(kind);
         }
     }
 
-    fn report(&self, ctx: &CallContext, model: &str, transition: Transition) {
+    fn report(&self, ctx: &Call<'_>, model: &str, transition: Transition) {
         if let Some((from, to)) = transition {
             self.metrics.breaker(model, to);
             self.emit(
@@ -447,6 +556,33 @@ impl Orchestrator {
         request: ChatRequest,
         sink: Option<&dyn TokenSink>,
     ) -> Result<OrchestratedResponse> {
+        self.serve(ctx, request, sink, None).await
+    }
+
+    /// As [`Orchestrator::call`], also emitting the routing decision, retries and fallbacks to
+    /// `events` as engine events (`model_routed`, `model_retrying`, `model_fallback`) for the
+    /// node in `ctx`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Orchestrator::call`].
+    pub async fn call_observed(
+        &self,
+        ctx: &CallContext,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: &dyn EventSink,
+    ) -> Result<OrchestratedResponse> {
+        self.serve(ctx, request, sink, Some(events)).await
+    }
+
+    async fn serve(
+        &self,
+        ctx: &CallContext,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: Option<&dyn EventSink>,
+    ) -> Result<OrchestratedResponse> {
         let mut ctx = ctx.clone();
         if let Some(scope) = ctx
             .execution_id
@@ -462,7 +598,8 @@ impl Orchestrator {
                 }
             }
         }
-        let ctx = &ctx;
+        let call = Call { ctx: &ctx, events };
+        let ctx = &call;
         let analysis = analyze(&request, &self.config.analysis);
         let decision = route(&self.config, &request, &analysis, ctx)?;
         self.emit(
@@ -631,7 +768,7 @@ impl Orchestrator {
 
     async fn try_model(
         &self,
-        ctx: &CallContext,
+        ctx: &Call<'_>,
         model: &ModelSpec,
         request: &ChatRequest,
         sink: Option<&WatchSink<'_>>,
@@ -870,5 +1007,22 @@ impl ChatModel for OrchestratedModel {
         sink: &dyn TokenSink,
     ) -> Result<ChatResponse> {
         self.call(request, Some(sink)).await.map(|r| r.response)
+    }
+
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        events: &dyn EventSink,
+    ) -> Result<ObservedResponse> {
+        let ctx = self.context(&request);
+        let served = self
+            .orchestrator
+            .call_observed(&ctx, request, sink, events)
+            .await?;
+        let report = served.report();
+        let mut observed = ObservedResponse::new(served.response);
+        observed.report = Some(report);
+        Ok(observed)
     }
 }

@@ -132,6 +132,24 @@ impl OpenAiConfig {
         }
         config
     }
+    /// The client config of a model registry provider: its `base_url` (default
+    /// [`DEFAULT_BASE_URL`]), its name, and the API key read from the environment variable its
+    /// `api_key_env` names. A provider naming no variable gets no key: the key of
+    /// `OPENAI_API_KEY` is never sent to a server that did not ask for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the named variable is not set (or not UTF-8).
+    pub fn for_provider(provider: &crate::orchestration::ProviderConfig) -> Result<OpenAiConfig> {
+        let mut config = OpenAiConfig::default().provider_name(provider.name.clone());
+        if let Some(url) = &provider.base_url {
+            config = config.base_url(url.clone());
+        }
+        config.api_key_env = provider.api_key_env.clone().unwrap_or_default();
+        config.api_key = provider.api_key()?;
+        Ok(config)
+    }
+
     /// Sets the base URL (up to and including `/v1`).
     #[must_use]
     pub fn base_url(mut self, url: impl Into<String>) -> Self {

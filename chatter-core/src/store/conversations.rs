@@ -135,6 +135,23 @@ impl NewMessage {
     }
 }
 
+/// Tokens and cost summed over the executions of a conversation (their `conversation_id`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConversationUsage {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Executions recorded in it.
+    pub executions: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Total tokens.
+    pub total_tokens: i64,
+    /// Cost in US dollars, rounded to the nano-dollar.
+    pub cost: f64,
+}
+
 /// Storage of conversations and messages.
 #[async_trait]
 pub trait ConversationStore: Send + Sync {
@@ -189,6 +206,14 @@ pub trait ConversationStore: Send + Sync {
     ///
     /// `NotFound` for an unknown conversation, `PayloadTooLarge`.
     async fn add_message(&self, new: NewMessage) -> StoreResult<MessageRecord>;
+
+    /// Tokens and cost of a conversation: the sums over its executions, so they always agree
+    /// with the execution rows (an execution's usage is written when it ends).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown conversation.
+    async fn conversation_usage(&self, conversation_id: &str) -> StoreResult<ConversationUsage>;
 
     /// Messages in order (`seq` ascending).
     ///

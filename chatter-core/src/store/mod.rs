@@ -14,7 +14,8 @@
 //! - [`preferences`]: per-user preferences, upserted with a version;
 //! - [`audit`]: the append-only audit log;
 //! - [`jobs`]: a priority job queue with leases;
-//! - [`users`]: users, API keys and roles.
+//! - [`users`]: users, API keys and roles;
+//! - [`models`]: the model registry (providers, models with prices, routing rules).
 //!
 //! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
 //! and coerces to a single concern where that is all a component needs
@@ -43,6 +44,7 @@ pub mod definitions;
 pub mod documents;
 pub mod executions;
 pub mod jobs;
+pub mod models;
 pub mod preferences;
 pub mod retriever;
 pub mod templates;
@@ -50,8 +52,8 @@ pub mod users;
 
 pub use audit::{AuditFilter, AuditRecord, AuditStore, NewAuditEntry};
 pub use conversations::{
-    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate, MessageRecord,
-    MessageRole, NewConversation, NewMessage,
+    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate,
+    ConversationUsage, MessageRecord, MessageRole, NewConversation, NewMessage,
 };
 pub use definitions::{
     DefinitionFilter, DefinitionRecord, DefinitionStore, DefinitionUpdate, NewDefinition,
@@ -66,6 +68,7 @@ pub use executions::{
     NodeRunRecord, NodeRunStatus, RetentionPolicy, StepCommit, StepReceipt,
 };
 pub use jobs::{JobRecord, JobStatus, JobStore, NewJob};
+pub use models::{ModelRegistryStore, StoredRegistry};
 pub use preferences::{PreferenceRecord, PreferenceStore};
 pub use retriever::StoreRetriever;
 pub use templates::{
@@ -226,6 +229,7 @@ pub trait Store:
     + AuditStore
     + JobStore
     + UserStore
+    + ModelRegistryStore
     + std::fmt::Debug
     + Send
     + Sync

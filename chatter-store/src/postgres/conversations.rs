@@ -1,9 +1,11 @@
 //! `conversations` and `messages` on Postgres.
 
 use async_trait::async_trait;
+use chatter_core::orchestration::round_nano;
 use chatter_core::store::{
-    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate, MessageRecord,
-    MessageRole, NewConversation, NewMessage, Page, StoreErrorKind, StoreResult,
+    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate,
+    ConversationUsage, MessageRecord, MessageRole, NewConversation, NewMessage, Page,
+    StoreErrorKind, StoreResult,
 };
 use tokio_postgres::Row;
 
@@ -187,5 +189,23 @@ impl ConversationStore for PostgresStore {
             .await
             .pg()?;
         rows.iter().map(message_row).collect()
+    }
+
+    async fn conversation_usage(&self, conversation_id: &str) -> StoreResult<ConversationUsage> {
+        let client = self.client().await?;
+        let sql = crate::common::CONVERSATION_USAGE_SQL.replace("?1", "$1");
+        let row = client
+            .query_opt(sql.as_str(), &[&conversation_id])
+            .await
+            .pg()?
+            .ok_or_else(|| not_found("conversation", conversation_id))?;
+        Ok(ConversationUsage {
+            conversation_id: conversation_id.to_owned(),
+            executions: row.try_get(0).pg()?,
+            prompt_tokens: row.try_get(1).pg()?,
+            completion_tokens: row.try_get(2).pg()?,
+            total_tokens: row.try_get(3).pg()?,
+            cost: round_nano(row.try_get(4).pg()?),
+        })
     }
 }

@@ -1,9 +1,11 @@
 //! `conversations` and `messages` on SQLite.
 
 use async_trait::async_trait;
+use chatter_core::orchestration::round_nano;
 use chatter_core::store::{
-    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate, MessageRecord,
-    MessageRole, NewConversation, NewMessage, Page, StoreErrorKind, StoreResult,
+    ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate,
+    ConversationUsage, MessageRecord, MessageRole, NewConversation, NewMessage, Page,
+    StoreErrorKind, StoreResult,
 };
 use rusqlite::params;
 
@@ -205,6 +207,24 @@ impl ConversationStore for SqliteStore {
                 params![key, page.sql_limit(), page.sql_offset()],
                 message_row,
             )
+        })
+        .await
+    }
+
+    async fn conversation_usage(&self, conversation_id: &str) -> StoreResult<ConversationUsage> {
+        let key = conversation_id.to_owned();
+        self.read(move |conn| {
+            let usage = query_opt(conn, crate::common::CONVERSATION_USAGE_SQL, [&key], |row| {
+                Ok(ConversationUsage {
+                    conversation_id: key.clone(),
+                    executions: row.get(0)?,
+                    prompt_tokens: row.get(1)?,
+                    completion_tokens: row.get(2)?,
+                    total_tokens: row.get(3)?,
+                    cost: round_nano(row.get(4)?),
+                })
+            })?;
+            usage.ok_or_else(|| not_found("conversation", &key))
         })
         .await
     }
