@@ -751,11 +751,9 @@ impl WorkflowTracker {
         self.store
             .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
             .await?;
-        options.durability = Some(Durability {
-            store: self.store.clone(),
-            mode: self.mode,
-            snapshot_every: self.snapshot_every,
-        });
+        let mut durability = Durability::new(self.store.clone(), self.mode);
+        durability.snapshot_every = self.snapshot_every;
+        options.durability = Some(durability.clone());
         // A resumed execution's stored events are in its log already: observers get the new ones.
         let known = replay
             .as_ref()
@@ -777,10 +775,12 @@ impl WorkflowTracker {
         renewer.abort();
         let result = result?;
         let _ = self.store.release_lease(id, &self.worker_id).await;
-        let store_error = result
-            .storage_error
-            .clone()
-            .map(|message| Error::store(StoreErrorKind::Backend, message));
+        let store_error = durability.take_failure().or_else(|| {
+            result
+                .storage_error
+                .clone()
+                .map(|message| Error::store(StoreErrorKind::Backend, message))
+        });
         Ok(TrackedRun {
             result,
             store_error,

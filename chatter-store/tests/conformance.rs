@@ -135,6 +135,7 @@ conformance!(
     execution_lifecycle_and_transitions,
     executions_listing_filters_and_pagination,
     commit_step_writes_run_events_and_checkpoints,
+    intents_leases_and_resumable_executions,
     commit_steps_groups_and_is_atomic,
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
@@ -739,6 +740,95 @@ mod cases {
         );
     }
 
+    pub async fn intents_leases_and_resumable_executions(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        // An intent is a running node run with its key, outside any step.
+        let mut intent = NodeRunRecord::started(&run.id, "pay", 0, 1, 1_000);
+        intent.idempotency_key = Some(format!("{}:pay:0:1", run.id));
+        s.record_intent(&intent).await.unwrap();
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, NodeRunStatus::Running);
+        assert_eq!(runs[0].step, None);
+        assert_eq!(runs[0].idempotency_key, intent.idempotency_key);
+        let row = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((row.step_count, row.last_event_seq), (0, 0));
+        // The step replaces it, keeping the key; a later intent does not touch the ended run.
+        let mut done = step(&run.id, "pay", 0);
+        done.node_run.route = Some(json!({"branch": "ok"}));
+        done.node_run.error_class = None;
+        s.commit_step(&done).await.unwrap();
+        s.record_intent(&intent).await.unwrap();
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, NodeRunStatus::Completed);
+        assert_eq!(runs[0].step, Some(1));
+        assert_eq!(runs[0].route, Some(json!({"branch": "ok"})));
+        assert_eq!(runs[0].idempotency_key, intent.idempotency_key);
+
+        // Leases: one holder at a time until it expires.
+        assert!(s.acquire_lease(&run.id, "w1", 2_000, 1_000).await.unwrap());
+        assert!(!s.acquire_lease(&run.id, "w2", 2_500, 1_500).await.unwrap());
+        assert!(s.acquire_lease(&run.id, "w1", 3_000, 1_500).await.unwrap());
+        assert!(s.list_resumable(2_999, 10).await.unwrap().is_empty());
+        let due = s.list_resumable(3_001, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            [&*run.id]
+        );
+        assert!(s.acquire_lease(&run.id, "w2", 9_000, 3_001).await.unwrap());
+        let row = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!(row.lease_owner.as_deref(), Some("w2"));
+        assert_eq!(row.lease_expires_at, Some(9_000));
+        s.release_lease(&run.id, "w1").await.unwrap();
+        assert_eq!(
+            s.get_execution(&run.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .lease_owner
+                .as_deref(),
+            Some("w2"),
+            "only the holder releases"
+        );
+        s.release_lease(&run.id, "w2").await.unwrap();
+        assert_eq!(
+            s.get_execution(&run.id).await.unwrap().unwrap().lease_owner,
+            None
+        );
+
+        // A waiting execution is due once its wake-up time passes.
+        s.acquire_lease(&run.id, "w1", 10_000, 5_000).await.unwrap();
+        s.set_execution_status(&run.id, ExecutionStatus::Waiting, 5_000)
+            .await
+            .unwrap();
+        s.set_wake_at(&run.id, Some(20_000)).await.unwrap();
+        assert!(s.list_resumable(19_999, 10).await.unwrap().is_empty());
+        assert_eq!(s.list_resumable(20_000, 10).await.unwrap().len(), 1);
+
+        // Unknown and ended executions.
+        let err = s.acquire_lease("nope", "w1", 1, 0).await.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::NotFound));
+        let err = s.set_wake_at("nope", None).await.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::NotFound));
+        let err = s
+            .record_intent(&NodeRunRecord::started("nope", "pay", 0, 1, 0))
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::NotFound));
+        s.complete_execution(&run.id, outcome(ExecutionStatus::Cancelled))
+            .await
+            .unwrap();
+        assert!(
+            !s.acquire_lease(&run.id, "w9", 99_000, 90_000)
+                .await
+                .unwrap()
+        );
+        let err = s.record_intent(&intent).await.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Conflict));
+        assert!(s.list_resumable(i64::MAX, 10).await.unwrap().is_empty());
+    }
+
     pub async fn commit_step_writes_run_events_and_checkpoints(s: Arc<dyn Store>) {
         let run = running_execution(&s, "alice").await;
         let first = s.commit_step(&step(&run.id, "llm", 3)).await.unwrap();
@@ -781,7 +871,10 @@ mod cases {
         let runs = s.list_node_runs(&run.id).await.unwrap();
         assert_eq!(runs.len(), 3);
         let llm = runs.iter().find(|r| r.node_id == "llm").unwrap();
-        assert_eq!(llm, &step(&run.id, "llm", 0).node_run);
+        let mut expected = step(&run.id, "llm", 0).node_run;
+        // The store records the step a run was committed in.
+        expected.step = Some(1);
+        assert_eq!(llm, &expected);
 
         // Committing the same (node, iteration, attempt) again updates the run.
         let mut retry = step(&run.id, "llm", 0);

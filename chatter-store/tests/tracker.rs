@@ -550,6 +550,9 @@ mod cases {
     }
 
     pub async fn store_failure_mid_run_keeps_the_result(s: Arc<dyn Store>) {
+        // The database goes away before the first step: in sync mode nothing runs on without
+        // being recorded, so the execution stops (class `storage`), its row is left running
+        // (resumable), and once the database is back a resume completes it.
         let (engine, _) = engine_with(json!({"default": {"content": "Still answered."}}));
         let failing = Arc::new(FailingCommits::new(s.clone(), 0, Duration::ZERO));
         let tracker = WorkflowTracker::new(failing);
@@ -563,29 +566,45 @@ mod cases {
             )
             .await
             .unwrap();
-        assert_eq!(run.result.status, RunStatus::Completed);
-        assert_eq!(run.result.response.as_deref(), Some("Still answered."));
+        assert_eq!(run.result.status, RunStatus::Failed);
+        let failure = run.result.error.as_ref().unwrap();
+        assert_eq!(failure.class, "storage");
+        assert_eq!(
+            failure.message,
+            "the execution could not be recorded: storage error (unavailable): database went away"
+        );
         let error = run.store_error.as_ref().unwrap();
         assert_eq!(error.store_kind(), Some(StoreErrorKind::Unavailable));
         assert_eq!(
             error.to_string(),
             "storage error (unavailable): database went away"
         );
-        // The outcome was still recorded; the missing steps are visible as missing.
-        let record = s
-            .get_execution(&run.result.execution_id)
+        let id = run.result.execution_id.clone();
+        let record = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Running);
+        assert_eq!(record.lease_owner, None, "the lease was given up");
+        assert!(s.list_node_runs(&id).await.unwrap().is_empty());
+        assert!(run.into_result().is_err(), "{id}");
+
+        let def = chat_definition();
+        let resumed = WorkflowTracker::new(s.clone())
+            .resume(&engine, &def, &id, None, RunOptions::default())
             .await
             .unwrap()
+            .into_result()
             .unwrap();
+        assert_eq!(resumed.status, RunStatus::Completed);
+        assert_eq!(resumed.response.as_deref(), Some("Still answered."));
+        let record = s.get_execution(&id).await.unwrap().unwrap();
         assert_eq!(record.status, ExecutionStatus::Completed);
-        assert!(
-            s.list_node_runs(&run.result.execution_id)
-                .await
-                .unwrap()
-                .is_empty()
+        let events = s.list_events(&id, 0, 100).await.unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.event_type == "execution_started")
+                .count(),
+            1
         );
-        let id = run.result.execution_id.clone();
-        assert!(run.into_result().is_err(), "{id}");
     }
 
     pub async fn retries_skips_and_grouped_commits(s: Arc<dyn Store>) {
@@ -643,8 +662,29 @@ mod cases {
         let id = &result.execution_id;
 
         let runs = s.list_node_runs(id).await.unwrap();
-        let find = |node: &str| runs.iter().find(|r| r.node_id == node).unwrap();
-        assert_eq!(runs.len(), result.node_runs.len());
+        let find = |node: &str| {
+            runs.iter()
+                .filter(|r| r.node_id == node)
+                .max_by_key(|r| r.attempt)
+                .unwrap()
+        };
+        // Every node run, plus the intent of flaky's first attempt, ended as failed by the
+        // attempt that followed.
+        assert_eq!(runs.len(), result.node_runs.len() + 1);
+        let first = runs
+            .iter()
+            .find(|r| r.node_id == "flaky" && r.attempt == 1)
+            .unwrap();
+        assert_eq!(first.status, NodeRunStatus::Failed);
+        assert_eq!(first.step, None);
+        assert_eq!(
+            first.error.as_deref(),
+            Some("attempt 1 failed; attempt 2 followed")
+        );
+        assert_eq!(
+            first.idempotency_key.as_deref(),
+            Some(&*format!("{id}:flaky:0:1"))
+        );
         assert_eq!(find("flaky").attempt, 2);
         assert_eq!(find("flaky").status, NodeRunStatus::Completed);
         assert_eq!(find("flaky").prompt_tokens, 7);

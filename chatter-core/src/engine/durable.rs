@@ -96,6 +96,18 @@ pub struct Durability {
     /// A full state snapshot is written every this many steps (0: never), so reading the
     /// state at a step never applies more than this many deltas.
     pub snapshot_every: u32,
+    /// Where the first storage failure is left for the host (the result carries its text).
+    pub(crate) failure: Arc<std::sync::Mutex<Option<Error>>>,
+}
+
+impl Durability {
+    /// Takes the first storage failure of the execution, once it has ended.
+    pub(crate) fn take_failure(&self) -> Option<Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl std::fmt::Debug for Durability {
@@ -117,6 +129,7 @@ impl Durability {
             store,
             mode,
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+            failure: Arc::default(),
         }
     }
 }
@@ -333,19 +346,33 @@ pub(crate) struct StepWriter {
     background: Option<BackgroundWriter>,
     /// The first failure; no more steps are written after it.
     pub(crate) failed: Option<Error>,
+    /// Where the first failure is handed to the host.
+    failure_slot: Arc<std::sync::Mutex<Option<Error>>>,
 }
 
 impl StepWriter {
     pub(crate) fn new(durability: Durability) -> StepWriter {
         StepWriter {
-            store: durability.store,
+            store: durability.store.clone(),
             mode: durability.mode,
             snapshot_every: durability.snapshot_every,
             staged: Vec::new(),
             steps: 0,
             background: None,
             failed: None,
+            failure_slot: durability.failure,
         }
+    }
+
+    /// Hands the first failure to the host; returns its text.
+    pub(crate) fn report(&mut self, error: Error) -> String {
+        let text = error.to_string();
+        let mut slot = self
+            .failure_slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(error);
+        text
     }
 
     /// Whether a snapshot is due with the next step.

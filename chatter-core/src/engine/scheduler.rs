@@ -1436,7 +1436,9 @@ impl Run {
         self.stage_steps();
         let writer = self.writer.as_mut()?;
         if let Some(error) = writer.finish().await {
-            return Some(error.to_string());
+            // Steps are missing: the execution is not ended in the store, so it stays
+            // resumable once the store is back.
+            return Some(writer.report(error));
         }
         let store = writer.store.clone();
         let events: Vec<crate::store::NewEvent> = self
@@ -1489,7 +1491,9 @@ impl Run {
             crate::failpoint::hit("engine.after_complete");
             written
         };
-        written.err().map(|e| e.to_string())
+        written
+            .err()
+            .map(|e| writer_report(self.writer.as_mut(), e))
     }
 }
 
@@ -1672,4 +1676,12 @@ fn node_run_record(execution_id: &str, run: &NodeRun) -> crate::store::NodeRunRe
     record.route = route_to_json(&run.route);
     record.error_class.clone_from(&run.error_class);
     record
+}
+
+/// Hands a storage failure to the host through the writer, returning its text.
+fn writer_report(writer: Option<&mut StepWriter>, error: Error) -> String {
+    match writer {
+        Some(writer) => writer.report(error),
+        None => error.to_string(),
+    }
 }

@@ -199,6 +199,14 @@ WITH ex AS (
         cost = excluded.cost, error = excluded.error, output = excluded.output,
         step = excluded.step, route = excluded.route, error_class = excluded.error_class,
         idempotency_key = COALESCE(excluded.idempotency_key, workflow_node_runs.idempotency_key)
+), superseded AS (
+    -- The intents of the attempts before this one (retried inside the node run) ended.
+    UPDATE workflow_node_runs r
+    SET status = 'failed', finished_at = $8::bigint,
+        error = 'attempt ' || r.attempt || ' failed; attempt ' || $6::bigint || ' followed'
+    FROM ex
+    WHERE $6::bigint > 1 AND r.execution_id = $1::text AND r.node_id = $4::text
+      AND r.iteration = $5::bigint AND r.attempt < $6::bigint AND r.status = 'running'
 ), events AS (
     INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload)
     SELECT $1::text, ex.last_event_seq - $2::bigint + e.ord, e.ts, e.event_type, e.payload

@@ -218,6 +218,24 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
         run.idempotency_key
     ])
     .db()?;
+    if run.attempt > 1 {
+        // The intents of the attempts before this one (retried inside the node run) ended.
+        conn.prepare_cached(
+            "UPDATE workflow_node_runs SET status = 'failed', finished_at = ?5,
+                 error = 'attempt ' || attempt || ' failed; attempt ' || ?4 || ' followed'
+             WHERE execution_id = ?1 AND node_id = ?2 AND iteration = ?3 AND attempt < ?4
+               AND status = 'running'",
+        )
+        .db()?
+        .execute(params![
+            id,
+            run.node_id,
+            run.iteration,
+            run.attempt,
+            run.started_at
+        ])
+        .db()?;
+    }
     // Killed here, the transaction is half-written: the store must come back without it.
     chatter_core::failpoint::hit("sqlite.mid_step");
     insert_events(conn, id, first_seq, &step.events)?;
