@@ -63,6 +63,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/sqlite/0002_auth_audit_jobs.sql"),
     },
+    Migration {
+        version: 3,
+        name: "templates_marketplace",
+        sql: include_str!("../migrations/sqlite/0003_templates_marketplace.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -76,6 +81,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/postgres/0002_auth_audit_jobs.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "templates_marketplace",
+        sql: include_str!("../migrations/postgres/0003_templates_marketplace.sql"),
     },
 ];
 

@@ -70,6 +70,7 @@ pub use preferences::{PreferenceRecord, PreferenceStore};
 pub use retriever::StoreRetriever;
 pub use templates::{
     NewTemplate, TemplateAnalytics, TemplateFilter, TemplateRecord, TemplateStore, TemplateUpdate,
+    TemplateVersionRecord,
 };
 pub use users::{ApiKeyRecord, NewApiKey, NewUser, RoleRecord, UserRecord, UserStore};
 

@@ -31,7 +31,9 @@
 //! # Ok::<(), chatter_core::Error>(())
 //! ```
 
+mod execute;
 mod generate;
+pub mod lifecycle;
 mod params;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,14 @@ use serde_json::{Map, Value};
 use crate::definition::WorkflowDefinition;
 use crate::error::{Error, Result};
 
+pub use execute::{
+    PreparedTemplate, TemplateRef, prepare_template, run_template, run_template_observed,
+};
+pub use lifecycle::{
+    EXPORT_VERSION, ImportOptions, SeedReport, TemplateValidation, create_template,
+    delete_template, export_template, fork_template, get_visible, import_template, list_visible,
+    resolve, seed_builtins, spec_of, template_versions, update_template, validate_template,
+};
 pub use params::standard_parameter_schema;
 
 /// The categories of DESIGN §7.
