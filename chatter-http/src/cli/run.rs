@@ -33,7 +33,7 @@ pub(crate) struct RunArgs {
 }
 
 /// The input object: `--input` as JSON, or a bare string taken as `{"message": ...}`.
-fn parse_input(input: Option<&str>) -> Result<Value, Error> {
+pub(crate) fn parse_input(input: Option<&str>) -> Result<Value, Error> {
     let Some(text) = input else {
         return Ok(json!({}));
     };
@@ -48,7 +48,7 @@ fn parse_input(input: Option<&str>) -> Result<Value, Error> {
 }
 
 /// The model providers named by `--model` (`scripted:FILE`, `openai:MODEL`).
-fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
+pub(crate) fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
     let mut registry = ModelRegistry::new();
     for spec in specs {
         let (name, model) = providers::from_spec(spec).map_err(|e| match e {
@@ -63,7 +63,7 @@ fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
     Ok(registry)
 }
 
-fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
+pub(crate) fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
     let mut registry = ToolRegistry::new();
     if let Some(file) = file {
         let stubs = StubTools::from_file(file).map_err(|source| Error::File {
@@ -211,13 +211,13 @@ pub(crate) fn json_report(result: &ExecutionResult, with_events: bool) -> Value 
 
 /// Prints tokens and node progress as they happen.
 #[derive(Default)]
-struct TextPrinter {
+pub(crate) struct TextPrinter {
     /// The node whose tokens are being printed (a newline ends its line).
     streaming: Option<String>,
 }
 
 impl TextPrinter {
-    fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
+    pub(crate) fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
         let line = match &event.kind {
             EventKind::Token { node_id, text } => {
                 let mut s = String::new();
@@ -286,7 +286,7 @@ impl TextPrinter {
     }
 }
 
-fn text_summary(result: &ExecutionResult) -> String {
+pub(crate) fn text_summary(result: &ExecutionResult) -> String {
     let mut text = format!(
         "\nexecution {} {} in {} ms; tokens {} (prompt {}, completion {}), cost ${:.6}\n",
         result.execution_id,
