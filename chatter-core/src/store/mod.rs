@@ -14,7 +14,8 @@
 //! - [`preferences`]: per-user preferences, upserted with a version;
 //! - [`audit`]: the append-only audit log;
 //! - [`jobs`]: a priority job queue with leases;
-//! - [`users`]: users, API keys and roles.
+//! - [`users`]: users, API keys and roles;
+//! - [`marketplace`]: template marketplace listings, versions, reviews, ratings, installs.
 //!
 //! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
 //! and coerces to a single concern where that is all a component needs
@@ -43,6 +44,7 @@ pub mod definitions;
 pub mod documents;
 pub mod executions;
 pub mod jobs;
+pub mod marketplace;
 pub mod preferences;
 pub mod retriever;
 pub mod templates;
@@ -66,6 +68,11 @@ pub use executions::{
     NodeRunRecord, NodeRunStatus, StepCommit, StepReceipt,
 };
 pub use jobs::{JobRecord, JobStatus, JobStore, NewJob};
+pub use marketplace::{
+    InstallRecord, ListingRecord, ListingSearch, ListingSort, ListingStatus, ListingUpdate,
+    ListingVersionRecord, MarketplaceStore, NewInstall, NewListing, RatingRecord, ReviewDecision,
+    ReviewRecord,
+};
 pub use preferences::{PreferenceRecord, PreferenceStore};
 pub use retriever::StoreRetriever;
 pub use templates::{
@@ -227,6 +234,7 @@ pub trait Store:
     + AuditStore
     + JobStore
     + UserStore
+    + MarketplaceStore
     + std::fmt::Debug
     + Send
     + Sync

@@ -71,8 +71,9 @@ CREATE INDEX idx_marketplace_listings_status_category ON marketplace_listings (s
 CREATE INDEX idx_marketplace_listings_publisher ON marketplace_listings (publisher_id, created_at);
 
 -- Full-text index over title, summary and tags, kept in step by triggers.
+-- Porter stemming, like Postgres' `english` configuration.
 CREATE VIRTUAL TABLE marketplace_listings_fts USING fts5 (
-    listing_id UNINDEXED, title, summary, tags
+    listing_id UNINDEXED, title, summary, tags, tokenize = 'porter unicode61'
 );
 CREATE TRIGGER marketplace_listings_fts_insert AFTER INSERT ON marketplace_listings BEGIN
     INSERT INTO marketplace_listings_fts (listing_id, title, summary, tags)
