@@ -33,6 +33,30 @@ enum Raw {
 }
 
 impl Raw {
+    /// Runs a statement directly; its error message, if it fails.
+    async fn execute(&self, sql: &str) -> Option<String> {
+        match self {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch(sql).err().map(|e| e.to_string())
+            }
+            Raw::Postgres { url, schema } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(connection);
+                let result = client
+                    .batch_execute(&format!("SET search_path TO \"{schema}\"; {sql}"))
+                    .await
+                    .err()
+                    .map(|e| format!("{e:?}"));
+                drop(client);
+                let _ = task.await;
+                result
+            }
+        }
+    }
+
     /// Rows per table (FTS shadow tables left out).
     async fn counts(&self) -> BTreeMap<String, i64> {
         match self {
@@ -169,6 +193,8 @@ on_every_backend!(
     every_builtin_executes_end_to_end,
     lifecycle_versions_export_import_validate_fork_delete,
     analytics_count_every_concurrent_execution,
+    marketplace_status_flow_versions_and_reviews,
+    marketplace_ratings_installs_and_search,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -956,5 +982,574 @@ mod cases {
 
     fn engine_with_model(s: &Arc<dyn Store>, model: Arc<ScriptedModel>) -> Engine {
         engine(s, model, &StubTools::from_value(json!({})).unwrap(), &[])
+    }
+
+    fn listing(
+        slug: &str,
+        title: &str,
+        summary: &str,
+        tags: &[&str],
+        category: &str,
+    ) -> NewListing {
+        NewListing {
+            slug: slug.into(),
+            title: title.into(),
+            summary: summary.into(),
+            readme: "# Readme".into(),
+            category: category.into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            license: "MIT".into(),
+            ..NewListing::default()
+        }
+    }
+
+    fn conflict_message(e: &Error) -> String {
+        assert_eq!(e.store_kind(), Some(StoreErrorKind::Conflict), "{e:?}");
+        e.to_string()
+    }
+
+    /// A published, approved listing of a new template of `user`.
+    async fn approved(s: &Arc<dyn Store>, user: &str, new: NewListing) -> ListingRecord {
+        let template = templates::create_template(&**s, user, &user_spec(&new.slug, "Hi"))
+            .await
+            .unwrap();
+        let (listing, _) = templates::publish_template(&**s, user, &template.id, new, "first")
+            .await
+            .unwrap();
+        s.set_listing_status(&listing.id, ListingStatus::Submitted)
+            .await
+            .unwrap();
+        s.review_listing(&listing.id, "moderator", ReviewDecision::Approved, "ok")
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub async fn marketplace_status_flow_versions_and_reviews(s: Arc<dyn Store>, raw: Raw) {
+        templates::seed_builtins(&*s).await.unwrap();
+        let template = templates::create_template(&*s, "alice", &user_spec("support bot", "v1"))
+            .await
+            .unwrap();
+        let (draft, v1) = templates::publish_template(
+            &*s,
+            "alice",
+            &template.id,
+            listing("support-bot", "", "", &[], ""),
+            "first release",
+        )
+        .await
+        .unwrap();
+        assert_eq!(draft.status, ListingStatus::Draft);
+        assert_eq!(
+            (draft.title.as_str(), draft.category.as_str()),
+            ("support bot", "custom")
+        );
+        assert_eq!(draft.summary, "A test template");
+        assert_eq!(draft.tags, ["test"]);
+        assert_eq!(draft.template_id.as_deref(), Some(template.id.as_str()));
+        assert_eq!(draft.latest_version, 1);
+        assert_eq!(v1.version, 1);
+        assert_eq!(v1.snapshot, templates::snapshot_of(&template));
+        assert_eq!(
+            v1.content_hash,
+            chatter_core::store::marketplace::content_hash(&v1.snapshot)
+        );
+        assert_eq!(v1.changelog, "first release");
+
+        // Bad slugs, taken slugs, built-ins and other users' templates.
+        let err = s
+            .create_listing(NewListing {
+                publisher_id: "alice".into(),
+                ..listing("Bad Slug", "t", "", &[], "")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::InvalidInput));
+        let err = templates::publish_template(
+            &*s,
+            "alice",
+            &template.id,
+            listing("support-bot", "t", "", &[], ""),
+            "",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "storage error (conflict): a listing with slug `support-bot` already exists"
+        );
+        let err = templates::publish_template(
+            &*s,
+            "alice",
+            "general_chat",
+            listing("gc", "t", "", &[], ""),
+            "",
+        )
+        .await
+        .unwrap_err();
+        assert!(template_error(&err).contains("not yours to publish"));
+
+        // A draft cannot be installed, rated, reviewed or approved directly.
+        let err = templates::install_listing(&*s, "bob", "support-bot", None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "storage error (conflict): listing `support-bot` is draft; only approved listings can be installed"
+        );
+        let err = s.rate_listing(&draft.id, "bob", 5, "").await.unwrap_err();
+        assert!(conflict_message(&err).contains("only approved listings can be rated"));
+        let err = s
+            .review_listing(&draft.id, "moderator", ReviewDecision::Approved, "")
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("only submitted listings can be reviewed"));
+        let err = s
+            .set_listing_status(&draft.id, ListingStatus::Approved)
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("is draft; it cannot become approved"));
+        // Submitting needs a version.
+        let empty = s
+            .create_listing(NewListing {
+                publisher_id: "alice".into(),
+                ..listing("empty", "Empty", "", &[], "")
+            })
+            .await
+            .unwrap();
+        let err = s
+            .set_listing_status(&empty.id, ListingStatus::Submitted)
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("has no version yet"));
+
+        // draft → submitted → rejected → submitted → approved, reviews recorded.
+        let submitted = s
+            .set_listing_status(&draft.id, ListingStatus::Submitted)
+            .await
+            .unwrap();
+        assert_eq!(submitted.status, ListingStatus::Submitted);
+        let err = s
+            .set_listing_status(&draft.id, ListingStatus::Approved)
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("(approval and rejection are moderation reviews)"));
+        let (review, rejected) = s
+            .review_listing(
+                &draft.id,
+                "moderator",
+                ReviewDecision::Rejected,
+                "needs a readme",
+            )
+            .await
+            .unwrap();
+        assert_eq!(rejected.status, ListingStatus::Rejected);
+        assert_eq!(
+            (review.decision, review.version),
+            (ReviewDecision::Rejected, 1)
+        );
+        s.set_listing_status(&draft.id, ListingStatus::Submitted)
+            .await
+            .unwrap();
+        let (_, approved) = s
+            .review_listing(&draft.id, "moderator", ReviewDecision::Approved, "good")
+            .await
+            .unwrap();
+        assert_eq!(approved.status, ListingStatus::Approved);
+        assert!(approved.approved_at.is_some());
+        let reviews = s.list_reviews(&draft.id).await.unwrap();
+        let decisions: Vec<(ReviewDecision, &str)> = reviews
+            .iter()
+            .map(|r| (r.decision, r.comment.as_str()))
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                (ReviewDecision::Rejected, "needs a readme"),
+                (ReviewDecision::Approved, "good")
+            ]
+        );
+
+        // New versions: refused when nothing changed, numbered, hashed, immutable.
+        let err = templates::publish_version(&*s, "alice", &draft.id, "same")
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("version 1 already holds this template"));
+        let err = templates::publish_version(&*s, "bob", &draft.id, "not mine")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+        templates::update_template(
+            &*s,
+            "alice",
+            &template.id,
+            &user_spec("support bot", "v2"),
+            None,
+        )
+        .await
+        .unwrap();
+        let v2 = templates::publish_version(&*s, "alice", &draft.id, "better prompt")
+            .await
+            .unwrap();
+        assert_eq!(v2.version, 2);
+        assert_ne!(v2.content_hash, v1.content_hash);
+        let versions = s.list_listing_versions(&draft.id).await.unwrap();
+        assert_eq!(versions, [v1.clone(), v2.clone()]);
+        let refused = raw
+            .execute("UPDATE marketplace_versions SET changelog = 'rewritten'")
+            .await
+            .expect("versions are immutable");
+        assert!(
+            refused.contains("marketplace versions are immutable"),
+            "{refused}"
+        );
+        assert_eq!(s.list_listing_versions(&draft.id).await.unwrap(), versions);
+
+        // Unlisted: hidden and not installable; relisted: back.
+        let search = ListingSearch::default();
+        assert_eq!(
+            s.search_listings(&search, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        s.set_listing_status(&draft.id, ListingStatus::Unlisted)
+            .await
+            .unwrap();
+        assert!(
+            s.search_listings(&search, Page::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let err = templates::install_listing(&*s, "bob", "support-bot", None, None)
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("is unlisted"));
+        s.set_listing_status(&draft.id, ListingStatus::Approved)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.search_listings(&search, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // Removed is final.
+        s.set_listing_status(&draft.id, ListingStatus::Removed)
+            .await
+            .unwrap();
+        for to in [ListingStatus::Approved, ListingStatus::Draft] {
+            let err = s.set_listing_status(&draft.id, to).await.unwrap_err();
+            assert!(conflict_message(&err).contains("is removed"));
+        }
+        let err = s
+            .update_listing(&draft.id, ListingUpdate::default())
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("is removed"));
+    }
+
+    pub async fn marketplace_ratings_installs_and_search(s: Arc<dyn Store>, raw: Raw) {
+        let support = approved(
+            &s,
+            "alice",
+            listing(
+                "support-desk",
+                "Support desk",
+                "Answers customer questions",
+                &["support", "billing"],
+                "customer_support",
+            ),
+        )
+        .await;
+        let coder = approved(
+            &s,
+            "alice",
+            listing(
+                "code-helper",
+                "Code helper",
+                "Reviews pull requests and supports refactoring",
+                &["code"],
+                "programming",
+            ),
+        )
+        .await;
+        let tutor = approved(
+            &s,
+            "carol",
+            listing(
+                "math-tutor",
+                "Math tutor",
+                "Explains algebra step by step",
+                &["education"],
+                "educational",
+            ),
+        )
+        .await;
+
+        // Ratings: one per user, average and count recomputed, publisher excluded.
+        let rated = s
+            .rate_listing(&support.id, "bob", 5, "great")
+            .await
+            .unwrap();
+        assert_eq!((rated.rating_avg, rated.rating_count), (5.0, 1));
+        let rated = s.rate_listing(&support.id, "carol", 4, "").await.unwrap();
+        assert_eq!((rated.rating_avg, rated.rating_count), (4.5, 2));
+        let err = s
+            .rate_listing(&support.id, "bob", 1, "again")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            format!(
+                "storage error (conflict): user `bob` already rated listing `{}`; delete the rating to rate again",
+                support.id
+            )
+        );
+        for (user, rating) in [("dave", 0), ("dave", 6)] {
+            let err = s
+                .rate_listing(&support.id, user, rating, "")
+                .await
+                .unwrap_err();
+            assert_eq!(err.store_kind(), Some(StoreErrorKind::InvalidInput));
+        }
+        let err = s
+            .rate_listing(&support.id, "alice", 5, "")
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::InvalidInput));
+        let now = s.get_listing(&support.id).await.unwrap().unwrap();
+        assert_eq!((now.rating_avg, now.rating_count), (4.5, 2));
+        assert!(s.delete_rating(&support.id, "bob").await.unwrap());
+        assert!(!s.delete_rating(&support.id, "bob").await.unwrap());
+        let now = s.get_listing(&support.id).await.unwrap().unwrap();
+        assert_eq!((now.rating_avg, now.rating_count), (4.0, 1));
+        // Concurrent ratings are all counted.
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let s = s.clone();
+            let id = coder.id.clone();
+            tasks.push(tokio::spawn(async move {
+                s.rate_listing(&id, &format!("user{i}"), 1 + i % 5, "")
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let now = s.get_listing(&coder.id).await.unwrap().unwrap();
+        assert_eq!((now.rating_count, now.rating_avg), (10, 3.0));
+        assert_eq!(
+            s.list_ratings(&coder.id, Page::new(3, 0))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        s.rate_listing(&tutor.id, "bob", 2, "").await.unwrap();
+
+        // Installs: a private copy with lineage, counted; nothing half-written on a conflict.
+        let (install, copy) = templates::install_listing(&*s, "bob", "support-desk", None, None)
+            .await
+            .unwrap();
+        assert_eq!(copy.owner_id.as_deref(), Some("bob"));
+        assert_eq!(copy.name, "support-desk");
+        assert_eq!(copy.base_template_id, support.template_id);
+        assert!(!copy.is_public && !copy.is_builtin);
+        assert_eq!(install.version, 1);
+        assert_eq!(install.template_id.as_deref(), Some(copy.id.as_str()));
+        let original = s
+            .get_template(support.template_id.as_deref().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(copy.spec, original.spec);
+        templates::prepare_template(
+            &*s,
+            "bob",
+            &TemplateRef::Stored(copy.id.clone()),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+        let before = raw.counts().await;
+        let err = templates::install_listing(&*s, "bob", "support-desk", None, None)
+            .await
+            .unwrap_err();
+        assert!(conflict_message(&err).contains("already exists"));
+        let err =
+            templates::install_listing(&*s, "bob", "support-desk", Some(9), Some("v9".into()))
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(err.store_kind(), Some(StoreErrorKind::NotFound)),
+            "{err:?}"
+        );
+        let err = templates::install_listing(&*s, "bob", "no-such-listing", None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "unknown listing `no-such-listing`");
+        assert_eq!(raw.counts().await, before, "failed installs write nothing");
+        templates::install_listing(&*s, "bob", &support.id, Some(1), Some("desk 2".into()))
+            .await
+            .unwrap();
+        templates::install_listing(&*s, "dave", "support-desk", None, None)
+            .await
+            .unwrap();
+        templates::install_listing(&*s, "dave", "math-tutor", None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_listing(&support.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .install_count,
+            3
+        );
+        assert_eq!(
+            s.list_installs(&support.id, Page::default())
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+
+        // Search: full text (stemmed) over title, summary and tags, filters, sorts, pages.
+        let slugs = |found: Vec<ListingRecord>| -> Vec<String> {
+            found.into_iter().map(|l| l.slug).collect()
+        };
+        let find = |query: Option<&str>, sort: ListingSort| ListingSearch {
+            query: query.map(str::to_owned),
+            sort,
+            ..ListingSearch::default()
+        };
+        let got = slugs(
+            s.search_listings(
+                &find(Some("billing"), ListingSort::Relevance),
+                Page::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(got, ["support-desk"], "tags are searched");
+        let got = slugs(
+            s.search_listings(
+                &find(Some("algebra"), ListingSort::Relevance),
+                Page::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(got, ["math-tutor"], "summaries are searched");
+        let mut got = slugs(
+            s.search_listings(
+                &find(Some("supporting"), ListingSort::Relevance),
+                Page::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        got.sort();
+        assert_eq!(
+            got,
+            ["code-helper", "support-desk"],
+            "stemmed: supports, support"
+        );
+        let got = slugs(
+            s.search_listings(
+                &find(Some("support billing"), ListingSort::Relevance),
+                Page::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(got, ["support-desk"], "every word must match");
+        assert!(
+            s.search_listings(
+                &find(Some("zebra"), ListingSort::Relevance),
+                Page::default()
+            )
+            .await
+            .unwrap()
+            .is_empty()
+        );
+        let got = slugs(
+            s.search_listings(&find(None, ListingSort::Rating), Page::default())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, ["support-desk", "code-helper", "math-tutor"]);
+        let got = slugs(
+            s.search_listings(&find(None, ListingSort::Installs), Page::default())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, ["support-desk", "math-tutor", "code-helper"]);
+        let got = slugs(
+            s.search_listings(&find(None, ListingSort::Newest), Page::default())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, ["math-tutor", "code-helper", "support-desk"]);
+        let got = slugs(
+            s.search_listings(&find(None, ListingSort::Newest), Page::new(1, 1))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, ["code-helper"]);
+        let by_category = ListingSearch {
+            category: Some("programming".into()),
+            ..ListingSearch::default()
+        };
+        assert_eq!(
+            slugs(
+                s.search_listings(&by_category, Page::default())
+                    .await
+                    .unwrap()
+            ),
+            ["code-helper"]
+        );
+        let by_tag = ListingSearch {
+            tag: Some("education".into()),
+            ..ListingSearch::default()
+        };
+        assert_eq!(
+            slugs(s.search_listings(&by_tag, Page::default()).await.unwrap()),
+            ["math-tutor"]
+        );
+        // Drafts only show when asked for, e.g. a publisher's own.
+        let template = templates::create_template(&*s, "carol", &user_spec("draft one", "x"))
+            .await
+            .unwrap();
+        templates::publish_template(
+            &*s,
+            "carol",
+            &template.id,
+            listing("draft-one", "Draft support", "", &[], ""),
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.search_listings(&find(Some("support"), ListingSort::Newest), Page::default())
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let mine = ListingSearch {
+            publisher_id: Some("carol".into()),
+            statuses: vec![ListingStatus::Draft, ListingStatus::Approved],
+            ..ListingSearch::default()
+        };
+        assert_eq!(
+            slugs(s.search_listings(&mine, Page::default()).await.unwrap()),
+            ["draft-one", "math-tutor"]
+        );
     }
 }

@@ -305,8 +305,7 @@ pub trait MarketplaceStore: Send + Sync {
     /// # Errors
     ///
     /// `NotFound`, `Conflict` for a removed listing, `InvalidInput` for an empty title.
-    async fn update_listing(&self, id: &str, update: ListingUpdate)
-    -> StoreResult<ListingRecord>;
+    async fn update_listing(&self, id: &str, update: ListingUpdate) -> StoreResult<ListingRecord>;
 
     /// Moves a listing to `to` when [`ListingStatus::can_transition_to`] allows it; moving to
     /// `submitted` needs at least one version.
@@ -314,8 +313,7 @@ pub trait MarketplaceStore: Send + Sync {
     /// # Errors
     ///
     /// `NotFound`, `Conflict` naming the current status for a transition not allowed.
-    async fn set_listing_status(&self, id: &str, to: ListingStatus)
-    -> StoreResult<ListingRecord>;
+    async fn set_listing_status(&self, id: &str, to: ListingStatus) -> StoreResult<ListingRecord>;
 
     /// Publishes the next version (latest + 1) of a listing that is not removed.
     ///
@@ -335,8 +333,10 @@ pub trait MarketplaceStore: Send + Sync {
     /// # Errors
     ///
     /// Database failures.
-    async fn list_listing_versions(&self, listing_id: &str)
-    -> StoreResult<Vec<ListingVersionRecord>>;
+    async fn list_listing_versions(
+        &self,
+        listing_id: &str,
+    ) -> StoreResult<Vec<ListingVersionRecord>>;
 
     /// Records a moderation review of a `submitted` listing and moves it to the decision's
     /// status, in one transaction.
@@ -407,8 +407,7 @@ pub trait MarketplaceStore: Send + Sync {
     /// # Errors
     ///
     /// Database failures.
-    async fn list_installs(&self, listing_id: &str, page: Page)
-    -> StoreResult<Vec<InstallRecord>>;
+    async fn list_installs(&self, listing_id: &str, page: Page) -> StoreResult<Vec<InstallRecord>>;
 
     /// Searches listings (full text over title, summary and tags; filters; order; page).
     ///

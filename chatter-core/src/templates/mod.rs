@@ -34,6 +34,7 @@
 mod execute;
 mod generate;
 pub mod lifecycle;
+pub mod marketplace;
 mod params;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,7 @@ pub use lifecycle::{
     delete_template, export_template, fork_template, get_visible, import_template, list_visible,
     resolve, seed_builtins, spec_of, template_versions, update_template, validate_template,
 };
+pub use marketplace::{install_listing, publish_template, publish_version, snapshot_of};
 pub use params::standard_parameter_schema;
 
 /// The categories of DESIGN §7.

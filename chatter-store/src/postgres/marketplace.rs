@@ -199,11 +199,7 @@ impl MarketplaceStore for PostgresStore {
         row.as_ref().map(listing_row).transpose()
     }
 
-    async fn update_listing(
-        &self,
-        id: &str,
-        update: ListingUpdate,
-    ) -> StoreResult<ListingRecord> {
+    async fn update_listing(&self, id: &str, update: ListingUpdate) -> StoreResult<ListingRecord> {
         if let Some(title) = &update.title {
             require("title", title)?;
         }
@@ -240,11 +236,7 @@ impl MarketplaceStore for PostgresStore {
         Ok(record)
     }
 
-    async fn set_listing_status(
-        &self,
-        id: &str,
-        to: ListingStatus,
-    ) -> StoreResult<ListingRecord> {
+    async fn set_listing_status(&self, id: &str, to: ListingStatus) -> StoreResult<ListingRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.pg()?;
         let current = lock_listing(&tx, id).await?;
@@ -497,11 +489,7 @@ impl MarketplaceStore for PostgresStore {
         Ok((record, template))
     }
 
-    async fn list_installs(
-        &self,
-        listing_id: &str,
-        page: Page,
-    ) -> StoreResult<Vec<InstallRecord>> {
+    async fn list_installs(&self, listing_id: &str, page: Page) -> StoreResult<Vec<InstallRecord>> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -549,7 +537,7 @@ impl MarketplaceStore for PostgresStore {
                AND ($3::text IS NULL OR l.category = $3)
                AND ($4::text IS NULL OR l.tags @> jsonb_build_array($4::text))
                AND ($5::text IS NULL OR l.publisher_id = $5)
-             ORDER BY {order}, l.id LIMIT $6 OFFSET $7"
+             ORDER BY {order}, l.id DESC LIMIT $6 OFFSET $7"
         );
         let statuses = status_list(&search.statuses);
         let client = self.client().await?;

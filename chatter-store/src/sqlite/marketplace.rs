@@ -182,11 +182,7 @@ impl MarketplaceStore for SqliteStore {
         .await
     }
 
-    async fn update_listing(
-        &self,
-        id: &str,
-        update: ListingUpdate,
-    ) -> StoreResult<ListingRecord> {
+    async fn update_listing(&self, id: &str, update: ListingUpdate) -> StoreResult<ListingRecord> {
         if let Some(title) = &update.title {
             require("title", title)?;
         }
@@ -225,11 +221,7 @@ impl MarketplaceStore for SqliteStore {
         .await
     }
 
-    async fn set_listing_status(
-        &self,
-        id: &str,
-        to: ListingStatus,
-    ) -> StoreResult<ListingRecord> {
+    async fn set_listing_status(&self, id: &str, to: ListingStatus) -> StoreResult<ListingRecord> {
         let key = id.to_owned();
         self.write(move |conn| {
             let tx = conn.transaction().db()?;
@@ -497,11 +489,7 @@ impl MarketplaceStore for SqliteStore {
         .await
     }
 
-    async fn list_installs(
-        &self,
-        listing_id: &str,
-        page: Page,
-    ) -> StoreResult<Vec<InstallRecord>> {
+    async fn list_installs(&self, listing_id: &str, page: Page) -> StoreResult<Vec<InstallRecord>> {
         let key = listing_id.to_owned();
         self.read(move |conn| {
             query_all(
@@ -549,7 +537,7 @@ impl MarketplaceStore for SqliteStore {
                AND (?3 IS NULL OR l.category = ?3)
                AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(l.tags) WHERE value = ?4))
                AND (?5 IS NULL OR l.publisher_id = ?5)
-             ORDER BY {order}, l.id LIMIT ?6 OFFSET ?7",
+             ORDER BY {order}, l.id DESC LIMIT ?6 OFFSET ?7",
             LISTING_COLUMNS
                 .split(", ")
                 .map(|c| format!("l.{c}"))
