@@ -19,6 +19,8 @@ use chatter_core::store::*;
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
+mod support;
+
 const PAYLOAD_LIMIT: usize = 64 * 1024;
 
 fn options() -> StoreOptions {
@@ -58,29 +60,10 @@ where
 }
 
 fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("chatter-store-test-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("chatter-store-test")
 }
 
-fn postgres_url() -> Option<String> {
-    std::env::var("CHATTER_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = task.await;
-}
+use support::{drop_schema, postgres_url};
 
 async fn run_postgres<F, Fut>(case: F)
 where
@@ -91,10 +74,7 @@ where
         println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
         return;
     };
-    let schema = format!(
-        "chatter_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
+    let schema = support::new_schema();
     let mut opts = options();
     opts.pg_schema = Some(schema.clone());
     opts.pg_pool_size = 8;
@@ -2270,10 +2250,7 @@ mod postgres_specific {
             println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
             return;
         };
-        let schema = format!(
-            "chatter_test_{}",
-            ulid::Ulid::new().to_string().to_lowercase()
-        );
+        let schema = super::support::new_schema();
         case(url.clone(), schema.clone()).await;
         drop_schema(&url, &schema).await;
     }

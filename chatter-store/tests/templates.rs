@@ -21,6 +21,9 @@ use chatter_core::{ChatModel, Error};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
+mod support;
+use support::{ingest_samples, sample_documents};
+
 // ---------------------------------------------------------------------------------------------
 // Harness (as in tests/conformance.rs), with raw access to count rows per table.
 // ---------------------------------------------------------------------------------------------
@@ -121,8 +124,7 @@ where
     F: FnOnce(Arc<dyn Store>, Raw) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let dir = std::env::temp_dir().join(format!("chatter-templates-test-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::temp_dir("chatter-templates-test");
     let path = format!("{}/chatter.db", dir.display());
     let store = connect_with(&format!("sqlite://{path}"), StoreOptions::default())
         .await
@@ -136,17 +138,11 @@ where
     F: FnOnce(Arc<dyn Store>, Raw) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(url) = std::env::var("CHATTER_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(url) = support::postgres_url() else {
         println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
         return;
     };
-    let schema = format!(
-        "chatter_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
+    let schema = support::new_schema();
     let mut opts = StoreOptions::default();
     opts.pg_schema = Some(schema.clone());
     opts.pg_pool_size = 8;
@@ -158,16 +154,7 @@ where
         schema: schema.clone(),
     };
     let outcome = tokio::spawn(case(store, raw)).await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = task.await;
+    support::drop_schema(&url, &schema).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -202,42 +189,6 @@ on_every_backend!(
 // ---------------------------------------------------------------------------------------------
 
 const QUESTION: &str = "Which AI model providers are supported?";
-
-fn sample_documents() -> Vec<(String, String)> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/data/sample-data.json"
-    );
-    let data: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    data["sample_documents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["title"].as_str().unwrap().to_owned(),
-                d["content"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-async fn ingest_samples(s: &Arc<dyn Store>, owner: &str) {
-    for (title, text) in sample_documents() {
-        s.create_document(NewDocument {
-            owner_id: owner.into(),
-            title,
-            text,
-            chunking: ChunkingOptions {
-                chunk_size: 400,
-                overlap: 80,
-            },
-            ..NewDocument::default()
-        })
-        .await
-        .unwrap();
-    }
-}
 
 /// An engine whose default provider (and `openai`, which `universal_chat` names) is `model`,
 /// with stub tools `tools` and a store retriever over alice's documents under each name of
