@@ -7,7 +7,24 @@ use chatter_core::store::{
 };
 use serde_json::Value;
 
-use crate::common::{conflict, invalid};
+use chatter_core::store::NewListing;
+use chatter_core::store::marketplace::check_slug;
+
+use crate::common::{Limits, conflict, invalid, require};
+
+/// A new listing's own checks (before any database work); returns its category (`custom` when
+/// empty).
+pub(crate) fn check_new_listing(limits: &Limits, new: &NewListing) -> StoreResult<String> {
+    check_slug(&new.slug)?;
+    require("title", &new.title)?;
+    require("publisher_id", &new.publisher_id)?;
+    limits.text("readme", &new.readme)?;
+    Ok(if new.category.is_empty() {
+        "custom".to_owned()
+    } else {
+        new.category.clone()
+    })
+}
 
 /// A unique-violation on the slug as a clear conflict.
 pub(crate) fn duplicate_slug(e: Error, slug: &str) -> Error {
@@ -73,7 +90,7 @@ pub(crate) fn refuse_unless(
 
 /// A rating's own checks (before any database work).
 pub(crate) fn check_rating(user: &str, rating: i32) -> StoreResult<()> {
-    crate::common::require("user_id", user)?;
+    require("user_id", user)?;
     if !(1..=5).contains(&rating) {
         return Err(invalid(format!("a rating is 1 to 5 (got {rating})")));
     }

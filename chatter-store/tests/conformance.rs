@@ -70,18 +70,9 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(url) = postgres_url() else {
-        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+    let Some((store, url, schema)) = support::postgres_store(options(), 8).await else {
         return;
     };
-    let schema = support::new_schema();
-    let mut opts = options();
-    opts.pg_schema = Some(schema.clone());
-    opts.pg_pool_size = 8;
-    let store = connect_with(&url, opts)
-        .await
-        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
-    assert_eq!(store.backend(), "postgres");
     let outcome = tokio::spawn(case(store)).await;
     drop_schema(&url, &schema).await;
     if let Err(e) = outcome {

@@ -138,17 +138,10 @@ where
     F: FnOnce(Arc<dyn Store>, Raw) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(url) = support::postgres_url() else {
-        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+    let Some((store, url, schema)) = support::postgres_store(StoreOptions::default(), 8).await
+    else {
         return;
     };
-    let schema = support::new_schema();
-    let mut opts = StoreOptions::default();
-    opts.pg_schema = Some(schema.clone());
-    opts.pg_pool_size = 8;
-    let store = connect_with(&url, opts)
-        .await
-        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
     let raw = Raw::Postgres {
         url: url.clone(),
         schema: schema.clone(),

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chatter_core::RetrieverRegistry;
-use chatter_core::engine::{Engine, ExecutionResult, ExecutionStatus, RunOptions};
+use chatter_core::engine::{Engine, ExecutionResult, RunOptions};
 use chatter_core::store::{Page, Store, TemplateRecord};
 use chatter_core::templates::{self, ImportOptions, TemplateRef};
 use chatter_core::time::rfc3339_ms;
 use serde_json::{Value, json};
 
-use super::run::{TextPrinter, json_report, models, parse_input, text_summary, tools};
+use super::run::{TextPrinter, parse_input, providers, report};
 use super::{OutputFormat, store, write_out};
 use crate::error::Error;
 
@@ -199,20 +199,12 @@ fn parse_params(params: Option<&str>) -> Result<Value, Error> {
 pub(crate) fn run(args: TemplateRunArgs, out: &mut dyn Write) -> Result<u8, Error> {
     let params = parse_params(args.params.as_deref())?;
     let input = parse_input(args.input.as_deref())?;
-    let models = models(&args.models)?;
-    if models.names().next().is_none() {
-        return Err(Error::Usage(
-            "templates call a model: pass --model scripted:FILE (offline) or --model \
-             openai:MODEL (OPENAI_API_KEY, OPENAI_BASE_URL)"
-                .into(),
-        ));
-    }
-    let tools = tools(args.tools.as_deref())?;
-    let documents = args
-        .documents
-        .as_deref()
-        .map(store::load_documents)
-        .transpose()?;
+    let (models, tools, documents) = providers(
+        &args.models,
+        args.tools.as_deref(),
+        args.documents.as_deref(),
+        Some("templates call"),
+    )?;
     let runtime = store::runtime()?;
     let result = runtime.block_on(async {
         let db = open_seeded(args.db.as_deref()).await?;
@@ -264,19 +256,7 @@ pub(crate) fn run(args: TemplateRunArgs, out: &mut dyn Write) -> Result<u8, Erro
         }
         Ok::<ExecutionResult, Error>(run.result)
     })?;
-    let code = match result.status {
-        ExecutionStatus::Completed => 0,
-        _ => 1,
-    };
-    match args.format {
-        OutputFormat::Json => {
-            let mut doc = json_report(&result, args.events);
-            doc["template"] = json!(args.name);
-            write_out(out, &pretty(&doc))?;
-        }
-        OutputFormat::Text => write_out(out, &text_summary(&result))?,
-    }
-    Ok(code)
+    report(&result, args.format, args.events, Some(&args.name), out)
 }
 
 /// `chatter templates export NAME [--output FILE]`: the old export format.

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use chatter_core::store::documents::query_terms;
-use chatter_core::store::marketplace::{check_slug, content_hash};
+use chatter_core::store::marketplace::content_hash;
 use chatter_core::store::{
     InstallRecord, ListingRecord, ListingSearch, ListingSort, ListingStatus, ListingUpdate,
     ListingVersionRecord, MarketplaceStore, NewInstall, NewListing, Page, RatingRecord,
@@ -136,16 +136,8 @@ async fn recompute_ratings(tx: &Transaction<'_>, id: &str, now: i64) -> StoreRes
 #[async_trait]
 impl MarketplaceStore for PostgresStore {
     async fn create_listing(&self, new: NewListing) -> StoreResult<ListingRecord> {
-        check_slug(&new.slug)?;
-        require("title", &new.title)?;
-        require("publisher_id", &new.publisher_id)?;
-        self.limits.text("readme", &new.readme)?;
+        let category = crate::marketplace::check_new_listing(&self.limits, &new)?;
         let id = self.ids.or_new(new.id.clone())?;
-        let category = if new.category.is_empty() {
-            "custom".to_owned()
-        } else {
-            new.category.clone()
-        };
         let tags = Value::from(new.tags.clone());
         let client = self.client().await?;
         let row = client

@@ -86,3 +86,24 @@ pub async fn ingest_samples(s: &Arc<dyn Store>, owner: &str) -> Vec<DocumentReco
     }
     records
 }
+
+/// A store on a fresh Postgres schema (`options` with that schema and `pool_size`), with the
+/// URL and the schema to drop afterwards; `None` (after saying so) when
+/// `CHATTER_TEST_POSTGRES_URL` is not set.
+pub async fn postgres_store(
+    mut options: chatter_store::StoreOptions,
+    pool_size: usize,
+) -> Option<(Arc<dyn Store>, String, String)> {
+    let Some(url) = postgres_url() else {
+        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    let schema = new_schema();
+    options.pg_schema = Some(schema.clone());
+    options.pg_pool_size = pool_size;
+    let store = chatter_store::connect_with(&url, options)
+        .await
+        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
+    assert_eq!(store.backend(), "postgres");
+    Some((store, url, schema))
+}
