@@ -88,6 +88,15 @@ pub(crate) fn refuse_unless(
     )))
 }
 
+/// A version's own checks (before any database work).
+pub(crate) fn check_version(limits: &Limits, snapshot: &Value, changelog: &str) -> StoreResult<()> {
+    if !snapshot.is_object() {
+        return Err(invalid("a version snapshot must be a JSON object"));
+    }
+    limits.json("snapshot", snapshot)?;
+    limits.text("changelog", changelog)
+}
+
 /// A rating's own checks (before any database work).
 pub(crate) fn check_rating(user: &str, rating: i32) -> StoreResult<()> {
     require("user_id", user)?;

@@ -16,7 +16,7 @@ use tokio_postgres::{Row, Transaction};
 
 use super::templates::insert_template;
 use super::{Pg, PostgresStore, col, enum_col, strings_col};
-use crate::common::{conflict, invalid, not_found, now_ms, require};
+use crate::common::{conflict, not_found, now_ms, require};
 use crate::marketplace::{installed_template, refuse_unless, status_list};
 
 const LISTING_COLUMNS: &str = "id, slug, publisher_id, template_id, title, summary, readme, \
@@ -244,11 +244,7 @@ impl MarketplaceStore for PostgresStore {
         snapshot: Value,
         changelog: &str,
     ) -> StoreResult<ListingVersionRecord> {
-        if !snapshot.is_object() {
-            return Err(invalid("a version snapshot must be a JSON object"));
-        }
-        self.limits.json("snapshot", &snapshot)?;
-        self.limits.text("changelog", changelog)?;
+        crate::marketplace::check_version(&self.limits, &snapshot, changelog)?;
         let hash = content_hash(&snapshot);
         let mut client = self.client().await?;
         let tx = client.transaction().await.pg()?;

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::templates::insert_template;
 use super::{Db, SqliteStore, enum_at, json_at, query_all, query_opt, strings_at};
-use crate::common::{conflict, invalid, not_found, now_ms, require, strings_json, to_json_text};
+use crate::common::{conflict, not_found, now_ms, require, strings_json, to_json_text};
 use crate::marketplace::{installed_template, refuse_unless, status_list};
 
 const LISTING_COLUMNS: &str = "id, slug, publisher_id, template_id, title, summary, readme, \
@@ -232,11 +232,7 @@ impl MarketplaceStore for SqliteStore {
         snapshot: Value,
         changelog: &str,
     ) -> StoreResult<ListingVersionRecord> {
-        if !snapshot.is_object() {
-            return Err(invalid("a version snapshot must be a JSON object"));
-        }
-        self.limits.json("snapshot", &snapshot)?;
-        self.limits.text("changelog", changelog)?;
+        crate::marketplace::check_version(&self.limits, &snapshot, changelog)?;
         let key = listing_id.to_owned();
         let changelog = changelog.to_owned();
         let hash = content_hash(&snapshot);
