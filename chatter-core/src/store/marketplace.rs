@@ -453,3 +453,58 @@ pub fn content_hash(snapshot: &Value) -> String {
     let digest = sha2::Sha256::digest(crate::templates::canonical_json(snapshot).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_transitions_follow_the_documented_flow() {
+        use ListingStatus::{Approved, Draft, Rejected, Removed, Submitted, Unlisted};
+        let allowed: Vec<(ListingStatus, ListingStatus)> = ListingStatus::ALL
+            .iter()
+            .flat_map(|from| ListingStatus::ALL.iter().map(move |to| (*from, *to)))
+            .filter(|(from, to)| from.can_transition_to(*to))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Draft, Submitted),
+                (Draft, Removed),
+                (Submitted, Draft),
+                (Submitted, Removed),
+                (Approved, Unlisted),
+                (Approved, Removed),
+                (Rejected, Draft),
+                (Rejected, Submitted),
+                (Rejected, Removed),
+                (Unlisted, Approved),
+                (Unlisted, Removed),
+            ]
+        );
+    }
+
+    #[test]
+    fn slugs_are_checked() {
+        for ok in ["a", "support-bot", "v2-helper-3"] {
+            assert!(check_slug(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Upper", "with space", "ü", &"a".repeat(101)] {
+            let err = check_slug(bad).unwrap_err();
+            assert_eq!(
+                err.store_kind(),
+                Some(crate::store::StoreErrorKind::InvalidInput)
+            );
+        }
+    }
+
+    #[test]
+    fn content_hash_ignores_key_order() {
+        let a = content_hash(&json!({"name": "x", "spec": {"b": 1, "a": [1, 2]}}));
+        let b = content_hash(&json!({"spec": {"a": [1, 2], "b": 1}, "name": "x"}));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, content_hash(&json!({"name": "y"})));
+    }
+}

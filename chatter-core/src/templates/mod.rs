@@ -17,6 +17,18 @@
 //!
 //! Generating never writes anything: the definition lives in memory for one execution.
 //!
+//! On top of any [`crate::store::Store`] (store-agnostic, see `docs/templates.md`):
+//!
+//! * [`seed_builtins`] stores the twelve built-ins (idempotent; read-only for users);
+//! * [`lifecycle`]: create, update (version history), delete, export / import (the old export
+//!   format, `export_version` 1.0), [`validate_template`] (issues, never an error), fork, and the
+//!   access rules (built-ins and public templates readable by all, own templates changeable);
+//! * [`run_template`] executes a stored ([`TemplateRef::Stored`]) or inline template: the graph
+//!   is generated in memory and run through the [`crate::tracker::WorkflowTracker`]; the
+//!   execution row records the template id and the merged parameters, and no definition row is
+//!   written;
+//! * [`marketplace`]: publishing templates as marketplace listings and installing them.
+//!
 //! ```
 //! use chatter_core::templates::{builtin_templates, TemplateSpec};
 //! use serde_json::json;
