@@ -135,6 +135,13 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A request is not acceptable as given (resuming an execution that cannot be resumed, a
+    /// decision an approval does not allow, forking past the last step); nothing was changed.
+    #[error("invalid request: {message}")]
+    InvalidInput {
+        /// What is wrong.
+        message: String,
+    },
     /// A definition failed validation; the report lists every issue.
     #[error("definition is invalid: {}", .0.summary())]
     Invalid(Box<crate::validate::ValidationReport>),

@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod expr;
+pub mod failpoint;
 mod graph;
 pub mod model;
 pub mod nodes;

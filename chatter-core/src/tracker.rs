@@ -1,18 +1,24 @@
-//! The [`WorkflowTracker`]: records every execution in an [`ExecutionStore`] while it runs.
+//! The [`WorkflowTracker`]: runs executions durably in an [`ExecutionStore`], and resumes,
+//! approves, lists and forks them (DESIGN §8).
 //!
-//! The tracker starts the execution on an [`Engine`] with the id of the row it created (the id
-//! callers get back is the row's id), moves the row `pending → running`, then follows the
-//! execution's event stream and commits each node completion as one step
-//! ([`ExecutionStore::commit_steps`]): the node run (timings, attempt, tokens, cost, error,
-//! output), its state delta and the events since the previous step, in the engine's order, so
-//! the stored sequence numbers are the engine's. Completions that arrive together are grouped
-//! into one `commit_steps` call. When the execution ends, [`ExecutionStore::complete_execution`]
-//! writes the outcome (status, response, usage, error message, final events); for a template
-//! execution the store updates the template's analytics in that same transaction. An execution
-//! that ends paused by an interrupt is left `waiting` (its last events appended) instead.
+//! The tracker creates the execution's row (the id callers get back is the row's id), moves it
+//! `pending → running`, takes its lease, and runs it on an [`Engine`] with
+//! [`crate::engine::Durability`]: the engine commits each node run's end as one step (node run,
+//! state delta, events) in the tracker's [`DurabilityMode`], records the intent of each
+//! side-effecting node run before it starts (`sync` mode), and writes the outcome (for a
+//! template execution the store updates the template's analytics in that transaction), or the
+//! `waiting` status when an `approval` node paused it. The lease is renewed while it runs and
+//! given up at the end.
 //!
-//! A storage failure never loses the run: the execution goes on, the tracker stops writing, and
-//! [`TrackedRun::store_error`] says what failed next to the [`ExecutionResult`].
+//! [`WorkflowTracker::resume`] continues an execution from its last step, with the same id and
+//! its events continuing the same sequence: after a crash (its lease expired), or with an
+//! approval's decision. [`WorkflowTracker::resume_due`] does this for every execution due (run
+//! it at start-up and periodically). [`WorkflowTracker::steps`] lists an execution's steps with
+//! the state after each; [`WorkflowTracker::fork`] starts a new execution from any step,
+//! optionally with edited variables, leaving the original untouched.
+//!
+//! A storage failure never loses the run's result: the execution ends (`failed`, class
+//! `storage`, in `sync` mode), and [`TrackedRun::store_error`] says what failed.
 //!
 //! ```
 //! # use std::sync::Arc;
@@ -39,27 +45,29 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use crate::WorkflowDefinition;
 use crate::engine::{
-    Engine, ExecutionResult, ExecutionStatus as RunStatus, Node, NodeContext, NodeOutput,
-    RunOptions,
+    Durability, DurabilityMode, Engine, ExecutionResult, PreparedWorkflow, Replay, RunOptions,
+    event_from_record, recorded_runs,
 };
 use crate::error::{Error, Result};
-use crate::event::{Event, EventKind};
-use crate::state::{ErrorRecord, StateDelta};
+use crate::event::Event;
+use crate::state::{State, StateDelta, VariableOp};
 use crate::store::{
-    ExecutionKind, ExecutionOutcome, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, StepCommit, StoreErrorKind,
+    CheckpointKind, ExecutionKind, ExecutionOutcome, ExecutionRecord, ExecutionStatus,
+    ExecutionStore, NewExecution, NodeRunStatus, Store, StoreErrorKind,
 };
 
-/// Most events read from the stream before a commit (bounds one `commit_steps` call).
-const MAX_BATCH_EVENTS: usize = 512;
+/// Events read per page when a resume loads an execution's events.
+const EVENT_PAGE: u32 = 5_000;
 
 /// What the execution row records besides the input: who runs what.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,9 +134,7 @@ impl ExecutionMeta {
 pub struct TrackedRun {
     /// What the engine returned; always complete, whatever happened to the store.
     pub result: ExecutionResult,
-    /// The first storage failure after the execution row was created, if any. From then on
-    /// the tracker stopped writing steps (it still tried to record the outcome), so the stored
-    /// execution is incomplete.
+    /// Why the execution was not fully recorded, if it was not.
     pub store_error: Option<Error>,
 }
 
@@ -137,7 +143,7 @@ impl TrackedRun {
     ///
     /// # Errors
     ///
-    /// The first storage failure ([`TrackedRun::store_error`]).
+    /// The storage failure ([`TrackedRun::store_error`]).
     pub fn into_result(self) -> Result<ExecutionResult> {
         match self.store_error {
             Some(error) => Err(error),
@@ -146,22 +152,196 @@ impl TrackedRun {
     }
 }
 
-/// Records executions in an [`ExecutionStore`] while they run. Cheap to clone.
+/// A decision that resumes an execution paused at an `approval` node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The approval node; may be omitted when exactly one approval is waiting.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// One of the node's `allowed_decisions`.
+    pub decision: String,
+    /// Input the person gave (checked against the node's `input_schema`).
+    #[serde(default)]
+    pub input: Value,
+}
+
+impl Decision {
+    /// `decision` for whichever approval is waiting, with no input.
+    pub fn new(decision: impl Into<String>) -> Decision {
+        Decision {
+            node_id: None,
+            decision: decision.into(),
+            input: Value::Null,
+        }
+    }
+
+    /// Names the approval node.
+    #[must_use]
+    pub fn at(mut self, node_id: impl Into<String>) -> Decision {
+        self.node_id = Some(node_id.into());
+        self
+    }
+
+    /// Adds input.
+    #[must_use]
+    pub fn input(mut self, input: Value) -> Decision {
+        self.input = input;
+        self
+    }
+}
+
+/// One step of an execution with the state after it ([`WorkflowTracker::steps`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// The step number, from 1.
+    pub step: i64,
+    /// The node whose run ended.
+    pub node_id: String,
+    /// Its iteration.
+    pub iteration: i64,
+    /// Its attempt.
+    pub attempt: i64,
+    /// How it ended.
+    pub status: NodeRunStatus,
+    /// The state after the step (messages, variables, context, usage, errors, ...).
+    pub state: Value,
+}
+
+/// Where a resumer finds the graph of a stored execution.
+#[async_trait]
+pub trait GraphSource: Send + Sync {
+    /// The definition `execution` runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when its source is gone; parse and generation errors.
+    async fn definition_for(&self, execution: &ExecutionRecord) -> Result<WorkflowDefinition>;
+}
+
+/// The graph of an execution from the store: the graph recorded on the row (ad-hoc and chat
+/// executions), else its stored definition, else its template generated again with its
+/// recorded parameters.
+#[derive(Clone)]
+pub struct StoreGraphSource {
+    store: Arc<dyn Store>,
+}
+
+impl StoreGraphSource {
+    /// Reads from `store`.
+    pub fn new(store: Arc<dyn Store>) -> StoreGraphSource {
+        StoreGraphSource { store }
+    }
+}
+
+impl std::fmt::Debug for StoreGraphSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreGraphSource").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl GraphSource for StoreGraphSource {
+    async fn definition_for(&self, execution: &ExecutionRecord) -> Result<WorkflowDefinition> {
+        if let Some(graph) = &execution.graph {
+            return WorkflowDefinition::from_value(graph);
+        }
+        if let Some(id) = &execution.definition_id {
+            let record = self
+                .store
+                .get_definition(id)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    what: "definition".into(),
+                    name: id.clone(),
+                })?;
+            return WorkflowDefinition::from_value(&record.definition);
+        }
+        if let Some(id) = &execution.template_id {
+            let record = self
+                .store
+                .get_template(id)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    what: "template".into(),
+                    name: id.clone(),
+                })?;
+            let spec = crate::templates::TemplateSpec::from_value(&record.spec)?;
+            let mut params = execution.params.clone();
+            if let Value::Object(map) = &mut params {
+                map.remove("fork");
+            }
+            return spec.generate(&spec.merge_params(&params)?);
+        }
+        Err(Error::NotFound {
+            what: "graph of execution".into(),
+            name: execution.id.clone(),
+        })
+    }
+}
+
+/// Runs executions durably in a store; resumes, approves, lists and forks them. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkflowTracker {
     store: Arc<dyn ExecutionStore>,
+    mode: DurabilityMode,
+    snapshot_every: u32,
+    lease_ms: i64,
+    worker_id: String,
 }
 
 impl std::fmt::Debug for WorkflowTracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkflowTracker").finish_non_exhaustive()
+        f.debug_struct("WorkflowTracker")
+            .field("mode", &self.mode)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("lease_ms", &self.lease_ms)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl WorkflowTracker {
-    /// A tracker writing to `store` (an `Arc<dyn Store>` coerces to it).
+    /// The default lease: 30 s, renewed every 10 s while the execution runs.
+    pub const DEFAULT_LEASE_MS: i64 = 30_000;
+
+    /// A tracker writing to `store` (an `Arc<dyn Store>` coerces to it), in `sync` mode, with
+    /// a new worker id.
     pub fn new(store: Arc<dyn ExecutionStore>) -> WorkflowTracker {
-        WorkflowTracker { store }
+        WorkflowTracker {
+            store,
+            mode: DurabilityMode::Sync,
+            snapshot_every: Durability::DEFAULT_SNAPSHOT_EVERY,
+            lease_ms: Self::DEFAULT_LEASE_MS,
+            worker_id: format!("worker-{}", ulid::Ulid::new()),
+        }
+    }
+
+    /// Sets the durability mode.
+    #[must_use]
+    pub fn durability(mut self, mode: DurabilityMode) -> WorkflowTracker {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the number of steps between state snapshots (0: never).
+    #[must_use]
+    pub fn snapshot_every(mut self, steps: u32) -> WorkflowTracker {
+        self.snapshot_every = steps;
+        self
+    }
+
+    /// Sets the lease length (at least 100 ms).
+    #[must_use]
+    pub fn lease_ms(mut self, ms: i64) -> WorkflowTracker {
+        self.lease_ms = ms.max(100);
+        self
+    }
+
+    /// Names this worker (the lease holder); default: a new unique name.
+    #[must_use]
+    pub fn worker_id(mut self, id: impl Into<String>) -> WorkflowTracker {
+        self.worker_id = id.into();
+        self
     }
 
     /// The store written to.
@@ -170,15 +350,14 @@ impl WorkflowTracker {
     }
 
     /// Runs `def` on `engine` and records it: the execution row (with the id the result
-    /// carries: `options.execution_id`, or a new ULID), its status transitions, one step per
-    /// node completion while it runs, and the outcome.
+    /// carries: `options.execution_id`, or a new ULID), its status, one step per node run's end
+    /// and the outcome.
     ///
     /// # Errors
     ///
     /// Before anything runs: the engine's [`Engine::prepare`] errors (an unusable definition
-    /// creates no row) and the store's `create_execution`/`set_execution_status` errors (the
-    /// execution is not started then). A storage failure once the execution runs is not an
-    /// error: see [`TrackedRun::store_error`].
+    /// creates no row) and the store's `create_execution`/`set_execution_status` errors. A
+    /// storage failure once the execution runs is not an error: see [`TrackedRun::store_error`].
     pub async fn run(
         &self,
         engine: &Engine,
@@ -191,8 +370,8 @@ impl WorkflowTracker {
             .await
     }
 
-    /// As [`WorkflowTracker::run`], calling `observe` with each event as the tracker reads it
-    /// (before it is committed), e.g. to stream progress to a terminal.
+    /// As [`WorkflowTracker::run`], calling `observe` with each event as it happens (e.g. to
+    /// stream progress to a terminal).
     ///
     /// # Errors
     ///
@@ -204,21 +383,9 @@ impl WorkflowTracker {
         input: Value,
         mut options: RunOptions,
         meta: ExecutionMeta,
-        mut observe: F,
+        observe: F,
     ) -> Result<TrackedRun> {
-        let mut prepared = engine.prepare(def)?;
-        let deltas = DeltaTaps::default();
-        // The plan was just compiled, so it is not shared yet: wrap its nodes to see the delta
-        // each node run returns (the event stream carries outputs, not deltas).
-        if let Some(plan) = Arc::get_mut(&mut prepared.plan) {
-            for node in &mut plan.nodes {
-                node.node = Arc::new(TapNode {
-                    inner: node.node.clone(),
-                    taps: deltas.clone(),
-                });
-            }
-        }
-
+        let prepared = engine.prepare(def)?;
         let id = options
             .execution_id
             .clone()
@@ -227,7 +394,9 @@ impl WorkflowTracker {
         if options.owner.is_none() {
             options.owner = Some(meta.owner_id.clone());
         }
-        let clock = engine.services().clock.clone();
+        // Executions with no stored source keep their graph, so they can be resumed.
+        let graph =
+            matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat).then(|| def.to_value());
         self.store
             .create_execution(NewExecution {
                 id: Some(id.clone()),
@@ -238,95 +407,531 @@ impl WorkflowTracker {
                 input: input.clone(),
                 params: meta.params,
                 conversation_id: meta.conversation_id,
+                graph,
             })
             .await?;
-        // Running from just before the engine starts, so the row's duration covers the run.
-        if let Err(error) = self
+        crate::failpoint::hit("tracker.after_create");
+        let clock = engine.services().clock.clone();
+        let started = self
             .store
             .set_execution_status(&id, ExecutionStatus::Running, clock.now_ms())
-            .await
-        {
+            .await;
+        if let Err(error) = started {
             self.abandon(&id, &error, clock.now_ms()).await;
             return Err(error);
         }
-        let handle = match engine.start_prepared(&prepared, input, options) {
+        crate::failpoint::hit("tracker.after_running");
+        self.drive(engine, &prepared, &id, input, options, None, observe)
+            .await
+    }
+
+    /// Resumes an execution from its last step, with the same id, its events continuing the
+    /// same sequence: completed steps are replayed, not run again; node runs that were in
+    /// flight run again with the same idempotency key. A `waiting` execution needs a
+    /// `decision` for its approval (unless the approval timed out: then its
+    /// `timeout_decision` is taken). `def` must be the graph the execution ran (see
+    /// [`GraphSource`]); `options.owner`, when set, must be the execution's owner.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown execution (or one of another owner);
+    /// [`Error::InvalidInput`] for an ended execution, a decision that is not allowed or not
+    /// expected, a waiting execution without a decision; `Conflict` (storage) when another
+    /// worker holds its lease. Nothing is changed then.
+    pub async fn resume(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        decision: Option<Decision>,
+        options: RunOptions,
+    ) -> Result<TrackedRun> {
+        self.resume_observed(engine, def, execution_id, decision, options, |_| {})
+            .await
+    }
+
+    /// As [`WorkflowTracker::resume`], calling `observe` with each new event (those after the
+    /// stored ones: a stream that read the execution up to its pause continues without a gap
+    /// or a repeat).
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::resume`].
+    pub async fn resume_observed<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        decision: Option<Decision>,
+        options: RunOptions,
+        observe: F,
+    ) -> Result<TrackedRun> {
+        let now = engine.services().clock.now_ms();
+        self.resume_at(engine, def, execution_id, decision, options, observe, now)
+            .await
+    }
+
+    /// [`WorkflowTracker::resume_observed`] with `now` the time wake-up times are compared with.
+    #[allow(clippy::too_many_arguments)]
+    async fn resume_at<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        decision: Option<Decision>,
+        mut options: RunOptions,
+        observe: F,
+        due: i64,
+    ) -> Result<TrackedRun> {
+        let record = self.owned_execution(execution_id, &options).await?;
+        if record.status.is_terminal() {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "execution `{execution_id}` has ended ({}); it cannot be resumed",
+                    record.status
+                ),
+            });
+        }
+        let prepared = engine.prepare(def)?;
+        let clock = engine.services().clock.clone();
+        let now = clock.now_ms();
+        let runs = self.store.list_node_runs(execution_id).await?;
+        let waiting: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.status == NodeRunStatus::Waiting)
+            .map(|r| r.node_id.as_str())
+            .collect();
+        let resume_input = self.decision_input(&record, def, &waiting, decision, due)?;
+        let deltas = self.deltas_of(execution_id).await?;
+        let recorded = recorded_runs(runs, &deltas, None)?;
+        let events = self.events_of(execution_id).await?;
+        // A forked execution applies its edits again at the same point.
+        let edits = fork_edits(&record.params)?;
+
+        if !self
+            .store
+            .acquire_lease(execution_id, &self.worker_id, now + self.lease_ms, now)
+            .await?
+        {
+            return Err(Error::store(
+                StoreErrorKind::Conflict,
+                format!(
+                    "execution `{execution_id}` is being run by `{}` (lease until {} ms)",
+                    record.lease_owner.as_deref().unwrap_or("another worker"),
+                    record.lease_expires_at.unwrap_or_default()
+                ),
+            ));
+        }
+        if record.status == ExecutionStatus::Waiting {
+            self.store
+                .set_execution_status(execution_id, ExecutionStatus::Running, now)
+                .await?;
+            self.store.set_wake_at(execution_id, None).await?;
+        } else if record.status == ExecutionStatus::Pending {
+            self.store
+                .set_execution_status(execution_id, ExecutionStatus::Running, now)
+                .await?;
+        }
+        options.execution_id = Some(execution_id.to_owned());
+        options.owner = Some(record.owner_id.clone());
+        let replay = Replay {
+            runs: recorded,
+            events,
+            record: false,
+            edits,
+            resume_inputs: resume_input.into_iter().collect(),
+        };
+        self.drive(
+            engine,
+            &prepared,
+            execution_id,
+            record.input.clone(),
+            options,
+            Some(replay),
+            observe,
+        )
+        .await
+    }
+
+    /// Resumes every execution due at `now`: `running` ones whose lease expired (their worker
+    /// died) and `waiting` ones whose approval timed out. Returns each one's id and outcome.
+    ///
+    /// # Errors
+    ///
+    /// Only the listing's storage errors; each execution's own failure is in its entry.
+    pub async fn resume_due(
+        &self,
+        engine: &Engine,
+        source: &dyn GraphSource,
+        now: i64,
+    ) -> Result<Vec<(String, Result<TrackedRun>)>> {
+        let due = self.store.list_resumable(now, 100).await?;
+        let mut outcomes = Vec::with_capacity(due.len());
+        for record in due {
+            let outcome = match source.definition_for(&record).await {
+                Ok(def) => {
+                    let options = RunOptions::default();
+                    self.resume_at(engine, &def, &record.id, None, options, |_| {}, now)
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            outcomes.push((record.id, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// The steps of an execution in order, each with the state after it (rebuilt from the
+    /// latest snapshot before it and the deltas since).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown execution; stored data the engine cannot read.
+    pub async fn steps(&self, execution_id: &str) -> Result<Vec<StepState>> {
+        let record = self
+            .store
+            .get_execution(execution_id)
+            .await?
+            .ok_or_else(|| not_found(execution_id))?;
+        let mut runs = self.store.list_node_runs(execution_id).await?;
+        runs.retain(|r| r.step.is_some());
+        runs.sort_by_key(|r| r.step);
+        let checkpoints = self.store.list_checkpoints(execution_id).await?;
+        let mut state = State::new(record.input.clone(), Vec::new());
+        let mut checkpoints = checkpoints.into_iter().peekable();
+        let mut snapshot_step = 0;
+        let mut out = Vec::with_capacity(runs.len());
+        for run in runs {
+            let step = run.step.unwrap_or_default();
+            while let Some(row) = checkpoints.next_if(|c| c.step <= step) {
+                match row.kind {
+                    CheckpointKind::Snapshot => {
+                        state = serde_json::from_value(row.state).map_err(|e| {
+                            stored(format!(
+                                "the snapshot of step {} is unreadable: {e}",
+                                row.step
+                            ))
+                        })?;
+                        snapshot_step = row.step;
+                    }
+                    // A delta at the snapshot's own step is already inside the snapshot.
+                    CheckpointKind::Delta if row.step == snapshot_step => {}
+                    CheckpointKind::Delta => {
+                        let delta: StateDelta = serde_json::from_value(row.state).map_err(|e| {
+                            stored(format!("the delta of step {} is unreadable: {e}", row.step))
+                        })?;
+                        state.apply(&delta);
+                    }
+                }
+            }
+            out.push(StepState {
+                step,
+                node_id: run.node_id,
+                iteration: run.iteration,
+                attempt: run.attempt,
+                status: run.status,
+                state: serde_json::to_value(&state).unwrap_or(Value::Null),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Starts a new execution from step `step` of `execution_id`: the steps up to it are
+    /// copied into the new execution (replayed, not run), `variables` (when given) are set,
+    /// and the new execution goes on live. The original is not touched.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown execution (or one of another owner);
+    /// [`Error::InvalidInput`] for a step before 1 or past the execution's last step; as
+    /// [`WorkflowTracker::run`].
+    pub async fn fork(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        step: i64,
+        variables: Option<Map<String, Value>>,
+        options: RunOptions,
+    ) -> Result<TrackedRun> {
+        let record = self.owned_execution(execution_id, &options).await?;
+        if step < 1 || step > record.step_count {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "execution `{execution_id}` has steps 1..={}; there is no step {step} to fork from",
+                    record.step_count
+                ),
+            });
+        }
+        let prepared = engine.prepare(def)?;
+        let runs = self.store.list_node_runs(execution_id).await?;
+        let deltas = self.deltas_of(execution_id).await?;
+        let recorded = recorded_runs(runs, &deltas, Some(step))?;
+        let replayed = recorded.len();
+        let edits = variables.clone().map(|vars| {
+            (
+                replayed,
+                StateDelta {
+                    variables: vars
+                        .into_iter()
+                        .map(|(k, v)| (k, VariableOp::Set(v)))
+                        .collect(),
+                    ..StateDelta::default()
+                },
+            )
+        });
+        let mut params = match &record.params {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        params.insert(
+            "fork".into(),
+            json!({
+                "from": execution_id,
+                "step": step,
+                "replayed": replayed,
+                "variables": variables,
+            }),
+        );
+        let clock = engine.services().clock.clone();
+        let id = ulid::Ulid::new().to_string();
+        self.store
+            .create_execution(NewExecution {
+                id: Some(id.clone()),
+                owner_id: record.owner_id.clone(),
+                definition_id: record.definition_id.clone(),
+                template_id: record.template_id.clone(),
+                kind: record.kind,
+                input: record.input.clone(),
+                params: Value::Object(params),
+                conversation_id: record.conversation_id.clone(),
+                graph: record.graph.clone(),
+            })
+            .await?;
+        self.store
+            .set_execution_status(&id, ExecutionStatus::Running, clock.now_ms())
+            .await?;
+        let mut options = options;
+        options.execution_id = Some(id.clone());
+        options.owner = Some(record.owner_id.clone());
+        let replay = Replay {
+            runs: recorded,
+            events: Vec::new(),
+            record: true,
+            edits,
+            resume_inputs: Vec::new(),
+        };
+        self.drive(
+            engine,
+            &prepared,
+            &id,
+            record.input.clone(),
+            options,
+            Some(replay),
+            |_| {},
+        )
+        .await
+    }
+
+    /// Runs a prepared execution whose row is `running`: lease, durable engine run, events to
+    /// `observe`, lease given up.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        prepared: &PreparedWorkflow,
+        id: &str,
+        input: Value,
+        mut options: RunOptions,
+        replay: Option<Replay>,
+        mut observe: F,
+    ) -> Result<TrackedRun> {
+        let clock = engine.services().clock.clone();
+        let now = clock.now_ms();
+        self.store
+            .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
+            .await?;
+        options.durability = Some(Durability {
+            store: self.store.clone(),
+            mode: self.mode,
+            snapshot_every: self.snapshot_every,
+        });
+        // A resumed execution's stored events are in its log already: observers get the new ones.
+        let known = replay
+            .as_ref()
+            .filter(|r| !r.record)
+            .map_or(0, |r| r.events.len() as u64);
+        let handle = match engine.start_replaying(prepared, input, options, replay) {
             Ok(handle) => handle,
             Err(error) => {
-                self.abandon(&id, &error, clock.now_ms()).await;
+                self.abandon(id, &error, clock.now_ms()).await;
                 return Err(error);
             }
         };
-
-        let mut steps = StepBuilder::new(id.clone(), deltas);
-        let mut store_error: Option<Error> = None;
-        let mut stream = handle.subscribe().ready_chunks(MAX_BATCH_EVENTS);
-        while let Some(batch) = stream.next().await {
-            for event in &batch {
-                observe(event);
-            }
-            let commits = steps.push_events(batch);
-            if commits.is_empty() || store_error.is_some() {
-                continue;
-            }
-            if let Err(error) = self.commit(&commits).await {
-                store_error = Some(error);
-            }
+        let renewer = self.renew_lease(id, clock.clone());
+        let mut events = handle.subscribe_from(known);
+        while let Some(event) = events.next().await {
+            observe(&event);
         }
-        let result = handle.result().await?;
-
-        let final_events = steps.take_pending();
-        if result.status == RunStatus::Waiting {
-            // Paused by an interrupt: not ended; its last events and the `waiting` status.
-            if store_error.is_none()
-                && let Err(error) = self.store.append_events(&id, &final_events).await
-            {
-                store_error = Some(error);
-            }
-            if let Err(error) = self
-                .store
-                .set_execution_status(&id, ExecutionStatus::Waiting, clock.now_ms())
-                .await
-            {
-                store_error.get_or_insert(error);
-            }
-            return Ok(TrackedRun {
-                result,
-                store_error,
-            });
-        }
-        let mut outcome = outcome_of(&result, final_events);
-        if store_error.is_some() {
-            // Steps are missing: do not number final events after a gap.
-            outcome.events.clear();
-        }
-        if let Err(error) = self.store.complete_execution(&id, outcome).await {
-            store_error.get_or_insert(error);
-        }
+        let result = handle.result().await;
+        renewer.abort();
+        let result = result?;
+        let _ = self.store.release_lease(id, &self.worker_id).await;
+        let store_error = result
+            .storage_error
+            .clone()
+            .map(|message| Error::store(StoreErrorKind::Backend, message));
         Ok(TrackedRun {
             result,
             store_error,
         })
     }
 
-    /// Commits steps in one transaction and checks that the store numbered their events as the
-    /// engine did.
-    async fn commit(&self, commits: &[(StepCommit, Option<u64>)]) -> Result<()> {
-        let steps: Vec<StepCommit> = commits.iter().map(|(s, _)| s.clone()).collect();
-        let receipts = self.store.commit_steps(&steps).await?;
-        for ((step, first_seq), receipt) in commits.iter().zip(&receipts) {
-            if let Some(first) = first_seq
-                && i64::try_from(*first).ok() != Some(receipt.first_seq)
-            {
-                return Err(Error::store(
-                    StoreErrorKind::Conflict,
-                    format!(
-                        "execution `{}`: the store numbered the events of node `{}` from {} but the engine from {first}",
-                        step.node_run.execution_id, step.node_run.node_id, receipt.first_seq
+    /// Renews the lease every third of its length until aborted.
+    fn renew_lease(
+        &self,
+        id: &str,
+        clock: Arc<dyn crate::engine::Clock>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (id, worker, lease_ms) = (id.to_owned(), self.worker_id.clone(), self.lease_ms);
+        tokio::spawn(async move {
+            let period = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1).max(1));
+            loop {
+                tokio::time::sleep(period).await;
+                let now = clock.now_ms();
+                if store
+                    .acquire_lease(&id, &worker, now + lease_ms, now)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// The execution, when it exists and (if `options.owner` is set) belongs to that owner.
+    async fn owned_execution(&self, id: &str, options: &RunOptions) -> Result<ExecutionRecord> {
+        let record = self
+            .store
+            .get_execution(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if options
+            .owner
+            .as_deref()
+            .is_some_and(|owner| owner != record.owner_id)
+        {
+            // Someone else's execution is as good as unknown to this caller.
+            return Err(not_found(id));
+        }
+        Ok(record)
+    }
+
+    /// The input a waiting approval gets on resume, checked: the decision given, or on
+    /// timeout the node's timeout decision.
+    fn decision_input(
+        &self,
+        record: &ExecutionRecord,
+        def: &WorkflowDefinition,
+        waiting: &[&str],
+        decision: Option<Decision>,
+        now: i64,
+    ) -> Result<Option<(String, Value)>> {
+        let id = &record.id;
+        let Some(decision) = decision else {
+            if record.status != ExecutionStatus::Waiting {
+                return Ok(None);
+            }
+            // Woken by its timeout: the first waiting approval with a timeout decision.
+            if record.wake_at.is_some_and(|at| at <= now) {
+                for node_id in waiting {
+                    let config = approval_config(def, node_id)?;
+                    if let (Some(timeout), true) =
+                        (config.timeout_decision.clone(), config.timeout_ms > 0)
+                    {
+                        let input = json!({"decision": timeout, "input": null, "timed_out": true});
+                        return Ok(Some(((*node_id).to_owned(), input)));
+                    }
+                }
+            }
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "execution `{id}` is waiting for a decision at {}; resume it with one",
+                    describe(waiting)
+                ),
+            });
+        };
+        let node_id = match (&decision.node_id, waiting) {
+            (Some(node_id), _) if waiting.contains(&node_id.as_str()) => node_id.clone(),
+            (Some(node_id), _) => {
+                return Err(Error::InvalidInput {
+                    message: format!(
+                        "execution `{id}` is not waiting at `{node_id}` (waiting: {})",
+                        describe(waiting)
                     ),
-                ));
+                });
+            }
+            (None, [only]) => (*only).to_owned(),
+            (None, []) => {
+                return Err(Error::InvalidInput {
+                    message: format!("execution `{id}` is not waiting for a decision"),
+                });
+            }
+            (None, several) => {
+                return Err(Error::InvalidInput {
+                    message: format!(
+                        "execution `{id}` waits at several approvals ({}); name the node",
+                        describe(several)
+                    ),
+                });
+            }
+        };
+        approval_config(def, &node_id)?.check_decision(&decision.decision, &decision.input)?;
+        let input =
+            json!({"decision": decision.decision, "input": decision.input, "timed_out": false});
+        Ok(Some((node_id, input)))
+    }
+
+    /// The delta checkpoints of an execution by step.
+    async fn deltas_of(&self, id: &str) -> Result<HashMap<i64, Value>> {
+        Ok(self
+            .store
+            .list_checkpoints(id)
+            .await?
+            .into_iter()
+            .filter(|c| c.kind == CheckpointKind::Delta)
+            .map(|c| (c.step, c.state))
+            .collect())
+    }
+
+    /// Every stored event of an execution, as engine events.
+    async fn events_of(&self, id: &str) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.list_events(id, after, EVENT_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.seq;
+            let full = page.len() == EVENT_PAGE as usize;
+            for record in &page {
+                if record.seq != events.len() as i64 + 1 {
+                    return Err(stored(format!(
+                        "the events of execution `{id}` are not contiguous (event {} after {})",
+                        record.seq,
+                        events.len()
+                    )));
+                }
+                events.push(event_from_record(record)?);
+            }
+            if !full {
+                break;
             }
         }
-        Ok(())
+        Ok(events)
     }
 
     /// Marks a created execution failed when it could not be started (best effort).
@@ -351,265 +956,61 @@ impl WorkflowTracker {
     }
 }
 
-/// The final outcome of a result, with the events after the last step.
-fn outcome_of(result: &ExecutionResult, events: Vec<NewEvent>) -> ExecutionOutcome {
-    let status = match result.status {
-        RunStatus::Completed => ExecutionStatus::Completed,
-        RunStatus::Cancelled => ExecutionStatus::Cancelled,
-        _ => ExecutionStatus::Failed,
+/// The approval config of node `node_id` of `def`.
+fn approval_config(
+    def: &WorkflowDefinition,
+    node_id: &str,
+) -> Result<crate::nodes::ApprovalConfig> {
+    let spec = def.node(node_id).ok_or_else(|| Error::NotFound {
+        what: "node".into(),
+        name: node_id.to_owned(),
+    })?;
+    crate::nodes::ApprovalConfig::from_spec(spec)
+}
+
+/// A fork's edits as recorded in its parameters.
+fn fork_edits(params: &Value) -> Result<Option<(usize, StateDelta)>> {
+    let Some(fork) = params.get("fork") else {
+        return Ok(None);
     };
-    let finished_at = result
-        .started_at_ms
-        .saturating_add(i64::try_from(result.duration_ms).unwrap_or(i64::MAX))
-        .max(result.started_at_ms);
-    ExecutionOutcome {
-        status,
-        output: Some(json!({
-            "variables": result.variables,
-            "errors": result.errors,
-        })),
-        response: result.response.clone(),
-        error: result.error.as_ref().map(|e| e.message.clone()),
-        prompt_tokens: saturating_i64(result.usage.prompt_tokens),
-        completion_tokens: saturating_i64(result.usage.completion_tokens),
-        cost: result.usage.cost,
-        finished_at,
-        events,
+    let Some(Value::Object(vars)) = fork.get("variables") else {
+        return Ok(None);
+    };
+    let replayed = fork
+        .get("replayed")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| stored("a fork's recorded parameters lack `replayed`".into()))?;
+    Ok(Some((
+        replayed,
+        StateDelta {
+            variables: vars
+                .iter()
+                .map(|(k, v)| (k.clone(), VariableOp::Set(v.clone())))
+                .collect(),
+            ..StateDelta::default()
+        },
+    )))
+}
+
+fn describe(nodes: &[&str]) -> String {
+    if nodes.is_empty() {
+        return "no node".into();
+    }
+    nodes
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        what: "execution".into(),
+        name: id.to_owned(),
     }
 }
 
-fn saturating_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// The deltas node runs returned, by (node, iteration, attempt).
-#[derive(Clone, Default)]
-struct DeltaTaps(Arc<Mutex<HashMap<RunKey, StateDelta>>>);
-
-/// (node, iteration, attempt).
-type RunKey = (String, u32, u32);
-
-impl DeltaTaps {
-    fn put(&self, key: (String, u32, u32), delta: StateDelta) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, delta);
-    }
-
-    fn take(&self, key: &(String, u32, u32)) -> Option<StateDelta> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key)
-    }
-}
-
-/// A node that records the delta of each successful attempt before the engine applies it (and
-/// before the engine emits `node_completed`, so the tracker finds it there).
-struct TapNode {
-    inner: Arc<dyn Node>,
-    taps: DeltaTaps,
-}
-
-#[async_trait]
-impl Node for TapNode {
-    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        let key = (ctx.node_id().to_owned(), ctx.iteration, ctx.attempt);
-        let output = self.inner.run(ctx).await?;
-        self.taps.put(key, output.delta.clone());
-        Ok(output)
-    }
-}
-
-/// A node run seen starting.
-struct Started {
-    attempt: u32,
-    started_at: i64,
-}
-
-/// Turns the event stream into steps.
-struct StepBuilder {
-    execution_id: String,
-    deltas: DeltaTaps,
-    /// Events since the last step, with the engine's sequence number of the first.
-    pending: Vec<NewEvent>,
-    pending_first_seq: Option<u64>,
-    /// Runs started and not yet ended, by (node, iteration).
-    running: HashMap<(String, u32), Started>,
-    /// The last iteration each node ran (for skipped runs, which carry none).
-    last_iteration: HashMap<String, u32>,
-}
-
-impl StepBuilder {
-    fn new(execution_id: String, deltas: DeltaTaps) -> StepBuilder {
-        StepBuilder {
-            execution_id,
-            deltas,
-            pending: Vec::new(),
-            pending_first_seq: None,
-            running: HashMap::new(),
-            last_iteration: HashMap::new(),
-        }
-    }
-
-    /// Events after the last step (the execution's final events).
-    fn take_pending(&mut self) -> Vec<NewEvent> {
-        self.pending_first_seq = None;
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Reads a batch of events; returns the steps it completed, each with the engine's
-    /// sequence number of its first event.
-    fn push_events(&mut self, batch: Vec<Event>) -> Vec<(StepCommit, Option<u64>)> {
-        let mut commits = Vec::new();
-        for event in batch {
-            let node_run = self.node_run_of(&event);
-            if self.pending.is_empty() {
-                self.pending_first_seq = Some(event.seq);
-            }
-            self.pending.push(new_event(&event));
-            if let Some((node_run, delta)) = node_run {
-                let first_seq = self.pending_first_seq.take();
-                commits.push((
-                    StepCommit {
-                        node_run,
-                        state_delta: delta,
-                        events: std::mem::take(&mut self.pending),
-                        snapshot: None,
-                    },
-                    first_seq,
-                ));
-            }
-        }
-        commits
-    }
-
-    /// The node run (and its delta) an event ends, if it ends one.
-    fn node_run_of(&mut self, event: &Event) -> Option<(NodeRunRecord, Value)> {
-        let ts = event.ts_ms;
-        match &event.kind {
-            EventKind::NodeStarted {
-                node_id,
-                iteration,
-                attempt,
-                ..
-            } => {
-                let started =
-                    self.running
-                        .entry((node_id.clone(), *iteration))
-                        .or_insert(Started {
-                            attempt: *attempt,
-                            started_at: ts,
-                        });
-                started.attempt = *attempt;
-                None
-            }
-            EventKind::NodeCompleted {
-                node_id,
-                iteration,
-                duration_ms,
-                output,
-            } => {
-                let (attempt, started_at) = self.end_run(node_id, *iteration, ts);
-                let duration = i64::try_from(*duration_ms).unwrap_or(i64::MAX);
-                let delta = self
-                    .deltas
-                    .take(&(node_id.clone(), *iteration, attempt))
-                    .unwrap_or_default();
-                let usage = delta.usage.unwrap_or_default();
-                let mut run = NodeRunRecord::started(
-                    &self.execution_id,
-                    node_id,
-                    i64::from(*iteration),
-                    i64::from(attempt),
-                    started_at,
-                );
-                run.status = NodeRunStatus::Completed;
-                run.finished_at = Some(ts);
-                run.duration_ms = Some(duration);
-                run.prompt_tokens = saturating_i64(usage.prompt_tokens);
-                run.completion_tokens = saturating_i64(usage.completion_tokens);
-                run.cost = usage.cost;
-                run.output = (!output.is_null()).then(|| output.clone());
-                Some((run, delta_value(&delta)))
-            }
-            EventKind::NodeFailed {
-                node_id,
-                iteration,
-                error,
-                class,
-            } => {
-                let (attempt, started_at) = self.end_run(node_id, *iteration, ts);
-                let mut run = NodeRunRecord::started(
-                    &self.execution_id,
-                    node_id,
-                    i64::from(*iteration),
-                    i64::from(attempt),
-                    started_at,
-                );
-                run.status = if class == "cancelled" {
-                    NodeRunStatus::Cancelled
-                } else {
-                    NodeRunStatus::Failed
-                };
-                run.finished_at = Some(ts);
-                run.duration_ms = Some(ts.saturating_sub(started_at).max(0));
-                run.error = Some(error.clone());
-                // The engine records a failure in `errors`: the same delta it applied.
-                let delta = StateDelta {
-                    errors: vec![ErrorRecord {
-                        node_id: node_id.clone(),
-                        message: error.clone(),
-                        kind: class.clone(),
-                    }],
-                    ..StateDelta::default()
-                };
-                Some((run, delta_value(&delta)))
-            }
-            EventKind::NodeSkipped { node_id } => {
-                let iteration = self.last_iteration.get(node_id).map_or(0, |i| i + 1);
-                self.last_iteration.insert(node_id.clone(), iteration);
-                let mut run = NodeRunRecord::started(
-                    &self.execution_id,
-                    node_id,
-                    i64::from(iteration),
-                    1,
-                    ts,
-                );
-                run.status = NodeRunStatus::Skipped;
-                run.finished_at = Some(ts);
-                run.duration_ms = Some(0);
-                Some((run, Value::Null))
-            }
-            _ => None,
-        }
-    }
-
-    /// Ends the run of `node_id` at `iteration`: its last attempt and first start.
-    fn end_run(&mut self, node_id: &str, iteration: u32, ts: i64) -> (u32, i64) {
-        self.last_iteration.insert(node_id.to_owned(), iteration);
-        match self.running.remove(&(node_id.to_owned(), iteration)) {
-            Some(started) => (started.attempt.max(1), started.started_at),
-            None => (1, ts),
-        }
-    }
-}
-
-/// A delta as stored: `null` for an empty one (no checkpoint row).
-fn delta_value(delta: &StateDelta) -> Value {
-    if delta.is_empty() {
-        Value::Null
-    } else {
-        serde_json::to_value(delta).unwrap_or(Value::Null)
-    }
-}
-
-/// An engine event as stored: its type and its payload (the event without the envelope).
-fn new_event(event: &Event) -> NewEvent {
-    let mut payload = serde_json::to_value(&event.kind).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut payload {
-        map.remove("type");
-    }
-    NewEvent::new(event.ts_ms, event.kind.type_name(), payload)
+fn stored(message: String) -> Error {
+    Error::store(StoreErrorKind::InvalidInput, message)
 }

@@ -65,8 +65,13 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        name: "durability",
+        sql: include_str!("../migrations/sqlite/0003_durability.sql"),
+    },
+    Migration {
+        version: 4,
         name: "templates_marketplace",
-        sql: include_str!("../migrations/sqlite/0003_templates_marketplace.sql"),
+        sql: include_str!("../migrations/sqlite/0004_templates_marketplace.sql"),
     },
 ];
 
@@ -84,8 +89,13 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        name: "durability",
+        sql: include_str!("../migrations/postgres/0003_durability.sql"),
+    },
+    Migration {
+        version: 4,
         name: "templates_marketplace",
-        sql: include_str!("../migrations/postgres/0003_templates_marketplace.sql"),
+        sql: include_str!("../migrations/postgres/0004_templates_marketplace.sql"),
     },
 ];
 
@@ -183,7 +193,12 @@ mod tests {
         let done: Vec<_> = SQLITE_MIGRATIONS.iter().skip(1).map(applied).collect();
         let err = plan(SQLITE_MIGRATIONS, &done).unwrap_err().to_string();
         let last = SQLITE_MIGRATIONS.last().map_or(0, |m| m.version);
-        assert!(err.contains(&format!("migration 0001_core is missing from schema_migrations although later migration {last:04} was applied")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "migration 0001_core is missing from schema_migrations although later migration {last:04} was applied"
+            )),
+            "{err}"
+        );
 
         let unknown = AppliedMigration {
             version: 99,

@@ -216,6 +216,30 @@ impl ExecutionStore for FailingCommits {
     async fn compact_checkpoints(&self, execution_id: &str) -> StoreResult<u64> {
         self.inner.compact_checkpoints(execution_id).await
     }
+    async fn record_intent(&self, run: &NodeRunRecord) -> StoreResult<()> {
+        self.inner.record_intent(run).await
+    }
+    async fn acquire_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner.acquire_lease(id, owner, until, now).await
+    }
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        self.inner.release_lease(id, owner).await
+    }
+    async fn set_wake_at(&self, id: &str, wake_at: Option<i64>) -> StoreResult<()> {
+        self.inner.set_wake_at(id, wake_at).await
+    }
+    async fn list_resumable(&self, now: i64, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
+        self.inner.list_resumable(now, limit).await
+    }
+    async fn apply_retention(&self, policy: &RetentionPolicy, now: i64) -> StoreResult<u64> {
+        self.inner.apply_retention(policy, now).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ use crate::event::{Event, EventKind, EventSink};
 struct Inner {
     events: Vec<Event>,
     closed: bool,
+    /// While set, pushed events are dropped (a resume replaying steps whose events are stored).
+    muted: bool,
 }
 
 /// The event log of one execution.
@@ -40,6 +42,7 @@ impl EventLog {
             inner: Mutex::new(Inner {
                 events: Vec::with_capacity(capacity),
                 closed: false,
+                muted: false,
             }),
             notify: Notify::new(),
             subscribers: AtomicUsize::new(0),
@@ -59,7 +62,7 @@ impl EventLog {
     pub(crate) fn push_at(&self, ts_ms: i64, kind: EventKind) -> u64 {
         let seq = {
             let mut inner = self.lock();
-            if inner.closed {
+            if inner.closed || inner.muted {
                 // Late events from a node future that outlived its execution are dropped: the
                 // log is final once the execution ended.
                 return 0;
@@ -77,6 +80,36 @@ impl EventLog {
             self.notify.notify_waiters();
         }
         seq
+    }
+
+    /// Starts the log with the stored events of a resumed execution: new events are numbered
+    /// after them, and streams read them first.
+    pub(crate) fn prefill(&self, events: Vec<Event>) {
+        let mut inner = self.lock();
+        inner.events = events;
+        // Numbering stays contiguous only if the stored events were.
+        for (i, event) in inner.events.iter_mut().enumerate() {
+            event.seq = i as u64 + 1;
+        }
+    }
+
+    /// Drops (`true`) or keeps (`false`) the events pushed from now on.
+    pub(crate) fn set_muted(&self, muted: bool) {
+        self.lock().muted = muted;
+    }
+
+    /// The number of events so far (the last sequence number).
+    pub(crate) fn len(&self) -> u64 {
+        self.lock().events.len() as u64
+    }
+
+    /// Copies of the events with `seq > after`.
+    pub(crate) fn events_after(&self, after: u64) -> Vec<Event> {
+        let inner = self.lock();
+        let from = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(inner.events.len());
+        inner.events[from..].to_vec()
     }
 
     /// Ends the log: streams finish once they have read everything.

@@ -75,6 +75,7 @@
 //! lives as long as the execution's handle and is what [`ExecutionResult::events`] returns:
 //! memory is bounded by the execution, not by the slowest reader.
 
+mod durable;
 mod events;
 mod node;
 mod plan;
@@ -90,6 +91,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use durable::{Durability, DurabilityMode, event_from_record};
+pub(crate) use durable::{Replay, recorded_runs};
 pub use events::EventStream;
 pub use node::{
     Clock, DefinitionResolver, DiscardEvents, Node, NodeContext, NodeFactory, NodeFailure,
@@ -192,9 +195,20 @@ pub struct RunOptions {
     pub owner: Option<String>,
     /// Cancels the execution when cancelled (e.g. a client that went away).
     pub cancel: Option<CancellationToken>,
+    /// Makes the execution durable: each step committed to a store (DESIGN §8). The
+    /// execution's row must exist and be `running`; [`crate::tracker::WorkflowTracker`] sets
+    /// this up.
+    pub durability: Option<Durability>,
 }
 
 impl RunOptions {
+    /// Makes the execution durable (see [`RunOptions::durability`]).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> RunOptions {
+        self.durability = Some(durability);
+        self
+    }
+
     /// Sets the execution id.
     #[must_use]
     pub fn execution_id(mut self, id: impl Into<String>) -> RunOptions {
@@ -533,7 +547,14 @@ impl Engine {
         input: Value,
         options: RunOptions,
     ) -> ExecutionResult {
-        let run = scheduler::Run::new(self.clone(), workflow.plan.clone(), input, options, None);
+        let run = scheduler::Run::new(
+            self.clone(),
+            workflow.plan.clone(),
+            input,
+            options,
+            None,
+            None,
+        );
         run.execute().await.0
     }
 
@@ -563,10 +584,28 @@ impl Engine {
         input: Value,
         options: RunOptions,
     ) -> Result<ExecutionHandle> {
+        self.start_replaying(workflow, input, options, None)
+    }
+
+    /// Starts a prepared definition that first replays recorded steps (a resume or a fork).
+    pub(crate) fn start_replaying(
+        &self,
+        workflow: &PreparedWorkflow,
+        input: Value,
+        options: RunOptions,
+        replay: Option<Replay>,
+    ) -> Result<ExecutionHandle> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Config {
             message: "Engine::start needs a tokio runtime (with time enabled)".into(),
         })?;
-        let run = scheduler::Run::new(self.clone(), workflow.plan.clone(), input, options, None);
+        let run = scheduler::Run::new(
+            self.clone(),
+            workflow.plan.clone(),
+            input,
+            options,
+            None,
+            replay,
+        );
         let execution_id = run.execution_id().to_owned();
         let log = run.log();
         let cancel = run.cancel_token();
@@ -695,6 +734,7 @@ impl SubgraphRunner for Engine {
             input,
             options,
             Some(parent.events.clone()),
+            None,
         );
         let (result, state) = run.execute().await;
         match result.status {

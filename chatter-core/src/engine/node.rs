@@ -25,6 +25,14 @@ pub trait Node: Send + Sync {
     ///
     /// Any error; the engine applies the node's retry and `on_error` policy to it.
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput>;
+
+    /// Whether a run of this node acts on the outside world (calls a model, a tool, an HTTP
+    /// endpoint). With a durable execution in `sync` mode the engine records the run's intent
+    /// and idempotency key before it starts, so a resume after a crash knows it may have
+    /// happened (and runs it again with the same key). Default: `false`.
+    fn side_effects(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the [`Node`] for one node of a definition.
@@ -75,6 +83,10 @@ pub enum Route {
     },
     /// Run the failed node that routed to this error handler again (error_handler retries).
     RetryFailed,
+    /// Pause here (an interrupt): the node run is `waiting`, its out-edges stay open, and the
+    /// execution ends `waiting` once nothing else can run. Resuming the execution runs the
+    /// node again with [`NodeContext::resume_input`] set.
+    Wait,
 }
 
 /// What a node run produced.
@@ -234,6 +246,9 @@ pub struct NodeContext {
     pub tokens_left: Option<u64>,
     /// Cost budget left for this execution, in US dollars (`None`: unlimited).
     pub cost_left: Option<f64>,
+    /// For a node that paused the execution ([`Route::Wait`]) and runs again on resume: what
+    /// the resume brought (an approval's decision and input). `None` otherwise.
+    pub resume_input: Option<Arc<Value>>,
 }
 
 impl NodeContext {
@@ -252,6 +267,7 @@ impl NodeContext {
             subgraphs: None,
             tokens_left: None,
             cost_left: None,
+            resume_input: None,
         }
     }
 

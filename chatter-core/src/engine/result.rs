@@ -86,6 +86,12 @@ pub struct NodeRun {
     /// The state change it made.
     #[serde(default, skip_serializing_if = "StateDelta::is_empty")]
     pub delta: StateDelta,
+    /// The class of its error (`timeout`, `tool`, ...), when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// How it routed (what a resume replays).
+    #[serde(skip)]
+    pub(crate) route: super::node::Route,
 }
 
 /// Why an execution did not complete.
@@ -132,6 +138,9 @@ pub struct ExecutionResult {
     pub started_at_ms: i64,
     /// How long it took.
     pub duration_ms: u64,
+    /// For a durable execution: why it was not (fully) recorded in its store, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
 impl ExecutionResult {

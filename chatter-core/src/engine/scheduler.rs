@@ -16,6 +16,7 @@ use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::durable::{RecordedOutcome, RecordedRun, Replay, StepWriter, new_event, route_to_json};
 use super::events::EventLog;
 use super::node::{NodeContext, NodeFailure, NodeOutput, Route, Services, SubgraphRunner};
 use super::plan::{EdgeRole, Join, Plan, PlanNode};
@@ -90,6 +91,35 @@ enum End {
     Cancelled(String),
 }
 
+/// A resume's replay in progress.
+struct Replaying {
+    runs: std::collections::VecDeque<RecordedRun>,
+    /// Activations that became ready while replaying and whose recorded end has not come yet.
+    parked: Vec<Activation>,
+    record: bool,
+    edits: Option<(usize, StateDelta)>,
+    /// Runs replayed so far.
+    replayed: usize,
+}
+
+/// A failure as the scheduler handles it.
+struct Failure {
+    class: String,
+    message: String,
+    /// A cancellation (not routed to error handlers when the execution itself is cancelled).
+    cancelled: bool,
+}
+
+impl Failure {
+    fn of(error: &Error) -> Failure {
+        Failure {
+            class: class_name(error),
+            message: error.to_string(),
+            cancelled: matches!(error, Error::Cancelled { .. }),
+        }
+    }
+}
+
 /// Events nodes emit go to the execution's log, and tokens and tool calls also to a parent's
 /// sink (a sub-graph run by `map`/`subworkflow`).
 struct Tee {
@@ -146,6 +176,17 @@ pub(crate) struct Run {
     steps: u32,
     node_runs: Vec<NodeRun>,
     end: Option<End>,
+
+    /// Durable executions: the step writer, and how far node runs and events were staged.
+    writer: Option<StepWriter>,
+    staged_runs: usize,
+    staged_seq: u64,
+    replay: Option<Replaying>,
+    /// Inputs for waiting nodes run again on resume, by node id.
+    resume_inputs: Vec<(String, Value)>,
+    /// Node runs paused by an interrupt, and the earliest time one must be woken.
+    waiting: u32,
+    wake_at: Option<i64>,
 }
 
 impl Run {
@@ -155,6 +196,7 @@ impl Run {
         input: Value,
         options: RunOptions,
         parent_sink: Option<Arc<dyn EventSink>>,
+        replay: Option<Replay>,
     ) -> Run {
         let inner = engine.inner();
         let services = inner.services.clone();
@@ -192,6 +234,22 @@ impl Run {
         let e = plan.edges.len();
         let loops = plan.loop_exits.len();
         let started_at_ms = services.clock.now_ms();
+        let writer = options.durability.map(StepWriter::new);
+        let mut resume_inputs = Vec::new();
+        let replay = replay.map(|r| {
+            resume_inputs = r.resume_inputs;
+            if !r.record {
+                log.prefill(r.events);
+            }
+            Replaying {
+                runs: r.runs,
+                parked: Vec::new(),
+                record: r.record,
+                edits: r.edits,
+                replayed: 0,
+            }
+        });
+        let staged_seq = log.len();
         Run {
             subgraphs: Arc::new(engine),
             plan,
@@ -223,6 +281,13 @@ impl Run {
             steps: 0,
             node_runs: Vec::with_capacity(n),
             end: None,
+            writer,
+            staged_runs: 0,
+            staged_seq,
+            replay,
+            resume_inputs,
+            waiting: 0,
+            wake_at: None,
         }
     }
 
@@ -262,9 +327,16 @@ impl Run {
 
     /// Runs the execution to its end; returns the result and the final state.
     pub(crate) async fn execute(mut self) -> (ExecutionResult, State) {
-        self.log.push(EventKind::ExecutionStarted {
-            input: self.state.input().clone(),
-        });
+        let resuming = self.replay.as_ref().is_some_and(|r| !r.record);
+        // A resumed execution whose first step was never stored has not announced its start.
+        if !resuming || self.log.len() == 0 {
+            self.log.push(EventKind::ExecutionStarted {
+                input: self.state.input().clone(),
+            });
+        }
+        if resuming {
+            self.log.set_muted(true);
+        }
         let plan = self.plan.clone();
         let plan = &*plan;
         for &entry in &plan.entries {
@@ -278,6 +350,9 @@ impl Run {
             }
         }
         self.drain(plan);
+        if self.replay.is_some() {
+            self.replay_recorded(plan).await;
+        }
         let mut running: FuturesUnordered<BoxFuture<'_, Completion>> = FuturesUnordered::new();
         let cancel = self.cancel.clone();
         let cancelled = cancel.cancelled();
@@ -309,6 +384,7 @@ impl Run {
                                     let attempt = launch.act.attempt;
                                     let done = launch.completion(attempt, Ok(output));
                                     self.complete(plan, done);
+                                    self.commit_point().await;
                                 }
                                 Err(error) if launch.may_retry(&error, launch.act.attempt) => {
                                     let log = self.log.clone();
@@ -319,6 +395,7 @@ impl Run {
                                     let attempt = launch.act.attempt;
                                     let done = launch.completion(attempt, Err(error));
                                     self.complete(plan, done);
+                                    self.commit_point().await;
                                 }
                             }
                         }
@@ -349,13 +426,191 @@ impl Run {
                         node_id: None,
                     }));
                 }
-                Some(done) = running.next() => self.complete(plan, done),
+                Some(done) = running.next() => {
+                    self.complete(plan, done);
+                    // Completions that are ready too share the step's transaction.
+                    while let Some(Some(done)) = running.next().now_or_never() {
+                        self.complete(plan, done);
+                    }
+                    self.commit_point().await;
+                }
             }
         }
         // Whatever still runs is stopped: its context's token first, then its future dropped.
         self.cancel.cancel();
         drop(running);
-        self.finish()
+        self.finish().await
+    }
+
+    /// Replays the recorded ends of a resumed (or forked) execution: each is applied when the
+    /// scheduler, following the same rules as the original run, makes its node ready. What is
+    /// ready once all are applied runs live.
+    async fn replay_recorded(&mut self, plan: &Plan) {
+        loop {
+            let Some(replay) = self.replay.as_mut() else {
+                return;
+            };
+            if replay
+                .edits
+                .as_ref()
+                .is_some_and(|(after, _)| *after <= replay.replayed)
+                && let Some((_, edits)) = replay.edits.take()
+            {
+                self.apply_delta(&edits);
+                continue;
+            }
+            let Some(front) = replay.runs.front() else {
+                break;
+            };
+            let found = replay.parked.iter().position(|a| {
+                plan.nodes[a.node as usize].spec.id.as_str() == front.node_id
+                    && a.iteration == front.iteration
+                    && a.attempt <= front.attempt
+            });
+            let act = match found {
+                Some(pos) => replay.parked.remove(pos),
+                None => {
+                    if self.end.is_some() {
+                        break;
+                    }
+                    match self.ready.pop_front() {
+                        Some(act) => {
+                            replay.parked.push(act);
+                            continue;
+                        }
+                        None => {
+                            let message = format!(
+                                "cannot resume: the recorded run of node `{}` (iteration {}) \
+                                 does not follow from the workflow (was it changed?)",
+                                front.node_id, front.iteration
+                            );
+                            self.fail_with(&Error::Internal { message }, None);
+                            break;
+                        }
+                    }
+                }
+            };
+            let Some(run) = replay.runs.pop_front() else {
+                break;
+            };
+            let record = replay.record;
+            replay.replayed += 1;
+            self.steps += 1;
+            let result = match run.outcome {
+                RecordedOutcome::Completed {
+                    delta,
+                    route,
+                    output,
+                } => Ok(NodeOutput {
+                    delta: *delta,
+                    route,
+                    output,
+                }),
+                RecordedOutcome::Failed { class, message } => Err(Failure {
+                    cancelled: class == "cancelled",
+                    class,
+                    message,
+                }),
+            };
+            if record {
+                let n = &plan.nodes[act.node as usize];
+                self.log.push_at(
+                    run.started_at_ms,
+                    EventKind::NodeStarted {
+                        node_id: n.spec.id.0.clone(),
+                        kind: n.spec.kind.0.clone(),
+                        iteration: act.iteration,
+                        attempt: run.attempt,
+                    },
+                );
+            }
+            self.complete_recorded(plan, act, run.attempt, run.started_at_ms, result);
+            if record {
+                self.commit_point().await;
+            }
+        }
+        let Some(replay) = self.replay.take() else {
+            return;
+        };
+        // Runs that had started and not ended go first, with their original attempt numbers
+        // (and so their idempotency keys).
+        for act in replay.parked.into_iter().rev() {
+            self.ready.push_front(act);
+        }
+        if let Some((_, edits)) = replay.edits {
+            self.apply_delta(&edits);
+        }
+        if !replay.record {
+            // The replayed runs are stored already; their events were muted. (Events pushed
+            // before the replay, an `execution_started` never stored, are still to be staged.)
+            self.log.set_muted(false);
+            self.staged_runs = self.node_runs.len();
+        }
+    }
+
+    /// A durable execution's commit point: stages the node runs ended since the last one as
+    /// steps, and in `sync` mode writes them before anything else starts.
+    async fn commit_point(&mut self) {
+        self.stage_steps();
+        if let Some(writer) = self.writer.as_mut() {
+            writer.flush(false).await;
+            if let Some(error) = &writer.failed
+                && self.end.is_none()
+            {
+                let message = format!("the execution could not be recorded: {error}");
+                self.end = Some(End::Failed(ExecutionFailure {
+                    class: "storage".into(),
+                    message,
+                    node_id: None,
+                }));
+            }
+        }
+    }
+
+    /// Turns the node runs ended since the last call into step commits (with the events since
+    /// the last step on the first of them, and a snapshot when one is due).
+    fn stage_steps(&mut self) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        if self.replay.as_ref().is_some_and(|r| !r.record) {
+            return;
+        }
+        if self.staged_runs >= self.node_runs.len() {
+            return;
+        }
+        let events: Vec<crate::store::NewEvent> = self
+            .log
+            .events_after(self.staged_seq)
+            .iter()
+            .map(new_event)
+            .collect();
+        self.staged_seq += events.len() as u64;
+        let mut events = Some(events);
+        let mut snapshot_due = false;
+        let first = writer.staged.len();
+        for run in &self.node_runs[self.staged_runs..] {
+            snapshot_due |= writer.snapshot_due();
+            let record = node_run_record(&self.exec_id, run);
+            let state_delta = if run.delta.is_empty() {
+                Value::Null
+            } else {
+                serde_json::to_value(&run.delta).unwrap_or(Value::Null)
+            };
+            writer.staged.push(crate::store::StepCommit {
+                node_run: record,
+                state_delta,
+                events: events.take().unwrap_or_default(),
+                snapshot: None,
+            });
+        }
+        if snapshot_due
+            && writer.staged.len() > first
+            && let Some(last) = writer.staged.last_mut()
+        {
+            last.snapshot = serde_json::to_value(&self.state).ok();
+        }
+        self.staged_runs = self.node_runs.len();
     }
 
     /// Starts an activation: the step count, the `node_started` event, the node future.
@@ -413,6 +668,11 @@ impl Run {
                 .max_tokens
                 .map(|m| m.saturating_sub(usage.total_tokens)),
             cost_left: self.limits.max_cost.map(|m| (m - usage.cost).max(0.0)),
+            resume_input: self
+                .resume_inputs
+                .iter()
+                .position(|(id, _)| id == n.spec.id.as_str())
+                .map(|i| Arc::new(self.resume_inputs.swap_remove(i).1)),
         };
         let slot = self.next_slot;
         self.next_slot += 1;
@@ -427,7 +687,33 @@ impl Run {
         // Kept only while another attempt is possible.
         let retry_ctx = (n.policy.retry.max_attempts > 1).then(|| ctx.clone());
         let cancel = ctx.cancel.clone();
-        let fut = AssertUnwindSafe(n.node.run(ctx)).catch_unwind();
+        let intent = self.writer.as_ref().and_then(|w| {
+            (w.mode == super::DurabilityMode::Sync && w.failed.is_none() && n.node.side_effects())
+                .then(|| {
+                    let mut run = crate::store::NodeRunRecord::started(
+                        &*self.exec_id,
+                        n.spec.id.as_str(),
+                        i64::from(act.iteration),
+                        i64::from(act.attempt),
+                        started_at_ms,
+                    );
+                    run.idempotency_key = Some(ctx.idempotency_key());
+                    (w.store.clone(), run)
+                })
+        });
+        let fut: BoxFuture<'p, Result<NodeOutput>> = match intent {
+            None => n.node.run(ctx),
+            Some((store, run)) => {
+                let node = n.node.clone();
+                Box::pin(async move {
+                    crate::failpoint::hit("engine.before_intent");
+                    store.record_intent(&run).await?;
+                    crate::failpoint::hit("engine.after_intent");
+                    node.run(ctx).await
+                })
+            }
+        };
+        let fut = AssertUnwindSafe(fut).catch_unwind();
         Some(Launch {
             node: n,
             fut,
@@ -444,11 +730,54 @@ impl Run {
         if let Some(pos) = self.running.iter().position(|r| r.slot == done.slot) {
             self.running.swap_remove(pos);
         }
+        let result = done.result.map_err(|error| Failure::of(&error));
+        self.complete_recorded(plan, done.act, done.attempt, done.started_at_ms, result);
+    }
+
+    /// Applies the end of a node run: live, or recorded and replayed.
+    fn complete_recorded(
+        &mut self,
+        plan: &Plan,
+        act: Activation,
+        attempt: u32,
+        started_at_ms: i64,
+        result: std::result::Result<NodeOutput, Failure>,
+    ) {
+        let done = Completion {
+            slot: u64::MAX,
+            act,
+            attempt,
+            started_at_ms,
+            result: Ok(NodeOutput::default()),
+        };
         let node = done.act.node;
         let n = &plan.nodes[node as usize];
         let now = self.now();
         let duration_ms = u64::try_from(now - done.started_at_ms).unwrap_or(0);
-        match done.result {
+        match result {
+            Ok(output) if output.route == Route::Wait => {
+                // Paused: the run waits, its edges stay open, its loops stay active.
+                if let Some(wake_at) = output.output.get("wake_at").and_then(Value::as_i64) {
+                    self.wake_at = Some(self.wake_at.map_or(wake_at, |w| w.min(wake_at)));
+                }
+                self.waiting += 1;
+                self.node_runs.push(NodeRun {
+                    node_id: n.spec.id.0.clone(),
+                    kind: n.spec.kind.0.clone(),
+                    iteration: done.act.iteration,
+                    attempt: done.attempt,
+                    status: NodeRunStatus::Waiting,
+                    started_at_ms: done.started_at_ms,
+                    duration_ms,
+                    error: None,
+                    output: output.output,
+                    delta: StateDelta::default(),
+                    error_class: None,
+                    route: Route::Wait,
+                });
+                self.drain(plan);
+                return;
+            }
             Ok(output) => {
                 self.apply_delta(&output.delta);
                 self.log.push_at(
@@ -471,6 +800,8 @@ impl Run {
                     error: None,
                     output: output.output,
                     delta: output.delta,
+                    error_class: None,
+                    route: output.route.clone(),
                 });
                 if !self.check_budget(&n.spec.id.0) {
                     self.after_completion(plan, node);
@@ -523,7 +854,9 @@ impl Run {
                     }
                 }
             }
-            Err(error) => self.fail_node(plan, done.act, done.attempt, done.started_at_ms, error),
+            Err(failure) => {
+                self.fail_node(plan, done.act, done.attempt, done.started_at_ms, failure);
+            }
         }
         self.after_completion(plan, node);
     }
@@ -543,12 +876,15 @@ impl Run {
         act: Activation,
         attempt: u32,
         started_at_ms: i64,
-        error: Error,
+        failure: Failure,
     ) {
         let n = &plan.nodes[act.node as usize];
         let node_id = n.spec.id.0.clone();
-        let class = class_name(&error);
-        let message = error.to_string();
+        let Failure {
+            class,
+            message,
+            cancelled,
+        } = failure;
         let duration_ms = u64::try_from(self.now() - started_at_ms).unwrap_or(0);
         let delta = StateDelta {
             errors: vec![ErrorRecord {
@@ -576,8 +912,10 @@ impl Run {
             error: Some(message.clone()),
             output: Value::Null,
             delta,
+            error_class: Some(class.clone()),
+            route: Route::Edges,
         });
-        if matches!(error, Error::Cancelled { .. }) && self.cancel.is_cancelled() {
+        if cancelled && self.cancel.is_cancelled() {
             return;
         }
         let failure = |retries| {
@@ -905,6 +1243,8 @@ impl Run {
                 error: None,
                 output: Value::Null,
                 delta: StateDelta::default(),
+                error_class: None,
+                route: Route::Edges,
             });
         }
         self.touched.extend_from_slice(&n.loops);
@@ -986,7 +1326,8 @@ impl Run {
         }));
     }
 
-    fn finish(mut self) -> (ExecutionResult, State) {
+    async fn finish(mut self) -> (ExecutionResult, State) {
+        let paused = self.end.is_none() && self.waiting > 0;
         let end = self.end.take().unwrap_or(End::Completed);
         let now = self.now();
         let plan = self.plan.clone();
@@ -1013,6 +1354,8 @@ impl Run {
                 error: Some(message),
                 output: Value::Null,
                 delta: StateDelta::default(),
+                error_class: Some("cancelled".into()),
+                route: Route::Edges,
             });
         }
         let response = self.state.response().map(str::to_owned).or_else(|| {
@@ -1025,6 +1368,7 @@ impl Run {
         });
         let usage = *self.state.usage();
         let (status, error) = match end {
+            End::Completed if paused => (ExecutionStatus::Waiting, None),
             End::Completed => {
                 self.log.push(EventKind::ExecutionCompleted {
                     response: response.clone(),
@@ -1053,6 +1397,9 @@ impl Run {
                 )
             }
         };
+        let storage_error = self
+            .record_end(status, response.as_deref(), error.as_ref())
+            .await;
         self.log.close();
         // Node contexts hold the sink (and so the log) only while they run; all are gone now.
         drop(self.sink);
@@ -1072,8 +1419,77 @@ impl Run {
             owner: self.owner,
             started_at_ms: self.started_at_ms,
             duration_ms: u64::try_from(now - self.started_at_ms).unwrap_or(0),
+            storage_error,
         };
         (result, state)
+    }
+
+    /// A durable execution's end: the last steps, then the outcome (or, paused, the `waiting`
+    /// status, its last events and when to wake it). Returns what could not be written.
+    async fn record_end(
+        &mut self,
+        status: ExecutionStatus,
+        response: Option<&str>,
+        error: Option<&ExecutionFailure>,
+    ) -> Option<String> {
+        self.writer.as_ref()?;
+        self.stage_steps();
+        let writer = self.writer.as_mut()?;
+        if let Some(error) = writer.finish().await {
+            return Some(error.to_string());
+        }
+        let store = writer.store.clone();
+        let events: Vec<crate::store::NewEvent> = self
+            .log
+            .events_after(self.staged_seq)
+            .iter()
+            .map(new_event)
+            .collect();
+        self.staged_seq += events.len() as u64;
+        let id = &*self.exec_id;
+        let now = self.services.clock.now_ms();
+        let written = if status == ExecutionStatus::Waiting {
+            crate::failpoint::hit("engine.before_waiting");
+            let mut written = Ok(());
+            if !events.is_empty() {
+                written = store.append_events(id, &events).await.map(|_| ());
+            }
+            if written.is_ok() {
+                written = store
+                    .set_execution_status(id, crate::store::ExecutionStatus::Waiting, now)
+                    .await
+                    .map(|_| ());
+            }
+            if written.is_ok() {
+                written = store.set_wake_at(id, self.wake_at).await;
+            }
+            written
+        } else {
+            let usage = *self.state.usage();
+            let outcome = crate::store::ExecutionOutcome {
+                status: match status {
+                    ExecutionStatus::Completed => crate::store::ExecutionStatus::Completed,
+                    ExecutionStatus::Cancelled => crate::store::ExecutionStatus::Cancelled,
+                    _ => crate::store::ExecutionStatus::Failed,
+                },
+                output: Some(serde_json::json!({
+                    "variables": self.state.variables(),
+                    "errors": self.state.errors(),
+                })),
+                response: response.map(str::to_owned),
+                error: error.map(|e| e.message.clone()),
+                prompt_tokens: i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
+                completion_tokens: i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
+                cost: usage.cost,
+                finished_at: now,
+                events,
+            };
+            crate::failpoint::hit("engine.before_complete");
+            let written = store.complete_execution(id, outcome).await.map(|_| ());
+            crate::failpoint::hit("engine.after_complete");
+            written
+        };
+        written.err().map(|e| e.to_string())
     }
 }
 
@@ -1223,4 +1639,37 @@ fn outcome_result(
             })
         }
     }
+}
+
+/// A node run as stored.
+fn node_run_record(execution_id: &str, run: &NodeRun) -> crate::store::NodeRunRecord {
+    let mut record = crate::store::NodeRunRecord::started(
+        execution_id,
+        run.node_id.as_str(),
+        i64::from(run.iteration),
+        i64::from(run.attempt.max(1)),
+        run.started_at_ms,
+    );
+    record.status = match run.status {
+        NodeRunStatus::Running => crate::store::NodeRunStatus::Running,
+        NodeRunStatus::Completed => crate::store::NodeRunStatus::Completed,
+        NodeRunStatus::Failed => crate::store::NodeRunStatus::Failed,
+        NodeRunStatus::Skipped => crate::store::NodeRunStatus::Skipped,
+        NodeRunStatus::Cancelled => crate::store::NodeRunStatus::Cancelled,
+        NodeRunStatus::Waiting => crate::store::NodeRunStatus::Waiting,
+    };
+    let duration = i64::try_from(run.duration_ms).unwrap_or(i64::MAX);
+    if run.status != NodeRunStatus::Waiting {
+        record.finished_at = Some(run.started_at_ms.saturating_add(duration));
+        record.duration_ms = Some(duration);
+    }
+    let usage = run.delta.usage.unwrap_or_default();
+    record.prompt_tokens = i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX);
+    record.completion_tokens = i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX);
+    record.cost = usage.cost;
+    record.error.clone_from(&run.error);
+    record.output = (!run.output.is_null()).then(|| run.output.clone());
+    record.route = route_to_json(&run.route);
+    record.error_class.clone_from(&run.error_class);
+    record
 }

@@ -176,6 +176,12 @@ impl LlmNode {
 
 #[async_trait]
 impl Node for LlmNode {
+    /// It calls the outside world (models, tools, HTTP endpoints): a durable execution records
+    /// its intent first.
+    fn side_effects(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         check_budget(&ctx)?;
         let config = &self.config;

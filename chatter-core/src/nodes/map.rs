@@ -163,6 +163,12 @@ pub(crate) fn outcome_value(outcome: &SubgraphOutcome) -> Value {
 
 #[async_trait]
 impl Node for MapNode {
+    /// It calls the outside world (models, tools, HTTP endpoints): a durable execution records
+    /// its intent first.
+    fn side_effects(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let config = &self.config;
         let items = match config

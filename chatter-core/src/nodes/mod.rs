@@ -46,6 +46,7 @@ mod common;
 #[cfg(test)]
 mod testing;
 
+pub mod approval;
 pub mod conditional;
 pub mod delay;
 pub mod end;
@@ -60,6 +61,7 @@ pub mod subworkflow;
 pub mod tool;
 pub mod variable;
 
+pub use approval::{ApprovalConfig, ApprovalFactory};
 pub use conditional::ConditionalFactory;
 pub use delay::DelayFactory;
 pub use end::EndFactory;
@@ -91,6 +93,7 @@ pub fn builtin_factories() -> Vec<(&'static str, Arc<dyn NodeFactory>)> {
             Arc::new(error_handler::ErrorHandlerFactory),
         ),
         ("delay", Arc::new(delay::DelayFactory)),
+        ("approval", Arc::new(approval::ApprovalFactory)),
         ("map", Arc::new(map::MapFactory)),
         ("subworkflow", Arc::new(subworkflow::SubworkflowFactory)),
     ]
@@ -147,6 +150,7 @@ mod tests {
                 "variable",
                 "error_handler",
                 "delay",
+                "approval",
                 "map",
                 "subworkflow"
             ]

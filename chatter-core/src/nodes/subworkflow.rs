@@ -97,6 +97,12 @@ pub struct SubworkflowNode {
 
 #[async_trait]
 impl Node for SubworkflowNode {
+    /// It calls the outside world (models, tools, HTTP endpoints): a durable execution records
+    /// its intent first.
+    fn side_effects(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let config = &self.config;
         let Some(resolver) = ctx.services.resolver.clone() else {

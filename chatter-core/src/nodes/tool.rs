@@ -365,6 +365,12 @@ impl ToolNode {
 
 #[async_trait]
 impl Node for ToolNode {
+    /// It calls the outside world (models, tools, HTTP endpoints): a durable execution records
+    /// its intent first.
+    fn side_effects(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let messages = ctx.state.messages();
         let Some(at) = messages.iter().rposition(|m| m.role == Role::Assistant) else {

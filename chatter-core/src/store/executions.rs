@@ -152,6 +152,18 @@ pub struct ExecutionRecord {
     pub finished_at: Option<i64>,
     /// `finished_at - started_at` (ms), once ended.
     pub duration_ms: Option<i64>,
+    /// Who holds the execution's lease (runs it), if anyone.
+    #[serde(default)]
+    pub lease_owner: Option<String>,
+    /// Until when (ms) the lease holds; a `running` execution past it is resumable.
+    #[serde(default)]
+    pub lease_expires_at: Option<i64>,
+    /// When (ms) a `waiting` execution must be woken (an approval's timeout).
+    #[serde(default)]
+    pub wake_at: Option<i64>,
+    /// The graph run, for executions with no stored source (ad-hoc, chat).
+    #[serde(default)]
+    pub graph: Option<Value>,
 }
 
 /// What [`ExecutionStore::create_execution`] needs.
@@ -173,6 +185,10 @@ pub struct NewExecution {
     pub params: Value,
     /// The conversation it belongs to.
     pub conversation_id: Option<String>,
+    /// The graph run, recorded when it has no stored source (ad-hoc, chat), so the execution
+    /// can be resumed.
+    #[serde(default)]
+    pub graph: Option<Value>,
 }
 
 impl NewExecution {
@@ -187,6 +203,7 @@ impl NewExecution {
             input,
             params: Value::Object(serde_json::Map::new()),
             conversation_id: None,
+            graph: None,
         }
     }
 }
@@ -239,6 +256,19 @@ pub struct NodeRunRecord {
     pub error: Option<String>,
     /// Output of the node.
     pub output: Option<Value>,
+    /// The step it was committed in (`None` for an intent: started, not yet ended). Set by
+    /// the store; ignored when writing.
+    #[serde(default)]
+    pub step: Option<i64>,
+    /// How the node routed (`None`: by its edges); what a resume replays.
+    #[serde(default)]
+    pub route: Option<Value>,
+    /// The class of its error (`timeout`, `tool`, ...), when it failed.
+    #[serde(default)]
+    pub error_class: Option<String>,
+    /// `execution:node:iteration:attempt`, the key handed to its side effects.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 impl NodeRunRecord {
@@ -264,6 +294,10 @@ impl NodeRunRecord {
             cost: 0.0,
             error: None,
             output: None,
+            step: None,
+            route: None,
+            error_class: None,
+            idempotency_key: None,
         }
     }
 }
@@ -377,6 +411,39 @@ pub struct ExecutionOutcome {
     pub finished_at: i64,
     /// Final events (`execution_completed`, ...), appended in the same transaction.
     pub events: Vec<NewEvent>,
+}
+
+/// Which ended executions [`ExecutionStore::apply_retention`] deletes. Rules combine: an ended
+/// execution is deleted when any rule says so. Running and waiting executions are never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Keep only the newest N ended executions of each conversation (thread).
+    pub keep_last_per_conversation: Option<u32>,
+    /// Delete ended executions that finished more than this many milliseconds ago.
+    pub max_age_ms: Option<i64>,
+}
+
+impl RetentionPolicy {
+    /// Checks the policy names a rule and its numbers make sense.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for no rule or a negative age.
+    pub fn check(&self) -> StoreResult<()> {
+        if self.keep_last_per_conversation.is_none() && self.max_age_ms.is_none() {
+            return Err(crate::Error::store(
+                super::StoreErrorKind::InvalidInput,
+                "a retention policy needs keep_last_per_conversation or max_age_ms",
+            ));
+        }
+        if self.max_age_ms.is_some_and(|age| age < 0) {
+            return Err(crate::Error::store(
+                super::StoreErrorKind::InvalidInput,
+                "retention max_age_ms must not be negative",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Storage of executions and everything recorded while they run.
@@ -523,6 +590,56 @@ pub trait ExecutionStore: Send + Sync {
         }
         Ok(state)
     }
+
+    /// Records an intent: node run `run` is about to call the outside world (a model, a tool,
+    /// an HTTP endpoint) with its idempotency key. Written as a `running` node run outside any
+    /// step; a later step with the same (node, iteration, attempt) replaces it. An existing
+    /// ended run is left alone.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown execution, `Conflict` when it has ended.
+    async fn record_intent(&self, run: &NodeRunRecord) -> StoreResult<()>;
+
+    /// Takes (or renews) the lease of a non-terminal execution for `owner` until `until` (ms):
+    /// succeeds when nobody holds it, `owner` holds it, or the holder's lease expired before
+    /// `now`. Returns whether `owner` holds it now.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown execution.
+    async fn acquire_lease(&self, id: &str, owner: &str, until: i64, now: i64)
+    -> StoreResult<bool>;
+
+    /// Gives up `owner`'s lease (nothing happens when someone else holds it).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+
+    /// Sets (or clears) when a `waiting` execution must be woken.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown execution.
+    async fn set_wake_at(&self, id: &str, wake_at: Option<i64>) -> StoreResult<()>;
+
+    /// Executions due for resumption at `now`, oldest first, at most `limit`: `running` ones
+    /// whose lease expired (or that have none), and `waiting` ones whose wake-up time passed.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn list_resumable(&self, now: i64, limit: u32) -> StoreResult<Vec<ExecutionRecord>>;
+
+    /// Retention: deletes ended executions (with their node runs, events and checkpoints) by
+    /// `policy` at `now`; returns how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a policy that keeps nothing and names no rule; database failures.
+    async fn apply_retention(&self, policy: &RetentionPolicy, now: i64) -> StoreResult<u64>;
 
     /// Compaction: deletes checkpoint rows older than the latest snapshot; returns how many.
     ///

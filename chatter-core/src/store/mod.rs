@@ -65,7 +65,7 @@ pub use documents::{
 pub use executions::{
     CheckpointKind, CheckpointRecord, CheckpointState, EventRecord, ExecutionFilter, ExecutionKind,
     ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, StepCommit, StepReceipt,
+    NodeRunRecord, NodeRunStatus, RetentionPolicy, StepCommit, StepReceipt,
 };
 pub use jobs::{JobRecord, JobStatus, JobStore, NewJob};
 pub use marketplace::{

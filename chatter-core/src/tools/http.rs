@@ -704,6 +704,12 @@ fn int_in_range(
 
 #[async_trait]
 impl Node for HttpNode {
+    /// It calls the outside world (models, tools, HTTP endpoints): a durable execution records
+    /// its intent first.
+    fn side_effects(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let url = self
             .url

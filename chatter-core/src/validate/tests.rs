@@ -1,8 +1,6 @@
 //! Tests of the validator: every rule positive and negative, both shapes, hostile graphs,
 //! determinism, the contract shapes.
 
-use std::time::{Duration, Instant};
-
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -1402,9 +1400,9 @@ fn a_100_000_node_chain_reports_the_limit_and_still_runs_every_rule_fast() {
         .push(crate::NodeSpec::new("island", "llm", Default::default()));
     d.edges.push(Edge::new("e_island", "island", "end"));
 
-    let started = Instant::now();
+    // How fast is the validator bench's business (benches/validate.rs); this test checks that
+    // every rule still runs to completion on a graph this size.
     let report = validate(&d);
-    let took = started.elapsed();
     assert_eq!(
         codes_of(&report),
         vec![UNREACHABLE, TOO_MANY_NODES, TOO_MANY_EDGES],
@@ -1416,8 +1414,6 @@ fn a_100_000_node_chain_reports_the_limit_and_still_runs_every_rule_fast() {
         report.issues[1].message,
         "the definition has 100003 nodes; the limit is 100"
     );
-    // Debug builds are ~10x slower than release; release takes a few tens of milliseconds.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
@@ -1671,23 +1667,14 @@ pub(crate) fn thousand_node_graph() -> WorkflowDefinition {
 }
 
 #[test]
-fn a_thousand_nodes_and_two_thousand_edges_validate_in_milliseconds() {
+fn a_thousand_nodes_and_two_thousand_edges_validate_clean_every_time() {
+    // Its speed is measured by the validator bench (benches/validate.rs), not here.
     let d = thousand_node_graph();
     assert_eq!((d.nodes.len(), d.edges.len()), (1000, 2000));
     let validator = big_limits();
-    let mut best = Duration::MAX;
-    for _ in 0..20 {
-        let started = Instant::now();
-        let report = validator.validate(&d);
-        best = best.min(started.elapsed());
-        assert_eq!(report.issues, vec![]);
+    for _ in 0..3 {
+        assert_eq!(validator.validate(&d).issues, vec![]);
     }
-    let budget = if cfg!(debug_assertions) {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_millis(5)
-    };
-    assert!(best < budget, "best of 20: {best:?}");
 }
 
 #[test]

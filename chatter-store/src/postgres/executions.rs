@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chatter_core::store::{
     CheckpointKind, CheckpointRecord, EventRecord, ExecutionFilter, ExecutionKind,
     ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, Page, StepCommit, StepReceipt, StoreErrorKind, StoreResult,
+    NodeRunRecord, NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreErrorKind,
+    StoreResult,
 };
 use tokio_postgres::{GenericClient, Row, Statement};
 
@@ -36,6 +37,10 @@ fn execution_row(row: &Row) -> StoreResult<ExecutionRecord> {
         started_at: col(row, "started_at")?,
         finished_at: col(row, "finished_at")?,
         duration_ms: col(row, "duration_ms")?,
+        lease_owner: col(row, "lease_owner")?,
+        lease_expires_at: col(row, "lease_expires_at")?,
+        wake_at: col(row, "wake_at")?,
+        graph: col(row, "graph")?,
     })
 }
 
@@ -54,6 +59,10 @@ fn node_run_row(row: &Row) -> StoreResult<NodeRunRecord> {
         cost: col(row, "cost")?,
         error: col(row, "error")?,
         output: col(row, "output")?,
+        step: col(row, "step")?,
+        route: col(row, "route")?,
+        error_class: col(row, "error_class")?,
+        idempotency_key: col(row, "idempotency_key")?,
     })
 }
 
@@ -177,15 +186,19 @@ WITH ex AS (
     RETURNING last_event_seq, step_count
 ), node_run AS (
     INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
-        finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output)
+        finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output,
+        step, route, error_class, idempotency_key)
     SELECT $1::text, $4::text, $5::bigint, $6::bigint, $7::text, $8::bigint, $9::bigint, $10::bigint,
-        $11::bigint, $12::bigint, $13::float8, $14::text, $15::jsonb
+        $11::bigint, $12::bigint, $13::float8, $14::text, $15::jsonb, ex.step_count, $21::jsonb,
+        $22::text, $23::text
     FROM ex
     ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
         status = excluded.status, started_at = excluded.started_at,
         finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
         prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-        cost = excluded.cost, error = excluded.error, output = excluded.output
+        cost = excluded.cost, error = excluded.error, output = excluded.output,
+        step = excluded.step, route = excluded.route, error_class = excluded.error_class,
+        idempotency_key = COALESCE(excluded.idempotency_key, workflow_node_runs.idempotency_key)
 ), events AS (
     INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload)
     SELECT $1::text, ex.last_event_seq - $2::bigint + e.ord, e.ts, e.event_type, e.payload
@@ -238,6 +251,9 @@ async fn commit_one<C: GenericClient>(
                 &payloads,
                 &delta,
                 &step.snapshot,
+                &run.route,
+                &run.error_class,
+                &run.idempotency_key,
             ],
         )
         .await
@@ -267,14 +283,15 @@ impl ExecutionStore for PostgresStore {
         require("owner_id", &new.owner_id)?;
         self.limits.json("input", &new.input)?;
         self.limits.json("params", &new.params)?;
+        self.limits.opt_json("graph", new.graph.as_ref())?;
         let id = self.ids.or_new(new.id)?;
         let now = now_ms();
         let client = self.client().await?;
         let row = client
             .query_one(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status, input, params,
-                     conversation_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $9) RETURNING *",
+                     conversation_id, created_at, updated_at, graph)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $9, $10) RETURNING *",
                 &[
                     &id,
                     &new.owner_id,
@@ -285,6 +302,7 @@ impl ExecutionStore for PostgresStore {
                     &object_or_empty(new.params),
                     &new.conversation_id,
                     &now,
+                    &new.graph,
                 ],
             )
             .await
@@ -470,9 +488,12 @@ impl ExecutionStore for PostgresStore {
         }
         let now = now_ms();
         let mut client = self.client().await?;
+        chatter_core::failpoint::hit("postgres.before_commit");
         if let [step] = steps {
             let stmt = client.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
-            return Ok(vec![commit_one(&**client, &stmt, step, now).await?]);
+            let receipt = commit_one(&**client, &stmt, step, now).await?;
+            chatter_core::failpoint::hit("postgres.after_commit");
+            return Ok(vec![receipt]);
         }
         let tx = client.transaction().await.pg()?;
         let mut ids: Vec<&str> = steps
@@ -494,8 +515,10 @@ impl ExecutionStore for PostgresStore {
         let mut receipts = Vec::with_capacity(steps.len());
         for step in steps {
             receipts.push(commit_one(&*tx, &stmt, step, now).await?);
+            chatter_core::failpoint::hit("postgres.mid_group");
         }
         tx.commit().await.pg()?;
+        chatter_core::failpoint::hit("postgres.after_commit");
         Ok(receipts)
     }
 
@@ -579,6 +602,143 @@ impl ExecutionStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn record_intent(&self, run: &NodeRunRecord) -> StoreResult<()> {
+        require("node_run.execution_id", &run.execution_id)?;
+        require("node_run.node_id", &run.node_id)?;
+        let client = self.client().await?;
+        // One statement: the insert selects from the execution row (locked, not ended), so an
+        // unknown or ended execution gets nothing written.
+        let row = client
+            .query_opt(
+                "WITH ex AS (
+                     SELECT id FROM workflow_executions
+                     WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled') FOR UPDATE
+                 ), ins AS (
+                     INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
+                         started_at, idempotency_key)
+                     SELECT $1, $2, $3, $4, 'running', $5, $6 FROM ex
+                     ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
+                         idempotency_key = excluded.idempotency_key
+                     WHERE workflow_node_runs.status = 'running'
+                 )
+                 SELECT id FROM ex",
+                &[
+                    &run.execution_id,
+                    &run.node_id,
+                    &run.iteration,
+                    &run.attempt,
+                    &run.started_at,
+                    &run.idempotency_key,
+                ],
+            )
+            .await
+            .pg()?;
+        if row.is_none() {
+            return Err(explain_no_row(&**client, &run.execution_id, None).await);
+        }
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        require("lease owner", owner)?;
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE workflow_executions SET lease_owner = $2, lease_expires_at = $3
+                 WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+                   AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at IS NULL
+                        OR lease_expires_at < $4)",
+                &[&id, &owner, &until, &now],
+            )
+            .await
+            .pg()?;
+        if updated == 0 {
+            let exists = client
+                .query_opt("SELECT 1 FROM workflow_executions WHERE id = $1", &[&id])
+                .await
+                .pg()?;
+            if exists.is_none() {
+                return Err(not_found("execution", id));
+            }
+        }
+        Ok(updated > 0)
+    }
+
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE workflow_executions SET lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $1 AND lease_owner = $2",
+                &[&id, &owner],
+            )
+            .await
+            .pg()?;
+        Ok(())
+    }
+
+    async fn set_wake_at(&self, id: &str, wake_at: Option<i64>) -> StoreResult<()> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE workflow_executions SET wake_at = $2 WHERE id = $1",
+                &[&id, &wake_at],
+            )
+            .await
+            .pg()?;
+        if updated == 0 {
+            return Err(not_found("execution", id));
+        }
+        Ok(())
+    }
+
+    async fn list_resumable(&self, now: i64, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
+        let client = self.client().await?;
+        let limit = Page::new(limit, 0).sql_limit();
+        client
+            .query(
+                "SELECT * FROM workflow_executions
+                 WHERE (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1))
+                    OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $1)
+                 ORDER BY created_at, id LIMIT $2",
+                &[&now, &limit],
+            )
+            .await
+            .pg()?
+            .iter()
+            .map(execution_row)
+            .collect()
+    }
+
+    async fn apply_retention(&self, policy: &RetentionPolicy, now: i64) -> StoreResult<u64> {
+        policy.check()?;
+        let keep = policy.keep_last_per_conversation.map(i64::from);
+        let cutoff = policy.max_age_ms.map(|age| now.saturating_sub(age));
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM workflow_executions WHERE id IN (
+                     SELECT id FROM (
+                         SELECT id, finished_at, conversation_id,
+                             ROW_NUMBER() OVER (PARTITION BY conversation_id
+                                                ORDER BY created_at DESC, id DESC) AS rank
+                         FROM workflow_executions
+                         WHERE status IN ('completed', 'failed', 'cancelled')
+                     ) ranked
+                     WHERE ($1::bigint IS NOT NULL AND conversation_id IS NOT NULL AND rank > $1::bigint)
+                        OR ($2::bigint IS NOT NULL AND finished_at < $2::bigint))",
+                &[&keep, &cutoff],
+            )
+            .await
+            .pg()
     }
 
     async fn compact_checkpoints(&self, execution_id: &str) -> StoreResult<u64> {

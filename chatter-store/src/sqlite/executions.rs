@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chatter_core::store::{
     CheckpointKind, CheckpointRecord, EventRecord, ExecutionFilter, ExecutionOutcome,
     ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution, NodeRunRecord,
-    NodeRunStatus, Page, StepCommit, StepReceipt, StoreResult,
+    NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreResult,
 };
 use rusqlite::{Connection, params};
 
@@ -14,7 +14,8 @@ use crate::common::{conflict, invalid, not_found, now_ms, object_or_empty, requi
 
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
     response, error, prompt_tokens, completion_tokens, total_tokens, cost, conversation_id, \
-    last_event_seq, step_count, created_at, updated_at, started_at, finished_at, duration_ms";
+    last_event_seq, step_count, created_at, updated_at, started_at, finished_at, duration_ms, \
+    lease_owner, lease_expires_at, wake_at, graph";
 
 fn execution_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     Ok(ExecutionRecord {
@@ -41,6 +42,10 @@ fn execution_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         started_at: row.get("started_at")?,
         finished_at: row.get("finished_at")?,
         duration_ms: row.get("duration_ms")?,
+        lease_owner: row.get("lease_owner")?,
+        lease_expires_at: row.get("lease_expires_at")?,
+        wake_at: row.get("wake_at")?,
+        graph: opt_json_at(row, "graph")?,
     })
 }
 
@@ -59,6 +64,10 @@ fn node_run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRunRecord> {
         cost: row.get("cost")?,
         error: row.get("error")?,
         output: opt_json_at(row, "output")?,
+        step: row.get("step")?,
+        route: opt_json_at(row, "route")?,
+        error_class: row.get("error_class")?,
+        idempotency_key: row.get("idempotency_key")?,
     })
 }
 
@@ -177,13 +186,16 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
     let first_seq = last_seq - step.events.len() as i64 + 1;
     conn.prepare_cached(
         "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
-             finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output,
+             step, route, error_class, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
              status = excluded.status, started_at = excluded.started_at,
              finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
              prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-             cost = excluded.cost, error = excluded.error, output = excluded.output",
+             cost = excluded.cost, error = excluded.error, output = excluded.output,
+             step = excluded.step, route = excluded.route, error_class = excluded.error_class,
+             idempotency_key = COALESCE(excluded.idempotency_key, idempotency_key)",
     )
     .db()?
     .execute(params![
@@ -199,9 +211,15 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
         run.completion_tokens,
         run.cost,
         run.error,
-        run.output.as_ref().map(to_json_text)
+        run.output.as_ref().map(to_json_text),
+        step_no,
+        run.route.as_ref().map(to_json_text),
+        run.error_class,
+        run.idempotency_key
     ])
     .db()?;
+    // Killed here, the transaction is half-written: the store must come back without it.
+    chatter_core::failpoint::hit("sqlite.mid_step");
     insert_events(conn, id, first_seq, &step.events)?;
     let mut checkpoint = conn
         .prepare_cached(
@@ -264,7 +282,9 @@ pub(crate) fn commit_group(
         // Dropping an uncommitted savepoint rolls it back.
         results.push(receipts);
     }
+    chatter_core::failpoint::hit("sqlite.before_commit");
     tx.commit().db()?;
+    chatter_core::failpoint::hit("sqlite.after_commit");
     Ok(results)
 }
 
@@ -274,13 +294,14 @@ impl ExecutionStore for SqliteStore {
         require("owner_id", &new.owner_id)?;
         self.limits.json("input", &new.input)?;
         self.limits.json("params", &new.params)?;
+        self.limits.opt_json("graph", new.graph.as_ref())?;
         let id = self.ids.or_new(new.id)?;
         let now = now_ms();
         self.write(move |conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
-                     input, params, conversation_id, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9) RETURNING {COLUMNS}"
+                     input, params, conversation_id, created_at, updated_at, graph)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?10) RETURNING {COLUMNS}"
             ))
             .db()?
             .query_row(
@@ -293,7 +314,8 @@ impl ExecutionStore for SqliteStore {
                     to_json_text(&object_or_empty(new.input)),
                     to_json_text(&object_or_empty(new.params)),
                     new.conversation_id,
-                    now
+                    now,
+                    new.graph.as_ref().map(to_json_text)
                 ],
                 execution_row,
             )
@@ -574,6 +596,151 @@ impl ExecutionStore for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn record_intent(&self, run: &NodeRunRecord) -> StoreResult<()> {
+        require("node_run.execution_id", &run.execution_id)?;
+        require("node_run.node_id", &run.node_id)?;
+        let run = run.clone();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .db()?;
+            match status_of(&tx, &run.execution_id)? {
+                None => return Err(not_found("execution", &run.execution_id)),
+                Some(status) if status.is_terminal() => {
+                    return Err(conflict(format!(
+                        "execution `{}` has ended ({status})",
+                        run.execution_id
+                    )));
+                }
+                Some(_) => {}
+            }
+            tx.prepare_cached(
+                "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
+                     started_at, idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)
+                 ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
+                     idempotency_key = excluded.idempotency_key
+                 WHERE status = 'running'",
+            )
+            .db()?
+            .execute(params![
+                run.execution_id,
+                run.node_id,
+                run.iteration,
+                run.attempt,
+                run.started_at,
+                run.idempotency_key
+            ])
+            .db()?;
+            tx.commit().db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        require("lease owner", owner)?;
+        let (key, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |conn| {
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE workflow_executions SET lease_owner = ?2, lease_expires_at = ?3
+                     WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')
+                       AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_at IS NULL
+                            OR lease_expires_at < ?4)",
+                )
+                .db()?
+                .execute(params![key, owner, until, now])
+                .db()?;
+            if updated == 0 && status_of(conn, &key)?.is_none() {
+                return Err(not_found("execution", &key));
+            }
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        let (key, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE workflow_executions SET lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )
+            .db()?
+            .execute(params![key, owner])
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_wake_at(&self, id: &str, wake_at: Option<i64>) -> StoreResult<()> {
+        let key = id.to_owned();
+        self.write(move |conn| {
+            let updated = conn
+                .prepare_cached("UPDATE workflow_executions SET wake_at = ?2 WHERE id = ?1")
+                .db()?
+                .execute(params![key, wake_at])
+                .db()?;
+            if updated == 0 {
+                return Err(not_found("execution", &key));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_resumable(&self, now: i64, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
+        let limit = Page::new(limit, 0).sql_limit();
+        self.read(move |conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM workflow_executions
+                     WHERE (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?1))
+                        OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?1)
+                     ORDER BY created_at, id LIMIT ?2"
+                ),
+                params![now, limit],
+                execution_row,
+            )
+        })
+        .await
+    }
+
+    async fn apply_retention(&self, policy: &RetentionPolicy, now: i64) -> StoreResult<u64> {
+        policy.check()?;
+        let policy = *policy;
+        self.write(move |conn| {
+            let keep = policy.keep_last_per_conversation.map(i64::from);
+            let cutoff = policy.max_age_ms.map(|age| now.saturating_sub(age));
+            let deleted = conn
+                .execute(
+                    "DELETE FROM workflow_executions WHERE id IN (
+                         SELECT id FROM (
+                             SELECT id, finished_at, conversation_id,
+                                 ROW_NUMBER() OVER (PARTITION BY conversation_id
+                                                    ORDER BY created_at DESC, id DESC) AS rank
+                             FROM workflow_executions
+                             WHERE status IN ('completed', 'failed', 'cancelled')
+                         )
+                         WHERE (?1 IS NOT NULL AND conversation_id IS NOT NULL AND rank > ?1)
+                            OR (?2 IS NOT NULL AND finished_at < ?2))",
+                    params![keep, cutoff],
+                )
+                .db()?;
+            Ok(deleted as u64)
         })
         .await
     }

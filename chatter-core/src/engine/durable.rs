@@ -1,0 +1,468 @@
+//! Durable execution (DESIGN §8): the engine commits each step to an [`ExecutionStore`] while it
+//! runs, and replays the committed steps of an execution to resume it.
+//!
+//! A *step* is one node run's end (completed, failed, skipped, cancelled or waiting) with its
+//! state delta and the events since the previous step, written in one transaction by
+//! [`ExecutionStore::commit_steps`]. Completions that happen together share a transaction. How
+//! soon a step is written is the [`DurabilityMode`].
+//!
+//! Before a node that calls the outside world (see [`crate::Node::side_effects`]) runs, the
+//! engine records its *intent* (a `running` node run with its idempotency key
+//! `execution:node:iteration:attempt`) in `sync` mode.
+//!
+//! Resuming replays the committed completions in their commit order through the scheduler
+//! without running their nodes (their recorded deltas and routes are applied, their events are
+//! not emitted again), so every bookkeeping decision (joins, loops, iterations, attempts) is
+//! the one the original run took. Node runs that had started but not ended are then run again
+//! with the same idempotency key, and the execution continues live, its events numbered after
+//! the last stored one.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::node::Route;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
+use crate::state::StateDelta;
+use crate::store::{ExecutionStore, NewEvent, NodeRunRecord, StepCommit, StoreErrorKind};
+
+/// How soon the engine writes each step (DESIGN §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// Each step is committed before the next node starts (completions that end together share
+    /// one transaction); side-effecting nodes record their intent first. A crash loses at most
+    /// the node runs in flight, which a resume runs again with the same idempotency key.
+    #[default]
+    Sync,
+    /// Steps are handed to a writer task and committed in batches while the execution goes on;
+    /// the execution's end waits for them. A crash may lose the last steps.
+    Async,
+    /// Everything is written when the execution ends (or pauses), in one transaction. A crash
+    /// loses the execution in flight.
+    Exit,
+}
+
+impl DurabilityMode {
+    /// The snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurabilityMode::Sync => "sync",
+            DurabilityMode::Async => "async",
+            DurabilityMode::Exit => "exit",
+        }
+    }
+
+    /// Parses `sync`, `async` or `exit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for another name.
+    pub fn parse(name: &str) -> Result<DurabilityMode> {
+        match name {
+            "sync" => Ok(DurabilityMode::Sync),
+            "async" => Ok(DurabilityMode::Async),
+            "exit" => Ok(DurabilityMode::Exit),
+            other => Err(Error::Config {
+                message: format!(
+                    "unknown durability mode `{other}` (expected sync, async or exit)"
+                ),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for DurabilityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where and how an execution is made durable ([`super::RunOptions::durability`]).
+///
+/// The execution's row must exist in the store and be `running` (the
+/// [`crate::tracker::WorkflowTracker`] creates it): the engine writes the steps, and the outcome
+/// when the execution ends (or the `waiting` status when it pauses).
+#[derive(Clone)]
+pub struct Durability {
+    /// The store written to.
+    pub store: Arc<dyn ExecutionStore>,
+    /// How soon steps are written.
+    pub mode: DurabilityMode,
+    /// A full state snapshot is written every this many steps (0: never), so reading the
+    /// state at a step never applies more than this many deltas.
+    pub snapshot_every: u32,
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durability")
+            .field("mode", &self.mode)
+            .field("snapshot_every", &self.snapshot_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durability {
+    /// The default number of steps between snapshots.
+    pub const DEFAULT_SNAPSHOT_EVERY: u32 = 100;
+
+    /// Durability in `store` with `mode` and the default snapshot interval.
+    pub fn new(store: Arc<dyn ExecutionStore>, mode: DurabilityMode) -> Durability {
+        Durability {
+            store,
+            mode,
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+        }
+    }
+}
+
+/// One committed node run end, as a resume replays it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RecordedRun {
+    pub(crate) node_id: String,
+    pub(crate) iteration: u32,
+    pub(crate) attempt: u32,
+    pub(crate) started_at_ms: i64,
+    pub(crate) duration_ms: u64,
+    pub(crate) outcome: RecordedOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RecordedOutcome {
+    Completed {
+        delta: Box<StateDelta>,
+        route: Route,
+        output: Value,
+    },
+    Failed {
+        class: String,
+        message: String,
+    },
+}
+
+/// What a resumed (or forked) execution replays before it goes on live.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Replay {
+    /// Completions to apply, in their original order.
+    pub(crate) runs: VecDeque<RecordedRun>,
+    /// The stored events (the log continues after them); empty for a fork.
+    pub(crate) events: Vec<Event>,
+    /// Whether replayed runs are recorded again as steps of this execution (a fork copies
+    /// them into its own record) rather than silently applied (a resume).
+    pub(crate) record: bool,
+    /// Variables edited by a fork, applied once this many runs have been replayed.
+    pub(crate) edits: Option<(usize, StateDelta)>,
+    /// Input for a waiting node (an approval's decision), by node id.
+    pub(crate) resume_inputs: Vec<(String, Value)>,
+}
+
+/// A route as stored on a node run (`None`: by the edges).
+pub(crate) fn route_to_json(route: &Route) -> Option<Value> {
+    match route {
+        Route::Edges => None,
+        Route::Branch(name) => Some(json!({ "branch": name })),
+        Route::Stop { error } => Some(json!({ "stop": error })),
+        Route::RetryFailed => Some(json!("retry_failed")),
+        Route::Wait => Some(json!("wait")),
+    }
+}
+
+/// A stored route back.
+///
+/// # Errors
+///
+/// [`Error::Store`] (`invalid_input`) for a value that is no route.
+pub(crate) fn route_from_json(value: Option<&Value>) -> Result<Route> {
+    let Some(value) = value else {
+        return Ok(Route::Edges);
+    };
+    match value {
+        Value::Null => Ok(Route::Edges),
+        Value::String(s) if s == "retry_failed" => Ok(Route::RetryFailed),
+        Value::String(s) if s == "wait" => Ok(Route::Wait),
+        Value::Object(map) => {
+            if let Some(Value::String(branch)) = map.get("branch") {
+                return Ok(Route::Branch(branch.clone()));
+            }
+            if let Some(stop) = map.get("stop") {
+                return Ok(Route::Stop {
+                    error: stop.as_str().map(str::to_owned),
+                });
+            }
+            Err(bad_route(value))
+        }
+        _ => Err(bad_route(value)),
+    }
+}
+
+fn bad_route(value: &Value) -> Error {
+    Error::store(
+        StoreErrorKind::InvalidInput,
+        format!("stored node route {value} is not a route"),
+    )
+}
+
+/// An engine event as stored: its type and its payload (the event without the envelope).
+pub(crate) fn new_event(event: &Event) -> NewEvent {
+    let mut payload = serde_json::to_value(&event.kind).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut payload {
+        map.remove("type");
+    }
+    NewEvent::new(event.ts_ms, event.kind.type_name(), payload)
+}
+
+/// A stored event back into an engine event.
+///
+/// # Errors
+///
+/// [`Error::Store`] (`invalid_input`) for an event type or payload the engine does not know.
+pub fn event_from_record(record: &crate::store::EventRecord) -> Result<Event> {
+    let mut payload = record.payload.clone();
+    match &mut payload {
+        Value::Object(map) => {
+            map.insert("type".into(), Value::String(record.event_type.clone()));
+        }
+        Value::Null => {
+            payload = json!({ "type": record.event_type });
+        }
+        _ => {
+            return Err(Error::store(
+                StoreErrorKind::InvalidInput,
+                format!(
+                    "stored event {} has a payload that is not an object",
+                    record.seq
+                ),
+            ));
+        }
+    }
+    let kind: EventKind = serde_json::from_value(payload).map_err(|e| {
+        Error::store(
+            StoreErrorKind::InvalidInput,
+            format!(
+                "stored event {} (`{}`) is not an engine event: {e}",
+                record.seq, record.event_type
+            ),
+        )
+    })?;
+    Ok(Event {
+        execution_id: record.execution_id.clone(),
+        seq: u64::try_from(record.seq).unwrap_or(0),
+        ts_ms: record.ts,
+        kind,
+    })
+}
+
+/// Turns the stored node runs and delta checkpoints of an execution into the runs a resume
+/// replays: the completed and failed ones, in step order, up to `last_step` when given.
+///
+/// # Errors
+///
+/// [`Error::Store`] (`invalid_input`) for a stored delta or route the engine cannot read.
+pub(crate) fn recorded_runs(
+    mut runs: Vec<NodeRunRecord>,
+    deltas: &std::collections::HashMap<i64, Value>,
+    last_step: Option<i64>,
+) -> Result<VecDeque<RecordedRun>> {
+    runs.retain(|r| {
+        r.step
+            .is_some_and(|s| last_step.is_none_or(|last| s <= last))
+            && matches!(
+                r.status,
+                crate::store::NodeRunStatus::Completed | crate::store::NodeRunStatus::Failed
+            )
+    });
+    runs.sort_by_key(|r| r.step);
+    let mut out = VecDeque::with_capacity(runs.len());
+    for run in runs {
+        let step = run.step.unwrap_or_default();
+        let outcome = match run.status {
+            crate::store::NodeRunStatus::Completed => {
+                let delta = match deltas.get(&step) {
+                    Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                        Error::store(
+                            StoreErrorKind::InvalidInput,
+                            format!("the stored delta of step {step} is not a state delta: {e}"),
+                        )
+                    })?,
+                    None => StateDelta::default(),
+                };
+                RecordedOutcome::Completed {
+                    delta: Box::new(delta),
+                    route: route_from_json(run.route.as_ref())?,
+                    output: run.output.clone().unwrap_or(Value::Null),
+                }
+            }
+            _ => RecordedOutcome::Failed {
+                class: run.error_class.clone().unwrap_or_else(|| "internal".into()),
+                message: run.error.clone().unwrap_or_default(),
+            },
+        };
+        out.push_back(RecordedRun {
+            node_id: run.node_id,
+            iteration: u32::try_from(run.iteration).unwrap_or(0),
+            attempt: u32::try_from(run.attempt).unwrap_or(1),
+            started_at_ms: run.started_at,
+            duration_ms: u64::try_from(run.duration_ms.unwrap_or(0)).unwrap_or(0),
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+/// The async mode's writer task and the channel feeding it.
+type BackgroundWriter = (
+    tokio::sync::mpsc::UnboundedSender<Vec<StepCommit>>,
+    tokio::task::JoinHandle<Result<()>>,
+);
+
+/// Writes the steps of one execution as its [`DurabilityMode`] says.
+pub(crate) struct StepWriter {
+    pub(crate) store: Arc<dyn ExecutionStore>,
+    pub(crate) mode: DurabilityMode,
+    pub(crate) snapshot_every: u32,
+    /// Steps staged and not yet handed to the store.
+    pub(crate) staged: Vec<StepCommit>,
+    /// Steps written or handed over so far (for the snapshot interval).
+    pub(crate) steps: u64,
+    /// The async mode's writer task.
+    background: Option<BackgroundWriter>,
+    /// The first failure; no more steps are written after it.
+    pub(crate) failed: Option<Error>,
+}
+
+impl StepWriter {
+    pub(crate) fn new(durability: Durability) -> StepWriter {
+        StepWriter {
+            store: durability.store,
+            mode: durability.mode,
+            snapshot_every: durability.snapshot_every,
+            staged: Vec::new(),
+            steps: 0,
+            background: None,
+            failed: None,
+        }
+    }
+
+    /// Whether a snapshot is due with the next step.
+    pub(crate) fn snapshot_due(&mut self) -> bool {
+        self.steps += 1;
+        self.snapshot_every > 0 && self.steps.is_multiple_of(u64::from(self.snapshot_every))
+    }
+
+    /// Writes (sync), hands over (async) or keeps (exit) the staged steps.
+    pub(crate) async fn flush(&mut self, at_end: bool) {
+        if self.staged.is_empty() || self.failed.is_some() {
+            return;
+        }
+        match self.mode {
+            DurabilityMode::Sync => {
+                let steps = std::mem::take(&mut self.staged);
+                crate::failpoint::hit("engine.before_commit_steps");
+                if let Err(error) = self.store.commit_steps(&steps).await {
+                    self.failed = Some(error);
+                }
+                crate::failpoint::hit("engine.after_commit_steps");
+            }
+            DurabilityMode::Async => {
+                let steps = std::mem::take(&mut self.staged);
+                let (sender, _) = self.background.get_or_insert_with(|| {
+                    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                    let task = tokio::spawn(write_in_background(self.store.clone(), receiver));
+                    (sender, task)
+                });
+                if sender.send(steps).is_err() {
+                    self.failed = Some(Error::Internal {
+                        message: "the step writer task has stopped".into(),
+                    });
+                }
+            }
+            DurabilityMode::Exit => {
+                if at_end {
+                    let steps = std::mem::take(&mut self.staged);
+                    if let Err(error) = self.store.commit_steps(&steps).await {
+                        self.failed = Some(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes everything and waits for the async writer; returns the first failure.
+    pub(crate) async fn finish(&mut self) -> Option<Error> {
+        self.flush(true).await;
+        if let Some((sender, task)) = self.background.take() {
+            drop(sender);
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    self.failed.get_or_insert(error);
+                }
+                Err(error) => {
+                    self.failed.get_or_insert(Error::Internal {
+                        message: format!("the step writer task died: {error}"),
+                    });
+                }
+            }
+        }
+        self.failed.take()
+    }
+}
+
+/// The async mode's writer: commits what arrives, grouping what queued up meanwhile.
+async fn write_in_background(
+    store: Arc<dyn ExecutionStore>,
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<Vec<StepCommit>>,
+) -> Result<()> {
+    while let Some(mut batch) = receiver.recv().await {
+        while let Ok(more) = receiver.try_recv() {
+            batch.extend(more);
+        }
+        store.commit_steps(&batch).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_round_trip_through_json() {
+        for route in [
+            Route::Edges,
+            Route::Branch("approve".into()),
+            Route::Stop { error: None },
+            Route::Stop {
+                error: Some("no".into()),
+            },
+            Route::RetryFailed,
+            Route::Wait,
+        ] {
+            let stored = route_to_json(&route);
+            assert_eq!(route_from_json(stored.as_ref()).unwrap(), route);
+        }
+        assert!(route_from_json(Some(&json!(42))).is_err());
+        assert!(route_from_json(Some(&json!({"elsewhere": 1}))).is_err());
+    }
+
+    #[test]
+    fn durability_modes_parse_and_refuse_unknown_names() {
+        for mode in [
+            DurabilityMode::Sync,
+            DurabilityMode::Async,
+            DurabilityMode::Exit,
+        ] {
+            assert_eq!(DurabilityMode::parse(mode.as_str()).unwrap(), mode);
+        }
+        let err = DurabilityMode::parse("eventually").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown durability mode `eventually`")
+        );
+    }
+}

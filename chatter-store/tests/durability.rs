@@ -1,0 +1,950 @@
+//! Durable execution against real stores (DESIGN §8): resume after a crash without running
+//! anything twice, approvals (also in loops and in a row), time travel, durability modes,
+//! resumable event streams, retention. SQLite (a file, so a "crashed process" and its successor
+//! can both open it) and Postgres (`CHATTER_TEST_POSTGRES_URL`, a fresh schema per test).
+//!
+//! A crash is simulated in-process by running the execution on its own tokio runtime with its
+//! own store connection and dropping that runtime while a node is blocked: nothing after that
+//! point runs or is written, as when a process dies. The crash-injection suite
+//! (`tests/crash.rs`) does the same with real processes and `SIGKILL`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatter_core::engine::{
+    DurabilityMode, Engine, ExecutionStatus as RunStatus, Node, NodeContext, NodeOutput, RunOptions,
+};
+use chatter_core::store::*;
+use chatter_core::tracker::{Decision, ExecutionMeta, StoreGraphSource, WorkflowTracker};
+use chatter_core::{Error, NodeSpec, StateDelta, VariableOp, WorkflowDefinition};
+use chatter_store::{StoreOptions, connect_with};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Harness: a backend is a URL and options, so a crashed "process" and its successor each
+// connect on their own.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Backend {
+    url: String,
+    options: StoreOptions,
+}
+
+impl Backend {
+    async fn connect(&self) -> Arc<dyn Store> {
+        connect_with(&self.url, self.options.clone()).await.unwrap()
+    }
+}
+
+async fn on_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = std::env::temp_dir().join(format!("chatter-durability-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = Backend {
+        url: format!("sqlite://{}/chatter.db", dir.display()),
+        options: StoreOptions::default(),
+    };
+    case(backend).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn on_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(url) = std::env::var("CHATTER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let schema = format!(
+        "chatter_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let mut options = StoreOptions::default();
+    options.pg_schema = Some(schema.clone());
+    options.pg_pool_size = 4;
+    let backend = Backend {
+        url: url.clone(),
+        options,
+    };
+    // Fails (not skips) when the URL is set but Postgres is not usable.
+    drop(backend.connect().await);
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(case(backend))).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::on_sqlite(super::cases::$case).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::on_postgres(super::cases::$case).await; })*
+        }
+    };
+}
+
+on_every_backend!(
+    resume_after_a_crash_runs_nothing_twice,
+    approval_pauses_and_resumes_with_a_decision,
+    approval_in_a_loop_resumes_twice,
+    state_after_two_interrupts_keeps_both_decisions,
+    approval_timeout_takes_the_configured_decision,
+    steps_list_states_and_fork_leaves_the_original_untouched,
+    every_durability_mode_records_the_same_steps,
+    retention_deletes_only_ended_executions,
+);
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes and workflows of the tests
+// ---------------------------------------------------------------------------------------------
+
+/// Effects applied, by idempotency key: how many times each key was *called*.
+type Effects = Arc<Mutex<HashMap<String, u32>>>;
+
+/// A side-effecting node: records its idempotency key (like a payment with a key) and appends
+/// its id to `variables.trail`.
+struct Effect {
+    effects: Effects,
+}
+
+#[async_trait]
+impl Node for Effect {
+    async fn run(&self, ctx: NodeContext) -> chatter_core::Result<NodeOutput> {
+        *self
+            .effects
+            .lock()
+            .unwrap()
+            .entry(ctx.idempotency_key())
+            .or_insert(0) += 1;
+        Ok(NodeOutput::delta(StateDelta {
+            variables: vec![("trail".into(), VariableOp::Append(json!(ctx.node_id())))],
+            ..StateDelta::default()
+        }))
+    }
+
+    fn side_effects(&self) -> bool {
+        true
+    }
+}
+
+/// Blocks forever while `armed` (the moment a crash is simulated), else passes.
+struct Gate {
+    armed: Arc<AtomicBool>,
+    reached: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl Node for Gate {
+    async fn run(&self, _ctx: NodeContext) -> chatter_core::Result<NodeOutput> {
+        if self.armed.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+            futures::future::pending::<()>().await;
+        }
+        Ok(NodeOutput::default())
+    }
+}
+
+struct Kit {
+    effects: Effects,
+    armed: Arc<AtomicBool>,
+    reached: Arc<tokio::sync::Notify>,
+}
+
+impl Kit {
+    fn new() -> Kit {
+        Kit {
+            effects: Arc::default(),
+            armed: Arc::new(AtomicBool::new(false)),
+            reached: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    fn engine(&self) -> Engine {
+        let effects = self.effects.clone();
+        let (armed, reached) = (self.armed.clone(), self.reached.clone());
+        Engine::builder()
+            .register_node("effect", move |_: &NodeSpec| {
+                Ok(Arc::new(Effect {
+                    effects: effects.clone(),
+                }) as Arc<dyn Node>)
+            })
+            .register_node("gate", move |_: &NodeSpec| {
+                Ok(Arc::new(Gate {
+                    armed: armed.clone(),
+                    reached: reached.clone(),
+                }) as Arc<dyn Node>)
+            })
+            .build()
+    }
+
+    fn calls(&self) -> HashMap<String, u32> {
+        self.effects.lock().unwrap().clone()
+    }
+}
+
+fn definition(value: Value) -> WorkflowDefinition {
+    WorkflowDefinition::from_value(&value).unwrap()
+}
+
+/// start → a → b → gate → c → end, all effects but the gate.
+fn effects_chain() -> WorkflowDefinition {
+    definition(json!({
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "a", "type": "effect"},
+            {"id": "b", "type": "effect"},
+            {"id": "gate", "type": "gate"},
+            {"id": "c", "type": "effect"},
+            {"id": "end", "type": "end"}
+        ],
+        "edges": [
+            {"source": "start", "target": "a"},
+            {"source": "a", "target": "b"},
+            {"source": "b", "target": "gate"},
+            {"source": "gate", "target": "c"},
+            {"source": "c", "target": "end"}
+        ]
+    }))
+}
+
+/// start → ask (approval) → yes / no → end.
+fn approval_flow() -> WorkflowDefinition {
+    definition(json!({
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "ask", "type": "approval", "config": {
+                "question": "Send {{ input.item }}?",
+                "allowed_decisions": ["approve", "reject"],
+                "input_schema": {"type": "object", "properties": {"note": {"type": "string"}}}
+            }},
+            {"id": "yes", "type": "effect"},
+            {"id": "no", "type": "effect"},
+            {"id": "end", "type": "end"}
+        ],
+        "edges": [
+            {"source": "start", "target": "ask"},
+            {"source": "ask", "target": "yes", "sourceHandle": "approve"},
+            {"source": "ask", "target": "no", "sourceHandle": "reject"},
+            {"source": "yes", "target": "end"},
+            {"source": "no", "target": "end"}
+        ]
+    }))
+}
+
+fn meta() -> ExecutionMeta {
+    ExecutionMeta::new("alice", ExecutionKind::Adhoc)
+}
+
+/// The stored events of an execution, checked contiguous from 1.
+async fn stored_events(s: &Arc<dyn Store>, id: &str) -> Vec<EventRecord> {
+    let events = s.list_events(id, 0, 10_000).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(seqs, expected, "event sequence of {id} is not contiguous");
+    events
+}
+
+fn count_of(events: &[EventRecord], event_type: &str) -> usize {
+    events.iter().filter(|e| e.event_type == event_type).count()
+}
+
+/// `node_completed` events by node id, in order.
+fn completed_nodes(events: &[EventRecord]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event_type == "node_completed")
+        .map(|e| e.payload["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+mod cases {
+    use super::*;
+
+    pub async fn resume_after_a_crash_runs_nothing_twice(backend: Backend) {
+        // The reference: the same workflow, uninterrupted.
+        let reference_kit = Kit::new();
+        let s = backend.connect().await;
+        let reference = WorkflowTracker::new(s.clone())
+            .run(
+                &reference_kit.engine(),
+                &effects_chain(),
+                json!({"message": "go"}),
+                RunOptions::default(),
+                meta(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(reference.status, RunStatus::Completed);
+
+        // The crashing "process": its own runtime and store connection, dropped at the gate.
+        let kit = Kit::new();
+        kit.armed.store(true, Ordering::SeqCst);
+        let id = ulid::Ulid::new().to_string();
+        {
+            let (backend, engine, id, reached) = (
+                backend.clone(),
+                kit.engine(),
+                id.clone(),
+                kit.reached.clone(),
+            );
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let store = backend.connect().await;
+                    let tracker = WorkflowTracker::new(store).lease_ms(200);
+                    let def = effects_chain();
+                    let run = tokio::spawn(async move {
+                        tracker
+                            .run(
+                                &engine,
+                                &def,
+                                json!({"message": "go"}),
+                                RunOptions::default().execution_id(id),
+                                meta(),
+                            )
+                            .await
+                    });
+                    reached.notified().await;
+                    drop(run);
+                });
+                runtime.shutdown_background();
+            })
+            .join()
+            .unwrap();
+        }
+        let crashed = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(crashed.status, ExecutionStatus::Running);
+        let before = stored_events(&s, &id).await;
+        assert_eq!(completed_nodes(&before), ["start", "a", "b"]);
+
+        // Its lease (200 ms) runs out; a new worker resumes everything due.
+        kit.armed.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let tracker = WorkflowTracker::new(s.clone());
+        let now = now_ms();
+        let resumed = tracker
+            .resume_due(&kit.engine(), &StoreGraphSource::new(s.clone()), now)
+            .await
+            .unwrap();
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].0, id);
+        let result = resumed
+            .into_iter()
+            .next()
+            .unwrap()
+            .1
+            .unwrap()
+            .into_result()
+            .unwrap();
+
+        assert_eq!(result.status, RunStatus::Completed);
+        assert_eq!(result.execution_id, id);
+        assert_eq!(result.variables, reference.variables);
+        assert_eq!(result.variables["trail"], json!(["a", "b", "c"]));
+        // Every effect once, under the key of its node run.
+        let calls = kit.calls();
+        let mut keys: Vec<&String> = calls.keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                &format!("{id}:a:0:1"),
+                &format!("{id}:b:0:1"),
+                &format!("{id}:c:0:1")
+            ]
+        );
+        assert!(calls.values().all(|&n| n == 1), "{calls:?}");
+
+        // The event log continues the same sequence: nothing lost, nothing repeated.
+        let events = stored_events(&s, &id).await;
+        assert_eq!(events[..before.len()], before[..]);
+        assert_eq!(
+            completed_nodes(&events),
+            ["start", "a", "b", "gate", "c", "end"]
+        );
+        assert_eq!(count_of(&events, "execution_started"), 1);
+        assert_eq!(count_of(&events, "execution_completed"), 1);
+        let row = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(row.status, ExecutionStatus::Completed);
+        assert_eq!(row.last_event_seq, events.len() as i64);
+        assert_eq!(row.lease_owner, None);
+        // The side-effecting runs carry their idempotency keys.
+        let runs = s.list_node_runs(&id).await.unwrap();
+        let c = runs.iter().find(|r| r.node_id == "c").unwrap();
+        assert_eq!(c.idempotency_key.as_deref(), Some(&*format!("{id}:c:0:1")));
+        assert_eq!(c.status, NodeRunStatus::Completed);
+        // Nothing is due any more.
+        assert!(s.list_resumable(now + 60_000, 10).await.unwrap().is_empty());
+    }
+
+    pub async fn approval_pauses_and_resumes_with_a_decision(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        let def = approval_flow();
+        let mut seen = Vec::new();
+        let first = tracker
+            .run_observed(
+                &engine,
+                &def,
+                json!({"item": "the invoice"}),
+                RunOptions::default(),
+                meta(),
+                |e| seen.push(e.seq),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(first.status, RunStatus::Waiting);
+        let id = first.execution_id.clone();
+        let row = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(row.status, ExecutionStatus::Waiting);
+        let events = stored_events(&s, &id).await;
+        let interrupted = events
+            .iter()
+            .find(|e| e.event_type == "interrupted")
+            .unwrap();
+        assert_eq!(interrupted.payload["question"], "Send the invoice?");
+        assert_eq!(
+            interrupted.payload["allowed_decisions"],
+            json!(["approve", "reject"])
+        );
+        let runs = s.list_node_runs(&id).await.unwrap();
+        let ask = runs.iter().find(|r| r.node_id == "ask").unwrap();
+        assert_eq!(ask.status, NodeRunStatus::Waiting);
+
+        // Refused, and nothing changes: a decision not allowed, input against the schema, no
+        // decision at all.
+        for (decision, expected) in [
+            (
+                Some(Decision::new("maybe")),
+                "decision `maybe` is not allowed at approval `ask`; allowed: approve, reject",
+            ),
+            (
+                Some(Decision::new("approve").input(json!({"note": 5}))),
+                "does not match its input_schema",
+            ),
+            (None, "is waiting for a decision at `ask`"),
+            (
+                Some(Decision::new("approve").at("yes")),
+                "is not waiting at `yes`",
+            ),
+        ] {
+            let err = tracker
+                .resume(&engine, &def, &id, decision, RunOptions::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let unchanged = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(unchanged.status, ExecutionStatus::Waiting);
+        assert_eq!(unchanged.step_count, row.step_count);
+        assert_eq!(unchanged.last_event_seq, row.last_event_seq);
+        // Someone else's execution is unknown to them.
+        let err = tracker
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default().owner("mallory"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+
+        let mut seen_after = Vec::new();
+        let done = tracker
+            .resume_observed(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve").input(json!({"note": "ok"}))),
+                RunOptions::default(),
+                |e| seen_after.push(e.seq),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Completed);
+        assert_eq!(
+            done.variables["ask"],
+            json!({"decision": "approve", "input": {"note": "ok"}, "timed_out": false})
+        );
+        assert_eq!(done.variables["trail"], json!(["yes"]));
+        // The rejection branch never ran.
+        assert_eq!(kit.calls().len(), 1);
+        assert!(kit.calls().keys().all(|k| k.contains(":yes:")));
+        let events = stored_events(&s, &id).await;
+        // A stream that read up to the pause and then followed the resume saw every event once.
+        let all: Vec<u64> = seen.iter().chain(&seen_after).copied().collect();
+        let expected: Vec<u64> = (1..=events.len() as u64).collect();
+        assert_eq!(all, expected);
+        assert_eq!(completed_nodes(&events), ["start", "ask", "yes", "end"]);
+        assert_eq!(count_of(&events, "node_skipped"), 1);
+
+        // Ended: cannot be resumed again.
+        let err = tracker
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("has ended (completed)"), "{err}");
+        let err = tracker
+            .resume(
+                &engine,
+                &def,
+                "01JUNKNOWN0000000000000000",
+                None,
+                RunOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    }
+
+    pub async fn approval_in_a_loop_resumes_twice(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        let def = definition(json!({
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "again", "type": "loop", "config": {"max_iterations": 2, "condition": "true"}},
+                {"id": "ask", "type": "approval", "config": {"question": "Pass {{ loop.iteration }}?"}},
+                {"id": "work", "type": "effect"},
+                {"id": "end", "type": "end"}
+            ],
+            "edges": [
+                {"source": "start", "target": "again"},
+                {"source": "again", "target": "ask", "condition": "loop_again_continue"},
+                {"source": "again", "target": "end", "condition": "not loop_again_continue"},
+                {"source": "ask", "target": "work"},
+                {"source": "work", "target": "again"}
+            ]
+        }));
+        let first = tracker
+            .run(&engine, &def, json!({}), RunOptions::default(), meta())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(first.status, RunStatus::Waiting);
+        let id = first.execution_id;
+        let second = tracker
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(
+            second.status,
+            RunStatus::Waiting,
+            "the second pass asks again"
+        );
+        let third = tracker
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(third.status, RunStatus::Completed);
+        assert_eq!(third.variables["trail"], json!(["work", "work"]));
+        let calls = kit.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls.contains_key(&format!("{id}:work:0:1")));
+        assert!(calls.contains_key(&format!("{id}:work:1:1")));
+        let events = stored_events(&s, &id).await;
+        assert_eq!(count_of(&events, "interrupted"), 2);
+        assert_eq!(count_of(&events, "execution_completed"), 1);
+    }
+
+    pub async fn state_after_two_interrupts_keeps_both_decisions(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        let def = definition(json!({
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "first", "type": "approval", "config": {"question": "First?"}},
+                {"id": "second", "type": "approval", "config": {"question": "Second?"}},
+                {"id": "end", "type": "end"}
+            ],
+            "edges": [
+                {"source": "start", "target": "first"},
+                {"source": "first", "target": "second"},
+                {"source": "second", "target": "end"}
+            ]
+        }));
+        let id = tracker
+            .run(&engine, &def, json!({}), RunOptions::default(), meta())
+            .await
+            .unwrap()
+            .result
+            .execution_id;
+        let after_first = tracker
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve").input(json!("looks good"))),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(after_first.status, RunStatus::Waiting);
+        let done = tracker
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("reject").at("second")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Completed);
+        assert_eq!(done.variables["first"]["decision"], "approve");
+        assert_eq!(done.variables["first"]["input"], "looks good");
+        assert_eq!(done.variables["second"]["decision"], "reject");
+        // The stored steps rebuild the same final state.
+        let steps = tracker.steps(&id).await.unwrap();
+        let last = steps.last().unwrap();
+        assert_eq!(last.state["variables"]["first"]["decision"], "approve");
+        assert_eq!(last.state["variables"]["second"]["decision"], "reject");
+    }
+
+    pub async fn approval_timeout_takes_the_configured_decision(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        let mut def = approval_flow();
+        let ask = def
+            .nodes
+            .iter_mut()
+            .find(|n| n.id.as_str() == "ask")
+            .unwrap();
+        ask.config.insert("timeout_ms".into(), json!(60_000));
+        ask.config
+            .insert("timeout_decision".into(), json!("reject"));
+        let id = tracker
+            .run(
+                &engine,
+                &def,
+                json!({"item": "x"}),
+                RunOptions::default(),
+                meta(),
+            )
+            .await
+            .unwrap()
+            .result
+            .execution_id;
+        let row = s.get_execution(&id).await.unwrap().unwrap();
+        let wake_at = row
+            .wake_at
+            .expect("a waiting approval with a timeout sets wake_at");
+        // Not due yet: nothing to resume.
+        let source = StoreGraphSource::new(s.clone());
+        assert!(
+            tracker
+                .resume_due(&engine, &source, wake_at - 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Due: resumed with the timeout decision.
+        let resumed = tracker.resume_due(&engine, &source, wake_at).await;
+        let resumed = resumed.unwrap();
+        assert_eq!(resumed.len(), 1);
+        let outcome = resumed.into_iter().next().unwrap().1;
+        match outcome {
+            Ok(run) => {
+                let result = run.into_result().unwrap();
+                assert_eq!(result.status, RunStatus::Completed);
+                assert_eq!(
+                    result.variables["ask"],
+                    json!({"decision": "reject", "input": null, "timed_out": true})
+                );
+                assert_eq!(result.variables["trail"], json!(["no"]));
+            }
+            Err(e) => panic!("resume of a timed-out approval failed: {e}"),
+        }
+    }
+
+    pub async fn steps_list_states_and_fork_leaves_the_original_untouched(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone()).snapshot_every(2);
+        let def = effects_chain();
+        let original = tracker
+            .run(&engine, &def, json!({}), RunOptions::default(), meta())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let id = original.execution_id.clone();
+        let steps = tracker.steps(&id).await.unwrap();
+        let nodes: Vec<&str> = steps.iter().map(|s| s.node_id.as_str()).collect();
+        assert_eq!(nodes, ["start", "a", "b", "gate", "c", "end"]);
+        let numbers: Vec<i64> = steps.iter().map(|s| s.step).collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+        let trails: Vec<Value> = steps
+            .iter()
+            .map(|s| s.state["variables"]["trail"].clone())
+            .collect();
+        assert_eq!(
+            trails,
+            [
+                Value::Null,
+                json!(["a"]),
+                json!(["a", "b"]),
+                json!(["a", "b"]),
+                json!(["a", "b", "c"]),
+                json!(["a", "b", "c"])
+            ]
+        );
+        // Snapshots every 2 steps, deltas for the steps that changed something.
+        let checkpoints = s.list_checkpoints(&id).await.unwrap();
+        let snapshots: Vec<i64> = checkpoints
+            .iter()
+            .filter(|c| c.kind == CheckpointKind::Snapshot)
+            .map(|c| c.step)
+            .collect();
+        assert_eq!(snapshots, [2, 4, 6]);
+
+        let before = s.get_execution(&id).await.unwrap().unwrap();
+        let before_events = stored_events(&s, &id).await;
+        let mut edits = serde_json::Map::new();
+        edits.insert("note".into(), json!("forked"));
+        let fork = tracker
+            .fork(&engine, &def, &id, 2, Some(edits), RunOptions::default())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_ne!(fork.execution_id, id);
+        assert_eq!(fork.status, RunStatus::Completed);
+        assert_eq!(fork.variables["trail"], json!(["a", "b", "c"]));
+        assert_eq!(fork.variables["note"], "forked");
+        // `a` was copied, not run again; `b` and `c` ran in the fork under its own keys.
+        let calls = kit.calls();
+        assert_eq!(calls.len(), 5, "{calls:?}");
+        assert!(!calls.contains_key(&format!("{}:a:0:1", fork.execution_id)));
+        assert!(calls.contains_key(&format!("{}:b:0:1", fork.execution_id)));
+        let fork_row = s.get_execution(&fork.execution_id).await.unwrap().unwrap();
+        assert_eq!(fork_row.params["fork"]["from"], json!(id));
+        assert_eq!(fork_row.params["fork"]["step"], 2);
+        let fork_steps = tracker.steps(&fork.execution_id).await.unwrap();
+        let fork_nodes: Vec<&str> = fork_steps.iter().map(|s| s.node_id.as_str()).collect();
+        assert_eq!(fork_nodes, ["start", "a", "b", "gate", "c", "end"]);
+        stored_events(&s, &fork.execution_id).await;
+        // The original is untouched.
+        let after = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(after, before);
+        assert_eq!(stored_events(&s, &id).await, before_events);
+
+        for step in [0, 7] {
+            let err = tracker
+                .fork(&engine, &def, &id, step, None, RunOptions::default())
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("has steps 1..=6; there is no step {step}")),
+                "{err}"
+            );
+        }
+    }
+
+    pub async fn every_durability_mode_records_the_same_steps(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let def = effects_chain();
+        let mut shapes = Vec::new();
+        for mode in [
+            DurabilityMode::Sync,
+            DurabilityMode::Async,
+            DurabilityMode::Exit,
+        ] {
+            let run = WorkflowTracker::new(s.clone())
+                .durability(mode)
+                .run(&engine, &def, json!({}), RunOptions::default(), meta())
+                .await
+                .unwrap()
+                .into_result()
+                .unwrap();
+            let id = run.execution_id;
+            let runs = s.list_node_runs(&id).await.unwrap();
+            let mut rows: Vec<(i64, String, &str)> = runs
+                .iter()
+                .map(|r| (r.step.unwrap(), r.node_id.clone(), r.status.as_str()))
+                .collect();
+            rows.sort();
+            let types: Vec<String> = stored_events(&s, &id)
+                .await
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect();
+            let row = s.get_execution(&id).await.unwrap().unwrap();
+            assert_eq!(row.status, ExecutionStatus::Completed, "{mode}");
+            shapes.push((rows, types, row.step_count));
+        }
+        assert_eq!(shapes[0], shapes[1], "async differs from sync");
+        assert_eq!(shapes[0], shapes[2], "exit differs from sync");
+        assert_eq!(shapes[0].2, 6);
+    }
+
+    pub async fn retention_deletes_only_ended_executions(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        let conversation = s
+            .create_conversation(NewConversation {
+                id: None,
+                user_id: "alice".into(),
+                title: None,
+                metadata: json!({}),
+            })
+            .await
+            .unwrap();
+        let mut ended = Vec::new();
+        for _ in 0..3 {
+            let run = tracker
+                .run(
+                    &engine,
+                    &effects_chain(),
+                    json!({}),
+                    RunOptions::default(),
+                    meta().conversation(conversation.id.clone()),
+                )
+                .await
+                .unwrap();
+            ended.push(run.result.execution_id);
+        }
+        let waiting = tracker
+            .run(
+                &engine,
+                &approval_flow(),
+                json!({"item": "x"}),
+                RunOptions::default(),
+                meta().conversation(conversation.id.clone()),
+            )
+            .await
+            .unwrap()
+            .result
+            .execution_id;
+        let err = s
+            .apply_retention(&RetentionPolicy::default(), 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::InvalidInput));
+
+        let keep_one = RetentionPolicy {
+            keep_last_per_conversation: Some(1),
+            max_age_ms: None,
+        };
+        let now = now_ms();
+        assert_eq!(s.apply_retention(&keep_one, now).await.unwrap(), 2);
+        assert!(s.get_execution(&ended[0]).await.unwrap().is_none());
+        assert!(s.get_execution(&ended[1]).await.unwrap().is_none());
+        assert!(s.get_execution(&ended[2]).await.unwrap().is_some());
+        assert!(s.list_node_runs(&ended[0]).await.unwrap().is_empty());
+        assert!(s.list_events(&ended[0], 0, 10).await.unwrap().is_empty());
+        let everything_old = RetentionPolicy {
+            keep_last_per_conversation: None,
+            max_age_ms: Some(0),
+        };
+        assert_eq!(
+            s.apply_retention(&everything_old, now + 60_000)
+                .await
+                .unwrap(),
+            1
+        );
+        // The waiting execution stays, whatever its age.
+        assert_eq!(
+            s.get_execution(&waiting).await.unwrap().unwrap().status,
+            ExecutionStatus::Waiting
+        );
+    }
+}
