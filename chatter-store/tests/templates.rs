@@ -17,6 +17,7 @@ use chatter_core::retriever::RetrieverRegistry;
 use chatter_core::store::*;
 use chatter_core::templates::{self, ImportOptions, TemplateRef, TemplateSpec};
 use chatter_core::tools::StubTools;
+use chatter_core::tracker::GraphSource;
 use chatter_core::{ChatModel, Error};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
@@ -502,10 +503,10 @@ mod cases {
         // An inline template runs without being stored: no template row, no template id.
         let inline = TemplateRef::Inline(Box::new(user_spec("temporary", "Be brief.")));
         let templates_before = raw.counts().await["workflow_templates"];
-        let run = run(inline, json!({"max_tokens": 64})).await.unwrap();
-        assert_eq!(run.result.status, RunStatus::Completed);
+        let inline_run = run(inline, json!({"max_tokens": 64})).await.unwrap();
+        assert_eq!(inline_run.result.status, RunStatus::Completed);
         let record = s
-            .get_execution(&run.result.execution_id)
+            .get_execution(&inline_run.result.execution_id)
             .await
             .unwrap()
             .unwrap();
@@ -515,6 +516,35 @@ mod cases {
         assert_eq!(record.params["system_message"], "Be brief.");
         assert_eq!(raw.counts().await["workflow_templates"], templates_before);
         assert_eq!(raw.counts().await["workflow_definitions"], 0);
+        // A resumer finds the graph of both kinds of template execution: an inline template's
+        // is kept on its row, a stored template's is generated again with the recorded params.
+        let source = chatter_core::tracker::StoreGraphSource::new(s.clone());
+        let inline_graph = source.definition_for(&record).await.unwrap();
+        let expected = templates::prepare_template(
+            &*s,
+            "alice",
+            &TemplateRef::Inline(Box::new(user_spec("temporary", "Be brief."))),
+            &json!({"max_tokens": 64}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(inline_graph.to_value(), expected.definition.to_value());
+        let stored = run(stored(), json!({"temperature": 0.4})).await.unwrap();
+        let stored = s
+            .get_execution(&stored.result.execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let regenerated = source.definition_for(&stored).await.unwrap();
+        let expected = templates::prepare_template(
+            &*s,
+            "alice",
+            &TemplateRef::Stored("general_chat".into()),
+            &json!({"temperature": 0.4}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(regenerated.to_value(), expected.definition.to_value());
     }
 
     pub async fn every_builtin_executes_end_to_end(s: Arc<dyn Store>, _raw: Raw) {
