@@ -265,7 +265,7 @@ impl GraphSource for StoreGraphSource {
                     what: "template".into(),
                     name: id.clone(),
                 })?;
-            let spec = crate::templates::TemplateSpec::from_value(&record.spec)?;
+            let spec = crate::templates::spec_of(&record)?;
             let mut params = execution.params.clone();
             if let Value::Object(map) = &mut params {
                 map.remove("fork");
@@ -394,9 +394,11 @@ impl WorkflowTracker {
         if options.owner.is_none() {
             options.owner = Some(meta.owner_id.clone());
         }
-        // Executions with no stored source keep their graph, so they can be resumed.
-        let graph =
-            matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat).then(|| def.to_value());
+        // Executions with no stored source (ad-hoc, chat, inline templates) keep their graph, so
+        // they can be resumed.
+        let graph = (matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat)
+            || (meta.kind == ExecutionKind::Template && meta.template_id.is_none()))
+        .then(|| def.to_value());
         self.store
             .create_execution(NewExecution {
                 id: Some(id.clone()),

@@ -44,6 +44,7 @@ use chatter_core::store::{Store, StoreErrorKind, StoreResult};
 
 mod cache;
 mod common;
+mod marketplace;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

@@ -73,6 +73,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "model_registry",
         sql: include_str!("../migrations/sqlite/0004_model_registry.sql"),
     },
+    Migration {
+        version: 5,
+        name: "templates_marketplace",
+        sql: include_str!("../migrations/sqlite/0005_templates_marketplace.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -96,6 +101,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "model_registry",
         sql: include_str!("../migrations/postgres/0004_model_registry.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "templates_marketplace",
+        sql: include_str!("../migrations/postgres/0005_templates_marketplace.sql"),
     },
 ];
 

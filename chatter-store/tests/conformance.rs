@@ -19,6 +19,8 @@ use chatter_core::store::*;
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
+mod support;
+
 const PAYLOAD_LIMIT: usize = 64 * 1024;
 
 fn options() -> StoreOptions {
@@ -58,50 +60,19 @@ where
 }
 
 fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("chatter-store-test-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("chatter-store-test")
 }
 
-fn postgres_url() -> Option<String> {
-    std::env::var("CHATTER_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = task.await;
-}
+use support::{drop_schema, postgres_url};
 
 async fn run_postgres<F, Fut>(case: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(url) = postgres_url() else {
-        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+    let Some((store, url, schema)) = support::postgres_store(options(), 8).await else {
         return;
     };
-    let schema = format!(
-        "chatter_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let mut opts = options();
-    opts.pg_schema = Some(schema.clone());
-    opts.pg_pool_size = 8;
-    let store = connect_with(&url, opts)
-        .await
-        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
-    assert_eq!(store.backend(), "postgres");
     let outcome = tokio::spawn(case(store)).await;
     drop_schema(&url, &schema).await;
     if let Err(e) = outcome {
@@ -2202,12 +2173,14 @@ mod sqlite_specific {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        let embedded: Vec<(i64, String)> = chatter_store::migrate::SQLITE_MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.name.to_owned()))
+            .collect();
+        assert_eq!(applied, embedded);
         assert_eq!(
-            applied,
-            chatter_store::migrate::SQLITE_MIGRATIONS
-                .iter()
-                .map(|m| (m.version, m.name.to_owned()))
-                .collect::<Vec<_>>()
+            applied[..2],
+            [(1, "core".to_owned()), (2, "auth_audit_jobs".to_owned())]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -2365,10 +2338,7 @@ mod postgres_specific {
             println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
             return;
         };
-        let schema = format!(
-            "chatter_test_{}",
-            ulid::Ulid::new().to_string().to_lowercase()
-        );
+        let schema = super::support::new_schema();
         case(url.clone(), schema.clone()).await;
         drop_schema(&url, &schema).await;
     }

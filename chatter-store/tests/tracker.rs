@@ -19,6 +19,9 @@ use chatter_core::{ChatModel, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
+mod support;
+use support::ingest_samples;
+
 // ---------------------------------------------------------------------------------------------
 // Harness (as in tests/conformance.rs)
 // ---------------------------------------------------------------------------------------------
@@ -39,8 +42,7 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let dir = std::env::temp_dir().join(format!("chatter-tracker-test-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::temp_dir("chatter-tracker-test");
     let url = format!("sqlite://{}/chatter.db", dir.display());
     let store = connect_with(&url, StoreOptions::default()).await.unwrap();
     case(store).await;
@@ -52,34 +54,12 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(url) = std::env::var("CHATTER_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    let Some((store, url, schema)) = support::postgres_store(StoreOptions::default(), 4).await
     else {
-        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
         return;
     };
-    let schema = format!(
-        "chatter_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let mut opts = StoreOptions::default();
-    opts.pg_schema = Some(schema.clone());
-    opts.pg_pool_size = 4;
-    let store = connect_with(&url, opts)
-        .await
-        .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
     let outcome = tokio::spawn(case(store)).await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = task.await;
+    support::drop_schema(&url, &schema).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -140,46 +120,6 @@ fn engine_with(script: Value) -> (Engine, Arc<ScriptedModel>) {
     let mut models = ModelRegistry::new();
     models.register("scripted", model.clone() as Arc<dyn ChatModel>);
     (Engine::builder().models(models).build(), model)
-}
-
-fn sample_documents() -> Vec<(String, String)> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/data/sample-data.json"
-    );
-    let data: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    data["sample_documents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["title"].as_str().unwrap().to_owned(),
-                d["content"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-async fn ingest_samples(s: &Arc<dyn Store>, owner: &str) -> Vec<DocumentRecord> {
-    let mut records = Vec::new();
-    for (title, text) in sample_documents() {
-        records.push(
-            s.create_document(NewDocument {
-                owner_id: owner.into(),
-                title,
-                text,
-                chunking: ChunkingOptions {
-                    chunk_size: 400,
-                    overlap: 80,
-                },
-                ..NewDocument::default()
-            })
-            .await
-            .unwrap(),
-        );
-    }
-    records
 }
 
 /// An execution store that delegates to a real one but fails `commit_steps` from the

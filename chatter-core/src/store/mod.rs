@@ -16,6 +16,7 @@
 //! - [`jobs`]: a priority job queue with leases;
 //! - [`users`]: users, API keys and roles;
 //! - [`models`]: the model registry (providers, models with prices, routing rules).
+//! - [`marketplace`]: template marketplace listings, versions, reviews, ratings, installs.
 //!
 //! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
 //! and coerces to a single concern where that is all a component needs
@@ -44,6 +45,7 @@ pub mod definitions;
 pub mod documents;
 pub mod executions;
 pub mod jobs;
+pub mod marketplace;
 pub mod models;
 pub mod preferences;
 pub mod retriever;
@@ -68,11 +70,17 @@ pub use executions::{
     NodeRunRecord, NodeRunStatus, RetentionPolicy, StepCommit, StepReceipt,
 };
 pub use jobs::{JobRecord, JobStatus, JobStore, NewJob};
+pub use marketplace::{
+    InstallRecord, ListingRecord, ListingSearch, ListingSort, ListingStatus, ListingUpdate,
+    ListingVersionRecord, MarketplaceStore, NewInstall, NewListing, RatingRecord, ReviewDecision,
+    ReviewRecord,
+};
 pub use models::{ModelRegistryStore, StoredRegistry};
 pub use preferences::{PreferenceRecord, PreferenceStore};
 pub use retriever::StoreRetriever;
 pub use templates::{
     NewTemplate, TemplateAnalytics, TemplateFilter, TemplateRecord, TemplateStore, TemplateUpdate,
+    TemplateVersionRecord,
 };
 pub use users::{ApiKeyRecord, NewApiKey, NewUser, RoleRecord, UserRecord, UserStore};
 
@@ -230,6 +238,7 @@ pub trait Store:
     + JobStore
     + UserStore
     + ModelRegistryStore
+    + MarketplaceStore
     + std::fmt::Debug
     + Send
     + Sync

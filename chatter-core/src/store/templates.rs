@@ -30,6 +30,9 @@ pub struct TemplateRecord {
     pub is_builtin: bool,
     /// Visible to every user.
     pub is_public: bool,
+    /// The template this one was forked, imported or installed from (`None` once that one is
+    /// deleted).
+    pub base_template_id: Option<String>,
     /// Creation time (ms).
     pub created_at: i64,
     /// Last update time (ms).
@@ -57,6 +60,8 @@ pub struct NewTemplate {
     pub is_builtin: bool,
     /// Public flag.
     pub is_public: bool,
+    /// Lineage: the template this one derives from (must exist).
+    pub base_template_id: Option<String>,
 }
 
 /// A partial update; `None` fields are left as they are.
@@ -110,17 +115,48 @@ pub struct TemplateAnalytics {
     pub avg_duration_ms: f64,
     /// When an execution of it last ended (ms).
     pub last_used_at: Option<i64>,
+    /// When an execution of it last completed (ms).
+    pub last_success_at: Option<i64>,
+    /// When an execution of it last failed or was cancelled (ms).
+    pub last_failure_at: Option<i64>,
+}
+
+/// One version of a template, as it was when that version was written
+/// (`workflow_template_versions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateVersionRecord {
+    /// The template.
+    pub template_id: String,
+    /// The version number (from 1).
+    pub version: i64,
+    /// Whether this is the template's current version.
+    pub is_latest: bool,
+    /// Name at that version.
+    pub name: String,
+    /// Description at that version.
+    pub description: Option<String>,
+    /// Category at that version.
+    pub category: String,
+    /// Blueprint at that version.
+    pub spec: Value,
+    /// Tags at that version.
+    pub tags: Vec<String>,
+    /// Public flag at that version.
+    pub is_public: bool,
+    /// When the version was written (ms).
+    pub created_at: i64,
 }
 
 /// Storage of templates.
 #[async_trait]
 pub trait TemplateStore: Send + Sync {
-    /// Stores a new template at version 1.
+    /// Stores a new template at version 1 (and its version-1 history row).
     ///
     /// # Errors
     ///
     /// `InvalidInput` for an empty name, `Conflict` for a duplicate id or (owner, name),
-    /// `PayloadTooLarge` over the payload limit.
+    /// `NotFound` for a `base_template_id` that does not exist, `PayloadTooLarge` over the
+    /// payload limit.
     async fn create_template(&self, new: NewTemplate) -> StoreResult<TemplateRecord>;
 
     /// Reads a template by id.
@@ -130,7 +166,8 @@ pub trait TemplateStore: Send + Sync {
     /// Database failures.
     async fn get_template(&self, id: &str) -> StoreResult<Option<TemplateRecord>>;
 
-    /// Applies `update`, increments the version.
+    /// Applies `update`, increments the version and records the new version in the history
+    /// (same transaction).
     ///
     /// # Errors
     ///
@@ -141,7 +178,7 @@ pub trait TemplateStore: Send + Sync {
         update: TemplateUpdate,
     ) -> StoreResult<TemplateRecord>;
 
-    /// Deletes a template and its analytics; returns whether it existed.
+    /// Deletes a template, its history and its analytics; returns whether it existed.
     ///
     /// # Errors
     ///
@@ -166,4 +203,25 @@ pub trait TemplateStore: Send + Sync {
     /// Database failures.
     async fn template_analytics(&self, template_id: &str)
     -> StoreResult<Option<TemplateAnalytics>>;
+
+    /// The template of `owner_id` (`None`: the owner-less built-ins) named `name`.
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn find_template_by_name(
+        &self,
+        owner_id: Option<&str>,
+        name: &str,
+    ) -> StoreResult<Option<TemplateRecord>>;
+
+    /// Every version of a template, oldest first (empty for an unknown template).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    async fn list_template_versions(
+        &self,
+        template_id: &str,
+    ) -> StoreResult<Vec<TemplateVersionRecord>>;
 }

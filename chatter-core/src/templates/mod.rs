@@ -17,6 +17,18 @@
 //!
 //! Generating never writes anything: the definition lives in memory for one execution.
 //!
+//! On top of any [`crate::store::Store`] (store-agnostic, see `docs/templates.md`):
+//!
+//! * [`seed_builtins`] stores the twelve built-ins (idempotent; read-only for users);
+//! * [`lifecycle`]: create, update (version history), delete, export / import (the old export
+//!   format, `export_version` 1.0), [`validate_template`] (issues, never an error), fork, and the
+//!   access rules (built-ins and public templates readable by all, own templates changeable);
+//! * [`run_template`] executes a stored ([`TemplateRef::Stored`]) or inline template: the graph
+//!   is generated in memory and run through the [`crate::tracker::WorkflowTracker`]; the
+//!   execution row records the template id and the merged parameters, and no definition row is
+//!   written;
+//! * [`marketplace`]: publishing templates as marketplace listings and installing them.
+//!
 //! ```
 //! use chatter_core::templates::{builtin_templates, TemplateSpec};
 //! use serde_json::json;
@@ -31,7 +43,10 @@
 //! # Ok::<(), chatter_core::Error>(())
 //! ```
 
+mod execute;
 mod generate;
+pub mod lifecycle;
+pub mod marketplace;
 mod params;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +55,15 @@ use serde_json::{Map, Value};
 use crate::definition::WorkflowDefinition;
 use crate::error::{Error, Result};
 
+pub use execute::{
+    PreparedTemplate, TemplateRef, prepare_template, run_template, run_template_observed,
+};
+pub use lifecycle::{
+    EXPORT_VERSION, ImportOptions, SeedReport, TemplateValidation, create_template,
+    delete_template, export_template, fork_template, get_visible, import_template, list_visible,
+    resolve, seed_builtins, spec_of, template_versions, update_template, validate_template,
+};
+pub use marketplace::{install_listing, publish_template, publish_version, snapshot_of};
 pub use params::standard_parameter_schema;
 
 /// The categories of DESIGN §7.

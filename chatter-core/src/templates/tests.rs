@@ -353,3 +353,30 @@ fn generated_graphs_pass_the_validator_with_no_errors() {
         }
     }
 }
+
+#[test]
+fn validate_template_returns_issues_instead_of_failing() {
+    let ok = validate_template(&serde_json::to_value(builtin("code_assistant")).unwrap());
+    assert!(ok.is_valid, "{ok:?}");
+    assert!(ok.errors.is_empty());
+    let info = ok.template_info.unwrap();
+    assert_eq!(info["node_count"], 5);
+    assert_eq!(
+        info["config_hash"],
+        json!(builtin("code_assistant").config_hash())
+    );
+
+    let bad = validate_template(&json!({"name": "x", "category": "nonsense"}));
+    assert!(!bad.is_valid);
+    assert!(
+        bad.errors[0].starts_with("not a template: unknown variant `nonsense`"),
+        "{bad:?}"
+    );
+    assert!(bad.template_info.is_none());
+
+    let bad = validate_template(&json!({"name": "x", "parameter_schema": 3}));
+    assert_eq!(
+        bad.errors,
+        ["`parameter_schema` must be a JSON Schema object"]
+    );
+}

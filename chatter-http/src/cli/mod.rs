@@ -1,4 +1,5 @@
-//! The `chatter` command line: `validate`, `analyze` (and, as they land, `run`, `serve`, ...).
+//! The `chatter` command line: `validate`, `analyze`, `run`, `migrate`, `executions`,
+//! `templates` (and, as they land, `serve`, ...).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use crate::error::Error;
 
 mod run;
 mod store;
+mod templates;
 mod validate;
 
 /// Output format of a command.
@@ -98,6 +100,105 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ExecutionsCommand,
+    },
+    /// List, show, run, export and import workflow templates (the twelve built-ins are always
+    /// there).
+    Templates {
+        /// What to do.
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+}
+
+/// `chatter templates ...`. Without `--db`, an in-memory database holding the built-ins.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// List the templates (built-ins and the local user's), by name.
+    List {
+        /// The database.
+        #[arg(long)]
+        db: Option<String>,
+        /// Only this category (general, customer_support, programming, research,
+        /// data_analysis, creative, educational, business, custom).
+        #[arg(long)]
+        category: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Show a template (by name or id): metadata, default parameters, generated graph,
+    /// versions and usage analytics; exit 1 when it does not exist.
+    Show {
+        /// The template's name or id.
+        name: String,
+        /// The database.
+        #[arg(long)]
+        db: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Run a template: its graph is generated in memory (no definition is stored) and the run
+    /// is recorded as a template execution. Exit 0 when it completed, 1 when it failed, 2 on
+    /// unusable input (including invalid parameters).
+    Run {
+        /// The template's name or id.
+        name: String,
+        /// Parameters overriding the template's defaults, as a JSON object.
+        #[arg(long)]
+        params: Option<String>,
+        /// The input: a JSON object, or plain text taken as the message.
+        #[arg(long)]
+        input: Option<String>,
+        /// A model provider (`scripted:FILE`, `openai:MODEL`); repeatable, the first is the
+        /// default.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Stub tools from a JSON file (name -> fixed result, error or delay).
+        #[arg(long)]
+        tools: Option<PathBuf>,
+        /// Documents (JSON) to store and retrieve from, under `documents` and every retriever
+        /// the template requires.
+        #[arg(long)]
+        documents: Option<PathBuf>,
+        /// Include every event in the JSON output.
+        #[arg(long)]
+        events: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Record the run in this database.
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// Export a template in the old platform's format (`export_version` 1.0).
+    Export {
+        /// The template's name or id.
+        name: String,
+        /// The database.
+        #[arg(long)]
+        db: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Import an exported template into the database as the local user's; exit 2 for a
+    /// malformed file (nothing is written).
+    Import {
+        /// The export file (JSON).
+        file: PathBuf,
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// Store it under this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// When a template of that name exists, store the import as its next version.
+        #[arg(long)]
+        merge: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 
@@ -193,6 +294,50 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 format,
             } => store::list(&db, limit, status.as_deref(), format, out),
             ExecutionsCommand::Show { id, db, format } => store::show(&db, &id, format, out),
+        },
+        Command::Templates { command } => match command {
+            TemplatesCommand::List {
+                db,
+                category,
+                format,
+            } => templates::list(db.as_deref(), category.as_deref(), format, out),
+            TemplatesCommand::Show { name, db, format } => {
+                templates::show(db.as_deref(), &name, format, out)
+            }
+            TemplatesCommand::Run {
+                name,
+                params,
+                input,
+                models,
+                tools,
+                documents,
+                events,
+                format,
+                db,
+            } => templates::run(
+                templates::TemplateRunArgs {
+                    name,
+                    params,
+                    input,
+                    models,
+                    tools,
+                    documents,
+                    events,
+                    format,
+                    db,
+                },
+                out,
+            ),
+            TemplatesCommand::Export { name, db, output } => {
+                templates::export(db.as_deref(), &name, output.as_deref(), out)
+            }
+            TemplatesCommand::Import {
+                file,
+                db,
+                name,
+                merge,
+                format,
+            } => templates::import(&db, &file, name, merge, format, out),
         },
     }
 }

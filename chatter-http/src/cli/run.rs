@@ -33,7 +33,7 @@ pub(crate) struct RunArgs {
 }
 
 /// The input object: `--input` as JSON, or a bare string taken as `{"message": ...}`.
-fn parse_input(input: Option<&str>) -> Result<Value, Error> {
+pub(crate) fn parse_input(input: Option<&str>) -> Result<Value, Error> {
     let Some(text) = input else {
         return Ok(json!({}));
     };
@@ -85,20 +85,12 @@ fn needs_model(def: &WorkflowDefinition) -> bool {
 pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
     let def = super::validate::load(&args.file)?;
     let input = parse_input(args.input.as_deref())?;
-    let models = models(&args.models)?;
-    if needs_model(&def) && models.names().next().is_none() {
-        return Err(Error::Usage(
-            "this workflow calls a model: pass --model scripted:FILE (offline) or --model \
-             openai:MODEL (OPENAI_API_KEY, OPENAI_BASE_URL)"
-                .into(),
-        ));
-    }
-    let tools = tools(args.tools.as_deref())?;
-    let documents = args
-        .documents
-        .as_deref()
-        .map(store::load_documents)
-        .transpose()?;
+    let (models, tools, documents) = providers(
+        &args.models,
+        args.tools.as_deref(),
+        args.documents.as_deref(),
+        needs_model(&def).then_some("this workflow calls"),
+    )?;
     let runtime = store::runtime()?;
     let result = runtime.block_on(async {
         let mut builder = Engine::builder().models(models).tools(tools);
@@ -157,19 +149,58 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         let result = handle.result().await?;
         Ok::<ExecutionResult, Error>(result)
     })?;
-    let code = match result.status {
-        ExecutionStatus::Completed => 0,
-        _ => 1,
-    };
-    match args.format {
+    report(&result, args.format, args.events, None, out)
+}
+
+/// The models, tools and documents named by `--model`, `--tools` and `--documents`. With
+/// `require_model` (what needs one: "this workflow calls"), no `--model` is a usage error.
+pub(crate) type Providers = (ModelRegistry, ToolRegistry, Option<Vec<(String, String)>>);
+
+/// Reads `--model`, `--tools` and `--documents` (see [`Providers`]).
+pub(crate) fn providers(
+    model_specs: &[String],
+    tools_file: Option<&Path>,
+    documents: Option<&Path>,
+    require_model: Option<&str>,
+) -> Result<Providers, Error> {
+    let models = models(model_specs)?;
+    if let Some(what) = require_model
+        && models.names().next().is_none()
+    {
+        return Err(Error::Usage(format!(
+            "{what} a model: pass --model scripted:FILE (offline) or --model \
+             openai:MODEL (OPENAI_API_KEY, OPENAI_BASE_URL)"
+        )));
+    }
+    let tools = tools(tools_file)?;
+    let documents = documents.map(store::load_documents).transpose()?;
+    Ok((models, tools, documents))
+}
+
+/// Prints the result (`--format`; `template` adds the template's name to the JSON) and returns
+/// the exit code: 0 when the execution completed, 1 otherwise.
+pub(crate) fn report(
+    result: &ExecutionResult,
+    format: OutputFormat,
+    events: bool,
+    template: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<u8, Error> {
+    match format {
         OutputFormat::Json => {
-            let doc = json_report(&result, args.events);
+            let mut doc = json_report(result, events);
+            if let Some(name) = template {
+                doc["template"] = json!(name);
+            }
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             write_out(out, &format!("{text}\n"))?;
         }
-        OutputFormat::Text => write_out(out, &text_summary(&result))?,
+        OutputFormat::Text => write_out(out, &text_summary(result))?,
     }
-    Ok(code)
+    Ok(match result.status {
+        ExecutionStatus::Completed => 0,
+        _ => 1,
+    })
 }
 
 /// The JSON document of `chatter run --format json`.
@@ -211,13 +242,13 @@ pub(crate) fn json_report(result: &ExecutionResult, with_events: bool) -> Value 
 
 /// Prints tokens and node progress as they happen.
 #[derive(Default)]
-struct TextPrinter {
+pub(crate) struct TextPrinter {
     /// The node whose tokens are being printed (a newline ends its line).
     streaming: Option<String>,
 }
 
 impl TextPrinter {
-    fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
+    pub(crate) fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
         let line = match &event.kind {
             EventKind::Token { node_id, text } => {
                 let mut s = String::new();

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chatter_core::store::{
     NewTemplate, Page, StoreErrorKind, StoreResult, TemplateAnalytics, TemplateFilter,
-    TemplateRecord, TemplateStore, TemplateUpdate,
+    TemplateRecord, TemplateStore, TemplateUpdate, TemplateVersionRecord,
 };
 use serde_json::Value;
 use tokio_postgres::Row;
@@ -23,6 +23,7 @@ fn template_row(row: &Row) -> StoreResult<TemplateRecord> {
         version: col(row, "version")?,
         is_builtin: col(row, "is_builtin")?,
         is_public: col(row, "is_public")?,
+        base_template_id: col(row, "base_template_id")?,
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
@@ -41,25 +42,12 @@ impl TemplateStore for PostgresStore {
     async fn create_template(&self, new: NewTemplate) -> StoreResult<TemplateRecord> {
         require("name", &new.name)?;
         self.limits.json("spec", &new.spec)?;
-        let id = self.ids.or_new(new.id)?;
-        let category = if new.category.is_empty() {
-            "general".to_owned()
-        } else {
-            new.category
-        };
-        let tags = Value::from(new.tags);
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO workflow_templates (id, owner_id, name, description, category, spec, tags, version,
-                     is_builtin, is_public, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $10) RETURNING *",
-                &[&id, &new.owner_id, &new.name, &new.description, &category, &new.spec, &tags, &new.is_builtin, &new.is_public, &now_ms()],
-            )
-            .await
-            .pg()
-            .map_err(|e| duplicate(e, format!("a template with id `{id}` or name `{}` already exists", new.name)))?;
-        template_row(&row)
+        let id = self.ids.or_new(new.id.clone())?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.pg()?;
+        let record = insert_template(&tx, &id, new, now_ms()).await?;
+        tx.commit().await.pg()?;
+        Ok(record)
     }
 
     async fn get_template(&self, id: &str) -> StoreResult<Option<TemplateRecord>> {
@@ -127,8 +115,10 @@ impl TemplateStore for PostgresStore {
                 .await
                 .pg()
                 .map_err(|e| duplicate(e, format!("a template named `{name}` already exists")))?;
+            let record = template_row(&row)?;
+            insert_version(&tx, &record).await?;
             tx.commit().await.pg()?;
-            template_row(&row)
+            Ok(record)
         }
         .await;
         self.templates_cache.invalidate(id);
@@ -200,8 +190,136 @@ impl TemplateStore for PostgresStore {
                     total_duration_ms as f64 / usage_count as f64
                 },
                 last_used_at: col(&row, "last_used_at")?,
+                last_success_at: col(&row, "last_success_at")?,
+                last_failure_at: col(&row, "last_failure_at")?,
             })
         })
         .transpose()
     }
+
+    async fn find_template_by_name(
+        &self,
+        owner_id: Option<&str>,
+        name: &str,
+    ) -> StoreResult<Option<TemplateRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM workflow_templates
+                 WHERE COALESCE(owner_id, '') = COALESCE($1::text, '') AND name = $2",
+                &[&owner_id, &name],
+            )
+            .await
+            .pg()?;
+        row.as_ref().map(template_row).transpose()
+    }
+
+    async fn list_template_versions(
+        &self,
+        template_id: &str,
+    ) -> StoreResult<Vec<TemplateVersionRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT v.*, v.version = t.version AS is_latest
+                 FROM workflow_template_versions v
+                 JOIN workflow_templates t ON t.id = v.template_id
+                 WHERE v.template_id = $1 ORDER BY v.version",
+                &[&template_id],
+            )
+            .await
+            .pg()?;
+        rows.iter()
+            .map(|row| {
+                Ok(TemplateVersionRecord {
+                    template_id: col(row, "template_id")?,
+                    version: col(row, "version")?,
+                    is_latest: col(row, "is_latest")?,
+                    name: col(row, "name")?,
+                    description: col(row, "description")?,
+                    category: col(row, "category")?,
+                    spec: col(row, "spec")?,
+                    tags: strings_col(row, "tags")?,
+                    is_public: col(row, "is_public")?,
+                    created_at: col(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Inserts a template at version 1 with its history row, inside the caller's transaction
+/// (also used by marketplace installs).
+pub(crate) async fn insert_template(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    new: NewTemplate,
+    now: i64,
+) -> StoreResult<TemplateRecord> {
+    let category = if new.category.is_empty() {
+        "general".to_owned()
+    } else {
+        new.category
+    };
+    let tags = Value::from(new.tags);
+    let row = tx
+        .query_one(
+            "INSERT INTO workflow_templates (id, owner_id, name, description, category, spec, tags, version,
+                 is_builtin, is_public, base_template_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11, $11) RETURNING *",
+            &[
+                &id,
+                &new.owner_id,
+                &new.name,
+                &new.description,
+                &category,
+                &new.spec,
+                &tags,
+                &new.is_builtin,
+                &new.is_public,
+                &new.base_template_id,
+                &now,
+            ],
+        )
+        .await
+        .pg()
+        .map_err(|e| {
+            duplicate(
+                e,
+                format!(
+                    "a template with id `{id}` or name `{}` already exists",
+                    new.name
+                ),
+            )
+        })?;
+    let record = template_row(&row)?;
+    insert_version(tx, &record).await?;
+    Ok(record)
+}
+
+/// Records `record` as a version in `workflow_template_versions`.
+async fn insert_version(
+    tx: &tokio_postgres::Transaction<'_>,
+    record: &TemplateRecord,
+) -> StoreResult<()> {
+    let tags = Value::from(record.tags.clone());
+    tx.execute(
+        "INSERT INTO workflow_template_versions
+             (template_id, version, name, description, category, spec, tags, is_public, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &record.id,
+            &record.version,
+            &record.name,
+            &record.description,
+            &record.category,
+            &record.spec,
+            &tags,
+            &record.is_public,
+            &record.updated_at,
+        ],
+    )
+    .await
+    .pg()?;
+    Ok(())
 }

@@ -29,6 +29,7 @@ mod definitions;
 mod documents;
 mod executions;
 mod jobs;
+mod marketplace;
 mod models;
 mod preferences;
 mod templates;
