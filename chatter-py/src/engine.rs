@@ -418,6 +418,7 @@ impl NativeEngine {
             obj,
             chat: Callable::new(chat, chat_is_async),
             has_stream,
+            tools: Mutex::new(None),
         };
         self.changed(|p| p.models.register(name, Arc::new(model)));
     }
