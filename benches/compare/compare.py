@@ -286,8 +286,10 @@ def main() -> None:
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", fw, scenario, mode, "--reps", str(args.reps),
                      "--batch-seconds", str(args.batch_seconds)],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True, text=True,
                 )
+                if out.returncode != 0:
+                    sys.exit(f"worker {fw} {scenario} {mode} failed:\n{out.stderr}")
                 res[fw] = json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"# {mode} {scenario} {fw}: {res[fw]}", file=sys.stderr)
             rows.append((mode, scenario, res))

@@ -5,6 +5,7 @@
 //! an `async def` function is awaited on the asyncio loop of the `arun`/`astream` call that runs
 //! it, or, under a blocking `run`, driven by `asyncio.run` on that thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -15,11 +16,13 @@ use chatter_core::tool::{Tool, ToolContext, ToolSpec};
 use chatter_core::{
     Error, ErrorClass, Message, NodeSpec, Result, Role, StateDelta, ToolCall, Usage, VariableOp,
 };
+use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::convert::{
     error_text, messages_to_py, object_to_py, request_to_py, to_json, to_py_bound, tools_to_py,
@@ -38,6 +41,39 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
         }
         _ => f(),
     }
+}
+
+/// The blocking `run` whose future is being polled: a `KeyboardInterrupt` raised by Python
+/// code it calls cancels it and is raised by `run` once the execution has ended.
+#[derive(Clone)]
+pub(crate) struct Interrupt {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) hit: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    /// The interrupt slot of the blocking `run` whose future is being polled.
+    pub(crate) static INTERRUPT: Interrupt;
+}
+
+/// The text of an exception raised by a Python callable. A `KeyboardInterrupt` (Ctrl-C that
+/// landed while Python code ran) must not become a failed call the run carries on after: under
+/// a blocking `run` it cancels the execution and `run` raises it; elsewhere (asyncio, streams)
+/// it is handed back to the interpreter as a pending interrupt.
+fn failure_text(py: Python<'_>, err: &PyErr) -> String {
+    let text = error_text(py, err);
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        let in_run = INTERRUPT
+            .try_with(|i| {
+                i.hit.store(true, Ordering::SeqCst);
+                i.cancel.cancel();
+            })
+            .is_ok();
+        if !in_run && let Ok(thread) = py.import("_thread") {
+            let _ = thread.call_method0("interrupt_main");
+        }
+    }
+    text
 }
 
 /// How to call a Python callable: positional arguments and keyword arguments, built with the
@@ -71,7 +107,7 @@ impl Callable {
                         let out = self.func.bind(py).call(a, k.as_ref())?;
                         to_json(&out)
                     })();
-                    outcome.map_err(|e| error_text(py, &e))
+                    outcome.map_err(|e| failure_text(py, &e))
                 })
             });
         }
@@ -87,14 +123,14 @@ impl Callable {
                     None => Ok(Ok(coro.unbind())),
                 }
             })();
-            outcome.map_err(|e: PyErr| error_text(py, &e))
+            outcome.map_err(|e: PyErr| failure_text(py, &e))
         })?;
         match awaited {
             Err(future) => {
                 let out = future.await;
                 Python::attach(|py| {
                     out.and_then(|o| to_json(o.bind(py)))
-                        .map_err(|e| error_text(py, &e))
+                        .map_err(|e| failure_text(py, &e))
                 })
             }
             Ok(coro) => blocking(|| {
@@ -103,7 +139,7 @@ impl Callable {
                         let out = py.import("asyncio")?.call_method1("run", (coro,))?;
                         to_json(&out)
                     })();
-                    outcome.map_err(|e| error_text(py, &e))
+                    outcome.map_err(|e| failure_text(py, &e))
                 })
             }),
         }
@@ -305,7 +341,7 @@ impl ChatModel for PyModel {
                     }
                     Ok(text)
                 })();
-                outcome.map_err(|e| error_text(py, &e))
+                outcome.map_err(|e| failure_text(py, &e))
             })
         })
         .map_err(|m| self.fail(m))?;
