@@ -206,14 +206,24 @@ impl PyModel {
         if tools.is_empty() {
             return Ok(PyList::empty(py));
         }
-        let mut cached = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((specs, list)) = &*cached
-            && specs.as_slice() == tools
-        {
-            return PyList::new(py, list.bind(py).iter());
-        }
-        let list = tools_to_py(py, tools)?;
-        *cached = Some((tools.to_vec(), list.clone().unbind()));
+        // The lock is never held while Python objects are made (that may run Python code, which
+        // may let another thread take the GIL and wait for this lock).
+        let hit = {
+            let cached = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*cached {
+                Some((specs, list)) if specs.as_slice() == tools => Some(list.clone_ref(py)),
+                _ => None,
+            }
+        };
+        let list = match hit {
+            Some(list) => list.into_bound(py),
+            None => {
+                let list = tools_to_py(py, tools)?;
+                *self.tools.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((tools.to_vec(), list.clone().unbind()));
+                list
+            }
+        };
         PyList::new(py, list.iter())
     }
 
