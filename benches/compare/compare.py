@@ -213,7 +213,8 @@ def langgraph_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any
 # ---------------------------------------------------------------------------------------------
 
 
-def worker(framework: str, scenario: str, mode: str, reps: int, min_batch_s: float) -> dict[str, Any]:
+def worker(framework: str, scenario: str, mode: str, reps: int, min_batch_s: float, clock: str) -> dict[str, Any]:
+    now = time.process_time if clock == "cpu" else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         try:
@@ -224,19 +225,19 @@ def worker(framework: str, scenario: str, mode: str, reps: int, min_batch_s: flo
         except NotImplementedError as e:
             return {"error": str(e)}
         # Calibrate a batch size so one repetition lasts at least min_batch_s.
-        t0 = time.perf_counter()
+        t0 = now()
         run()
-        one = max(time.perf_counter() - t0, 1e-7)
+        one = max(now() - t0, 1e-7)
         batch = max(1, int(min_batch_s / one))
         for _ in range(min(batch, 50)):
             run()
         times = []
         runs = 0
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = now()
             for _ in range(batch):
                 run()
-            times.append((time.perf_counter() - t0) / batch)
+            times.append((now() - t0) / batch)
             runs += batch
         disk = 0
         if mode == "sqlite":
@@ -267,12 +268,19 @@ def main() -> None:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--modes", default="memory,sqlite")
     ap.add_argument("--quick", action="store_true", help="3 reps of 0.1 s batches")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time runs by the wall clock (default) or by the process's CPU time (steadier on a "
+        "machine other jobs load: both frameworks run their graphs on the calling thread)",
+    )
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.batch_seconds = 3, 0.1
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.reps, args.batch_seconds)))
+        print(json.dumps(worker(*args.worker, args.reps, args.batch_seconds, args.clock)))
         return
 
     import importlib.metadata as md
@@ -285,9 +293,11 @@ def main() -> None:
             for fw in ("chatter", "langgraph"):
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", fw, scenario, mode, "--reps", str(args.reps),
-                     "--batch-seconds", str(args.batch_seconds)],
-                    capture_output=True, text=True, check=True,
+                     "--batch-seconds", str(args.batch_seconds), "--clock", args.clock],
+                    capture_output=True, text=True,
                 )
+                if out.returncode != 0:
+                    sys.exit(f"worker {fw} {scenario} {mode} failed:\n{out.stderr}")
                 res[fw] = json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"# {mode} {scenario} {fw}: {res[fw]}", file=sys.stderr)
             rows.append((mode, scenario, res))
@@ -295,7 +305,8 @@ def main() -> None:
     lines = [
         f"Versions: chatter {versions['chatter']}, langgraph {versions['langgraph']}, "
         f"langgraph-checkpoint-sqlite {versions['langgraph-checkpoint-sqlite']}; "
-        f"Python {sys.version.split()[0]}; {os.cpu_count()} cores; medians of {args.reps} repetitions.",
+        f"Python {sys.version.split()[0]}; {os.cpu_count()} cores; medians of {args.reps} repetitions; "
+        f"{'process CPU time' if args.clock == 'cpu' else 'wall-clock time'}.",
         "",
         "| mode | graph | steps | Chatter per step | LangGraph per step | overhead ratio | Chatter runs/s | LangGraph runs/s | Chatter peak RSS | LangGraph peak RSS | Chatter disk / run | LangGraph disk / run |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -2,7 +2,7 @@
 # Side-by-side benchmark of Chatter's Python binding against LangGraph (see compare.py).
 # Creates its own venv under target/ with langgraph, langgraph-checkpoint-sqlite and maturin
 # from PyPI, builds and installs the chatter wheel (release), then runs compare.py with any
-# arguments given (e.g. --quick, --modes memory, --markdown out.md).
+# arguments given (e.g. --quick, --modes memory, --clock cpu, --markdown out.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=target/compare-venv

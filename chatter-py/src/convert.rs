@@ -2,7 +2,9 @@
 //! `chatter_core::Error` into the Python exception hierarchy of `chatter.errors`.
 
 use chatter_core::Error;
+use chatter_core::model::{ChatRequest, Message, Role, ToolSpec};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
@@ -16,7 +18,7 @@ pub(crate) fn to_py(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {
     Ok(to_py_bound(py, value)?.unbind())
 }
 
-fn to_py_bound<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_py_bound<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -37,20 +39,177 @@ fn to_py_bound<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny
             }
             list.into_any()
         }
-        Value::Object(map) => {
-            let dict = PyDict::new(py);
-            for (k, v) in map {
-                dict.set_item(k, to_py_bound(py, v)?)?;
-            }
-            dict.into_any()
-        }
+        Value::Object(map) => object_to_py(py, map)?.into_any(),
     })
+}
+
+/// A JSON object as a Python dict.
+pub(crate) fn object_to_py<'py>(
+    py: Python<'py>,
+    map: &Map<String, Value>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (k, v) in map {
+        dict.set_item(PyString::new(py, k), to_py_bound(py, v)?)?;
+    }
+    Ok(dict)
+}
+
+/// A role's name as an interned Python string.
+fn role_to_py<'py>(py: Python<'py>, role: Role) -> Bound<'py, PyString> {
+    match role {
+        Role::System => intern!(py, "system").clone(),
+        Role::User => intern!(py, "user").clone(),
+        Role::Assistant => intern!(py, "assistant").clone(),
+        Role::Tool => intern!(py, "tool").clone(),
+        other => PyString::new(py, other.as_str()),
+    }
+}
+
+/// A chat message as the dict `serde_json` would make of it (`role`, `content`, and
+/// `tool_calls`, `tool_call_id`, `name` when set), built directly with interned keys.
+pub(crate) fn message_to_py<'py>(py: Python<'py>, m: &Message) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "role"), role_to_py(py, m.role))?;
+    d.set_item(intern!(py, "content"), PyString::new(py, &m.content))?;
+    if !m.tool_calls.is_empty() {
+        let calls = PyList::empty(py);
+        for call in &m.tool_calls {
+            let c = PyDict::new(py);
+            c.set_item(intern!(py, "id"), PyString::new(py, &call.id))?;
+            c.set_item(intern!(py, "name"), PyString::new(py, &call.name))?;
+            c.set_item(intern!(py, "arguments"), to_py_bound(py, &call.arguments)?)?;
+            calls.append(c)?;
+        }
+        d.set_item(intern!(py, "tool_calls"), calls)?;
+    }
+    if let Some(id) = &m.tool_call_id {
+        d.set_item(intern!(py, "tool_call_id"), PyString::new(py, id))?;
+    }
+    if let Some(name) = &m.name {
+        d.set_item(intern!(py, "name"), PyString::new(py, name))?;
+    }
+    Ok(d)
+}
+
+/// Messages as a list of dicts (see [`message_to_py`]).
+pub(crate) fn messages_to_py<'py>(
+    py: Python<'py>,
+    messages: &[Message],
+) -> PyResult<Bound<'py, PyList>> {
+    let items = messages
+        .iter()
+        .map(|m| message_to_py(py, m))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// Tool specs as a list of dicts (`name`, `description`, `parameters`).
+pub(crate) fn tools_to_py<'py>(
+    py: Python<'py>,
+    tools: &[ToolSpec],
+) -> PyResult<Bound<'py, PyList>> {
+    let mut items = Vec::with_capacity(tools.len());
+    for t in tools {
+        let d = PyDict::new(py);
+        d.set_item(intern!(py, "name"), PyString::new(py, &t.name))?;
+        d.set_item(
+            intern!(py, "description"),
+            PyString::new(py, &t.description),
+        )?;
+        d.set_item(intern!(py, "parameters"), to_py_bound(py, &t.parameters)?)?;
+        items.push(d);
+    }
+    PyList::new(py, items)
+}
+
+/// A chat request as the dict `serde_json` would make of it, built directly (no intermediate
+/// JSON value); `tools` is the list to put under its `tools` key.
+pub(crate) fn request_to_py<'py>(
+    py: Python<'py>,
+    request: &ChatRequest,
+    tools: Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "model"), request.model.as_deref())?;
+    d.set_item(
+        intern!(py, "messages"),
+        messages_to_py(py, &request.messages)?,
+    )?;
+    d.set_item(intern!(py, "temperature"), request.temperature)?;
+    d.set_item(intern!(py, "max_tokens"), request.max_tokens)?;
+    d.set_item(intern!(py, "top_p"), request.top_p)?;
+    d.set_item(intern!(py, "stop"), PyList::new(py, &request.stop)?)?;
+    d.set_item(intern!(py, "tools"), tools)?;
+    let choice = match request.tool_choice {
+        None => Value::Null,
+        Some(c) => serde_json::to_value(c).unwrap_or(Value::Null),
+    };
+    d.set_item(intern!(py, "tool_choice"), to_py_bound(py, &choice)?)?;
+    d.set_item(intern!(py, "json_mode"), request.json_mode)?;
+    d.set_item(
+        intern!(py, "idempotency_key"),
+        request.idempotency_key.as_deref(),
+    )?;
+    Ok(d)
 }
 
 /// A Python object as JSON: dict (str keys), list, tuple, str, int, float, bool, None. Anything
 /// else is a `TypeError` naming its type and where it was found (`$.a[2]`).
 pub(crate) fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    to_json_at(obj, &mut String::from("$"), 0)
+    // The common case (built-in types only) takes the fast path; anything else (a subclass, an
+    // unconvertible value) is converted again by the path-tracking walk, which names where a
+    // problem lies.
+    match to_json_fast(obj, 0) {
+        Some(value) => Ok(value),
+        None => to_json_at(obj, &mut String::from("$"), 0),
+    }
+}
+
+/// Converts exact built-in types (dict with str keys, list, tuple, str, int, float, bool,
+/// None) without tracking where it is; `None` for anything else.
+fn to_json_fast(obj: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    if let Ok(s) = obj.cast_exact::<PyString>() {
+        return s.to_str().ok().map(|s| Value::String(s.to_owned()));
+    }
+    if let Ok(dict) = obj.cast_exact::<PyDict>() {
+        let mut map = Map::new();
+        for (k, v) in dict.iter() {
+            let key = k.cast_exact::<PyString>().ok()?.to_str().ok()?.to_owned();
+            map.insert(key, to_json_fast(&v, depth + 1)?);
+        }
+        return Some(Value::Object(map));
+    }
+    if obj.is_none() {
+        return Some(Value::Null);
+    }
+    if let Ok(b) = obj.cast_exact::<PyBool>() {
+        return Some(Value::Bool(b.is_true()));
+    }
+    if obj.is_exact_instance_of::<PyInt>() {
+        return obj.extract::<i64>().ok().map(Value::from);
+    }
+    if let Ok(f) = obj.cast_exact::<PyFloat>() {
+        return Number::from_f64(f.value()).map(Value::Number);
+    }
+    if let Ok(list) = obj.cast_exact::<PyList>() {
+        let mut items = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            items.push(to_json_fast(&item, depth + 1)?);
+        }
+        return Some(Value::Array(items));
+    }
+    if let Ok(tuple) = obj.cast_exact::<PyTuple>() {
+        let mut items = Vec::with_capacity(tuple.len());
+        for item in tuple.iter() {
+            items.push(to_json_fast(&item, depth + 1)?);
+        }
+        return Some(Value::Array(items));
+    }
+    None
 }
 
 fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> PyResult<Value> {

@@ -1,7 +1,7 @@
 //! The native classes: workflows, the engine (registrations, runs), event streams, templates.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,14 +16,16 @@ use chatter_core::templates::builtin_templates;
 use chatter_core::tool::{ToolRegistry, ToolSpec};
 use chatter_core::{Error, Format, ValidatorConfig, WorkflowDefinition, WorkflowValidator};
 use futures::StreamExt;
-use pyo3::exceptions::{PyStopAsyncIteration, PyTypeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::{to_json, to_py, to_py_err};
-use crate::py::{ASYNC_LOCALS, Callable, PyModel, PyNodeKind, PyRetriever, PyTool};
+use crate::py::{
+    ASYNC_LOCALS, Callable, INTERRUPT, Interrupt, PyModel, PyNodeKind, PyRetriever, PyTool,
+};
 use crate::store;
 
 /// How often a blocking call looks for a pending signal (Ctrl-C).
@@ -39,7 +41,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Drives `fut` to its end on this thread with the GIL released, checking for signals; on a
 /// signal (KeyboardInterrupt), `on_signal` runs once and the future is still driven to its end,
-/// then the signal's exception is returned.
+/// then the signal's exception is returned. A signal pending when the future ends is raised
+/// too (its output is dropped).
 fn block_on_interruptible<T>(
     py: Python<'_>,
     fut: impl Future<Output = T> + Send,
@@ -67,7 +70,9 @@ where
     });
     match interrupted {
         Some(e) => Err(e),
-        None => Ok(out),
+        // A signal that came in after the last check (or a KeyboardInterrupt a Python callable
+        // handed back, see `py::failure_text`) is raised now.
+        None => py.check_signals().map(|()| out),
     }
 }
 
@@ -342,19 +347,24 @@ impl NativeResult {
 #[pymethods]
 impl NativeEngine {
     #[new]
-    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None, store=None))]
+    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None, store=None, pg_schema=None))]
     fn new(
         py: Python<'_>,
         limits: Option<&Bound<'_, PyDict>>,
         max_nodes: Option<usize>,
         max_edges: Option<usize>,
         store: Option<String>,
+        pg_schema: Option<String>,
     ) -> PyResult<NativeEngine> {
         let store = match store {
-            Some(url) => Some(
-                py.detach(|| runtime().block_on(chatter_store::connect(&url)))
-                    .map_err(to_py_err)?,
-            ),
+            Some(url) => {
+                let mut options = chatter_store::StoreOptions::default();
+                options.pg_schema = pg_schema;
+                Some(
+                    py.detach(|| runtime().block_on(chatter_store::connect_with(&url, options)))
+                        .map_err(to_py_err)?,
+                )
+            }
             None => None,
         };
         let limits = match limits {
@@ -418,6 +428,7 @@ impl NativeEngine {
             obj,
             chat: Callable::new(chat, chat_is_async),
             has_stream,
+            tools: Mutex::new(None),
         };
         self.changed(|p| p.models.register(name, Arc::new(model)));
     }
@@ -518,9 +529,14 @@ impl NativeEngine {
         let cancel = CancellationToken::new();
         let options = Self::options(limits, execution_id, &engine)?.cancel(cancel.clone());
         let store = self.store.clone();
-        let mut result = block_on_interruptible(
+        let interrupt = Interrupt {
+            cancel: cancel.clone(),
+            hit: Arc::new(AtomicBool::new(false)),
+        };
+        let hit = interrupt.hit.clone();
+        let outcome = block_on_interruptible(
             py,
-            async move {
+            INTERRUPT.scope(interrupt, async move {
                 let record = store.as_ref().map(|_| input.clone());
                 let result = engine.run_prepared(&prepared, input, options).await;
                 let saved = match (&store, record) {
@@ -528,10 +544,15 @@ impl NativeEngine {
                     _ => Ok(()),
                 };
                 saved.map(|()| result)
-            },
+            }),
             || cancel.cancel(),
-        )?
-        .map_err(to_py_err)?;
+        )?;
+        if hit.load(Ordering::SeqCst) {
+            return Err(PyKeyboardInterrupt::new_err(
+                "KeyboardInterrupt raised by Python code the execution called; it was cancelled",
+            ));
+        }
+        let mut result = outcome.map_err(to_py_err)?;
         if !events {
             result.events = Vec::new();
         }

@@ -5,7 +5,8 @@
 //! an `async def` function is awaited on the asyncio loop of the `arun`/`astream` call that runs
 //! it, or, under a blocking `run`, driven by `asyncio.run` on that thread.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chatter_core::engine::{Node, NodeContext, NodeFactory, NodeOutput};
@@ -15,12 +16,17 @@ use chatter_core::tool::{Tool, ToolContext, ToolSpec};
 use chatter_core::{
     Error, ErrorClass, Message, NodeSpec, Result, Role, StateDelta, ToolCall, Usage, VariableOp,
 };
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
-use crate::convert::{error_text, to_json, to_py};
+use crate::convert::{
+    error_text, messages_to_py, object_to_py, request_to_py, to_json, to_py_bound, tools_to_py,
+};
 
 tokio::task_local! {
     /// The asyncio loop of the `arun`/`astream` call whose future is being polled.
@@ -37,11 +43,45 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The blocking `run` whose future is being polled: a `KeyboardInterrupt` raised by Python
+/// code it calls cancels it and is raised by `run` once the execution has ended.
+#[derive(Clone)]
+pub(crate) struct Interrupt {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) hit: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    /// The interrupt slot of the blocking `run` whose future is being polled.
+    pub(crate) static INTERRUPT: Interrupt;
+}
+
+/// The text of an exception raised by a Python callable. A `KeyboardInterrupt` (Ctrl-C that
+/// landed while Python code ran) must not become a failed call the run carries on after: under
+/// a blocking `run` it cancels the execution and `run` raises it; elsewhere (asyncio, streams)
+/// it is handed back to the interpreter as a pending interrupt.
+fn failure_text(py: Python<'_>, err: &PyErr) -> String {
+    let text = error_text(py, err);
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        let in_run = INTERRUPT
+            .try_with(|i| {
+                i.hit.store(true, Ordering::SeqCst);
+                i.cancel.cancel();
+            })
+            .is_ok();
+        if !in_run && let Ok(thread) = py.import("_thread") {
+            let _ = thread.call_method0("interrupt_main");
+        }
+    }
+    text
+}
+
 /// How to call a Python callable: positional arguments and keyword arguments, built with the
-/// GIL held.
-type ArgsBuilder = Box<
+/// GIL held, straight from the Rust values it borrows (no intermediate JSON value).
+type ArgsBuilder<'a> = Box<
     dyn for<'py> FnOnce(Python<'py>) -> PyResult<(Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>)>
-        + Send,
+        + Send
+        + 'a,
 >;
 
 /// A Python callable (sync or `async def`).
@@ -58,7 +98,7 @@ impl Callable {
 
     /// Calls it and converts what it returns to JSON. The error is the Python exception's
     /// text with its traceback.
-    async fn call(&self, args: ArgsBuilder) -> std::result::Result<Value, String> {
+    async fn call(&self, args: ArgsBuilder<'_>) -> std::result::Result<Value, String> {
         if !self.is_async {
             return blocking(|| {
                 Python::attach(|py| {
@@ -67,7 +107,7 @@ impl Callable {
                         let out = self.func.bind(py).call(a, k.as_ref())?;
                         to_json(&out)
                     })();
-                    outcome.map_err(|e| error_text(py, &e))
+                    outcome.map_err(|e| failure_text(py, &e))
                 })
             });
         }
@@ -83,14 +123,14 @@ impl Callable {
                     None => Ok(Ok(coro.unbind())),
                 }
             })();
-            outcome.map_err(|e: PyErr| error_text(py, &e))
+            outcome.map_err(|e: PyErr| failure_text(py, &e))
         })?;
         match awaited {
             Err(future) => {
                 let out = future.await;
                 Python::attach(|py| {
                     out.and_then(|o| to_json(o.bind(py)))
-                        .map_err(|e| error_text(py, &e))
+                        .map_err(|e| failure_text(py, &e))
                 })
             }
             Ok(coro) => blocking(|| {
@@ -99,7 +139,7 @@ impl Callable {
                         let out = py.import("asyncio")?.call_method1("run", (coro,))?;
                         to_json(&out)
                     })();
-                    outcome.map_err(|e| error_text(py, &e))
+                    outcome.map_err(|e| failure_text(py, &e))
                 })
             }),
         }
@@ -119,18 +159,12 @@ impl Tool for PyTool {
     }
 
     async fn call(&self, arguments: Value, _context: &ToolContext) -> Result<Value> {
-        let args: ArgsBuilder = Box::new(move |py| {
+        let args: ArgsBuilder<'_> = Box::new(|py| {
             let empty = PyTuple::empty(py);
             match &arguments {
-                Value::Object(map) => {
-                    let kwargs = PyDict::new(py);
-                    for (k, v) in map {
-                        kwargs.set_item(k, to_py(py, v)?)?;
-                    }
-                    Ok((empty, Some(kwargs)))
-                }
+                Value::Object(map) => Ok((empty, Some(object_to_py(py, map)?))),
                 Value::Null => Ok((empty, None)),
-                other => Ok((PyTuple::new(py, [to_py(py, other)?])?, None)),
+                other => Ok((PyTuple::new(py, [to_py_bound(py, other)?])?, None)),
             }
         });
         self.callable
@@ -151,14 +185,48 @@ pub(crate) struct PyModel {
     pub(crate) chat: Callable,
     /// A plain (sync) generator method `stream(request)` yielding text chunks.
     pub(crate) has_stream: bool,
-}
-
-fn request_args(request: &ChatRequest) -> ArgsBuilder {
-    let value = serde_json::to_value(request).unwrap_or(Value::Null);
-    Box::new(move |py| Ok((PyTuple::new(py, [to_py(py, &value)?])?, None)))
+    /// The tool specs of the last request and their dicts: an agent offers the same tools on
+    /// every call, so their schemas are converted once (each request gets a new list of the
+    /// same dicts).
+    pub(crate) tools: Mutex<Option<(Vec<ToolSpec>, Py<PyList>)>>,
 }
 
 impl PyModel {
+    /// The `request` argument of `chat`/`stream`, built with the GIL held.
+    fn request_args<'a>(&'a self, request: &'a ChatRequest) -> ArgsBuilder<'a> {
+        Box::new(move |py| {
+            let tools = self.tools_list(py, &request.tools)?;
+            let dict = request_to_py(py, request, tools)?;
+            Ok((PyTuple::new(py, [dict])?, None))
+        })
+    }
+
+    /// A new list of the dicts of these tool specs (converted once while they do not change).
+    fn tools_list<'py>(&self, py: Python<'py>, tools: &[ToolSpec]) -> PyResult<Bound<'py, PyList>> {
+        if tools.is_empty() {
+            return Ok(PyList::empty(py));
+        }
+        // The lock is never held while Python objects are made (that may run Python code, which
+        // may let another thread take the GIL and wait for this lock).
+        let hit = {
+            let cached = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*cached {
+                Some((specs, list)) if specs.as_slice() == tools => Some(list.clone_ref(py)),
+                _ => None,
+            }
+        };
+        let list = match hit {
+            Some(list) => list.into_bound(py),
+            None => {
+                let list = tools_to_py(py, tools)?;
+                *self.tools.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((tools.to_vec(), list.clone().unbind()));
+                list
+            }
+        };
+        PyList::new(py, list.iter())
+    }
+
     fn fail(&self, message: String) -> Error {
         Error::Model {
             model: self.name.clone(),
@@ -251,7 +319,7 @@ impl ChatModel for PyModel {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         let value = self
             .chat
-            .call(request_args(&request))
+            .call(self.request_args(&request))
             .await
             .map_err(|m| self.fail(m))?;
         self.response(value)
@@ -269,7 +337,7 @@ impl ChatModel for PyModel {
             }
             return Ok(response);
         }
-        let args = request_args(&request);
+        let args = self.request_args(&request);
         let text = blocking(|| {
             Python::attach(|py| {
                 let outcome = (|| -> PyResult<String> {
@@ -283,7 +351,7 @@ impl ChatModel for PyModel {
                     }
                     Ok(text)
                 })();
-                outcome.map_err(|e| error_text(py, &e))
+                outcome.map_err(|e| failure_text(py, &e))
             })
         })
         .map_err(|m| self.fail(m))?;
@@ -364,7 +432,7 @@ impl NodeFactory for PyNodeKind {
     fn build(&self, spec: &NodeSpec) -> Result<Arc<dyn Node>> {
         Ok(Arc::new(PyNode {
             kind: self.kind.clone(),
-            config: Value::Object(spec.config.clone()),
+            config: spec.config.clone(),
             callable: self.callable.clone(),
         }))
     }
@@ -372,26 +440,34 @@ impl NodeFactory for PyNodeKind {
 
 struct PyNode {
     kind: String,
-    config: Value,
+    config: Map<String, Value>,
     callable: Arc<Callable>,
 }
 
 #[async_trait]
 impl Node for PyNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
-        let state = json!({
-            "node_id": ctx.node_id(),
-            "iteration": ctx.iteration,
-            "input": ctx.state.input(),
-            "variables": ctx.state.variables(),
-            "messages": ctx.state.messages(),
-            "config": self.config,
+        let ctx = &ctx;
+        let args: ArgsBuilder<'_> = Box::new(move |py| {
+            // The state dict is built straight from the state (interned keys, no JSON detour).
+            let state = PyDict::new(py);
+            state.set_item(intern!(py, "node_id"), PyString::new(py, ctx.node_id()))?;
+            state.set_item(intern!(py, "iteration"), ctx.iteration)?;
+            state.set_item(intern!(py, "input"), to_py_bound(py, ctx.state.input())?)?;
+            state.set_item(
+                intern!(py, "variables"),
+                object_to_py(py, ctx.state.variables())?,
+            )?;
+            state.set_item(
+                intern!(py, "messages"),
+                messages_to_py(py, ctx.state.messages())?,
+            )?;
+            state.set_item(intern!(py, "config"), object_to_py(py, &self.config)?)?;
+            Ok((PyTuple::new(py, [state])?, None))
         });
         let value = self
             .callable
-            .call(Box::new(move |py| {
-                Ok((PyTuple::new(py, [to_py(py, &state)?])?, None))
-            }))
+            .call(args)
             .await
             .map_err(|message| Error::Node {
                 node_id: ctx.node_id().to_owned(),

@@ -201,3 +201,46 @@ def test_keyboard_interrupt_cancels_run_cleanly(chat: chatter.Workflow) -> None:
     assert time.monotonic() - start < 5
     engine.register_scripted("s", {"default": {"content": "still alive"}}, default=True)
     assert engine.run(chat, "hi").response == "still alive"
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+def test_keyboard_interrupt_inside_a_python_tool_stops_the_run(react: chatter.Workflow) -> None:
+    # Ctrl-C landing while the tool's Python code runs raises KeyboardInterrupt there: `run`
+    # must raise it too, not turn it into a tool error the model reads and carries on after.
+    engine = chatter.Engine()
+    calls: list[str] = []
+
+    def weather(city: str) -> str:
+        calls.append(city)
+        raise KeyboardInterrupt
+
+    engine.register_tool("weather", weather)
+    engine.register_model("py", WeatherModel(), default=True)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(react, "weather in Oslo")
+    assert calls == ["Oslo"]
+    engine.register_tool("weather", lambda city: f"sunny in {city}")
+    assert engine.run(react, "weather in Oslo").response == "Forecast: sunny in Oslo"
+
+
+def test_model_whose_chat_is_not_callable_is_a_type_error() -> None:
+    class NoChat:
+        chat = "not a method"
+
+    engine = chatter.Engine()
+    with pytest.raises(TypeError, match="model `m` must have a callable `chat` method"):
+        engine.register_model("m", NoChat())
+    assert engine.registered()["models"] == []
+
+
+def test_unserialisable_value_from_a_python_model_is_a_node_error(chat: chatter.Workflow) -> None:
+    class BadModel:
+        def chat(self, request: dict[str, Any]) -> Any:
+            return {"content": "x", "usage": {"prompt_tokens": {1, 2}}}
+
+    engine = chatter.Engine()
+    engine.register_model("bad", BadModel(), default=True)
+    with pytest.raises(chatter.NodeError, match=r"type `set` at \$\.usage\.prompt_tokens"):
+        engine.run(chat, "hi")
+    engine.register_scripted("ok", {"default": {"content": "fine"}}, default=True)
+    assert engine.run(chat, "hi").response == "fine"

@@ -69,6 +69,38 @@ def test_explicit_schema_and_description_are_used(react: chatter.Workflow, model
     assert model.requests[0]["tools"][0]["description"] == "W"
 
 
+def test_request_shape_and_tools_following_registrations(react: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    seen: list[dict[str, Any]] = []
+
+    class Recorder:
+        def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+            seen.append(request)
+            names = [t["name"] for t in request["tools"]]
+            request["tools"].clear()  # a request is the model's own: the next one is whole again
+            return {"content": ",".join(names)}
+
+    engine.register_model("rec", Recorder(), default=True)
+    engine.register_tool("a", lambda x: x, description="A")
+    assert engine.run(react, "hi").response == "a"
+    assert engine.run(react, "hi").response == "a"
+    engine.register_tool("b", lambda y: y)
+    assert engine.run(react, "hi").response in ("a,b", "b,a")
+    first = seen[0]
+    assert set(first) == {
+        "model", "messages", "temperature", "max_tokens", "top_p", "stop", "tools",
+        "tool_choice", "json_mode", "idempotency_key",
+    }
+    assert first["messages"] == [{"role": "user", "content": "hi"}]
+    assert first["model"] is None and first["stop"] == [] and first["json_mode"] is False
+    assert first["tool_choice"] is None
+    assert first["idempotency_key"].endswith(":agent:0:1")
+    required = dict(REACT, nodes=[dict(n) for n in REACT["nodes"]])
+    required["nodes"][1]["config"] = {"enable_tools": True, "tool_choice": "required"}
+    engine.run(required, "hi")
+    assert seen[-1]["tool_choice"] == "required"
+
+
 def test_async_tool_and_async_model_under_run_and_arun(react: chatter.Workflow) -> None:
     class AsyncModel(WeatherModel):
         async def chat(self, request: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]

@@ -761,16 +761,23 @@ class Engine:
         limits: LimitsArg = None,
         max_nodes: int | None = None,
         max_edges: int | None = None,
+        pg_schema: str | None = None,
     ) -> None:
         """``limits`` are the defaults of every run; ``max_nodes``/``max_edges`` raise the
         validator's size limits (100 nodes, 200 edges by default). ``store``
         (``"sqlite://chatter.db"``, ``"sqlite::memory:"``, ``"postgres://..."``) records every
         execution that :meth:`run`/:meth:`arun` finish, with its node runs and events; read them
-        back with :meth:`list_executions` and :meth:`get_execution`. Raises
-        :class:`StorageError` when the store cannot be opened."""
+        back with :meth:`list_executions` and :meth:`get_execution`. ``pg_schema`` puts a
+        Postgres store's tables in that schema (created if missing; lower-case letters, digits
+        and ``_``). Raises :class:`StorageError` when the store cannot be opened."""
         if store is not None and not isinstance(store, str):
             raise TypeError(f"store must be a URL string, not {type(store).__name__}")
-        self._native = _native.NativeEngine(_limits(limits), max_nodes, max_edges, store)
+        if pg_schema is not None:
+            if not isinstance(pg_schema, str):
+                raise TypeError(f"pg_schema must be a str, not {type(pg_schema).__name__}")
+            if store is None or not store.startswith(("postgres://", "postgresql://")):
+                raise TypeError("pg_schema is only for a Postgres store (store=\"postgres://...\")")
+        self._native = _native.NativeEngine(_limits(limits), max_nodes, max_edges, store, pg_schema)
 
     # -- registration ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ class NativeEngine:
         max_nodes: int | None = None,
         max_edges: int | None = None,
         store: str | None = None,
+        pg_schema: str | None = None,
     ) -> NativeEngine: ...
     @property
     def has_store(self) -> bool: ...
