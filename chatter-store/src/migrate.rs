@@ -63,6 +63,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/sqlite/0002_auth_audit_jobs.sql"),
     },
+    Migration {
+        version: 6,
+        name: "http_auth",
+        sql: include_str!("../migrations/sqlite/0006_http_auth.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -76,6 +81,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "auth_audit_jobs",
         sql: include_str!("../migrations/postgres/0002_auth_audit_jobs.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "http_auth",
+        sql: include_str!("../migrations/postgres/0006_http_auth.sql"),
     },
 ];
 

@@ -148,6 +148,7 @@ conformance!(
     jobs_priority_lease_retry,
     concurrent_claimers_get_distinct_jobs,
     users_keys_and_roles,
+    credentials_and_sessions,
     sql_looking_strings_are_stored_verbatim,
     oversized_payloads_are_refused_before_the_database,
     invalid_input_is_refused,
@@ -1691,6 +1692,91 @@ mod cases {
         let before = all.len();
         all.dedup();
         assert_eq!((before, all.len()), (20, 20));
+    }
+
+    pub async fn credentials_and_sessions(s: Arc<dyn Store>) {
+        let alice = s
+            .create_user(NewUser {
+                email: "alice@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let bob = s
+            .create_user(NewUser {
+                email: "bob@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.get_credentials(&alice.id).await.unwrap(), None);
+        let cred = s
+            .set_credentials(&alice.id, "Alice", Some("$argon2id$hash1"))
+            .await
+            .unwrap();
+        assert_eq!(cred.username, "Alice");
+        assert_eq!(cred.password_hash.as_deref(), Some("$argon2id$hash1"));
+        // By username (any case) and by e-mail (any case).
+        assert_eq!(
+            s.find_credentials("ALICE").await.unwrap(),
+            Some(cred.clone())
+        );
+        assert_eq!(
+            s.find_credentials("Alice@Example.COM").await.unwrap(),
+            Some(cred.clone())
+        );
+        assert_eq!(s.find_credentials("nobody").await.unwrap(), None);
+        // Replacing keeps one row; another user cannot take the name.
+        let replaced = s
+            .set_credentials(&alice.id, "alice", Some("$argon2id$hash2"))
+            .await
+            .unwrap();
+        assert_eq!(s.get_credentials(&alice.id).await.unwrap(), Some(replaced));
+        let taken = s.set_credentials(&bob.id, "ALICE", None).await.unwrap_err();
+        assert_eq!(kind(&taken), Some(StoreErrorKind::Conflict));
+        assert_eq!(s.get_credentials(&bob.id).await.unwrap(), None);
+        let unknown = s
+            .set_credentials("nobody", "nobody", None)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&unknown), Some(StoreErrorKind::NotFound));
+        let empty = s.set_credentials(&bob.id, "", None).await.unwrap_err();
+        assert_eq!(kind(&empty), Some(StoreErrorKind::InvalidInput));
+
+        let session = s
+            .create_session(NewSession {
+                user_id: alice.id.clone(),
+                token_hash: "h1".into(),
+                expires_at: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(session.revoked_at, None);
+        assert_eq!(s.find_session("h1").await.unwrap(), Some(session.clone()));
+        assert_eq!(
+            s.get_session(&session.id).await.unwrap(),
+            Some(session.clone())
+        );
+        let dup = s
+            .create_session(NewSession {
+                user_id: bob.id.clone(),
+                token_hash: "h1".into(),
+                expires_at: 10,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&dup), Some(StoreErrorKind::Conflict));
+        assert!(s.revoke_session(&session.id, 5).await.unwrap());
+        assert!(!s.revoke_session(&session.id, 6).await.unwrap());
+        assert_eq!(
+            s.get_session(&session.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at,
+            Some(5)
+        );
+        assert_eq!(s.find_session("nope").await.unwrap(), None);
     }
 
     pub async fn users_keys_and_roles(s: Arc<dyn Store>) {

@@ -14,7 +14,8 @@
 //! - [`preferences`]: per-user preferences, upserted with a version;
 //! - [`audit`]: the append-only audit log;
 //! - [`jobs`]: a priority job queue with leases;
-//! - [`users`]: users, API keys and roles.
+//! - [`users`]: users, API keys and roles;
+//! - [`auth`]: login credentials and refresh sessions.
 //!
 //! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
 //! and coerces to a single concern where that is all a component needs
@@ -38,6 +39,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod auth;
 pub mod conversations;
 pub mod definitions;
 pub mod documents;
@@ -49,6 +51,7 @@ pub mod templates;
 pub mod users;
 
 pub use audit::{AuditFilter, AuditRecord, AuditStore, NewAuditEntry};
+pub use auth::{AuthStore, CredentialRecord, NewSession, SessionRecord};
 pub use conversations::{
     ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate, MessageRecord,
     MessageRole, NewConversation, NewMessage,
@@ -226,6 +229,7 @@ pub trait Store:
     + AuditStore
     + JobStore
     + UserStore
+    + AuthStore
     + std::fmt::Debug
     + Send
     + Sync

@@ -22,6 +22,7 @@ use crate::common::{IdGen, Limits};
 use crate::migrate::{self, AppliedMigration, POSTGRES_MIGRATIONS};
 
 mod audit;
+mod auth;
 mod conversations;
 mod definitions;
 mod documents;

@@ -24,6 +24,7 @@ use crate::common::{IdGen, Limits};
 use crate::migrate::{self, AppliedMigration, SQLITE_MIGRATIONS};
 
 mod audit;
+mod auth;
 mod conversations;
 mod definitions;
 mod documents;
