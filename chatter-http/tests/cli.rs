@@ -457,13 +457,13 @@ fn migrate_applies_once_then_is_a_no_op() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "applied 0001_core\napplied 0002_auth_audit_jobs\n"
+        "applied 0001_core\napplied 0002_auth_audit_jobs\napplied 0006_http_auth\n"
     );
     let out = chatter(&["migrate", "--db", &db]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "up to date: 2 migrations already applied\n"
+        "up to date: 3 migrations already applied\n"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
