@@ -622,6 +622,26 @@ fn object_or_wrapped(value: Option<&Value>, key: &str) -> Value {
     }
 }
 
+fn param(record: &ExecutionRecord, key: &str) -> Option<String> {
+    record
+        .params
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The contract's `definition_id` of an execution: its definition, else its template (also
+/// after either was deleted), else `""` for ad-hoc runs. Never null.
+fn workflow_id(record: &ExecutionRecord) -> String {
+    record
+        .definition_id
+        .clone()
+        .or_else(|| param(record, "definition_id"))
+        .or_else(|| record.template_id.clone())
+        .or_else(|| param(record, "template_id"))
+        .unwrap_or_default()
+}
+
 pub(super) fn execution_json(record: &ExecutionRecord) -> Value {
     let mut output = object_or_wrapped(record.output.as_ref(), "output");
     if let (Some(response), Some(map)) = (&record.response, output.as_object_mut()) {
@@ -631,7 +651,7 @@ pub(super) fn execution_json(record: &ExecutionRecord) -> Value {
     }
     json!({
         "id": record.id,
-        "definition_id": record.definition_id.clone().or_else(|| record.template_id.clone()).unwrap_or_default(),
+        "definition_id": workflow_id(record),
         "owner_id": record.owner_id,
         "status": record.status.as_str(),
         "started_at": record.started_at.map(rfc3339_ms),
@@ -646,7 +666,7 @@ pub(super) fn execution_json(record: &ExecutionRecord) -> Value {
         "debug_info": null,
         "created_at": rfc3339_ms(record.created_at),
         "updated_at": rfc3339_ms(record.updated_at),
-        "template_id": record.template_id,
+        "template_id": record.template_id.clone().or_else(|| param(record, "template_id")),
         "kind": record.kind.as_str(),
     })
 }
@@ -739,7 +759,11 @@ async fn execute_definition(
     let record = readable_definition(&state, &p, &id).await?;
     let def = stored_definition(&record)?;
     let input = Value::Object(body.input_data.unwrap_or_default());
-    let meta = ExecutionMeta::new(p.id(), ExecutionKind::Definition).definition(&record.id);
+    // The id is also kept in `params`: the column is cleared when the definition is deleted,
+    // and the contract wants `definition_id` to stay a string.
+    let meta = ExecutionMeta::new(p.id(), ExecutionKind::Definition)
+        .definition(&record.id)
+        .params(json!({"definition_id": record.id}));
     let execution = run_recorded(&state, &def, input, meta).await?;
     Ok(ok(execution_json(&execution)))
 }
@@ -868,9 +892,8 @@ async fn readable_execution(
         .await?
         .filter(|e| p.is_admin() || e.owner_id == p.id())
         .filter(|e| {
-            e.definition_id.as_deref() == Some(workflow_id)
-                || e.template_id.as_deref() == Some(workflow_id)
-                || (e.definition_id.is_none() && e.template_id.is_none())
+            let id = self::workflow_id(e);
+            id == workflow_id || id.is_empty()
         })
         .ok_or_else(|| {
             ApiError::not_found(format!("no execution `{execution_id}` of `{workflow_id}`"))
@@ -1388,12 +1411,31 @@ async fn run_template(
     input: Map<String, Value>,
     template_id: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (params, run_input) = template_input(input);
+    let (mut params, run_input) = template_input(input);
+    // A template naming a provider this server does not have runs on the server's default
+    // one (e.g. the offline `scripted` model), unless the caller chose a provider.
+    let named = template
+        .spec
+        .default_params
+        .get("provider")
+        .and_then(Value::as_str);
+    if params.get("provider").is_none()
+        && named.is_some_and(|n| !state.model_names().iter().any(|m| m == n))
+        && let Some(map) = params.as_object_mut()
+    {
+        map.insert("provider".into(), json!(super::default_model_name(state)));
+    }
     let params = template.spec.merge_params(&params)?;
     let def = template.spec.generate(&params)?;
-    let mut meta =
-        ExecutionMeta::new(p.id(), ExecutionKind::Template).params(Value::Object(params));
+    let mut recorded = params.clone();
     if let Some(id) = template_id {
+        recorded.insert("template_id".into(), json!(id));
+    }
+    let mut meta =
+        ExecutionMeta::new(p.id(), ExecutionKind::Template).params(Value::Object(recorded));
+    // Only stored templates can be referenced by the column; built-ins served from the
+    // code are named in `params`.
+    if let (Some(id), Some(_)) = (template_id, &template.record) {
         meta = meta.template(id);
     }
     let execution = run_recorded(state, &def, run_input, meta).await?;
@@ -1519,7 +1561,7 @@ async fn defaults(
     }
     let node_defaults: Map<String, Value> = registry
         .kinds()
-        .map(|k| (k.name.clone(), Value::Object(k.defaults())))
+        .map(|k| (k.kind.clone(), Value::Object(k.defaults())))
         .collect();
     Ok(ok(json!({
         "node_types": node_defaults,
