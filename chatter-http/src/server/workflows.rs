@@ -120,7 +120,7 @@ fn can_write(p: &Principal, owner: Option<&str>) -> bool {
 }
 
 /// A definition the caller may read, else 404.
-async fn readable_definition(
+pub(super) async fn readable_definition(
     state: &AppState,
     p: &Principal,
     id: &str,
@@ -254,7 +254,7 @@ fn checked_definition(nodes: &[Value], edges: &[Value]) -> Result<WorkflowDefini
 }
 
 /// The runnable definition of a stored record.
-fn stored_definition(record: &DefinitionRecord) -> Result<WorkflowDefinition, ApiError> {
+pub(super) fn stored_definition(record: &DefinitionRecord) -> Result<WorkflowDefinition, ApiError> {
     Ok(WorkflowDefinition::from_value(&json!({
         "nodes": record.definition.get("nodes").cloned().unwrap_or_else(|| json!([])),
         "edges": record.definition.get("edges").cloned().unwrap_or_else(|| json!([])),
@@ -967,10 +967,10 @@ async fn execution_logs(
 // ---------------------------------------------------------------------------------------------
 
 /// A template: stored, or built in (id = its name).
-struct Template {
-    id: String,
+pub(super) struct Template {
+    pub(super) id: String,
     owner_id: Option<String>,
-    spec: TemplateSpec,
+    pub(super) spec: TemplateSpec,
     record: Option<TemplateRecord>,
 }
 
@@ -1029,7 +1029,7 @@ fn builtin(id: &str) -> Option<Template> {
         })
 }
 
-async fn readable_template(
+pub(super) async fn readable_template(
     state: &AppState,
     p: &Principal,
     id: &str,
@@ -1404,6 +1404,30 @@ fn template_input(input: Map<String, Value>) -> (Value, Value) {
     (Value::Object(params), Value::Object(run))
 }
 
+/// The definition a template generates for the given parameters. A template naming a
+/// provider this server does not have runs on the server's default one (e.g. the offline
+/// `scripted` model), unless the caller chose a provider.
+pub(super) fn template_definition(
+    state: &AppState,
+    spec: &TemplateSpec,
+    mut params: Value,
+) -> Result<(WorkflowDefinition, Map<String, Value>), ApiError> {
+    let named = spec.default_params.get("provider").and_then(Value::as_str);
+    if params.get("provider").is_none()
+        && named.is_some_and(|n| !state.model_names().iter().any(|m| m == n))
+    {
+        if params.is_null() {
+            params = json!({});
+        }
+        if let Some(map) = params.as_object_mut() {
+            map.insert("provider".into(), json!(super::default_model_name(state)));
+        }
+    }
+    let params = spec.merge_params(&params)?;
+    let def = spec.generate(&params)?;
+    Ok((def, params))
+}
+
 async fn run_template(
     state: &AppState,
     p: &Principal,
@@ -1411,22 +1435,8 @@ async fn run_template(
     input: Map<String, Value>,
     template_id: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (mut params, run_input) = template_input(input);
-    // A template naming a provider this server does not have runs on the server's default
-    // one (e.g. the offline `scripted` model), unless the caller chose a provider.
-    let named = template
-        .spec
-        .default_params
-        .get("provider")
-        .and_then(Value::as_str);
-    if params.get("provider").is_none()
-        && named.is_some_and(|n| !state.model_names().iter().any(|m| m == n))
-        && let Some(map) = params.as_object_mut()
-    {
-        map.insert("provider".into(), json!(super::default_model_name(state)));
-    }
-    let params = template.spec.merge_params(&params)?;
-    let def = template.spec.generate(&params)?;
+    let (params, run_input) = template_input(input);
+    let (def, params) = template_definition(state, &template.spec, params)?;
     let mut recorded = params.clone();
     if let Some(id) = template_id {
         recorded.insert("template_id".into(), json!(id));

@@ -235,6 +235,14 @@ where
     F: FnOnce(Harness) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_postgres_with(config(), case).await;
+}
+
+pub async fn run_postgres_with<F, Fut>(config: ServerConfig, case: F)
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let Some(url) = postgres_url() else {
         println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
         return;
@@ -249,7 +257,7 @@ where
     let store = chatter_store::connect_with(&url, options)
         .await
         .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
-    let harness = start(store, config()).await;
+    let harness = start(store, config).await;
     let outcome = tokio::spawn(case(harness)).await;
     drop_schema(&url, &schema).await;
     if let Err(e) = outcome {
