@@ -21,7 +21,9 @@ fn chatter() -> Command {
     command
 }
 
-/// Starts `chatter serve` and reads its start-up lines up to the address.
+/// Starts `chatter serve` and reads its start-up lines up to the address. The child is
+/// returned to the caller, who waits for it in `stop`.
+#[allow(clippy::zombie_processes)]
 fn serve(db: &str) -> (Child, BufReader<ChildStdout>, Vec<String>, String) {
     let mut child = chatter()
         .args(["serve", "--db", db, "--addr", "127.0.0.1:0"])

@@ -39,7 +39,8 @@ pub const REFRESH_TOKEN_PREFIX: &str = "chatter_rt_";
 /// Name of the refresh-token cookie.
 pub const REFRESH_COOKIE: &str = "chatter_refresh";
 
-/// The permissions of the built-in roles, seeded (upserted) at start-up.
+/// The built-in roles, from least to most privileged: name, description, and the permissions
+/// each adds to those of the roles before it. Seeded (upserted) at start-up.
 pub const BUILTIN_ROLES: &[(&str, &str, &[&str])] = &[
     (
         "guest",
@@ -50,10 +51,8 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[&str])] = &[
         "user",
         "Build, run and chat with own workflows",
         &[
-            "workflow:read",
             "workflow:write",
             "workflow:execute",
-            "template:read",
             "template:write",
             "chat:execute",
         ],
@@ -61,29 +60,14 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[&str])] = &[
     (
         "power_user",
         "A user who may also publish templates",
-        &[
-            "workflow:read",
-            "workflow:write",
-            "workflow:execute",
-            "template:read",
-            "template:write",
-            "template:publish",
-            "chat:execute",
-        ],
+        &["template:publish"],
     ),
     (
         "admin",
         "Reads and manages every user's resources, reads the audit log",
         &[
-            "workflow:read",
-            "workflow:write",
-            "workflow:execute",
             "workflow:admin",
-            "template:read",
-            "template:write",
-            "template:publish",
             "template:review",
-            "chat:execute",
             "audit:read",
             "admin:users",
         ],
@@ -91,22 +75,22 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[&str])] = &[
     (
         "super_admin",
         "Everything, including role management",
-        &[
-            "workflow:read",
-            "workflow:write",
-            "workflow:execute",
-            "workflow:admin",
-            "template:read",
-            "template:write",
-            "template:publish",
-            "template:review",
-            "chat:execute",
-            "audit:read",
-            "admin:users",
-            "admin:roles",
-        ],
+        &["admin:roles"],
     ),
 ];
+
+/// Every permission of a built-in role (its own and those of the roles before it).
+pub fn builtin_role_permissions(role: &str) -> Option<Vec<String>> {
+    let end = BUILTIN_ROLES
+        .iter()
+        .position(|(name, _, _)| *name == role)?;
+    Some(
+        BUILTIN_ROLES[..=end]
+            .iter()
+            .flat_map(|(_, _, added)| added.iter().map(|p| (*p).to_owned()))
+            .collect(),
+    )
+}
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -251,12 +235,12 @@ pub async fn create_api_key(
 ///
 /// Storage failures.
 pub async fn seed_roles(store: &Arc<dyn Store>) -> chatter_core::Result<()> {
-    for (name, description, permissions) in BUILTIN_ROLES {
+    for (name, description, _) in BUILTIN_ROLES {
         store
             .upsert_role(RoleRecord {
                 name: (*name).to_owned(),
                 description: Some((*description).to_owned()),
-                permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+                permissions: builtin_role_permissions(name).unwrap_or_default(),
             })
             .await?;
     }
@@ -358,6 +342,26 @@ pub(crate) async fn new_session(
         })
         .await?;
     Ok((session.id, token))
+}
+
+/// A new session for a user: `(session id, refresh token, access token)`.
+pub(crate) async fn start_session(
+    state: &AppState,
+    user_id: &str,
+) -> Result<(String, String, AccessToken), ApiError> {
+    let (session_id, refresh_token) = new_session(state, user_id).await?;
+    let access = issue_access(state, user_id, &session_id)?;
+    Ok((session_id, refresh_token, access))
+}
+
+/// The `TokenRefreshResponse` body (the login adds `user`).
+pub(crate) fn token_json(refresh_token: &str, access: &AccessToken) -> Value {
+    json!({
+        "access_token": access.token,
+        "refresh_token": refresh_token,
+        "token_type": "bearer",
+        "expires_in": access.expires_in,
+    })
 }
 
 /// Checks a login and password; `Ok(None)` for wrong credentials (same work either way).

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::{
-    self, Credential, Principal, REFRESH_COOKIE, check_password, issue_access, new_session, now_ms,
-    refresh_cookie, sha256_hex,
+    self, Credential, Principal, REFRESH_COOKIE, check_password, now_ms, refresh_cookie,
+    sha256_hex, start_session, token_json,
 };
-use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, check_limit};
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -138,8 +138,7 @@ async fn login(
             "invalid username, e-mail or password",
         ));
     };
-    let (session_id, refresh_token) = new_session(&state, &user.id).await?;
-    let access = issue_access(&state, &user.id, &session_id)?;
+    let (session_id, refresh_token, access) = start_session(&state, &user.id).await?;
     state
         .audit(
             Some(&user.id),
@@ -149,13 +148,8 @@ async fn login(
             json!({"login": login, "session_id": session_id}),
         )
         .await;
-    let doc = json!({
-        "access_token": access.token,
-        "refresh_token": refresh_token,
-        "token_type": "bearer",
-        "expires_in": access.expires_in,
-        "user": user_response(&state, &user).await?,
-    });
+    let mut doc = token_json(&refresh_token, &access);
+    doc["user"] = user_response(&state, &user).await?;
     let cookie = cookie(&state, &refresh_token, state.config().refresh_ttl.as_secs());
     Ok(with_cookie(ok(doc), cookie))
 }
@@ -208,8 +202,7 @@ async fn refresh(
         .await?
         .filter(|u| u.is_active)
         .ok_or_else(|| ApiError::unauthorized("the account is disabled or gone"))?;
-    let (session_id, refresh_token) = new_session(&state, &user.id).await?;
-    let access = issue_access(&state, &user.id, &session_id)?;
+    let (session_id, refresh_token, access) = start_session(&state, &user.id).await?;
     state
         .audit(
             Some(&user.id),
@@ -219,12 +212,7 @@ async fn refresh(
             json!({"previous_session_id": session.id}),
         )
         .await;
-    let doc = json!({
-        "access_token": access.token,
-        "refresh_token": refresh_token,
-        "token_type": "bearer",
-        "expires_in": access.expires_in,
-    });
+    let doc = token_json(&refresh_token, &access);
     let cookie = cookie(&state, &refresh_token, state.config().refresh_ttl.as_secs());
     Ok(with_cookie(ok(doc), cookie))
 }
@@ -344,9 +332,7 @@ async fn audit_logs(
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
     principal.require("audit:read")?;
-    if query.limit == 0 || query.limit > 1000 {
-        return Err(ApiError::unprocessable("`limit` must be within 1..=1000"));
-    }
+    check_limit(query.limit, 1000)?;
     let filter = AuditFilter {
         actor_id: query.actor_id,
         resource_type: query.resource_type,

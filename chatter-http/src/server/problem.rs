@@ -183,6 +183,20 @@ pub async fn finish(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
+/// 422 unless `limit` is within `1..=max`.
+///
+/// # Errors
+///
+/// [`ApiError`] 422 naming the range.
+pub fn check_limit(limit: u32, max: u32) -> Result<(), ApiError> {
+    if limit == 0 || limit > max {
+        return Err(ApiError::unprocessable(format!(
+            "`limit` must be within 1..={max}"
+        )));
+    }
+    Ok(())
+}
+
 /// A JSON body whose rejections (malformed JSON, wrong types, wrong content type, too large)
 /// are problems.
 #[derive(Debug, Clone, Copy, Default)]

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
-use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, check_limit};
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -352,20 +352,13 @@ fn default_limit() -> u32 {
     100
 }
 
-fn check_page(limit: u32) -> Result<(), ApiError> {
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::unprocessable("`limit` must be within 1..=1000"));
-    }
-    Ok(())
-}
-
 async fn list_definitions(
     State(state): State<AppState>,
     p: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
-    check_page(query.limit)?;
+    check_limit(query.limit, 1000)?;
     let filter = DefinitionFilter {
         owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
         include_public: true,
@@ -839,7 +832,7 @@ async fn list_executions(
     ApiQuery(query): ApiQuery<ExecutionsQuery>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
-    check_page(query.limit)?;
+    check_limit(query.limit, 1000)?;
     let filter = ExecutionFilter {
         owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
         ..ExecutionFilter::default()
@@ -937,9 +930,7 @@ async fn execution_logs(
     ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
-    if query.limit == 0 || query.limit > 10_000 {
-        return Err(ApiError::unprocessable("`limit` must be within 1..=10000"));
-    }
+    check_limit(query.limit, 10_000)?;
     let level = query.log_level.map(|l| l.to_ascii_lowercase());
     if let Some(l) = &level
         && !["debug", "info", "warning", "error"].contains(&l.as_str())
@@ -1067,7 +1058,7 @@ async fn list_templates(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     p.require("template:read")?;
-    check_page(query.limit)?;
+    check_limit(query.limit, 1000)?;
     let filter = TemplateFilter {
         owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
         include_public: true,
@@ -1581,6 +1572,25 @@ async fn defaults(
     })))
 }
 
+/// Saves validated settings as one of the caller's preferences.
+async fn save_settings(
+    state: &AppState,
+    p: &Principal,
+    preference: &str,
+    config: Value,
+    message: &str,
+) -> Result<Response, ApiError> {
+    let record = state
+        .store()
+        .upsert_preference(p.id(), preference, config.clone(), None)
+        .await?;
+    Ok(ok(json!({
+        "message": message,
+        "config": config,
+        "version": record.version,
+    })))
+}
+
 #[derive(Debug, Deserialize)]
 struct MemoryQuery {
     #[serde(default = "yes")]
@@ -1630,15 +1640,14 @@ async fn configure_memory(
         "max_window_size": q.max_window_size,
         "summary_strategy": q.summary_strategy,
     });
-    let record = state
-        .store()
-        .upsert_preference(p.id(), MEMORY_PREFERENCE, config.clone(), None)
-        .await?;
-    Ok(ok(json!({
-        "message": "Memory settings saved",
-        "config": config,
-        "version": record.version,
-    })))
+    save_settings(
+        &state,
+        &p,
+        MEMORY_PREFERENCE,
+        config,
+        "Memory settings saved",
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -1687,13 +1696,5 @@ async fn configure_tools(
         "recursion_strategy": q.recursion_strategy,
         "enable_recursion_detection": q.enable_recursion_detection,
     });
-    let record = state
-        .store()
-        .upsert_preference(p.id(), TOOLS_PREFERENCE, config.clone(), None)
-        .await?;
-    Ok(ok(json!({
-        "message": "Tool settings saved",
-        "config": config,
-        "version": record.version,
-    })))
+    save_settings(&state, &p, TOOLS_PREFERENCE, config, "Tool settings saved").await
 }
