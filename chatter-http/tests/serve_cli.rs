@@ -25,8 +25,15 @@ fn chatter() -> Command {
 /// returned to the caller, who waits for it in `stop`.
 #[allow(clippy::zombie_processes)]
 fn serve(db: &str) -> (Child, BufReader<ChildStdout>, Vec<String>, String) {
+    serve_with(&["--db", db])
+}
+
+#[allow(clippy::zombie_processes)]
+fn serve_with(args: &[&str]) -> (Child, BufReader<ChildStdout>, Vec<String>, String) {
     let mut child = chatter()
-        .args(["serve", "--db", db, "--addr", "127.0.0.1:0"])
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -222,5 +229,66 @@ async fn serve_first_start_keys_and_graceful_shutdown() {
         200
     );
     stop(child, out);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_a_config_file_and_answers_cors() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("chatter-serve-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.json");
+    std::fs::write(&model, r#"{"default": {"content": "configured"}}"#).unwrap();
+    let config = dir.join("chatter.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "db": format!("sqlite://{}/c.db", dir.display()),
+            "models": [format!("scripted:{}", model.display())],
+            "cors_origins": ["https://app.example.com"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (child, out, lines, url) = serve_with(&["--config", config.to_str().unwrap()]);
+    // A provider is configured: no offline note; the database of the file was created.
+    assert!(lines[0].starts_with("created the first admin"), "{lines:?}");
+    assert!(dir.join("c.db").exists());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{url}/api/v1/auth/login"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = client
+        .get(format!("{url}/healthz"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    stop(child, out);
+
+    // A bad file is a usage error naming it.
+    std::fs::write(&config, r#"{"dbb": "x"}"#).unwrap();
+    let bad = chatter()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "error: --config {}: unknown field `dbb`",
+            config.display()
+        )),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -100,12 +100,16 @@ pub enum Command {
     /// On the first start it creates an admin and prints its API key once (or uses
     /// CHATTER_ADMIN_API_KEY). See docs/http.md.
     Serve {
-        /// The database.
-        #[arg(long, default_value = "sqlite://chatter.db")]
-        db: String,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8000")]
-        addr: std::net::SocketAddr,
+        /// A JSON configuration file (also CHATTER_CONFIG); the environment and the flags
+        /// override it. See docs/http.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The database (default `sqlite://chatter.db`).
+        #[arg(long)]
+        db: Option<String>,
+        /// Address to listen on (default `127.0.0.1:8000`).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
         /// A model provider, as for `run` (repeatable; also CHATTER_MODELS, comma-separated).
         /// Without any, the offline `scripted` model answers.
         #[arg(long = "model")]
@@ -270,6 +274,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
         ),
         Command::Migrate { db } => store::migrate(&db, out),
         Command::Serve {
+            config,
             db,
             addr,
             models,
@@ -277,6 +282,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             cors_origins,
         } => serve::serve(
             serve::ServeArgs {
+                config,
                 db,
                 addr,
                 models,

@@ -8,23 +8,48 @@ use super::{store, write_out};
 use crate::error::Error;
 use crate::server::{Server, ServerConfig, auth};
 
+/// The database `chatter serve` uses when none is configured.
+const DEFAULT_DB: &str = "sqlite://chatter.db";
+
 /// What `chatter serve` was asked to do.
 #[derive(Debug, Clone)]
 pub(crate) struct ServeArgs {
-    pub(crate) db: String,
-    pub(crate) addr: SocketAddr,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) db: Option<String>,
+    pub(crate) addr: Option<SocketAddr>,
     pub(crate) models: Vec<String>,
     pub(crate) tools: Option<PathBuf>,
     pub(crate) cors_origins: Vec<String>,
 }
 
 pub(crate) fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<u8, Error> {
-    let mut config = ServerConfig::new(args.db);
-    config.addr = args.addr;
-    config.models = args.models;
-    config.tools = args.tools;
-    config.cors_origins = args.cors_origins;
-    let config = config.with_env();
+    // Defaults, then the file, then the environment, then the flags.
+    let mut config = ServerConfig::new(DEFAULT_DB);
+    config.addr = SocketAddr::from(([127, 0, 0, 1], 8000));
+    let file = args.config.or_else(|| {
+        std::env::var_os("CHATTER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(file) = file {
+        config = config.with_file(&file)?;
+    }
+    let mut config = config.with_env();
+    if let Some(db) = args.db {
+        config.db = db;
+    }
+    if let Some(addr) = args.addr {
+        config.addr = addr;
+    }
+    if !args.models.is_empty() {
+        config.models = args.models;
+    }
+    if args.tools.is_some() {
+        config.tools = args.tools;
+    }
+    if !args.cors_origins.is_empty() {
+        config.cors_origins = args.cors_origins;
+    }
     let runtime = store::runtime()?;
     runtime.block_on(async {
         let server = Server::start(config).await?;

@@ -105,32 +105,99 @@ impl ServerConfig {
         }
     }
 
-    /// Reads the environment: `CHATTER_ADMIN_API_KEY`, `CHATTER_JWT_SECRET`,
+    /// Applies the environment: `CHATTER_ADMIN_API_KEY`, `CHATTER_JWT_SECRET`,
     /// `CHATTER_MODELS` (comma-separated specs), `CHATTER_TOOLS`, `CHATTER_CORS_ORIGINS`
-    /// (comma-separated). Values already set are kept.
+    /// (comma-separated). A variable that is set (and not blank) replaces the value.
     #[must_use]
     pub fn with_env(mut self) -> ServerConfig {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if self.admin_api_key.is_none() {
-            self.admin_api_key = var("CHATTER_ADMIN_API_KEY");
+        let list = |text: String| -> Vec<String> {
+            text.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        if let Some(key) = var("CHATTER_ADMIN_API_KEY") {
+            self.admin_api_key = Some(key);
         }
-        if self.jwt_secret.is_none() {
-            self.jwt_secret = var("CHATTER_JWT_SECRET").map(String::into_bytes);
+        if let Some(secret) = var("CHATTER_JWT_SECRET") {
+            self.jwt_secret = Some(secret.into_bytes());
         }
-        if self.models.is_empty()
-            && let Some(models) = var("CHATTER_MODELS")
-        {
-            self.models = models.split(',').map(|s| s.trim().to_owned()).collect();
+        if let Some(models) = var("CHATTER_MODELS") {
+            self.models = list(models);
         }
-        if self.tools.is_none() {
-            self.tools = var("CHATTER_TOOLS").map(PathBuf::from);
+        if let Some(tools) = var("CHATTER_TOOLS") {
+            self.tools = Some(PathBuf::from(tools));
         }
-        if self.cors_origins.is_empty()
-            && let Some(origins) = var("CHATTER_CORS_ORIGINS")
-        {
-            self.cors_origins = origins.split(',').map(|s| s.trim().to_owned()).collect();
+        if let Some(origins) = var("CHATTER_CORS_ORIGINS") {
+            self.cors_origins = list(origins);
         }
         self
+    }
+
+    /// Applies a JSON configuration file: any of `db`, `addr`, `models` (specs), `tools`,
+    /// `cors_origins`, `max_body_bytes`, `access_ttl_secs`, `refresh_ttl_secs`,
+    /// `readiness_timeout_ms`, `secure_cookies`. Unknown keys are refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] naming the file when it cannot be read or is not such a document.
+    pub fn with_file(mut self, path: &std::path::Path) -> Result<ServerConfig, Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            db: Option<String>,
+            addr: Option<SocketAddr>,
+            models: Option<Vec<String>>,
+            tools: Option<PathBuf>,
+            cors_origins: Option<Vec<String>>,
+            max_body_bytes: Option<usize>,
+            access_ttl_secs: Option<u64>,
+            refresh_ttl_secs: Option<u64>,
+            readiness_timeout_ms: Option<u64>,
+            secure_cookies: Option<bool>,
+        }
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("--config {shown}: {e}")))?;
+        let file: File = serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("--config {shown}: {e}")))?;
+        if file.max_body_bytes == Some(0) || file.access_ttl_secs == Some(0) {
+            return Err(Error::Usage(format!(
+                "--config {shown}: `max_body_bytes` and `access_ttl_secs` must be positive"
+            )));
+        }
+        if let Some(v) = file.db {
+            self.db = v;
+        }
+        if let Some(v) = file.addr {
+            self.addr = v;
+        }
+        if let Some(v) = file.models {
+            self.models = v;
+        }
+        if let Some(v) = file.tools {
+            self.tools = Some(v);
+        }
+        if let Some(v) = file.cors_origins {
+            self.cors_origins = v;
+        }
+        if let Some(v) = file.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = file.access_ttl_secs {
+            self.access_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = file.refresh_ttl_secs {
+            self.refresh_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = file.readiness_timeout_ms {
+            self.readiness_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = file.secure_cookies {
+            self.secure_cookies = v;
+        }
+        Ok(self)
     }
 }
 
