@@ -11,6 +11,7 @@ both_backends!(
     forged_expired_and_wrong_tokens,
     api_keys_create_list_revoke,
     audit_log_is_gated_and_records_denials,
+    admin_manages_users_and_roles,
 );
 
 mod cases {
@@ -372,5 +373,126 @@ mod cases {
         h.get("/api/v1/audit/logs?limit=abc", Some(ADMIN_KEY))
             .await
             .assert_problem(422);
+    }
+
+    pub async fn admin_manages_users_and_roles(h: Harness) {
+        let ann = h.user("ann", &["admin"]).await;
+        let bob = h.user("bob", &["user"]).await;
+        // A plain user cannot list or change users.
+        h.get("/api/v1/admin/users", Some(&bob.key))
+            .await
+            .assert_problem(403);
+        let listed = h.get("/api/v1/admin/users", Some(&ann.key)).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        assert_eq!(listed.body["total_count"], 3);
+
+        // An admin may make bob a power user, not an admin (that needs admin:roles).
+        let url = format!("/api/v1/admin/users/{}", bob.id);
+        let up = h
+            .send(
+                "PUT",
+                &url,
+                Some(&ann.key),
+                Some(&json!({"roles": ["power_user"]})),
+            )
+            .await;
+        assert_eq!(up.status, 200, "{}", up.text);
+        assert_eq!(up.body["roles"], json!(["power_user"]));
+        h.send(
+            "PUT",
+            &url,
+            Some(&ann.key),
+            Some(&json!({"roles": ["admin"]})),
+        )
+        .await
+        .assert_problem(403);
+        h.send(
+            "PUT",
+            &url,
+            Some(&ann.key),
+            Some(&json!({"roles": ["emperor"]})),
+        )
+        .await
+        .assert_problem(422);
+        // The super admin may.
+        let up = h
+            .send(
+                "PUT",
+                &url,
+                Some(ADMIN_KEY),
+                Some(&json!({"roles": ["admin"]})),
+            )
+            .await;
+        assert_eq!(up.status, 200, "{}", up.text);
+        // The new role takes effect on the next request.
+        assert_eq!(
+            h.get("/api/v1/audit/logs", Some(&bob.key)).await.status,
+            200
+        );
+        // Deactivated users cannot authenticate.
+        let off = h
+            .send(
+                "PUT",
+                &url,
+                Some(ADMIN_KEY),
+                Some(&json!({"is_active": false})),
+            )
+            .await;
+        assert_eq!(off.status, 200);
+        let a = h.get("/api/v1/auth/me", Some(&bob.key)).await;
+        a.assert_problem(401);
+        let login = h
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"username": "bob", "password": PASSWORD}),
+            )
+            .await;
+        login.assert_problem(401);
+
+        let created = h
+            .post(
+                "/api/v1/admin/users",
+                Some(&ann.key),
+                &json!({"email": "cy@example.com", "username": "cy", "password": "long enough"}),
+            )
+            .await;
+        assert_eq!(created.status, 200, "{}", created.text);
+        assert_eq!(created.body["roles"], json!(["user"]));
+        let dup = h
+            .post(
+                "/api/v1/admin/users",
+                Some(&ann.key),
+                &json!({"email": "cy2@example.com", "username": "CY"}),
+            )
+            .await;
+        dup.assert_problem(409);
+        h.post(
+            "/api/v1/admin/users",
+            Some(&ann.key),
+            &json!({"email": "x@example.com", "username": "x", "roles": ["super_admin"]}),
+        )
+        .await
+        .assert_problem(403);
+
+        let roles = h.audit("user.roles").await;
+        assert_eq!(roles.len(), 2);
+        assert_eq!(
+            roles[0].details,
+            json!({"before": ["user"], "after": ["power_user"]})
+        );
+        assert_eq!(
+            roles[1].actor_id.as_deref(),
+            Some(
+                h.store()
+                    .list_users(chatter_core::store::Page::new(1, 0))
+                    .await
+                    .unwrap()[0]
+                    .id
+                    .as_str()
+            )
+        );
+        assert_eq!(h.audit("user.deactivate").await.len(), 1);
+        assert_eq!(h.audit("user.create").await.len(), 1);
     }
 }

@@ -29,6 +29,14 @@ pub(super) fn routes() -> Router<AppState> {
             axum::routing::delete(revoke_key),
         )
         .route("/api/v1/audit/logs", get(audit_logs))
+        .route(
+            "/api/v1/admin/users",
+            get(list_users).post(admin_create_user),
+        )
+        .route(
+            "/api/v1/admin/users/{user_id}",
+            axum::routing::put(admin_update_user),
+        )
 }
 
 /// The profile fields of `UserUpdate` kept in the `profile` preference.
@@ -453,4 +461,162 @@ async fn revoke_key(
         )
         .await;
     Ok(ok(json!({"message": "API key revoked", "id": key_id})))
+}
+
+/// Roles only `admin:roles` may grant or take away.
+const PRIVILEGED_ROLES: &[&str] = &["admin", "super_admin"];
+
+fn touches_privileged(roles: &[String]) -> bool {
+    roles.iter().any(|r| PRIVILEGED_ROLES.contains(&r.as_str()))
+}
+
+/// `GET /api/v1/admin/users` (permission `admin:users`).
+async fn list_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<KeysPage>,
+) -> Result<Response, ApiError> {
+    principal.require("admin:users")?;
+    check_limit(query.limit, 1000)?;
+    let users = state
+        .store()
+        .list_users(Page::new(query.limit, query.offset))
+        .await?;
+    let mut docs = Vec::with_capacity(users.len());
+    for user in &users {
+        docs.push(user_response(&state, user).await?);
+    }
+    Ok(ok(json!({"users": docs, "total_count": docs.len()})))
+}
+
+#[derive(Debug, Deserialize)]
+struct KeysPage {
+    #[serde(default = "default_limit")]
+    limit: u32,
+    #[serde(default)]
+    offset: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    email: String,
+    username: String,
+    password: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// `POST /api/v1/admin/users` (permission `admin:users`; privileged roles need `admin:roles`).
+async fn admin_create_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewUserBody>,
+) -> Result<Response, ApiError> {
+    principal.require("admin:users")?;
+    let roles = if body.roles.is_empty() {
+        vec!["user".to_owned()]
+    } else {
+        body.roles
+    };
+    if touches_privileged(&roles) {
+        principal.require("admin:roles")?;
+    }
+    if body
+        .password
+        .as_deref()
+        .is_some_and(|p| p.chars().count() < 8)
+    {
+        return Err(ApiError::unprocessable(
+            "the password must have at least 8 characters",
+        ));
+    }
+    let user = auth::create_user(
+        state.store(),
+        &body.email,
+        &body.username,
+        body.password.as_deref(),
+        roles,
+    )
+    .await?;
+    state
+        .audit(
+            Some(principal.id()),
+            "user.create",
+            ("user", Some(&user.id)),
+            "success",
+            json!({"roles": user.roles, "username": body.username}),
+        )
+        .await;
+    Ok(ok(user_response(&state, &user).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    roles: Option<Vec<String>>,
+    is_active: Option<bool>,
+}
+
+/// `PUT /api/v1/admin/users/{id}`: roles and the active flag (permission `admin:users`;
+/// granting, removing or touching privileged roles needs `admin:roles`).
+async fn admin_update_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> Result<Response, ApiError> {
+    principal.require("admin:users")?;
+    let store = state.store();
+    let before = store
+        .get_user(&user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user `{user_id}`")))?;
+    if let Some(roles) = &body.roles {
+        if let Some(unknown) = roles
+            .iter()
+            .find(|r| auth::builtin_role_permissions(r).is_none())
+        {
+            return Err(ApiError::unprocessable(format!("unknown role `{unknown}`")));
+        }
+        if touches_privileged(roles) || touches_privileged(&before.roles) {
+            principal.require("admin:roles")?;
+        }
+    }
+    if body.is_active.is_some() && touches_privileged(&before.roles) {
+        principal.require("admin:roles")?;
+    }
+    if user_id == principal.id() && body.is_active == Some(false) {
+        return Err(ApiError::conflict("you cannot deactivate yourself"));
+    }
+    let after = store
+        .update_user(&user_id, body.roles.clone(), body.is_active)
+        .await?;
+    if body.roles.is_some() {
+        state
+            .audit(
+                Some(principal.id()),
+                "user.roles",
+                ("user", Some(&user_id)),
+                "success",
+                json!({"before": before.roles, "after": after.roles}),
+            )
+            .await;
+    }
+    if let Some(active) = body.is_active {
+        state
+            .audit(
+                Some(principal.id()),
+                if active {
+                    "user.activate"
+                } else {
+                    "user.deactivate"
+                },
+                ("user", Some(&user_id)),
+                "success",
+                json!({}),
+            )
+            .await;
+    }
+    Ok(ok(user_response(&state, &after).await?))
 }
