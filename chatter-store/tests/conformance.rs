@@ -149,6 +149,7 @@ conformance!(
     concurrent_claimers_get_distinct_jobs,
     users_keys_and_roles,
     credentials_and_sessions,
+    workspaces_members_and_shares,
     sql_looking_strings_are_stored_verbatim,
     oversized_payloads_are_refused_before_the_database,
     invalid_input_is_refused,
@@ -1692,6 +1693,99 @@ mod cases {
         let before = all.len();
         all.dedup();
         assert_eq!((before, all.len()), (20, 20));
+    }
+
+    pub async fn workspaces_members_and_shares(s: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for email in ["own@example.com", "mem@example.com", "out@example.com"] {
+            let user = s
+                .create_user(NewUser {
+                    email: email.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ids.push(user.id);
+        }
+        let (owner, member, outsider) = (&ids[0], &ids[1], &ids[2]);
+        let ws = s.create_workspace("Team", owner).await.unwrap();
+        assert_eq!(s.get_workspace(&ws.id).await.unwrap(), Some(ws.clone()));
+        // The owner is its first admin, in the same transaction.
+        let members = s.list_members(&ws.id).await.unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            (members[0].user_id.as_str(), members[0].role.as_str()),
+            (owner.as_str(), "admin")
+        );
+        let unknown = s.create_workspace("X", "nobody").await.unwrap_err();
+        assert_eq!(kind(&unknown), Some(StoreErrorKind::NotFound));
+        let empty = s.create_workspace("", owner).await.unwrap_err();
+        assert_eq!(kind(&empty), Some(StoreErrorKind::InvalidInput));
+
+        s.set_member(&ws.id, member, "viewer").await.unwrap();
+        let changed = s.set_member(&ws.id, member, "editor").await.unwrap();
+        assert_eq!(changed.role, "editor");
+        assert_eq!(s.list_members(&ws.id).await.unwrap().len(), 2);
+        let bad = s.set_member(&ws.id, member, "owner").await.unwrap_err();
+        assert_eq!(kind(&bad), Some(StoreErrorKind::InvalidInput));
+        let gone = s.set_member("nope", member, "viewer").await.unwrap_err();
+        assert_eq!(kind(&gone), Some(StoreErrorKind::NotFound));
+        let listed = s.list_user_workspaces(member).await.unwrap();
+        assert_eq!(listed, vec![(ws.clone(), "editor".to_owned())]);
+
+        s.share_resource(&ws.id, "definition", "d1").await.unwrap();
+        s.share_resource(&ws.id, "definition", "d1").await.unwrap();
+        s.share_resource(&ws.id, "template", "t1").await.unwrap();
+        let bad = s
+            .share_resource(&ws.id, "execution", "e1")
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&bad), Some(StoreErrorKind::InvalidInput));
+        assert_eq!(
+            s.shared_roles(member, "definition", "d1").await.unwrap(),
+            ["editor"]
+        );
+        assert!(
+            s.shared_roles(outsider, "definition", "d1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.shared_resource_ids(member, "definition").await.unwrap(),
+            ["d1"]
+        );
+        assert_eq!(
+            s.shared_resource_ids(member, "template").await.unwrap(),
+            ["t1"]
+        );
+        assert!(
+            s.unshare_resource(&ws.id, "definition", "d1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.unshare_resource(&ws.id, "definition", "d1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.shared_resource_ids(member, "definition")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        assert!(s.remove_member(&ws.id, member).await.unwrap());
+        assert!(!s.remove_member(&ws.id, member).await.unwrap());
+        assert!(s.delete_workspace(&ws.id).await.unwrap());
+        assert!(s.list_user_workspaces(owner).await.unwrap().is_empty());
+        assert!(
+            s.shared_resource_ids(owner, "template")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn credentials_and_sessions(s: Arc<dyn Store>) {

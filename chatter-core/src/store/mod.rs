@@ -15,7 +15,8 @@
 //! - [`audit`]: the append-only audit log;
 //! - [`jobs`]: a priority job queue with leases;
 //! - [`users`]: users, API keys and roles;
-//! - [`auth`]: login credentials and refresh sessions.
+//! - [`auth`]: login credentials and refresh sessions;
+//! - [`workspaces`]: team workspaces, their members and shared resources.
 //!
 //! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
 //! and coerces to a single concern where that is all a component needs
@@ -49,6 +50,7 @@ pub mod preferences;
 pub mod retriever;
 pub mod templates;
 pub mod users;
+pub mod workspaces;
 
 pub use audit::{AuditFilter, AuditRecord, AuditStore, NewAuditEntry};
 pub use auth::{AuthStore, CredentialRecord, NewSession, SessionRecord};
@@ -75,6 +77,7 @@ pub use templates::{
     NewTemplate, TemplateAnalytics, TemplateFilter, TemplateRecord, TemplateStore, TemplateUpdate,
 };
 pub use users::{ApiKeyRecord, NewApiKey, NewUser, RoleRecord, UserRecord, UserStore};
+pub use workspaces::{MemberRecord, WORKSPACE_ROLES, WorkspaceRecord, WorkspaceStore};
 
 use crate::Error;
 
@@ -230,6 +233,7 @@ pub trait Store:
     + JobStore
     + UserStore
     + AuthStore
+    + WorkspaceStore
     + std::fmt::Debug
     + Send
     + Sync

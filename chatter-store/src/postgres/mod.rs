@@ -31,6 +31,7 @@ mod jobs;
 mod preferences;
 mod templates;
 mod users;
+mod workspaces;
 
 /// The pool's manager: deadpool-postgres's, with a health check (a round trip) when a
 /// connection is handed out after being idle for [`VERIFY_AFTER`] or more, so a busy

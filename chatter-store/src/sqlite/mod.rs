@@ -33,6 +33,7 @@ mod jobs;
 mod preferences;
 mod templates;
 mod users;
+mod workspaces;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
