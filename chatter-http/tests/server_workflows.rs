@@ -15,6 +15,7 @@ both_backends!(
     templates_crud_export_import,
     node_types_defaults_and_preferences,
     rbac_matrix_over_definition_routes,
+    workspace_members_share_by_role,
 );
 
 mod cases {
@@ -967,5 +968,255 @@ mod cases {
         let forbidden = h.audit("http.forbidden").await;
         assert!(forbidden.len() >= 10, "{}", forbidden.len());
         assert!(forbidden.iter().all(|r| r.actor_id.is_some()));
+    }
+
+    /// Team workspaces: members reach shared resources with the rights of their role.
+    pub async fn workspace_members_share_by_role(h: Harness) {
+        let owner = h.user("owner", &["user"]).await;
+        let viewer = h.user("viewer", &["user"]).await;
+        let editor = h.user("editor", &["user"]).await;
+        let outsider = h.user("outsider", &["user"]).await;
+        let def = h
+            .post(
+                &format!("{W}/definitions"),
+                Some(&owner.key),
+                &create_body("team"),
+            )
+            .await;
+        let def = def.body["id"].as_str().unwrap().to_owned();
+        let tpl = h
+            .post(
+                &format!("{W}/templates"),
+                Some(&owner.key),
+                &json!({"name": "T", "description": "d"}),
+            )
+            .await;
+        let tpl = tpl.body["id"].as_str().unwrap().to_owned();
+        let ws = h
+            .post(
+                "/api/v1/workspaces",
+                Some(&owner.key),
+                &json!({"name": "Team"}),
+            )
+            .await;
+        assert_eq!(ws.status, 200, "{}", ws.text);
+        assert_eq!(ws.body["role"], "admin");
+        let ws = ws.body["id"].as_str().unwrap().to_owned();
+        let member_url = |u: &str| format!("/api/v1/workspaces/{ws}/members/{u}");
+        for (user, role) in [(&viewer, "viewer"), (&editor, "editor")] {
+            let a = h
+                .send(
+                    "PUT",
+                    &member_url(&user.id),
+                    Some(&owner.key),
+                    Some(&json!({"role": role})),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+        }
+        // Not shared yet: members do not see the definition.
+        h.get(&format!("{W}/definitions/{def}"), Some(&viewer.key))
+            .await
+            .assert_problem(404);
+        // Only a member with editor rights shares, and only their own resources.
+        let share = |kind: &str, id: &str| json!({"resource_type": kind, "resource_id": id});
+        let resources = format!("/api/v1/workspaces/{ws}/resources");
+        h.post(&resources, Some(&viewer.key), &share("definition", &def))
+            .await
+            .assert_problem(403);
+        h.post(&resources, Some(&editor.key), &share("definition", &def))
+            .await
+            .assert_problem(404);
+        h.post(&resources, Some(&outsider.key), &share("definition", &def))
+            .await
+            .assert_problem(404);
+        h.post(&resources, Some(&owner.key), &share("execution", &def))
+            .await
+            .assert_problem(422);
+        h.post(&resources, Some(&owner.key), &share("definition", "nope"))
+            .await
+            .assert_problem(404);
+        for (kind, id) in [("definition", &def), ("template", &tpl)] {
+            let a = h.post(&resources, Some(&owner.key), &share(kind, id)).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+        }
+
+        let update = json!({"description": "edited"});
+        let empty = json!({});
+        let as_viewer = json!({"role": "viewer"});
+        let d = format!("{W}/definitions/{def}");
+        let t = format!("{W}/templates/{tpl}");
+        let who = [
+            ("owner", &owner),
+            ("viewer", &viewer),
+            ("editor", &editor),
+            ("outsider", &outsider),
+        ];
+        let routes: Vec<(&str, String, Option<&Value>, [u16; 4])> = vec![
+            ("GET", d.clone(), None, [200, 200, 200, 404]),
+            ("PUT", d.clone(), Some(&update), [200, 403, 200, 404]),
+            (
+                "POST",
+                format!("{d}/execute"),
+                Some(&empty),
+                [200, 200, 200, 404],
+            ),
+            ("GET", format!("{d}/analytics"), None, [200, 200, 200, 404]),
+            ("GET", format!("{t}/load"), None, [200, 200, 200, 404]),
+            ("PUT", t.clone(), Some(&update), [200, 403, 200, 404]),
+            ("DELETE", d.clone(), None, [0, 403, 403, 404]),
+            ("DELETE", t.clone(), None, [0, 403, 403, 404]),
+            (
+                "GET",
+                format!("/api/v1/workspaces/{ws}"),
+                None,
+                [200, 200, 200, 404],
+            ),
+            (
+                "PUT",
+                member_url(&outsider.id),
+                Some(&as_viewer),
+                [0, 403, 403, 404],
+            ),
+        ];
+        for (method, path, body, expected) in &routes {
+            for ((name, user), status) in who.iter().zip(expected) {
+                if *status == 0 {
+                    continue;
+                }
+                let a = h.send(method, path, Some(&user.key), *body).await;
+                assert_eq!(a.status, *status, "{method} {path} as {name}: {}", a.text);
+            }
+        }
+        // Shared definitions list for members.
+        let listed = h.get(&format!("{W}/definitions"), Some(&viewer.key)).await;
+        let ids: Vec<&str> = listed.body["definitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [def.as_str()]);
+        let templates = h.get(&format!("{W}/templates"), Some(&viewer.key)).await;
+        assert!(
+            templates.body["templates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == tpl.as_str())
+        );
+        let mine = h.get("/api/v1/workspaces", Some(&viewer.key)).await;
+        assert_eq!(mine.body["workspaces"][0]["role"], "viewer");
+        let shown = h
+            .get(&format!("/api/v1/workspaces/{ws}"), Some(&viewer.key))
+            .await;
+        assert_eq!(shown.body["members"].as_array().unwrap().len(), 3);
+
+        // Promote the viewer; remove the editor, who then loses access.
+        let promoted = h
+            .send(
+                "PUT",
+                &member_url(&viewer.id),
+                Some(&owner.key),
+                Some(&json!({"role": "editor"})),
+            )
+            .await;
+        assert_eq!(promoted.body["role"], "editor");
+        assert_eq!(
+            h.send("PUT", &d, Some(&viewer.key), Some(&update))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            h.send("DELETE", &member_url(&editor.id), Some(&owner.key), None)
+                .await
+                .status,
+            200
+        );
+        h.get(&d, Some(&editor.key)).await.assert_problem(404);
+        // Bad member changes.
+        h.send(
+            "PUT",
+            &member_url(&outsider.id),
+            Some(&owner.key),
+            Some(&json!({"role": "boss"})),
+        )
+        .await
+        .assert_problem(422);
+        h.send(
+            "PUT",
+            &member_url("01NOSUCHUSER"),
+            Some(&owner.key),
+            Some(&json!({"role": "viewer"})),
+        )
+        .await
+        .assert_problem(404);
+        h.send(
+            "PUT",
+            &member_url(&owner.id),
+            Some(&owner.key),
+            Some(&json!({"role": "viewer"})),
+        )
+        .await
+        .assert_problem(409);
+        // Unsharing ends access.
+        let unshare = format!("/api/v1/workspaces/{ws}/resources/definition/{def}");
+        assert_eq!(
+            h.send("DELETE", &unshare, Some(&viewer.key), None)
+                .await
+                .status,
+            200
+        );
+        h.get(&d, Some(&viewer.key)).await.assert_problem(404);
+        h.send("DELETE", &unshare, Some(&owner.key), None)
+            .await
+            .assert_problem(404);
+
+        let actions: Vec<String> = h
+            .store()
+            .list_audit(
+                &chatter_core::store::AuditFilter {
+                    resource_type: Some("workspace".into()),
+                    ..Default::default()
+                },
+                Page::new(100, 0),
+            )
+            .await
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|r| r.action.clone())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "workspace.create",
+                "workspace.member.set",
+                "workspace.member.set",
+                "workspace.share",
+                "workspace.share",
+                "workspace.member.set",
+                "workspace.member.remove",
+                "workspace.unshare",
+            ]
+        );
+        let set = h.audit("workspace.member.set").await;
+        assert_eq!(
+            set[2].details,
+            json!({"user_id": viewer.id, "before": "viewer", "after": "editor"})
+        );
+        // The owner deletes the workspace; nobody else could.
+        let ws_url = format!("/api/v1/workspaces/{ws}");
+        h.send("DELETE", &ws_url, Some(&viewer.key), None)
+            .await
+            .assert_problem(403);
+        assert_eq!(
+            h.send("DELETE", &ws_url, Some(&owner.key), None)
+                .await
+                .status,
+            200
+        );
+        h.get(&ws_url, Some(&owner.key)).await.assert_problem(404);
     }
 }

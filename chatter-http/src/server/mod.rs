@@ -48,6 +48,7 @@ mod chat;
 mod health;
 pub mod problem;
 mod workflows;
+mod workspaces;
 
 pub use auth::{Credential, MaybePrincipal, Principal};
 pub use problem::ApiError;
@@ -496,6 +497,7 @@ fn router(state: AppState) -> Router {
         .merge(auth_routes::routes())
         .merge(workflows::routes())
         .merge(chat::routes())
+        .merge(workspaces::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), audit_denials))
         .layer(middleware::from_fn(problem::finish))

@@ -119,18 +119,48 @@ fn can_write(p: &Principal, owner: Option<&str>) -> bool {
     p.is_admin() || owner == Some(p.id())
 }
 
-/// A definition the caller may read, else 404.
+/// The caller's roles on a resource through the workspaces sharing it.
+async fn shared_roles(
+    state: &AppState,
+    p: &Principal,
+    resource_type: &str,
+    id: &str,
+) -> Result<Vec<String>, ApiError> {
+    Ok(state
+        .store()
+        .shared_roles(p.id(), resource_type, id)
+        .await?)
+}
+
+/// A definition the caller may read (own, public, shared with them, or any for admins),
+/// else 404.
 pub(super) async fn readable_definition(
     state: &AppState,
     p: &Principal,
     id: &str,
 ) -> Result<DefinitionRecord, ApiError> {
-    state
+    let missing = || ApiError::not_found(format!("no workflow definition `{id}`"));
+    let record = state
         .store()
         .get_definition(id)
         .await?
-        .filter(|d| can_read(p, Some(&d.owner_id), d.is_public))
-        .ok_or_else(|| ApiError::not_found(format!("no workflow definition `{id}`")))
+        .ok_or_else(missing)?;
+    if can_read(p, Some(&record.owner_id), record.is_public)
+        || !shared_roles(state, p, "definition", id).await?.is_empty()
+    {
+        Ok(record)
+    } else {
+        Err(missing())
+    }
+}
+
+/// What a caller wants to do to a definition or template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Update it (owners, admins, workspace editors).
+    Update,
+    /// Delete it (owners and admins only).
+    Delete,
 }
 
 /// A definition the caller may change: 404 when unreadable, 403 when only readable.
@@ -138,9 +168,16 @@ async fn writable_definition(
     state: &AppState,
     p: &Principal,
     id: &str,
+    change: Change,
 ) -> Result<DefinitionRecord, ApiError> {
     let record = readable_definition(state, p, id).await?;
-    if !can_write(p, Some(&record.owner_id)) {
+    let allowed = can_write(p, Some(&record.owner_id))
+        || (change == Change::Update
+            && super::workspaces::has_role(
+                &shared_roles(state, p, "definition", id).await?,
+                "editor",
+            ));
+    if !allowed {
         return Err(ApiError::forbidden(format!(
             "workflow definition `{id}` belongs to another user"
         )));
@@ -364,10 +401,25 @@ async fn list_definitions(
         include_public: true,
         tag: None,
     };
-    let records = state
+    let mut records = state
         .store()
         .list_definitions(&filter, Page::new(query.limit, query.offset))
         .await?;
+    // Definitions shared with the caller through workspaces come after (first page only).
+    if query.offset == 0 && !p.is_admin() {
+        for id in state
+            .store()
+            .shared_resource_ids(p.id(), "definition")
+            .await?
+        {
+            if records.iter().any(|r| r.id == id) {
+                continue;
+            }
+            if let Some(record) = state.store().get_definition(&id).await? {
+                records.push(record);
+            }
+        }
+    }
     let definitions: Vec<Value> = records.iter().map(definition_json).collect();
     Ok(ok(
         json!({"total_count": definitions.len(), "definitions": definitions}),
@@ -403,7 +455,7 @@ async fn update_definition(
     ApiJson(body): ApiJson<DefinitionPatch>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:write")?;
-    let record = writable_definition(&state, &p, &id).await?;
+    let record = writable_definition(&state, &p, &id, Change::Update).await?;
     if let Some(name) = &body.name {
         check_name(name)?;
     }
@@ -467,7 +519,7 @@ async fn delete_definition(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:write")?;
-    writable_definition(&state, &p, &id).await?;
+    writable_definition(&state, &p, &id, Change::Delete).await?;
     if !state.store().delete_definition(&id).await? {
         return Err(ApiError::not_found(format!(
             "no workflow definition `{id}`"
@@ -1027,7 +1079,10 @@ pub(super) async fn readable_template(
 ) -> Result<Template, ApiError> {
     p.require("template:read")?;
     if let Some(record) = state.store().get_template(id).await? {
-        if record.is_builtin || can_read(p, record.owner_id.as_deref(), record.is_public) {
+        if record.is_builtin
+            || can_read(p, record.owner_id.as_deref(), record.is_public)
+            || !shared_roles(state, p, "template", id).await?.is_empty()
+        {
             return Template::from_record(record);
         }
     } else if let Some(t) = builtin(id) {
@@ -1040,14 +1095,26 @@ async fn writable_template(
     state: &AppState,
     p: &Principal,
     id: &str,
+    change: Change,
 ) -> Result<TemplateRecord, ApiError> {
     let template = readable_template(state, p, id).await?;
     match template.record {
-        Some(record) if !record.is_builtin && can_write(p, record.owner_id.as_deref()) => {
-            Ok(record)
+        Some(record) if !record.is_builtin => {
+            let allowed = can_write(p, record.owner_id.as_deref())
+                || (change == Change::Update
+                    && super::workspaces::has_role(
+                        &shared_roles(state, p, "template", id).await?,
+                        "editor",
+                    ));
+            if allowed {
+                return Ok(record);
+            }
+            Err(ApiError::forbidden(format!(
+                "workflow template `{id}` belongs to another user"
+            )))
         }
         _ => Err(ApiError::forbidden(format!(
-            "workflow template `{id}` is built in or belongs to another user"
+            "workflow template `{id}` is built in"
         ))),
     }
 }
@@ -1064,10 +1131,24 @@ async fn list_templates(
         include_public: true,
         category: None,
     };
-    let records = state
+    let mut records = state
         .store()
         .list_templates(&filter, Page::new(query.limit, query.offset))
         .await?;
+    if query.offset == 0 && !p.is_admin() {
+        for id in state
+            .store()
+            .shared_resource_ids(p.id(), "template")
+            .await?
+        {
+            if records.iter().any(|r| r.id == id) {
+                continue;
+            }
+            if let Some(record) = state.store().get_template(&id).await? {
+                records.push(record);
+            }
+        }
+    }
     let mut templates = Vec::new();
     let mut names = std::collections::HashSet::new();
     for record in records {
@@ -1190,7 +1271,7 @@ async fn update_template(
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     p.require("template:write")?;
-    let record = writable_template(&state, &p, &id).await?;
+    let record = writable_template(&state, &p, &id, Change::Update).await?;
     const FIELDS: &[&str] = &[
         "name",
         "description",
@@ -1248,7 +1329,7 @@ async fn delete_template(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     p.require("template:write")?;
-    writable_template(&state, &p, &id).await?;
+    writable_template(&state, &p, &id, Change::Delete).await?;
     if !state.store().delete_template(&id).await? {
         return Err(ApiError::not_found(format!("no workflow template `{id}`")));
     }
