@@ -2285,10 +2285,15 @@ mod sqlite_specific {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        let embedded: Vec<(i64, String)> = chatter_store::migrate::SQLITE_MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.name.to_owned()))
+            .collect();
         assert_eq!(
-            applied,
+            &applied[..2],
             [(1, "core".to_owned()), (2, "auth_audit_jobs".to_owned())]
         );
+        assert_eq!(applied, embedded);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -2321,9 +2326,15 @@ mod sqlite_specific {
                 .unwrap();
         }
         let err = connect_with(&url, options()).await.unwrap_err();
+        let last = chatter_store::migrate::SQLITE_MIGRATIONS
+            .last()
+            .unwrap()
+            .version;
         assert_eq!(
             err.to_string(),
-            "storage error (migration): migration 0001_core is missing from schema_migrations although later migration 0002 was applied; refusing to start"
+            format!(
+                "storage error (migration): migration 0001_core is missing from schema_migrations although later migration {last:04} was applied; refusing to start"
+            )
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -2346,7 +2357,7 @@ mod sqlite_specific {
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, chatter_store::migrate::SQLITE_MIGRATIONS.len() as i64);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -2485,7 +2496,7 @@ mod postgres_specific {
                 .await
                 .unwrap()
                 .get(0);
-            assert_eq!(n, 2);
+            assert_eq!(n, chatter_store::migrate::POSTGRES_MIGRATIONS.len() as i64);
             c.execute(
                 "UPDATE schema_migrations SET checksum = 'abc' WHERE version = 2",
                 &[],
