@@ -47,6 +47,7 @@ mod cases {
         anonymous.assert_problem(401);
         assert_eq!(anonymous.body["instance"], "/api/v1/workflows/definitions");
         assert_eq!(anonymous.body["title"], "Unauthorized");
+        assert_eq!(anonymous.headers["www-authenticate"], "Bearer");
     }
 
     async fn login(h: &Harness, body: Value) -> crate::common::Answer {
@@ -105,6 +106,7 @@ mod cases {
         let outcomes: Vec<&str> = logins.iter().map(|r| r.outcome.as_str()).collect();
         assert_eq!(outcomes, ["success", "success", "failure", "failure"]);
         assert_eq!(logins[2].details, json!({"login": "alice"}));
+        assert_eq!(logins[2].ip_address.as_deref(), Some("127.0.0.1"));
         assert!(
             !logins[2].details.to_string().contains("nope"),
             "password in the audit"

@@ -202,6 +202,11 @@ impl ServerConfig {
     }
 }
 
+tokio::task_local! {
+    /// The client address of the request being handled (for audit entries).
+    static CLIENT_IP: Option<String>;
+}
+
 /// A request's id (`x-request-id`, taken from the client when sane, else a new ULID).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
@@ -298,7 +303,7 @@ impl AppState {
             resource_type: resource.0.to_owned(),
             resource_id: resource.1.map(str::to_owned),
             outcome: outcome.to_owned(),
-            ip_address: None,
+            ip_address: CLIENT_IP.try_with(Clone::clone).ok().flatten(),
             details,
         };
         if let Err(e) = self.0.store.append_audit(entry).await {
@@ -394,9 +399,12 @@ impl Server {
         }));
         let app = router(state.clone());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
         });
         Ok(Server {
             addr,
@@ -560,7 +568,26 @@ async fn audit_denials(
     request.extensions_mut().insert(slot.clone());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+    let ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    // Every audit entry written while handling this request carries the client address.
+    CLIENT_IP
+        .scope(ip, async move {
+            let response = next.run(request).await;
+            audit_denial(&state, &slot, &method, &path, response).await
+        })
+        .await
+}
+
+async fn audit_denial(
+    state: &AppState,
+    slot: &auth::ActorSlot,
+    method: &str,
+    path: &str,
+    response: Response,
+) -> Response {
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let reason = response
@@ -577,7 +604,7 @@ async fn audit_denials(
             .audit(
                 slot.get().as_deref(),
                 action,
-                ("http", Some(&path)),
+                ("http", Some(path)),
                 "denied",
                 json!({"method": method, "path": path, "status": status.as_u16(), "reason": reason}),
             )

@@ -180,6 +180,11 @@ pub async fn finish(request: Request, next: Next) -> Response {
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::UNAUTHORIZED {
+        parts
+            .headers
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     Response::from_parts(parts, Body::from(body))
 }
 
