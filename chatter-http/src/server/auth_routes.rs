@@ -14,7 +14,7 @@ use super::auth::{
     self, Credential, Principal, REFRESH_COOKIE, check_password, now_ms, refresh_cookie,
     sha256_hex, start_session, token_json,
 };
-use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, check_limit};
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PageQuery, check_limit};
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -323,13 +323,13 @@ struct AuditQuery {
     resource_id: Option<String>,
     action: Option<String>,
     since: Option<i64>,
-    #[serde(default = "default_limit")]
+    #[serde(default = "hundred")]
     limit: u32,
     #[serde(default)]
     offset: u64,
 }
 
-fn default_limit() -> u32 {
+fn hundred() -> u32 {
     100
 }
 
@@ -474,7 +474,7 @@ fn touches_privileged(roles: &[String]) -> bool {
 async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<KeysPage>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     principal.require("admin:users")?;
     check_limit(query.limit, 1000)?;
@@ -487,14 +487,6 @@ async fn list_users(
         docs.push(user_response(&state, user).await?);
     }
     Ok(ok(json!({"users": docs, "total_count": docs.len()})))
-}
-
-#[derive(Debug, Deserialize)]
-struct KeysPage {
-    #[serde(default = "default_limit")]
-    limit: u32,
-    #[serde(default)]
-    offset: u64,
 }
 
 #[derive(Debug, Deserialize)]

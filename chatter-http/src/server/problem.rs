@@ -188,6 +188,35 @@ pub async fn finish(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
+/// `?limit=&offset=` of the listing endpoints (`limit` 100 by default).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct PageQuery {
+    /// Most items answered.
+    #[serde(default = "default_page_limit")]
+    pub limit: u32,
+    /// Items skipped.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+fn default_page_limit() -> u32 {
+    100
+}
+
+/// 422 unless `value` (the query parameter `name`) is within `1..=max`.
+///
+/// # Errors
+///
+/// [`ApiError`] 422 naming the parameter and the range.
+pub fn check_range(name: &str, value: i64, max: i64) -> Result<(), ApiError> {
+    if !(1..=max).contains(&value) {
+        return Err(ApiError::unprocessable(format!(
+            "`{name}` must be within 1..={max}"
+        )));
+    }
+    Ok(())
+}
+
 /// 422 unless `limit` is within `1..=max`.
 ///
 /// # Errors

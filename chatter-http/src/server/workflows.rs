@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
-use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, check_limit};
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PageQuery, check_limit, check_range};
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -377,22 +377,10 @@ async fn create_definition(
     Ok(ok(definition_json(&record)))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    #[serde(default = "default_limit")]
-    limit: u32,
-    #[serde(default)]
-    offset: u64,
-}
-
-fn default_limit() -> u32 {
-    100
-}
-
 async fn list_definitions(
     State(state): State<AppState>,
     p: Principal,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
     check_limit(query.limit, 1000)?;
@@ -1122,7 +1110,7 @@ async fn writable_template(
 async fn list_templates(
     State(state): State<AppState>,
     p: Principal,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     p.require("template:read")?;
     check_limit(query.limit, 1000)?;
@@ -1700,11 +1688,8 @@ async fn configure_memory(
     ApiQuery(q): ApiQuery<MemoryQuery>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:write")?;
-    if !(1..=1000).contains(&q.base_window_size) || !(1..=1000).contains(&q.max_window_size) {
-        return Err(ApiError::unprocessable(
-            "window sizes must be within 1..=1000",
-        ));
-    }
+    check_range("base_window_size", q.base_window_size, 1000)?;
+    check_range("max_window_size", q.max_window_size, 1000)?;
     if q.base_window_size > q.max_window_size {
         return Err(ApiError::unprocessable(
             "`base_window_size` must not exceed `max_window_size`",
@@ -1756,11 +1741,8 @@ async fn configure_tools(
     ApiQuery(q): ApiQuery<ToolsQuery>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:write")?;
-    if !(1..=1000).contains(&q.max_total_calls) || !(1..=1000).contains(&q.max_consecutive_calls) {
-        return Err(ApiError::unprocessable(
-            "call limits must be within 1..=1000",
-        ));
-    }
+    check_range("max_total_calls", q.max_total_calls, 1000)?;
+    check_range("max_consecutive_calls", q.max_consecutive_calls, 1000)?;
     if q.max_consecutive_calls > q.max_total_calls {
         return Err(ApiError::unprocessable(
             "`max_consecutive_calls` must not exceed `max_total_calls`",
