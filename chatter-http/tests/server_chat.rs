@@ -135,6 +135,35 @@ mod cases {
             .get("/api/v1/workflows/executions", Some(&alice.key))
             .await;
         assert_eq!(all.body["executions"][0]["definition_id"], "universal_chat");
+
+        // A chat through a stored definition records it as the execution's definition.
+        let graph = json!({
+            "name": "chat flow",
+            "nodes": [{"id": "start", "type": "start"}, {"id": "chat", "type": "llm"}, {"id": "end", "type": "end"}],
+            "edges": [{"source": "start", "target": "chat"}, {"source": "chat", "target": "end"}]
+        });
+        let def = h
+            .post("/api/v1/workflows/definitions", Some(&alice.key), &graph)
+            .await;
+        let def_id = def.body["id"].as_str().unwrap();
+        let c = h
+            .post(
+                CHAT,
+                Some(&alice.key),
+                &json!({"message": "Via definition", "workflow_definition_id": def_id}),
+            )
+            .await;
+        assert_eq!(c.status, 200, "{}", c.text);
+        assert_eq!(c.body["message"]["content"], REPLY);
+        let execution_id = c.body["message"]["execution_id"].as_str().unwrap();
+        let execution = h
+            .store()
+            .get_execution(execution_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(execution.definition_id.as_deref(), Some(def_id));
+        assert_eq!(execution.kind.as_str(), "chat");
     }
 
     /// The `data:` payloads of an SSE body.
@@ -231,20 +260,30 @@ mod cases {
         let conversation_id = first["conversation_id"].as_str().unwrap().to_owned();
         drop(response); // the client goes away mid-stream
 
-        // The run finishes on the server and is persisted all the same.
-        let mut messages = Vec::new();
+        // The run finishes on the server and is persisted all the same: wait for its last
+        // write (the conversation's aggregates come after the assistant message).
+        let mut conversation = None;
         for _ in 0..400 {
-            messages = h
+            let current = h
                 .store()
-                .list_messages(&conversation_id, Page::new(100, 0))
+                .get_conversation(&conversation_id)
                 .await
+                .unwrap()
                 .unwrap();
-            if messages.len() == 2 {
+            if current.metadata["total_tokens"] == 20 {
+                conversation = Some(current);
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        assert_eq!(messages.len(), 2, "the assistant message was not persisted");
+        let conversation = conversation.expect("the run was not persisted");
+        assert_eq!(conversation.message_count, 2);
+        let messages = h
+            .store()
+            .list_messages(&conversation_id, Page::new(100, 0))
+            .await
+            .unwrap();
+        assert_eq!(messages.len(), 2);
         assert_eq!(messages[1].content, SLOW_REPLY);
         let execution = h
             .store()
@@ -253,13 +292,6 @@ mod cases {
             .unwrap()
             .unwrap();
         assert_eq!(execution.status.as_str(), "completed");
-        let conversation = h
-            .store()
-            .get_conversation(&conversation_id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(conversation.metadata["total_tokens"], 20);
         // The server keeps serving.
         assert_eq!(h.get("/healthz", None).await.status, 200);
     }
