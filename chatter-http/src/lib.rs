@@ -1,6 +1,6 @@
 //! # chatter-http
 //!
-//! Chatter's HTTP server (to come) and the `chatter` command-line tool.
+//! Chatter's HTTP server ([`server`], `chatter serve`) and the `chatter` command-line tool.
 //!
 //! ```
 //! use clap::Parser;
@@ -21,5 +21,6 @@
 
 pub mod cli;
 pub mod error;
+pub mod server;
 
 pub use error::Error;

@@ -162,6 +162,28 @@ pub(crate) fn check_lease(lease_ms: i64) -> StoreResult<()> {
     Ok(())
 }
 
+/// `InvalidInput` unless `role` is a workspace role.
+pub(crate) fn check_workspace_role(role: &str) -> StoreResult<()> {
+    if chatter_core::store::WORKSPACE_ROLES.contains(&role) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "unknown workspace role `{role}` (expected viewer, editor or admin)"
+        )))
+    }
+}
+
+/// `InvalidInput` unless resources of this type can be shared in a workspace.
+pub(crate) fn check_resource_type(resource_type: &str) -> StoreResult<()> {
+    if matches!(resource_type, "definition" | "template") {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "cannot share a `{resource_type}` (expected definition or template)"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

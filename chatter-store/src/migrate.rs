@@ -78,6 +78,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "templates_marketplace",
         sql: include_str!("../migrations/sqlite/0005_templates_marketplace.sql"),
     },
+    Migration {
+        version: 6,
+        name: "http_auth",
+        sql: include_str!("../migrations/sqlite/0006_http_auth.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -106,6 +111,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "templates_marketplace",
         sql: include_str!("../migrations/postgres/0005_templates_marketplace.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "http_auth",
+        sql: include_str!("../migrations/postgres/0006_http_auth.sql"),
     },
 ];
 

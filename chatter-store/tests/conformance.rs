@@ -120,6 +120,8 @@ conformance!(
     jobs_priority_lease_retry,
     concurrent_claimers_get_distinct_jobs,
     users_keys_and_roles,
+    credentials_and_sessions,
+    workspaces_members_and_shares,
     sql_looking_strings_are_stored_verbatim,
     oversized_payloads_are_refused_before_the_database,
     invalid_input_is_refused,
@@ -1761,6 +1763,184 @@ mod cases {
         assert_eq!((before, all.len()), (20, 20));
     }
 
+    pub async fn workspaces_members_and_shares(s: Arc<dyn Store>) {
+        let mut ids = Vec::new();
+        for email in ["own@example.com", "mem@example.com", "out@example.com"] {
+            let user = s
+                .create_user(NewUser {
+                    email: email.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ids.push(user.id);
+        }
+        let (owner, member, outsider) = (&ids[0], &ids[1], &ids[2]);
+        let ws = s.create_workspace("Team", owner).await.unwrap();
+        assert_eq!(s.get_workspace(&ws.id).await.unwrap(), Some(ws.clone()));
+        // The owner is its first admin, in the same transaction.
+        let members = s.list_members(&ws.id).await.unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            (members[0].user_id.as_str(), members[0].role.as_str()),
+            (owner.as_str(), "admin")
+        );
+        let unknown = s.create_workspace("X", "nobody").await.unwrap_err();
+        assert_eq!(kind(&unknown), Some(StoreErrorKind::NotFound));
+        let empty = s.create_workspace("", owner).await.unwrap_err();
+        assert_eq!(kind(&empty), Some(StoreErrorKind::InvalidInput));
+
+        s.set_member(&ws.id, member, "viewer").await.unwrap();
+        let changed = s.set_member(&ws.id, member, "editor").await.unwrap();
+        assert_eq!(changed.role, "editor");
+        assert_eq!(s.list_members(&ws.id).await.unwrap().len(), 2);
+        let bad = s.set_member(&ws.id, member, "owner").await.unwrap_err();
+        assert_eq!(kind(&bad), Some(StoreErrorKind::InvalidInput));
+        let gone = s.set_member("nope", member, "viewer").await.unwrap_err();
+        assert_eq!(kind(&gone), Some(StoreErrorKind::NotFound));
+        let listed = s.list_user_workspaces(member).await.unwrap();
+        assert_eq!(listed, vec![(ws.clone(), "editor".to_owned())]);
+
+        s.share_resource(&ws.id, "definition", "d1").await.unwrap();
+        s.share_resource(&ws.id, "definition", "d1").await.unwrap();
+        s.share_resource(&ws.id, "template", "t1").await.unwrap();
+        let bad = s
+            .share_resource(&ws.id, "execution", "e1")
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&bad), Some(StoreErrorKind::InvalidInput));
+        assert_eq!(
+            s.shared_roles(member, "definition", "d1").await.unwrap(),
+            ["editor"]
+        );
+        assert!(
+            s.shared_roles(outsider, "definition", "d1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.shared_resource_ids(member, "definition").await.unwrap(),
+            ["d1"]
+        );
+        assert_eq!(
+            s.shared_resource_ids(member, "template").await.unwrap(),
+            ["t1"]
+        );
+        assert!(
+            s.unshare_resource(&ws.id, "definition", "d1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.unshare_resource(&ws.id, "definition", "d1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.shared_resource_ids(member, "definition")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        assert!(s.remove_member(&ws.id, member).await.unwrap());
+        assert!(!s.remove_member(&ws.id, member).await.unwrap());
+        assert!(s.delete_workspace(&ws.id).await.unwrap());
+        assert!(s.list_user_workspaces(owner).await.unwrap().is_empty());
+        assert!(
+            s.shared_resource_ids(owner, "template")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub async fn credentials_and_sessions(s: Arc<dyn Store>) {
+        let alice = s
+            .create_user(NewUser {
+                email: "alice@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let bob = s
+            .create_user(NewUser {
+                email: "bob@example.com".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.get_credentials(&alice.id).await.unwrap(), None);
+        let cred = s
+            .set_credentials(&alice.id, "Alice", Some("$argon2id$hash1"))
+            .await
+            .unwrap();
+        assert_eq!(cred.username, "Alice");
+        assert_eq!(cred.password_hash.as_deref(), Some("$argon2id$hash1"));
+        // By username (any case) and by e-mail (any case).
+        assert_eq!(
+            s.find_credentials("ALICE").await.unwrap(),
+            Some(cred.clone())
+        );
+        assert_eq!(
+            s.find_credentials("Alice@Example.COM").await.unwrap(),
+            Some(cred.clone())
+        );
+        assert_eq!(s.find_credentials("nobody").await.unwrap(), None);
+        // Replacing keeps one row; another user cannot take the name.
+        let replaced = s
+            .set_credentials(&alice.id, "alice", Some("$argon2id$hash2"))
+            .await
+            .unwrap();
+        assert_eq!(s.get_credentials(&alice.id).await.unwrap(), Some(replaced));
+        let taken = s.set_credentials(&bob.id, "ALICE", None).await.unwrap_err();
+        assert_eq!(kind(&taken), Some(StoreErrorKind::Conflict));
+        assert_eq!(s.get_credentials(&bob.id).await.unwrap(), None);
+        let unknown = s
+            .set_credentials("nobody", "nobody", None)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&unknown), Some(StoreErrorKind::NotFound));
+        let empty = s.set_credentials(&bob.id, "", None).await.unwrap_err();
+        assert_eq!(kind(&empty), Some(StoreErrorKind::InvalidInput));
+
+        let session = s
+            .create_session(NewSession {
+                user_id: alice.id.clone(),
+                token_hash: "h1".into(),
+                expires_at: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(session.revoked_at, None);
+        assert_eq!(s.find_session("h1").await.unwrap(), Some(session.clone()));
+        assert_eq!(
+            s.get_session(&session.id).await.unwrap(),
+            Some(session.clone())
+        );
+        let dup = s
+            .create_session(NewSession {
+                user_id: bob.id.clone(),
+                token_hash: "h1".into(),
+                expires_at: 10,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&dup), Some(StoreErrorKind::Conflict));
+        assert!(s.revoke_session(&session.id, 5).await.unwrap());
+        assert!(!s.revoke_session(&session.id, 6).await.unwrap());
+        assert_eq!(
+            s.get_session(&session.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at,
+            Some(5)
+        );
+        assert_eq!(s.find_session("nope").await.unwrap(), None);
+    }
+
     pub async fn users_keys_and_roles(s: Arc<dyn Store>) {
         let alice = s
             .create_user(NewUser {
@@ -2177,11 +2357,11 @@ mod sqlite_specific {
             .iter()
             .map(|m| (m.version, m.name.to_owned()))
             .collect();
-        assert_eq!(applied, embedded);
         assert_eq!(
             applied[..2],
             [(1, "core".to_owned()), (2, "auth_audit_jobs".to_owned())]
         );
+        assert_eq!(applied, embedded);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

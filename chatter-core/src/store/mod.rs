@@ -17,6 +17,8 @@
 //! - [`users`]: users, API keys and roles;
 //! - [`models`]: the model registry (providers, models with prices, routing rules).
 //! - [`marketplace`]: template marketplace listings, versions, reviews, ratings, installs.
+//! - [`auth`]: login credentials and refresh sessions;
+//! - [`workspaces`]: team workspaces, their members and shared resources.
 //!
 //! [`Store`] is the super-trait of all of them, so one `Arc<dyn Store>` serves every concern,
 //! and coerces to a single concern where that is all a component needs
@@ -40,6 +42,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod auth;
 pub mod conversations;
 pub mod definitions;
 pub mod documents;
@@ -51,8 +54,10 @@ pub mod preferences;
 pub mod retriever;
 pub mod templates;
 pub mod users;
+pub mod workspaces;
 
 pub use audit::{AuditFilter, AuditRecord, AuditStore, NewAuditEntry};
+pub use auth::{AuthStore, CredentialRecord, NewSession, SessionRecord};
 pub use conversations::{
     ConversationRecord, ConversationStatus, ConversationStore, ConversationUpdate,
     ConversationUsage, MessageRecord, MessageRole, NewConversation, NewMessage,
@@ -83,6 +88,7 @@ pub use templates::{
     TemplateVersionRecord,
 };
 pub use users::{ApiKeyRecord, NewApiKey, NewUser, RoleRecord, UserRecord, UserStore};
+pub use workspaces::{MemberRecord, WORKSPACE_ROLES, WorkspaceRecord, WorkspaceStore};
 
 use crate::Error;
 
@@ -239,6 +245,8 @@ pub trait Store:
     + UserStore
     + ModelRegistryStore
     + MarketplaceStore
+    + AuthStore
+    + WorkspaceStore
     + std::fmt::Debug
     + Send
     + Sync

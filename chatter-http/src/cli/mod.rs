@@ -10,9 +10,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::error::Error;
 
 mod run;
+mod serve;
 mod store;
 mod templates;
 mod validate;
+
+pub(crate) use run::{models as models_from_specs, tools as tools_from_file};
 
 /// Output format of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +97,43 @@ pub enum Command {
         /// The database (`sqlite://chatter.db`, `postgres://...`).
         #[arg(long)]
         db: String,
+    },
+    /// Serve the HTTP API (the v1 contract, auth, chat streaming) until Ctrl-C / SIGTERM.
+    /// On the first start it creates an admin and prints its API key once (or uses
+    /// CHATTER_ADMIN_API_KEY). See docs/http.md.
+    Serve {
+        /// A JSON configuration file (also CHATTER_CONFIG); the environment and the flags
+        /// override it. See docs/http.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The database (default `sqlite://chatter.db`).
+        #[arg(long)]
+        db: Option<String>,
+        /// Address to listen on (default `127.0.0.1:8000`).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// A model provider, as for `run` (repeatable; also CHATTER_MODELS, comma-separated).
+        /// Without any, the offline `scripted` model answers.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Stub tools from a JSON file (also CHATTER_TOOLS).
+        #[arg(long)]
+        tools: Option<PathBuf>,
+        /// An origin allowed by CORS (repeatable; also CHATTER_CORS_ORIGINS).
+        #[arg(long = "cors-origin")]
+        cors_origins: Vec<String>,
+    },
+    /// Manage users.
+    Users {
+        /// What to do.
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage API keys.
+    Apikeys {
+        /// What to do.
+        #[command(subcommand)]
+        command: ApikeysCommand,
     },
     /// Look at recorded executions.
     Executions {
@@ -202,6 +242,54 @@ pub enum TemplatesCommand {
     },
 }
 
+/// `chatter users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user (with a password for `/api/v1/auth/login` when --password-env is given).
+    Create {
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Name of an environment variable holding the password (at least 8 characters).
+        #[arg(long)]
+        password_env: Option<String>,
+        /// A role (guest, user, power_user, admin, super_admin); repeatable; default `user`.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+/// `chatter apikeys ...`.
+#[derive(Debug, Subcommand)]
+pub enum ApikeysCommand {
+    /// Create an API key for a user and print it (shown once).
+    Create {
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// The user (username or e-mail).
+        #[arg(long)]
+        user: String,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Revoke an API key by id.
+    Revoke {
+        /// The key's id.
+        id: String,
+        /// The database.
+        #[arg(long)]
+        db: String,
+    },
+}
+
 /// `chatter executions ...`.
 #[derive(Debug, Subcommand)]
 pub enum ExecutionsCommand {
@@ -286,6 +374,38 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             out,
         ),
         Command::Migrate { db } => store::migrate(&db, out),
+        Command::Serve {
+            config,
+            db,
+            addr,
+            models,
+            tools,
+            cors_origins,
+        } => serve::serve(
+            serve::ServeArgs {
+                config,
+                db,
+                addr,
+                models,
+                tools,
+                cors_origins,
+            },
+            out,
+        ),
+        Command::Users {
+            command:
+                UsersCommand::Create {
+                    db,
+                    email,
+                    username,
+                    password_env,
+                    roles,
+                },
+        } => serve::create_user(&db, &email, &username, password_env.as_deref(), roles, out),
+        Command::Apikeys { command } => match command {
+            ApikeysCommand::Create { db, user, name } => serve::create_key(&db, &user, &name, out),
+            ApikeysCommand::Revoke { id, db } => serve::revoke_key(&db, &id, out),
+        },
         Command::Executions { command } => match command {
             ExecutionsCommand::List {
                 db,

@@ -48,7 +48,7 @@ pub(crate) fn parse_input(input: Option<&str>) -> Result<Value, Error> {
 }
 
 /// The model providers named by `--model` (`scripted:FILE`, `openai:MODEL`).
-fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
+pub(crate) fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
     let mut registry = ModelRegistry::new();
     for spec in specs {
         let (name, model) = providers::from_spec(spec).map_err(|e| match e {
@@ -63,7 +63,7 @@ fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
     Ok(registry)
 }
 
-fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
+pub(crate) fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
     let mut registry = ToolRegistry::new();
     if let Some(file) = file {
         let stubs = StubTools::from_file(file).map_err(|source| Error::File {

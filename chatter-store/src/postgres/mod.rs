@@ -22,6 +22,7 @@ use crate::common::{IdGen, Limits};
 use crate::migrate::{self, AppliedMigration, POSTGRES_MIGRATIONS};
 
 mod audit;
+mod auth;
 mod conversations;
 mod definitions;
 mod documents;
@@ -32,6 +33,7 @@ mod models;
 mod preferences;
 mod templates;
 mod users;
+mod workspaces;
 
 /// The pool's manager: deadpool-postgres's, with a health check (a round trip) when a
 /// connection is handed out after being idle for [`VERIFY_AFTER`] or more, so a busy

@@ -24,6 +24,7 @@ use crate::common::{IdGen, Limits};
 use crate::migrate::{self, AppliedMigration, SQLITE_MIGRATIONS};
 
 mod audit;
+mod auth;
 mod conversations;
 mod definitions;
 mod documents;
@@ -34,6 +35,7 @@ mod models;
 mod preferences;
 mod templates;
 mod users;
+mod workspaces;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 

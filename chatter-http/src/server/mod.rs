@@ -1,0 +1,628 @@
+//! `chatter serve`: the HTTP server (axum) with the old v1 contract under `/api/v1/workflows`,
+//! bearer authentication (JWT access tokens or API keys), role-based permissions with owner
+//! scoping, an append-only audit trail, chat streaming and health checks.
+//!
+//! Tests and embedders start it in-process with [`Server::start`] (or
+//! [`Server::start_with_store`]) on `127.0.0.1:0` and talk to [`Server::base_url`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), chatter_http::Error> {
+//! use chatter_http::server::{Server, ServerConfig};
+//!
+//! let mut config = ServerConfig::new("sqlite::memory:");
+//! config.admin_api_key = Some("chatter_api_0123456789abcdef0123456789abcdef".into());
+//! let server = Server::start(config).await?;
+//! println!("listening on {}", server.base_url());
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/http.md` for the endpoints.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chatter_core::ToolRegistry;
+use chatter_core::engine::Engine;
+use chatter_core::providers::ScriptedModel;
+use chatter_core::store::{NewAuditEntry, Page, Store};
+use chatter_core::tracker::WorkflowTracker;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+
+pub mod auth;
+mod auth_routes;
+mod chat;
+mod health;
+pub mod problem;
+mod workflows;
+mod workspaces;
+
+pub use auth::{Credential, MaybePrincipal, Principal};
+pub use problem::ApiError;
+
+/// The reply of the built-in `scripted` model served when no provider is configured.
+pub const OFFLINE_REPLY: &str = "Chatter is running without a model provider; this answer comes from the offline `scripted` model.";
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Database URL (`sqlite://chatter.db`, `postgres://...`).
+    pub db: String,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub addr: SocketAddr,
+    /// The first admin's API key when the database has no user yet; a random one (returned by
+    /// [`Server::initial_admin_key`]) when `None`.
+    pub admin_api_key: Option<String>,
+    /// JWT signing secret; a random one per process when `None` (tokens then die with it).
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Model provider specs (`scripted:FILE`, `openai:MODEL`), as `chatter run --model`.
+    pub models: Vec<String>,
+    /// Stub tools file, as `chatter run --tools`.
+    pub tools: Option<PathBuf>,
+    /// Largest request body accepted (bytes). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Access token lifetime. Default 30 min.
+    pub access_ttl: Duration,
+    /// Refresh session lifetime. Default 7 days.
+    pub refresh_ttl: Duration,
+    /// How long `/readyz` waits for the database. Default 2 s.
+    pub readiness_timeout: Duration,
+    /// Origins allowed by CORS (exact matches; empty: no CORS headers).
+    pub cors_origins: Vec<String>,
+    /// Whether the refresh cookie is marked `Secure` (serve behind HTTPS). Default false.
+    pub secure_cookies: bool,
+}
+
+impl ServerConfig {
+    /// The defaults for a database URL, listening on `127.0.0.1:0`.
+    pub fn new(db: impl Into<String>) -> ServerConfig {
+        ServerConfig {
+            db: db.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_api_key: None,
+            jwt_secret: None,
+            models: Vec::new(),
+            tools: None,
+            max_body_bytes: 1024 * 1024,
+            access_ttl: Duration::from_secs(30 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            readiness_timeout: Duration::from_secs(2),
+            cors_origins: Vec::new(),
+            secure_cookies: false,
+        }
+    }
+
+    /// Applies the environment: `CHATTER_ADMIN_API_KEY`, `CHATTER_JWT_SECRET`,
+    /// `CHATTER_MODELS` (comma-separated specs), `CHATTER_TOOLS`, `CHATTER_CORS_ORIGINS`
+    /// (comma-separated). A variable that is set (and not blank) replaces the value.
+    #[must_use]
+    pub fn with_env(mut self) -> ServerConfig {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let list = |text: String| -> Vec<String> {
+            text.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        if let Some(key) = var("CHATTER_ADMIN_API_KEY") {
+            self.admin_api_key = Some(key);
+        }
+        if let Some(secret) = var("CHATTER_JWT_SECRET") {
+            self.jwt_secret = Some(secret.into_bytes());
+        }
+        if let Some(models) = var("CHATTER_MODELS") {
+            self.models = list(models);
+        }
+        if let Some(tools) = var("CHATTER_TOOLS") {
+            self.tools = Some(PathBuf::from(tools));
+        }
+        if let Some(origins) = var("CHATTER_CORS_ORIGINS") {
+            self.cors_origins = list(origins);
+        }
+        self
+    }
+
+    /// Applies a JSON configuration file: any of `db`, `addr`, `models` (specs), `tools`,
+    /// `cors_origins`, `max_body_bytes`, `access_ttl_secs`, `refresh_ttl_secs`,
+    /// `readiness_timeout_ms`, `secure_cookies`. Unknown keys are refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] naming the file when it cannot be read or is not such a document.
+    pub fn with_file(mut self, path: &std::path::Path) -> Result<ServerConfig, Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            db: Option<String>,
+            addr: Option<SocketAddr>,
+            models: Option<Vec<String>>,
+            tools: Option<PathBuf>,
+            cors_origins: Option<Vec<String>>,
+            max_body_bytes: Option<usize>,
+            access_ttl_secs: Option<u64>,
+            refresh_ttl_secs: Option<u64>,
+            readiness_timeout_ms: Option<u64>,
+            secure_cookies: Option<bool>,
+        }
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("--config {shown}: {e}")))?;
+        let file: File = serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("--config {shown}: {e}")))?;
+        if file.max_body_bytes == Some(0) || file.access_ttl_secs == Some(0) {
+            return Err(Error::Usage(format!(
+                "--config {shown}: `max_body_bytes` and `access_ttl_secs` must be positive"
+            )));
+        }
+        if let Some(v) = file.db {
+            self.db = v;
+        }
+        if let Some(v) = file.addr {
+            self.addr = v;
+        }
+        if let Some(v) = file.models {
+            self.models = v;
+        }
+        if let Some(v) = file.tools {
+            self.tools = Some(v);
+        }
+        if let Some(v) = file.cors_origins {
+            self.cors_origins = v;
+        }
+        if let Some(v) = file.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = file.access_ttl_secs {
+            self.access_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = file.refresh_ttl_secs {
+            self.refresh_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = file.readiness_timeout_ms {
+            self.readiness_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = file.secure_cookies {
+            self.secure_cookies = v;
+        }
+        Ok(self)
+    }
+}
+
+tokio::task_local! {
+    /// The client address of the request being handled (for audit entries).
+    static CLIENT_IP: Option<String>;
+}
+
+/// A request's id (`x-request-id`, taken from the client when sane, else a new ULID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+struct Inner {
+    store: Arc<dyn Store>,
+    engine: Engine,
+    tracker: WorkflowTracker,
+    config: ServerConfig,
+    jwt_secret: Vec<u8>,
+    dummy_hash: String,
+    roles: RwLock<HashMap<String, BTreeSet<String>>>,
+    model_names: Vec<String>,
+    shutdown: CancellationToken,
+}
+
+/// The state shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    /// The tracker recording executions into the store.
+    pub fn tracker(&self) -> &WorkflowTracker {
+        &self.0.tracker
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+
+    /// Names of the registered model providers (the first is the default).
+    pub fn model_names(&self) -> &[String] {
+        &self.0.model_names
+    }
+
+    pub(crate) fn jwt_secret(&self) -> &[u8] {
+        &self.0.jwt_secret
+    }
+
+    pub(crate) fn dummy_hash(&self) -> &str {
+        &self.0.dummy_hash
+    }
+
+    /// Cancelled when the server shuts down (streams end early).
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// The union of the permissions of roles.
+    pub fn permissions_of(&self, roles: &[String]) -> BTreeSet<String> {
+        let table = self
+            .0
+            .roles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        roles
+            .iter()
+            .filter_map(|r| table.get(r))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Appends an audit entry; a failure is logged, never fails the request.
+    pub async fn audit(
+        &self,
+        actor: Option<&str>,
+        action: &str,
+        resource: (&str, Option<&str>),
+        outcome: &str,
+        details: Value,
+    ) {
+        let entry = NewAuditEntry {
+            ts: auth::now_ms(),
+            actor_id: actor.map(str::to_owned),
+            action: action.to_owned(),
+            resource_type: resource.0.to_owned(),
+            resource_id: resource.1.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            ip_address: CLIENT_IP.try_with(Clone::clone).ok().flatten(),
+            details,
+        };
+        if let Err(e) = self.0.store.append_audit(entry).await {
+            eprintln!("chatter serve: could not write the audit entry for {action}: {e}");
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    task: JoinHandle<std::io::Result<()>>,
+    initial_admin_key: Option<String>,
+    notes: Vec<String>,
+}
+
+impl Server {
+    /// Connects to `config.db` (migrating it) and starts the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] for an unusable database URL or configuration; [`Error::Io`] when the
+    /// address cannot be bound.
+    pub async fn start(config: ServerConfig) -> Result<Server, Error> {
+        let store = chatter_store::connect(&config.db)
+            .await
+            .map_err(|e| Error::Usage(format!("--db {}: {e}", config.db)))?;
+        Server::start_with_store(config, store).await
+    }
+
+    /// Starts the server on an already opened store.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub async fn start_with_store(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Server, Error> {
+        let mut notes = Vec::new();
+        auth::seed_roles(&store).await?;
+        let roles = store
+            .list_roles()
+            .await?
+            .into_iter()
+            .map(|r| (r.name, r.permissions.into_iter().collect()))
+            .collect();
+        let initial_admin_key = bootstrap_admin(&store, config.admin_api_key.clone()).await?;
+
+        let mut models = crate::cli::models_from_specs(&config.models)?;
+        if models.names().next().is_none() {
+            notes.push(
+                "no model provider configured (--model / CHATTER_MODELS): serving the offline \
+                 `scripted` model"
+                    .to_owned(),
+            );
+            models.register("scripted", Arc::new(ScriptedModel::always(OFFLINE_REPLY)));
+        }
+        let model_names = models.names().map(str::to_owned).collect();
+        let tools: ToolRegistry = crate::cli::tools_from_file(config.tools.as_deref())?;
+        let engine = Engine::builder().models(models).tools(tools).build();
+        let tracker = WorkflowTracker::new(store.clone());
+        let dummy_hash = auth::hash_password(&ulid::Ulid::new().to_string())
+            .map_err(|e| Error::Usage(e.detail))?;
+        let jwt_secret = config
+            .jwt_secret
+            .clone()
+            .unwrap_or_else(auth::random_secret);
+
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("listening on {}", config.addr),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            context: "reading the bound address".into(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let state = AppState(Arc::new(Inner {
+            store,
+            engine,
+            tracker,
+            config,
+            jwt_secret,
+            dummy_hash,
+            roles: RwLock::new(roles),
+            model_names,
+            shutdown: shutdown.clone(),
+        }));
+        let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        });
+        Ok(Server {
+            addr,
+            state,
+            task,
+            initial_admin_key,
+            notes,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The store the server uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.state.store()
+    }
+
+    /// The API key of the admin created on this start (the database had no user), if any.
+    /// Shown once: it is not stored, only its hash.
+    pub fn initial_admin_key(&self) -> Option<&str> {
+        self.initial_admin_key.as_deref()
+    }
+
+    /// Start-up notes for the operator (e.g. "no model provider configured").
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish and waits for the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the server failed.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.state.shutdown_token().cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after [`Server::shutdown_handle`] is cancelled).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the server failed.
+    pub async fn wait(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(result) => result.map_err(|source| Error::Io {
+                context: "serving".into(),
+                source,
+            }),
+            Err(e) => Err(Error::Usage(format!("the server task failed: {e}"))),
+        }
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_handle(&self) -> CancellationToken {
+        self.state.shutdown_token().clone()
+    }
+}
+
+/// Creates the first admin (and its API key) when the database has no user; returns the key.
+async fn bootstrap_admin(
+    store: &Arc<dyn Store>,
+    key: Option<String>,
+) -> Result<Option<String>, Error> {
+    if !store.list_users(Page::new(1, 0)).await?.is_empty() {
+        return Ok(None);
+    }
+    let user = auth::create_user(
+        store,
+        "admin@localhost",
+        "admin",
+        None,
+        vec!["super_admin".to_owned()],
+    )
+    .await
+    .map_err(|e| Error::Usage(format!("creating the first admin: {}", e.detail)))?;
+    let (_, key) = auth::create_api_key(store, &user.id, "initial admin key", key)
+        .await
+        .map_err(|e| Error::Usage(format!("CHATTER_ADMIN_API_KEY: {}", e.detail)))?;
+    Ok(Some(key))
+}
+
+fn router(state: AppState) -> Router {
+    let max_body = state.config().max_body_bytes;
+    let cors = state.config().cors_origins.clone();
+    let api = Router::new()
+        .route("/live", get(health::live))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(auth_routes::routes())
+        .merge(workflows::routes())
+        .merge(chat::routes())
+        .merge(workspaces::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), audit_denials))
+        .layer(middleware::from_fn(problem::finish))
+        .layer(middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::max(max_body));
+    let api = if cors.is_empty() {
+        api
+    } else {
+        let origins: Vec<HeaderValue> = cors.iter().filter_map(|o| o.parse().ok()).collect();
+        api.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_credentials(true)
+                .allow_methods([
+                    axum::http::Method::GET,
+                    axum::http::Method::POST,
+                    axum::http::Method::PUT,
+                    axum::http::Method::DELETE,
+                ])
+                .allow_headers([
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::CONTENT_TYPE,
+                ]),
+        )
+    };
+    api.with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Records every 401 and 403 in the audit trail.
+async fn audit_denials(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let slot = auth::ActorSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    // Every audit entry written while handling this request carries the client address.
+    CLIENT_IP
+        .scope(ip, async move {
+            let response = next.run(request).await;
+            audit_denial(&state, &slot, &method, &path, response).await
+        })
+        .await
+}
+
+async fn audit_denial(
+    state: &AppState,
+    slot: &auth::ActorSlot,
+    method: &str,
+    path: &str,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        let reason = response
+            .extensions()
+            .get::<ApiError>()
+            .map(|e| e.detail.clone())
+            .unwrap_or_default();
+        let action = if status == StatusCode::UNAUTHORIZED {
+            "http.unauthorized"
+        } else {
+            "http.forbidden"
+        };
+        state
+            .audit(
+                slot.get().as_deref(),
+                action,
+                ("http", Some(path)),
+                "denied",
+                json!({"method": method, "path": path, "status": status.as_u16(), "reason": reason}),
+            )
+            .await;
+    }
+    response
+}
+
+/// JSON response helper: 200 with a body.
+pub(crate) fn ok(value: Value) -> Response {
+    (StatusCode::OK, axum::Json(value)).into_response()
+}
+
+/// The models a ModelRegistry would default to (for responses naming the model used).
+pub(crate) fn default_model_name(state: &AppState) -> String {
+    state
+        .model_names()
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "scripted".into())
+}
