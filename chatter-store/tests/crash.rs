@@ -35,6 +35,8 @@ use chatter_core::{ChatModel, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
+mod support;
+
 const EXECUTION_ID: &str = "01JCRASHTEST0000000000000X";
 
 fn main() {
@@ -98,13 +100,7 @@ impl World {
         std::fs::create_dir_all(&dir).unwrap();
         let (db_url, pg_schema) = match backend {
             Backend::Sqlite => (format!("sqlite://{}/chatter.db", dir.display()), None),
-            Backend::Postgres(url) => (
-                url.clone(),
-                Some(format!(
-                    "chatter_crash_{}",
-                    ulid::Ulid::new().to_string().to_lowercase()
-                )),
-            ),
+            Backend::Postgres(url) => (url.clone(), Some(support::new_schema())),
         };
         World {
             dir,
@@ -129,20 +125,7 @@ impl World {
 
     fn cleanup(self) {
         if let Some(schema) = &self.pg_schema {
-            let runtime = runtime();
-            runtime.block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                let task = tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .await
-                    .unwrap();
-                drop(client);
-                let _ = task.await;
-            });
+            runtime().block_on(support::drop_schema(&self.db_url, schema));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -26,6 +26,8 @@ use chatter_core::{Error, NodeSpec, StateDelta, VariableOp, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
+mod support;
+
 // ---------------------------------------------------------------------------------------------
 // Harness: a backend is a URL and options, so a crashed "process" and its successor each
 // connect on their own.
@@ -48,8 +50,7 @@ where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = std::env::temp_dir().join(format!("chatter-durability-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::temp_dir("chatter-durability");
     let backend = Backend {
         url: format!("sqlite://{}/chatter.db", dir.display()),
         options: StoreOptions::default(),
@@ -63,17 +64,11 @@ where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(url) = std::env::var("CHATTER_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(url) = support::postgres_url() else {
         println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
         return;
     };
-    let schema = format!(
-        "chatter_test_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
+    let schema = support::new_schema();
     let mut options = StoreOptions::default();
     options.pg_schema = Some(schema.clone());
     options.pg_pool_size = 4;
@@ -85,16 +80,7 @@ where
     drop(backend.connect().await);
     let outcome =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(case(backend))).await;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let task = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-    drop(client);
-    let _ = task.await;
+    support::drop_schema(&url, &schema).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

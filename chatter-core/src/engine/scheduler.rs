@@ -567,18 +567,8 @@ impl Run {
         }
     }
 
-    /// Turns the node runs ended since the last call into step commits (with the events since
-    /// the last step on the first of them, and a snapshot when one is due).
-    fn stage_steps(&mut self) {
-        let Some(writer) = self.writer.as_mut() else {
-            return;
-        };
-        if self.replay.as_ref().is_some_and(|r| !r.record) {
-            return;
-        }
-        if self.staged_runs >= self.node_runs.len() {
-            return;
-        }
+    /// The events not yet staged, as stored; they count as staged from now on.
+    fn take_unstaged_events(&mut self) -> Vec<crate::store::NewEvent> {
         let events: Vec<crate::store::NewEvent> = self
             .log
             .events_after(self.staged_seq)
@@ -586,7 +576,22 @@ impl Run {
             .map(new_event)
             .collect();
         self.staged_seq += events.len() as u64;
-        let mut events = Some(events);
+        events
+    }
+
+    /// Turns the node runs ended since the last call into step commits (with the events since
+    /// the last step on the first of them, and a snapshot when one is due).
+    fn stage_steps(&mut self) {
+        if self.writer.is_none()
+            || self.replay.as_ref().is_some_and(|r| !r.record)
+            || self.staged_runs >= self.node_runs.len()
+        {
+            return;
+        }
+        let mut events = Some(self.take_unstaged_events());
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
         let mut snapshot_due = false;
         let first = writer.staged.len();
         for run in &self.node_runs[self.staged_runs..] {
@@ -1441,13 +1446,7 @@ impl Run {
             return Some(writer.report(error));
         }
         let store = writer.store.clone();
-        let events: Vec<crate::store::NewEvent> = self
-            .log
-            .events_after(self.staged_seq)
-            .iter()
-            .map(new_event)
-            .collect();
-        self.staged_seq += events.len() as u64;
+        let events = self.take_unstaged_events();
         let id = &*self.exec_id;
         let now = self.services.clock.now_ms();
         let written = if status == ExecutionStatus::Waiting {
