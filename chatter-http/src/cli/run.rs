@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chatter_core::engine::{Engine, ExecutionResult, ExecutionStatus, RunOptions};
+use chatter_core::engine::{
+    DurabilityMode, Engine, ExecutionResult, ExecutionStatus, NodeRunStatus, RunOptions,
+};
 use chatter_core::providers;
 use chatter_core::tools::StubTools;
 use chatter_core::{Event, EventKind, ModelRegistry, ToolRegistry, WorkflowDefinition};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 
 use chatter_core::RetrieverRegistry;
 use chatter_core::store::ExecutionKind;
-use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
+use chatter_core::tracker::{ExecutionMeta, TrackedRun, WorkflowTracker};
 
 use super::{OutputFormat, store, write_out};
 use crate::error::Error;
@@ -30,7 +32,11 @@ pub(crate) struct RunArgs {
     pub(crate) format: OutputFormat,
     pub(crate) db: Option<String>,
     pub(crate) documents: Option<PathBuf>,
+    pub(crate) durability: Option<String>,
 }
+
+/// The exit code of a run that paused at an approval, waiting for a decision.
+pub(crate) const EXIT_WAITING: u8 = 3;
 
 /// The input object: `--input` as JSON, or a bare string taken as `{"message": ...}`.
 fn parse_input(input: Option<&str>) -> Result<Value, Error> {
@@ -48,7 +54,7 @@ fn parse_input(input: Option<&str>) -> Result<Value, Error> {
 }
 
 /// The model providers named by `--model` (`scripted:FILE`, `openai:MODEL`).
-fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
+pub(crate) fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
     let mut registry = ModelRegistry::new();
     for spec in specs {
         let (name, model) = providers::from_spec(spec).map_err(|e| match e {
@@ -63,7 +69,7 @@ fn models(specs: &[String]) -> Result<ModelRegistry, Error> {
     Ok(registry)
 }
 
-fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
+pub(crate) fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
     let mut registry = ToolRegistry::new();
     if let Some(file) = file {
         let stubs = StubTools::from_file(file).map_err(|source| Error::File {
@@ -82,18 +88,53 @@ fn needs_model(def: &WorkflowDefinition) -> bool {
         .any(|n| matches!(n.kind.as_str(), "llm" | "memory"))
 }
 
-pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
-    let def = super::validate::load(&args.file)?;
-    let input = parse_input(args.input.as_deref())?;
-    let models = models(&args.models)?;
-    if needs_model(&def) && models.names().next().is_none() {
+/// The model providers and tools of `--model` and `--tools`, checked against what `def` needs.
+pub(crate) fn providers(
+    def: &WorkflowDefinition,
+    model_specs: &[String],
+    tools_file: Option<&Path>,
+) -> Result<(ModelRegistry, ToolRegistry), Error> {
+    let models = models(model_specs)?;
+    if needs_model(def) && models.names().next().is_none() {
         return Err(Error::Usage(
             "this workflow calls a model: pass --model scripted:FILE (offline) or --model \
              openai:MODEL (OPENAI_API_KEY, OPENAI_BASE_URL)"
                 .into(),
         ));
     }
-    let tools = tools(args.tools.as_deref())?;
+    Ok((models, tools(tools_file)?))
+}
+
+/// `--durability`: a mode name, only with `--db` (default `sync`).
+fn durability(name: Option<&str>, db: Option<&str>) -> Result<DurabilityMode, Error> {
+    match (name, db) {
+        (None, _) => Ok(DurabilityMode::Sync),
+        (Some(name), Some(_)) => DurabilityMode::parse(name).map_err(|_| {
+            Error::Usage(format!(
+                "--durability must be sync, async or exit (got `{name}`)"
+            ))
+        }),
+        (Some(_), None) => Err(Error::Usage(
+            "--durability needs --db (the database the steps are written to)".into(),
+        )),
+    }
+}
+
+/// The exit code of an execution's outcome: 0 completed, [`EXIT_WAITING`] waiting for a
+/// decision, 1 otherwise.
+pub(crate) fn exit_code(result: &ExecutionResult) -> u8 {
+    match result.status {
+        ExecutionStatus::Completed => 0,
+        ExecutionStatus::Waiting => EXIT_WAITING,
+        _ => 1,
+    }
+}
+
+pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
+    let def = super::validate::load(&args.file)?;
+    let input = parse_input(args.input.as_deref())?;
+    let mode = durability(args.durability.as_deref(), args.db.as_deref())?;
+    let (models, tools) = providers(&def, &args.models, args.tools.as_deref())?;
     let documents = args
         .documents
         .as_deref()
@@ -116,7 +157,7 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         let engine = builder.build();
         if let (Some(db), Some(_)) = (db, &args.db) {
             // Recorded: the tracker follows the event stream and commits as it goes.
-            let tracker = WorkflowTracker::new(db);
+            let tracker = WorkflowTracker::new(db).durability(mode);
             let options = RunOptions::default().owner(store::LOCAL_OWNER);
             let mut printer = TextPrinter::default();
             let mut print_error = None;
@@ -138,12 +179,7 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
             if let Some(error) = print_error {
                 return Err(error);
             }
-            if let Some(error) = &run.store_error {
-                eprintln!(
-                    "warning: execution {} was not fully recorded: {error}",
-                    run.result.execution_id
-                );
-            }
+            warn_unrecorded(&run);
             return Ok::<ExecutionResult, Error>(run.result);
         }
         let handle = engine.start(&def, input, RunOptions::default())?;
@@ -157,19 +193,65 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         let result = handle.result().await?;
         Ok::<ExecutionResult, Error>(result)
     })?;
-    let code = match result.status {
-        ExecutionStatus::Completed => 0,
-        _ => 1,
-    };
-    match args.format {
-        OutputFormat::Json => {
-            let doc = json_report(&result, args.events);
-            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-            write_out(out, &format!("{text}\n"))?;
-        }
-        OutputFormat::Text => write_out(out, &text_summary(&result))?,
+    report(&result, args.format, args.events, args.db.as_deref(), out)?;
+    Ok(exit_code(&result))
+}
+
+/// Warns on stderr when a tracked run was not fully recorded.
+pub(crate) fn warn_unrecorded(run: &TrackedRun) {
+    if let Some(error) = &run.store_error {
+        eprintln!(
+            "warning: execution {} was not fully recorded: {error}",
+            run.result.execution_id
+        );
     }
-    Ok(code)
+}
+
+/// Writes the outcome of an execution: the JSON document, or the text summary (with how to
+/// resume it when it waits for a decision and was recorded in `db`).
+pub(crate) fn report(
+    result: &ExecutionResult,
+    format: OutputFormat,
+    with_events: bool,
+    db: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    match format {
+        OutputFormat::Json => {
+            let doc = json_report(result, with_events);
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            write_out(out, &format!("{text}\n"))
+        }
+        OutputFormat::Text => write_out(out, &text_summary(result, db)),
+    }
+}
+
+/// The approvals an execution waits at: `(node id, question, allowed decisions)`.
+fn waiting_at(result: &ExecutionResult) -> Vec<(&str, &str, Vec<&str>)> {
+    if result.status != ExecutionStatus::Waiting {
+        return Vec::new();
+    }
+    let mut waiting: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for run in result
+        .node_runs
+        .iter()
+        .filter(|r| r.status == NodeRunStatus::Waiting)
+    {
+        let question = run
+            .output
+            .get("question")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let decisions = run
+            .output
+            .get("allowed_decisions")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        waiting.retain(|(node, _, _)| *node != run.node_id);
+        waiting.push((&run.node_id, question, decisions));
+    }
+    waiting
 }
 
 /// The JSON document of `chatter run --format json`.
@@ -203,6 +285,15 @@ pub(crate) fn json_report(result: &ExecutionResult, with_events: bool) -> Value 
     if let Some(error) = &result.error {
         doc["error"] = serde_json::to_value(error).unwrap_or(Value::Null);
     }
+    let waiting = waiting_at(result);
+    if !waiting.is_empty() {
+        doc["waiting"] = waiting
+            .iter()
+            .map(|(node_id, question, decisions)| {
+                json!({"node_id": node_id, "question": question, "allowed_decisions": decisions})
+            })
+            .collect();
+    }
     if with_events {
         doc["events"] = serde_json::to_value(&result.events).unwrap_or(Value::Null);
     }
@@ -211,13 +302,13 @@ pub(crate) fn json_report(result: &ExecutionResult, with_events: bool) -> Value 
 
 /// Prints tokens and node progress as they happen.
 #[derive(Default)]
-struct TextPrinter {
+pub(crate) struct TextPrinter {
     /// The node whose tokens are being printed (a newline ends its line).
     streaming: Option<String>,
 }
 
 impl TextPrinter {
-    fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
+    pub(crate) fn print(&mut self, event: &Event, out: &mut dyn Write) -> Result<(), Error> {
         let line = match &event.kind {
             EventKind::Token { node_id, text } => {
                 let mut s = String::new();
@@ -286,7 +377,7 @@ impl TextPrinter {
     }
 }
 
-fn text_summary(result: &ExecutionResult) -> String {
+fn text_summary(result: &ExecutionResult, db: Option<&str>) -> String {
     let mut text = format!(
         "\nexecution {} {} in {} ms; tokens {} (prompt {}, completion {}), cost ${:.6}\n",
         result.execution_id,
@@ -305,6 +396,19 @@ fn text_summary(result: &ExecutionResult) -> String {
     }
     if let Some(response) = &result.response {
         text.push_str(&format!("response: {response}\n"));
+    }
+    for (node_id, question, decisions) in waiting_at(result) {
+        text.push_str(&format!(
+            "waiting at {node_id}: {question} (decisions: {})\n",
+            decisions.join(", ")
+        ));
+        if let Some(db) = db {
+            text.push_str(&format!(
+                "resume with: chatter executions approve {} --node {node_id} --decision {} --db {db}\n",
+                result.execution_id,
+                decisions.first().copied().unwrap_or("DECISION")
+            ));
+        }
     }
     text
 }
