@@ -566,9 +566,7 @@ fn dump_executions(dir: &Path) -> Vec<String> {
         "workflow_events",
         "workflow_checkpoints",
     ] {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table}"))
-            .unwrap();
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
         let columns = stmt.column_count();
         let mut query = stmt.query([]).unwrap();
         while let Some(row) = query.next().unwrap() {
@@ -596,6 +594,72 @@ const APPROVAL_MODEL: &str = "scripted:examples/workflows/approval.scripted.json
 #[test]
 fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
     let (dir, db) = temp_db("approval");
+    approval_flow(&db, &|| dump_executions(&dir));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn approval_flow_on_postgres() {
+    let Ok(base) = std::env::var("CHATTER_TEST_POSTGRES_URL") else {
+        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let schema = format!(
+        "cli_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .unwrap();
+        client
+    });
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let dump = || {
+        runtime.block_on(async {
+            let mut rows = Vec::new();
+            for table in [
+                "workflow_executions",
+                "workflow_node_runs",
+                "workflow_events",
+                "workflow_checkpoints",
+            ] {
+                for row in client
+                    .query(&format!("SELECT t::text FROM \"{schema}\".{table} t"), &[])
+                    .await
+                    .unwrap()
+                {
+                    rows.push(format!("{table}: {}", row.get::<_, String>(0)));
+                }
+            }
+            rows.sort();
+            rows
+        })
+    };
+    approval_flow(&db, &dump);
+    runtime.block_on(async {
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+    });
+}
+
+/// Run → waiting → refused decisions (nothing changed) → approve → completed; steps; fork;
+/// foreign executions. `dump` lists every row of the execution tables.
+fn approval_flow(db: &str, dump: &dyn Fn() -> Vec<String>) {
+    let db = db.to_owned();
     // Run: the execution waits at the approval; exit code 3 and the output say so.
     let out = chatter(&[
         "run",
@@ -643,7 +707,13 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
     assert_eq!(listed["executions"][0]["status"], "waiting");
 
     // Refused: nothing changes in the database, exit 1 with the reason.
-    let before = dump_executions(&dir);
+    let before = dump();
+    assert!(
+        before
+            .iter()
+            .any(|row| row.starts_with("workflow_checkpoints: ") && row.contains(&id)),
+        "{before:?}"
+    );
     let refusals: [(&[&str], String); 6] = [
         (
             &["approve", &id, "--decision", "maybe"],
@@ -677,11 +747,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
         let out = chatter(&all);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert_eq!(&stderr_of(&out), message, "{args:?}");
-        assert_eq!(
-            dump_executions(&dir),
-            before,
-            "{args:?} changed the database"
-        );
+        assert_eq!(dump(), before, "{args:?} changed the database");
     }
     // Unusable arguments: exit 2.
     for args in [
@@ -702,11 +768,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
         all.extend_from_slice(&["--db", &db, "--model", APPROVAL_MODEL]);
         let out = chatter(&all);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
-        assert_eq!(
-            dump_executions(&dir),
-            before,
-            "{args:?} changed the database"
-        );
+        assert_eq!(dump(), before, "{args:?} changed the database");
     }
 
     // Approved: the same execution completes on the approved branch.
@@ -735,7 +797,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
     );
     assert!(done.get("waiting").is_none(), "{done}");
     // Ended: resuming or approving again is refused.
-    let before = dump_executions(&dir);
+    let before = dump();
     let out = chatter(&[
         "executions",
         "approve",
@@ -754,7 +816,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
             "error: invalid request: execution `{id}` has ended (completed); it cannot be resumed\n"
         )
     );
-    assert_eq!(dump_executions(&dir), before);
+    assert_eq!(dump(), before);
 
     // Steps: each node run's end with the state after it.
     let out = chatter(&["executions", "steps", &id, "--db", &db, "--format", "json"]);
@@ -819,7 +881,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
 
     // Fork from the draft with an edited draft: a new execution waits at the approval with the
     // edited text; the original is untouched.
-    let before = dump_executions(&dir);
+    let before = dump();
     let original_steps = steps;
     let out = chatter(&[
         "executions",
@@ -848,7 +910,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
     );
     let out = chatter(&["executions", "steps", &id, "--db", &db, "--format", "json"]);
     assert_eq!(json_of(&out), original_steps);
-    let after = dump_executions(&dir);
+    let after = dump();
     let original_rows = |rows: &[String]| -> Vec<String> {
         rows.iter()
             .filter(|r| !r.contains(&fork_id))
@@ -888,7 +950,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
             .unwrap()
             .id
     });
-    let before = dump_executions(&dir);
+    let before = dump();
     for args in [
         &["approve", &foreign, "--decision", "approve"][..],
         &["resume", &foreign][..],
@@ -905,8 +967,7 @@ fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
             format!("error: unknown execution `{foreign}`\n")
         );
     }
-    assert_eq!(dump_executions(&dir), before);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(dump(), before);
 }
 
 #[test]
