@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chatter_benches::{Noop, chain};
 use chatter_core::engine::{Engine, ExecutionStatus, Limits, PreparedWorkflow, RunOptions};
 use chatter_core::providers::ScriptedModel;
 use chatter_core::tools::StubTools;
@@ -25,15 +26,6 @@ use chatter_core::{
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
-
-struct Noop;
-
-#[async_trait]
-impl Node for Noop {
-    async fn run(&self, _ctx: NodeContext) -> Result<NodeOutput> {
-        Ok(NodeOutput::default())
-    }
-}
 
 /// Continues while `ctx.iteration < max_iterations`.
 struct Loop(u32);
@@ -69,17 +61,6 @@ fn engine() -> Engine {
             Ok(Arc::new(Loop(max as u32)) as Arc<dyn Node>)
         })
         .build()
-}
-
-fn chain(n: usize) -> WorkflowDefinition {
-    let mut b = WorkflowBuilder::new().flat();
-    for i in 0..n {
-        b = b.node(format!("n{i}"), "noop");
-        if i > 0 {
-            b = b.edge(format!("n{}", i - 1), format!("n{i}"));
-        }
-    }
-    b.build().unwrap()
 }
 
 fn fan_out(width: usize) -> WorkflowDefinition {

@@ -1,0 +1,200 @@
+//! Bytes on disk of durable executions (issue 5, item 10): a small program that prints them
+//! (`cargo bench -p chatter-benches --bench durable_bytes`; no timing, so no criterion).
+//!
+//! Each figure is the growth of the SQLite database (file in a temp dir, WAL,
+//! `synchronous=NORMAL`, `sync` durability) after `PRAGMA wal_checkpoint(TRUNCATE)`: main file
+//! plus WAL, measured after the migrations and again after the runs.
+//!
+//! * `chat_append`: 4 runs of a 200-step chat workflow: a chain of 200 `llm` nodes whose
+//!   scripted model answers 400 characters each time, so every step appends a 400-character
+//!   assistant message (target ≤ 1 MB for the 4 runs; LangGraph's SQLite saver: 61 MB).
+//! * `chain_10`: 100 runs of a 10-node chain of no-op nodes; bytes per run (target ≤ 3 KB;
+//!   LangGraph ≈ 30 KB).
+//!
+//! The definitions are stored once (executions of a stored definition record its id, not
+//! the graph). It also prints what the rows of one chat-append run hold, by table.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chatter_benches::{Noop, chain};
+use chatter_core::engine::{Engine, ExecutionStatus, Limits, RunOptions};
+use chatter_core::providers::ScriptedModel;
+use chatter_core::store::{ExecutionKind, NewDefinition, Store};
+use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
+use chatter_core::{ModelRegistry, Node, NodeSpec, ValidatorConfig, WorkflowDefinition};
+use chatter_store::{StoreOptions, connect_with};
+use serde_json::{Value, json};
+
+const CHAT_STEPS: usize = 200;
+const CHAT_RUNS: usize = 4;
+const REPLY_CHARS: usize = 400;
+const CHAIN_RUNS: usize = 100;
+
+fn engine() -> Engine {
+    // 400 characters of varied text (a repeated pattern would not change the byte count).
+    let reply: String = (0..)
+        .map(|i: usize| format!("word{} ", i * 7919 % 10_007))
+        .collect::<String>()
+        .chars()
+        .take(REPLY_CHARS)
+        .collect();
+    let model = ScriptedModel::from_value(json!({
+        "default": {"content": reply},
+        "usage": {"prompt_tokens": 10, "completion_tokens": 100}
+    }))
+    .unwrap();
+    model.record_requests(false);
+    let mut models = ModelRegistry::new();
+    models.register("scripted", Arc::new(model));
+    let mut validator = ValidatorConfig::default();
+    validator.max_nodes = 10_000;
+    validator.max_edges = 20_000;
+    Engine::builder()
+        .validator(validator)
+        .models(models)
+        .limits(Limits::default().max_steps(100_000).max_tokens(None))
+        .register_node("noop", |_: &NodeSpec| Ok(Arc::new(Noop) as Arc<dyn Node>))
+        .build()
+}
+
+fn chat_chain(n: usize) -> WorkflowDefinition {
+    let nodes: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("m{i}"), "type": "llm"}))
+        .collect();
+    let edges: Vec<Value> = (1..n)
+        .map(|i| json!({"source": format!("m{}", i - 1), "target": format!("m{i}")}))
+        .collect();
+    WorkflowDefinition::from_value(&json!({"nodes": nodes, "edges": edges})).unwrap()
+}
+
+/// Main file + WAL after a truncating checkpoint.
+fn size_after_checkpoint(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let (busy, _, _): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(busy, 0, "the checkpoint was blocked");
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    len(db) + len(&db.with_extension("db-wal"))
+}
+
+async fn meta_for(store: &Arc<dyn Store>, def: &WorkflowDefinition) -> ExecutionMeta {
+    let record = store
+        .create_definition(NewDefinition {
+            owner_id: "bench".into(),
+            name: "bench".into(),
+            definition: def.to_value(),
+            ..NewDefinition::default()
+        })
+        .await
+        .unwrap();
+    ExecutionMeta::new("bench", ExecutionKind::Definition).definition(record.id)
+}
+
+/// Runs `def` `runs` times in a fresh database; returns the growth in bytes and the last
+/// execution's id.
+async fn growth(def: &WorkflowDefinition, runs: usize, input: Value) -> (u64, String, u64) {
+    let dir = std::env::temp_dir().join(format!("chatter-bytes-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("bytes.db");
+    let store = connect_with(
+        &format!("sqlite://{}", db.display()),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let meta = meta_for(&store, def).await;
+    let before = size_after_checkpoint(&db);
+    let engine = engine();
+    let tracker = WorkflowTracker::new(store.clone());
+    let mut last = String::new();
+    for _ in 0..runs {
+        let run = tracker
+            .run(
+                &engine,
+                def,
+                input.clone(),
+                RunOptions::default(),
+                meta.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            run.result.status,
+            ExecutionStatus::Completed,
+            "{:?}",
+            run.result.error
+        );
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        last = run.result.execution_id;
+    }
+    let after = size_after_checkpoint(&db);
+    let content = table_bytes(&db, &last);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    (after - before, last, content)
+}
+
+/// What the rows of one execution hold, by table (sum of the lengths of their columns), printed;
+/// returns the total.
+fn table_bytes(db: &Path, id: &str) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut total = 0;
+    for (table, key) in [
+        ("workflow_executions", "id"),
+        ("workflow_node_runs", "execution_id"),
+        ("workflow_events", "execution_id"),
+        ("workflow_checkpoints", "execution_id"),
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} WHERE {key} = ?1"))
+            .unwrap();
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([id]).unwrap();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        while let Some(row) = rows.next().unwrap() {
+            count += 1;
+            for i in 0..columns {
+                bytes += match row.get::<_, rusqlite::types::Value>(i).unwrap() {
+                    rusqlite::types::Value::Text(t) => t.len() as u64,
+                    rusqlite::types::Value::Blob(b) => b.len() as u64,
+                    rusqlite::types::Value::Null => 0,
+                    _ => 8,
+                };
+            }
+        }
+        println!("    {table}: {count} rows, {bytes} bytes of column data");
+        total += bytes;
+    }
+    total
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("one chat_append run ({CHAT_STEPS} steps of {REPLY_CHARS} characters):");
+        let (bytes, _, _) =
+            growth(&chat_chain(CHAT_STEPS), CHAT_RUNS, json!({"message": "hi"})).await;
+        println!(
+            "chat_append: {CHAT_RUNS} runs of {CHAT_STEPS} steps (+{REPLY_CHARS} characters each): \
+             {bytes} bytes ({:.2} MB; target <= 1 MB)",
+            bytes as f64 / 1e6
+        );
+        println!("one chain_10 run:");
+        let (bytes, _, _) = growth(&chain(10), CHAIN_RUNS, json!({})).await;
+        println!(
+            "chain_10: {CHAIN_RUNS} runs: {bytes} bytes, {} bytes per run (target <= 3 KB)",
+            bytes / CHAIN_RUNS as u64
+        );
+    });
+}
