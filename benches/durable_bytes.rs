@@ -5,9 +5,11 @@
 //! `synchronous=NORMAL`, `sync` durability) after `PRAGMA wal_checkpoint(TRUNCATE)`: main file
 //! plus WAL, measured after the migrations and again after the runs.
 //!
-//! * `chat_append`: 4 runs of a 200-step chat workflow: a chain of 200 `llm` nodes whose
-//!   scripted model answers 400 characters each time, so every step appends a 400-character
-//!   assistant message (target ≤ 1 MB for the 4 runs; LangGraph's SQLite saver: 61 MB).
+//! * `chat_append`: 4 runs of a 200-step chat workflow: a chain of 200 `llm` nodes
+//!   (`stream: false`) whose scripted model answers 400 characters each time, so every step
+//!   appends a 400-character assistant message (target ≤ 1 MB for the 4 runs; LangGraph's
+//!   SQLite saver: 61 MB). `chat_append_streamed`: the same with streaming on, so each reply
+//!   is also stored as token events (the scripted model's 8-character chunks).
 //! * `chain_10`: 100 runs of a 10-node chain of no-op nodes; bytes per run (target ≤ 3 KB;
 //!   LangGraph ≈ 30 KB).
 //!
@@ -35,12 +37,14 @@ const CHAIN_RUNS: usize = 100;
 
 fn engine() -> Engine {
     // 400 characters of varied text (a repeated pattern would not change the byte count).
-    let reply: String = (0..)
-        .map(|i: usize| format!("word{} ", i * 7919 % 10_007))
-        .collect::<String>()
-        .chars()
-        .take(REPLY_CHARS)
-        .collect();
+    let mut reply = String::new();
+    for i in 0_usize.. {
+        if reply.len() >= REPLY_CHARS {
+            break;
+        }
+        reply.push_str(&format!("word{} ", i * 7919 % 10_007));
+    }
+    reply.truncate(REPLY_CHARS);
     let model = ScriptedModel::from_value(json!({
         "default": {"content": reply},
         "usage": {"prompt_tokens": 10, "completion_tokens": 100}
@@ -60,9 +64,11 @@ fn engine() -> Engine {
         .build()
 }
 
-fn chat_chain(n: usize) -> WorkflowDefinition {
+/// `n` `llm` nodes in a chain; `stream`: whether they stream tokens (each token chunk is an
+/// event, stored with the execution's log).
+fn chat_chain(n: usize, stream: bool) -> WorkflowDefinition {
     let nodes: Vec<Value> = (0..n)
-        .map(|i| json!({"id": format!("m{i}"), "type": "llm"}))
+        .map(|i| json!({"id": format!("m{i}"), "type": "llm", "config": {"stream": stream}}))
         .collect();
     let edges: Vec<Value> = (1..n)
         .map(|i| json!({"source": format!("m{}", i - 1), "target": format!("m{i}")}))
@@ -73,12 +79,21 @@ fn chat_chain(n: usize) -> WorkflowDefinition {
 /// Main file + WAL after a truncating checkpoint.
 fn size_after_checkpoint(db: &Path) -> u64 {
     let conn = rusqlite::Connection::open(db).unwrap();
-    let (busy, _, _): (i64, i64, i64) = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    assert_eq!(busy, 0, "the checkpoint was blocked");
+    // The store's own connections may hold a read snapshot for a moment: retry.
+    let mut tries = 0;
+    loop {
+        let (busy, _, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        if busy == 0 {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "the checkpoint stayed blocked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     len(db) + len(&db.with_extension("db-wal"))
 }
@@ -96,9 +111,9 @@ async fn meta_for(store: &Arc<dyn Store>, def: &WorkflowDefinition) -> Execution
     ExecutionMeta::new("bench", ExecutionKind::Definition).definition(record.id)
 }
 
-/// Runs `def` `runs` times in a fresh database; returns the growth in bytes and the last
-/// execution's id.
-async fn growth(def: &WorkflowDefinition, runs: usize, input: Value) -> (u64, String, u64) {
+/// Runs `def` `runs` times in a fresh database; prints what the last run's rows hold and
+/// returns the growth in bytes.
+async fn growth(def: &WorkflowDefinition, runs: usize, input: Value) -> u64 {
     let dir = std::env::temp_dir().join(format!("chatter-bytes-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("bytes.db");
@@ -134,17 +149,19 @@ async fn growth(def: &WorkflowDefinition, runs: usize, input: Value) -> (u64, St
         last = run.result.execution_id;
     }
     let after = size_after_checkpoint(&db);
-    let content = table_bytes(&db, &last);
+    print_rows(&db, &last);
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
-    (after - before, last, content)
+    if std::env::var_os("KEEP_DB").is_some() {
+        println!("    kept {}", db.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    after - before
 }
 
-/// What the rows of one execution hold, by table (sum of the lengths of their columns), printed;
-/// returns the total.
-fn table_bytes(db: &Path, id: &str) -> u64 {
+/// Prints what the rows of one execution hold, by table (sum of the lengths of their columns).
+fn print_rows(db: &Path, id: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
-    let mut total = 0;
     for (table, key) in [
         ("workflow_executions", "id"),
         ("workflow_node_runs", "execution_id"),
@@ -169,9 +186,26 @@ fn table_bytes(db: &Path, id: &str) -> u64 {
             }
         }
         println!("    {table}: {count} rows, {bytes} bytes of column data");
-        total += bytes;
     }
-    total
+    let mut stmt = conn
+        .prepare(
+            "SELECT kind, COUNT(*), SUM(LENGTH(state)) FROM workflow_checkpoints \
+             WHERE execution_id = ?1 GROUP BY kind ORDER BY kind",
+        )
+        .unwrap();
+    let kinds = stmt
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .unwrap();
+    for kind in kinds {
+        let (kind, count, bytes) = kind.unwrap();
+        println!("      {kind}: {count} rows, {bytes} bytes of state");
+    }
 }
 
 fn main() {
@@ -182,16 +216,27 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        println!("one chat_append run ({CHAT_STEPS} steps of {REPLY_CHARS} characters):");
-        let (bytes, _, _) =
-            growth(&chat_chain(CHAT_STEPS), CHAT_RUNS, json!({"message": "hi"})).await;
-        println!(
-            "chat_append: {CHAT_RUNS} runs of {CHAT_STEPS} steps (+{REPLY_CHARS} characters each): \
-             {bytes} bytes ({:.2} MB; target <= 1 MB)",
-            bytes as f64 / 1e6
-        );
+        for stream in [false, true] {
+            let label = if stream {
+                "chat_append_streamed"
+            } else {
+                "chat_append"
+            };
+            println!("one {label} run ({CHAT_STEPS} steps of {REPLY_CHARS} characters):");
+            let bytes = growth(
+                &chat_chain(CHAT_STEPS, stream),
+                CHAT_RUNS,
+                json!({"message": "hi"}),
+            )
+            .await;
+            println!(
+                "{label}: {CHAT_RUNS} runs of {CHAT_STEPS} steps (+{REPLY_CHARS} characters each): \
+                 {bytes} bytes ({:.2} MB; target <= 1 MB)",
+                bytes as f64 / 1e6
+            );
+        }
         println!("one chain_10 run:");
-        let (bytes, _, _) = growth(&chain(10), CHAIN_RUNS, json!({})).await;
+        let bytes = growth(&chain(10), CHAIN_RUNS, json!({})).await;
         println!(
             "chain_10: {CHAIN_RUNS} runs: {bytes} bytes, {} bytes per run (target <= 3 KB)",
             bytes / CHAIN_RUNS as u64
