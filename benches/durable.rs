@@ -14,40 +14,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatter_benches::{Noop, Paired, chain};
-use chatter_core::engine::{DurabilityMode, Engine, ExecutionStatus, Limits, RunOptions};
-use chatter_core::store::{ExecutionKind, NewDefinition, Store};
-use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
-use chatter_core::{Node, NodeSpec, ValidatorConfig, WorkflowDefinition};
+use chatter_benches::{Paired, chain, engine_builder, stored_definition};
+use chatter_core::WorkflowDefinition;
+use chatter_core::engine::{DurabilityMode, Engine, ExecutionStatus, RunOptions};
+use chatter_core::store::Store;
+use chatter_core::tracker::{ExecutionMeta, TrackedRun, WorkflowTracker};
 use chatter_store::{StoreOptions, connect_with};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
 const STEPS: usize = 100;
 
-fn engine() -> Engine {
-    let mut validator = ValidatorConfig::default();
-    validator.max_nodes = 10_000;
-    validator.max_edges = 20_000;
-    Engine::builder()
-        .validator(validator)
-        .limits(Limits::default().max_steps(100_000))
-        .register_node("noop", |_: &NodeSpec| Ok(Arc::new(Noop) as Arc<dyn Node>))
-        .build()
-}
-
-/// Stores `def` once; executions of it then record its id, not the graph.
-async fn stored_definition(store: &Arc<dyn Store>, def: &WorkflowDefinition) -> ExecutionMeta {
-    let record = store
-        .create_definition(NewDefinition {
-            owner_id: "bench".into(),
-            name: "chain".into(),
-            definition: def.to_value(),
-            ..NewDefinition::default()
-        })
-        .await
-        .unwrap();
-    ExecutionMeta::new("bench", ExecutionKind::Definition).definition(record.id)
+fn run_tracked(
+    rt: &tokio::runtime::Runtime,
+    tracker: &WorkflowTracker,
+    engine: &Engine,
+    def: &WorkflowDefinition,
+    meta: &ExecutionMeta,
+) -> TrackedRun {
+    rt.block_on(tracker.run(engine, def, json!({}), RunOptions::default(), meta.clone()))
+        .unwrap()
 }
 
 fn durable_vs_memory(
@@ -61,24 +47,15 @@ fn durable_vs_memory(
         .enable_all()
         .build()
         .unwrap();
-    let engine = engine();
+    let engine = engine_builder().build();
     let def = chain(STEPS);
-    let meta = rt.block_on(stored_definition(&store, &def));
+    let meta = rt.block_on(stored_definition(&store, &def)).unwrap();
     let mut group = c.benchmark_group("durable");
     group.throughput(Throughput::Elements(STEPS as u64));
     group.measurement_time(Duration::from_secs(5));
     for &mode in modes {
         let tracker = WorkflowTracker::new(store.clone()).durability(mode);
-        let run = || {
-            rt.block_on(tracker.run(
-                &engine,
-                &def,
-                json!({}),
-                RunOptions::default(),
-                meta.clone(),
-            ))
-            .unwrap()
-        };
+        let run = || run_tracked(&rt, &tracker, &engine, &def, &meta);
         // Sanity: it completes and is fully recorded, one step per node.
         let first = run();
         assert_eq!(first.result.status, ExecutionStatus::Completed);
@@ -101,14 +78,7 @@ fn durable_vs_memory(
     let paired = Paired::measure(
         rounds,
         || {
-            rt.block_on(tracker.run(
-                &engine,
-                &def,
-                json!({}),
-                RunOptions::default(),
-                meta.clone(),
-            ))
-            .unwrap();
+            run_tracked(&rt, &tracker, &engine, &def, &meta);
         },
         || {
             rt.block_on(engine.run(&def, json!({}), RunOptions::default()))

@@ -21,12 +21,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chatter_benches::{Noop, chain};
+use chatter_benches::{chain, engine_builder, stored_definition};
 use chatter_core::engine::{Engine, ExecutionStatus, Limits, RunOptions};
 use chatter_core::providers::ScriptedModel;
-use chatter_core::store::{ExecutionKind, NewDefinition, Store};
-use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
-use chatter_core::{ModelRegistry, Node, NodeSpec, ValidatorConfig, WorkflowDefinition};
+use chatter_core::tracker::WorkflowTracker;
+use chatter_core::{ModelRegistry, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
@@ -53,14 +52,9 @@ fn engine() -> Engine {
     model.record_requests(false);
     let mut models = ModelRegistry::new();
     models.register("scripted", Arc::new(model));
-    let mut validator = ValidatorConfig::default();
-    validator.max_nodes = 10_000;
-    validator.max_edges = 20_000;
-    Engine::builder()
-        .validator(validator)
+    engine_builder()
         .models(models)
         .limits(Limits::default().max_steps(100_000).max_tokens(None))
-        .register_node("noop", |_: &NodeSpec| Ok(Arc::new(Noop) as Arc<dyn Node>))
         .build()
 }
 
@@ -98,19 +92,6 @@ fn size_after_checkpoint(db: &Path) -> u64 {
     len(db) + len(&db.with_extension("db-wal"))
 }
 
-async fn meta_for(store: &Arc<dyn Store>, def: &WorkflowDefinition) -> ExecutionMeta {
-    let record = store
-        .create_definition(NewDefinition {
-            owner_id: "bench".into(),
-            name: "bench".into(),
-            definition: def.to_value(),
-            ..NewDefinition::default()
-        })
-        .await
-        .unwrap();
-    ExecutionMeta::new("bench", ExecutionKind::Definition).definition(record.id)
-}
-
 /// Runs `def` `runs` times in a fresh database; prints what the last run's rows hold and
 /// returns the growth in bytes.
 async fn growth(def: &WorkflowDefinition, runs: usize, input: Value) -> u64 {
@@ -123,7 +104,7 @@ async fn growth(def: &WorkflowDefinition, runs: usize, input: Value) -> u64 {
     )
     .await
     .unwrap();
-    let meta = meta_for(&store, def).await;
+    let meta = stored_definition(&store, def).await.unwrap();
     let before = size_after_checkpoint(&db);
     let engine = engine();
     let tracker = WorkflowTracker::new(store.clone());

@@ -1,10 +1,17 @@
 //! Criterion benchmarks of Chatter (`cargo bench -p chatter-benches`), and what several of
 //! them share: a no-op node, chains of it, and paired timing of two operations.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatter_core::{Node, NodeContext, NodeOutput, Result, WorkflowBuilder, WorkflowDefinition};
+use chatter_core::engine::{Engine, EngineBuilder, Limits};
+use chatter_core::store::{ExecutionKind, NewDefinition, Store};
+use chatter_core::tracker::ExecutionMeta;
+use chatter_core::{
+    Node, NodeContext, NodeOutput, NodeSpec, Result, ValidatorConfig, WorkflowBuilder,
+    WorkflowDefinition,
+};
 
 /// A node that does nothing (registered as `noop` by the benches).
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +40,39 @@ pub fn chain(n: usize) -> WorkflowDefinition {
         }
     }
     b.build().expect("a chain of noop nodes is a definition")
+}
+
+/// An engine builder for big benchmark graphs: up to 10 000 nodes, 20 000 edges and 100 000
+/// steps, with [`Noop`] registered as `noop`.
+pub fn engine_builder() -> EngineBuilder {
+    let mut validator = ValidatorConfig::default();
+    validator.max_nodes = 10_000;
+    validator.max_edges = 20_000;
+    Engine::builder()
+        .validator(validator)
+        .limits(Limits::default().max_steps(100_000))
+        .register_node("noop", |_: &NodeSpec| Ok(Arc::new(Noop) as Arc<dyn Node>))
+}
+
+/// Stores `def` once for the owner `bench`; returns what its executions record (the
+/// definition's id, not the graph).
+///
+/// # Errors
+///
+/// The store's errors.
+pub async fn stored_definition(
+    store: &Arc<dyn Store>,
+    def: &WorkflowDefinition,
+) -> Result<ExecutionMeta> {
+    let record = store
+        .create_definition(NewDefinition {
+            owner_id: "bench".into(),
+            name: "bench".into(),
+            definition: def.to_value(),
+            ..NewDefinition::default()
+        })
+        .await?;
+    Ok(ExecutionMeta::new("bench", ExecutionKind::Definition).definition(record.id))
 }
 
 /// The median, p10, p90 and p99 of two operations timed alternately `rounds` times, so that
