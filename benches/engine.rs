@@ -16,24 +16,16 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chatter_benches::{chain, engine_builder};
 use chatter_core::engine::{Engine, ExecutionStatus, Limits, PreparedWorkflow, RunOptions};
 use chatter_core::providers::ScriptedModel;
 use chatter_core::tools::StubTools;
 use chatter_core::{
-    ModelRegistry, Node, NodeContext, NodeOutput, NodeSpec, Result, Route, ValidatorConfig,
-    WorkflowBuilder, WorkflowDefinition,
+    ModelRegistry, Node, NodeContext, NodeOutput, NodeSpec, Result, Route, WorkflowBuilder,
+    WorkflowDefinition,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
-
-struct Noop;
-
-#[async_trait]
-impl Node for Noop {
-    async fn run(&self, _ctx: NodeContext) -> Result<NodeOutput> {
-        Ok(NodeOutput::default())
-    }
-}
 
 /// Continues while `ctx.iteration < max_iterations`.
 struct Loop(u32);
@@ -54,13 +46,8 @@ impl Node for Loop {
 }
 
 fn engine() -> Engine {
-    let mut validator = ValidatorConfig::default();
-    validator.max_nodes = 10_000;
-    validator.max_edges = 20_000;
-    Engine::builder()
-        .validator(validator)
+    engine_builder()
         .limits(Limits::default().max_steps(100_000).max_concurrency(128))
-        .register_node("noop", |_: &NodeSpec| Ok(Arc::new(Noop) as Arc<dyn Node>))
         .register_node("loop", |spec: &NodeSpec| {
             let max = spec
                 .config_value("max_iterations")
@@ -69,17 +56,6 @@ fn engine() -> Engine {
             Ok(Arc::new(Loop(max as u32)) as Arc<dyn Node>)
         })
         .build()
-}
-
-fn chain(n: usize) -> WorkflowDefinition {
-    let mut b = WorkflowBuilder::new().flat();
-    for i in 0..n {
-        b = b.node(format!("n{i}"), "noop");
-        if i > 0 {
-            b = b.edge(format!("n{}", i - 1), format!("n{i}"));
-        }
-    }
-    b.build().unwrap()
 }
 
 fn fan_out(width: usize) -> WorkflowDefinition {

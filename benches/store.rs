@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatter_benches::Paired;
 use chatter_core::store::{
     ExecutionKind, NewEvent, NewExecution, NodeRunRecord, NodeRunStatus, StepCommit, Store,
 };
@@ -52,34 +53,8 @@ async fn running(store: &Arc<dyn Store>) -> String {
 
 /// Alternates the two operations `rounds` times and prints both medians and their ratio, so
 /// that a disk whose sync latency drifts (shared machines) affects both equally.
-fn paired(label: &str, rounds: usize, mut step: impl FnMut(), mut bare: impl FnMut()) {
-    let mut a = Vec::with_capacity(rounds);
-    let mut b = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let t = std::time::Instant::now();
-        step();
-        a.push(t.elapsed());
-        let t = std::time::Instant::now();
-        bare();
-        b.push(t.elapsed());
-    }
-    a.sort();
-    b.sort();
-    let (ma, mb) = (a[rounds / 2], b[rounds / 2]);
-    println!(
-        "{label} paired medians over {rounds} rounds: commit_step {ma:?}, bare insert+commit {mb:?}, ratio {:.2}",
-        ma.as_secs_f64() / mb.as_secs_f64()
-    );
-    let pct = |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
-    println!(
-        "{label} paired p10/p90/p99: commit_step {:?}/{:?}/{:?}, bare insert+commit {:?}/{:?}/{:?}",
-        pct(&a, 10),
-        pct(&a, 90),
-        pct(&a, 99),
-        pct(&b, 10),
-        pct(&b, 90),
-        pct(&b, 99)
-    );
+fn paired(label: &str, rounds: usize, step: impl FnMut(), bare: impl FnMut()) {
+    Paired::measure(rounds, step, bare).print(label, "commit_step", "bare insert+commit", rounds);
 }
 
 fn sqlite(c: &mut Criterion) {

@@ -882,3 +882,556 @@ fn export_then_import_with_name_merge_and_malformed_files() {
     assert_eq!(listed(&db), 14, "nothing written");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Every row of the execution tables of a SQLite database, to check that a refused command
+/// changed nothing.
+fn dump_executions(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("chatter.db")).unwrap();
+    let mut rows = Vec::new();
+    for table in [
+        "workflow_executions",
+        "workflow_node_runs",
+        "workflow_events",
+        "workflow_checkpoints",
+    ] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns = stmt.column_count();
+        let mut query = stmt.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> = (0..columns)
+                .map(|i| format!("{:?}", row.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
+const APPROVAL: &str = "examples/workflows/approval.json";
+const APPROVAL_MODEL: &str = "scripted:examples/workflows/approval.scripted.json";
+
+#[test]
+fn approval_waits_refuses_bad_decisions_then_completes_with_steps_and_forks() {
+    let (dir, db) = temp_db("approval");
+    approval_flow(&db, &|| dump_executions(&dir));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn approval_flow_on_postgres() {
+    let Ok(base) = std::env::var("CHATTER_TEST_POSTGRES_URL") else {
+        println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let schema = format!(
+        "cli_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .expect("CHATTER_TEST_POSTGRES_URL is set but Postgres is not usable");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .unwrap();
+        client
+    });
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let dump = || {
+        runtime.block_on(async {
+            let mut rows = Vec::new();
+            for table in [
+                "workflow_executions",
+                "workflow_node_runs",
+                "workflow_events",
+                "workflow_checkpoints",
+            ] {
+                for row in client
+                    .query(&format!("SELECT t::text FROM \"{schema}\".{table} t"), &[])
+                    .await
+                    .unwrap()
+                {
+                    rows.push(format!("{table}: {}", row.get::<_, String>(0)));
+                }
+            }
+            rows.sort();
+            rows
+        })
+    };
+    approval_flow(&db, &dump);
+    runtime.block_on(async {
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+    });
+}
+
+/// Run → waiting → refused decisions (nothing changed) → approve → completed; steps; fork;
+/// foreign executions. `dump` lists every row of the execution tables.
+fn approval_flow(db: &str, dump: &dyn Fn() -> Vec<String>) {
+    let db = db.to_owned();
+    // Run: the execution waits at the approval; exit code 3 and the output say so.
+    let out = chatter(&[
+        "run",
+        APPROVAL,
+        "--model",
+        APPROVAL_MODEL,
+        "--input",
+        "my refund?",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains(&format!("\nexecution {id} waiting in ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "waiting at review: Send this reply? Your refund was approved and is on its way. \
+             (decisions: approve, reject)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "resume with: chatter executions approve {id} --node review --decision approve --db {db}\n"
+        )),
+        "{text}"
+    );
+    let listed = json_of(&chatter(&[
+        "executions",
+        "list",
+        "--db",
+        &db,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(listed["executions"][0]["status"], "waiting");
+
+    // Refused: nothing changes in the database, exit 1 with the reason.
+    let before = dump();
+    assert!(
+        before
+            .iter()
+            .any(|row| row.starts_with("workflow_checkpoints: ") && row.contains(&id)),
+        "{before:?}"
+    );
+    let refusals: [(&[&str], String); 6] = [
+        (
+            &["approve", &id, "--decision", "maybe"],
+            "error: invalid request: decision `maybe` is not allowed at approval `review`; allowed: approve, reject\n".into(),
+        ),
+        (
+            &["approve", &id, "--decision", "approve", "--input", r#"{"x": 1}"#],
+            "error: invalid request: the input of approval `review` does not match its input_schema: x: unknown key `x`\n".into(),
+        ),
+        (
+            &["approve", &id, "--decision", "approve", "--node", "draft"],
+            format!("error: invalid request: execution `{id}` is not waiting at `draft` (waiting: `review`)\n"),
+        ),
+        (
+            &["resume", &id],
+            format!("error: invalid request: execution `{id}` is waiting for a decision at `review`; resume it with one\n"),
+        ),
+        (
+            &["approve", "01NOPE", "--decision", "approve"],
+            "error: unknown execution `01NOPE`\n".into(),
+        ),
+        (
+            &["fork", &id, "--step", "4"],
+            format!("error: invalid request: execution `{id}` has steps 1..=3; there is no step 4 to fork from\n"),
+        ),
+    ];
+    for (args, message) in &refusals {
+        let mut all = vec!["executions"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--db", &db, "--model", APPROVAL_MODEL]);
+        let out = chatter(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(&stderr_of(&out), message, "{args:?}");
+        assert_eq!(dump(), before, "{args:?} changed the database");
+    }
+    // Unusable arguments: exit 2.
+    for args in [
+        &["approve", &id, "--decision", "approve", "--input", "{nope"][..],
+        &[
+            "approve",
+            &id,
+            "--decision",
+            "approve",
+            "--durability",
+            "later",
+        ][..],
+        &["fork", &id, "--step", "1", "--set", "draft"][..],
+        &["fork", &id, "--step", "1", "--set", "draft=unquoted text"][..],
+    ] {
+        let mut all = vec!["executions"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--db", &db, "--model", APPROVAL_MODEL]);
+        let out = chatter(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(dump(), before, "{args:?} changed the database");
+    }
+
+    // Approved: the same execution completes on the approved branch.
+    let out = chatter(&[
+        "executions",
+        "approve",
+        &id,
+        "--decision",
+        "approve",
+        "--input",
+        r#"{"note": "fine"}"#,
+        "--db",
+        &db,
+        "--model",
+        APPROVAL_MODEL,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let done = json_of(&out);
+    assert_eq!(done["execution_id"], id.as_str());
+    assert_eq!(done["status"], "completed");
+    assert_eq!(
+        done["response"],
+        "sent: Your refund was approved and is on its way."
+    );
+    assert!(done.get("waiting").is_none(), "{done}");
+    // Ended: resuming or approving again is refused.
+    let before = dump();
+    let out = chatter(&[
+        "executions",
+        "approve",
+        &id,
+        "--decision",
+        "reject",
+        "--db",
+        &db,
+        "--model",
+        APPROVAL_MODEL,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: invalid request: execution `{id}` has ended (completed); it cannot be resumed\n"
+        )
+    );
+    assert_eq!(dump(), before);
+
+    // Steps: each node run's end with the state after it.
+    let out = chatter(&["executions", "steps", &id, "--db", &db, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let steps = json_of(&out);
+    assert_eq!(steps["status"], "completed");
+    let rows: Vec<(i64, &str, i64, i64, &str)> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_i64().unwrap(),
+                s["node_id"].as_str().unwrap(),
+                s["iteration"].as_i64().unwrap(),
+                s["attempt"].as_i64().unwrap(),
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.1, r.4)).collect();
+    assert_eq!(
+        names,
+        [
+            ("start", "completed"),
+            ("draft", "completed"),
+            ("review", "completed"),
+            ("rejected", "skipped"),
+            ("send", "completed"),
+            ("sent", "completed"),
+        ]
+    );
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "{rows:?}");
+    assert!(rows.iter().all(|r| r.2 == 0 && r.3 == 1), "{rows:?}");
+    let states: Vec<&Value> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["state"])
+        .collect();
+    assert_eq!(states[0]["variables"], json!({}));
+    assert_eq!(
+        states[1]["variables"],
+        json!({"draft": "Your refund was approved and is on its way."})
+    );
+    assert_eq!(
+        states[2]["variables"]["review"],
+        json!({"decision": "approve", "input": {"note": "fine"}, "timed_out": false})
+    );
+    assert_eq!(
+        states[5]["variables"]["sent"],
+        "Your refund was approved and is on its way."
+    );
+    let out = chatter(&["executions", "steps", &id, "--db", &db]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "execution {id} (completed): 6 steps\n  step  node  iteration  attempt  status\n     1  start  0  1  completed\n     2  draft  0  1  completed\n"
+        )),
+        "{text}"
+    );
+
+    // Fork from the draft with an edited draft: a new execution waits at the approval with the
+    // edited text; the original is untouched.
+    let before = dump();
+    let original_steps = steps;
+    let out = chatter(&[
+        "executions",
+        "fork",
+        &id,
+        "--step",
+        "2",
+        "--set",
+        r#"draft="Sorry, no refund.""#,
+        "--db",
+        &db,
+        "--model",
+        APPROVAL_MODEL,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let forked = json_of(&out);
+    let fork_id = forked["execution_id"].as_str().unwrap().to_owned();
+    assert_ne!(fork_id, id);
+    assert_eq!(forked["status"], "waiting");
+    assert_eq!(
+        forked["waiting"],
+        json!([{"node_id": "review", "question": "Send this reply? Sorry, no refund.",
+                "allowed_decisions": ["approve", "reject"]}])
+    );
+    let out = chatter(&["executions", "steps", &id, "--db", &db, "--format", "json"]);
+    assert_eq!(json_of(&out), original_steps);
+    let after = dump();
+    let original_rows = |rows: &[String]| -> Vec<String> {
+        rows.iter()
+            .filter(|r| !r.contains(&fork_id))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(original_rows(&after), before);
+    // The fork is rejected; its rejection branch runs.
+    let out = chatter(&[
+        "executions",
+        "approve",
+        &fork_id,
+        "--decision",
+        "reject",
+        "--input",
+        r#"{"note": "too curt"}"#,
+        "--db",
+        &db,
+        "--model",
+        APPROVAL_MODEL,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json_of(&out)["response"], "not sent: too curt");
+
+    // Another owner's execution is as unknown as a missing one.
+    let foreign = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = chatter_store::connect(&db).await.unwrap();
+        store
+            .create_execution(chatter_core::store::NewExecution::new(
+                "someone-else",
+                chatter_core::store::ExecutionKind::Adhoc,
+                json!({}),
+            ))
+            .await
+            .unwrap()
+            .id
+    });
+    let before = dump();
+    for args in [
+        &["approve", &foreign, "--decision", "approve"][..],
+        &["resume", &foreign][..],
+        &["steps", &foreign][..],
+        &["fork", &foreign, "--step", "1"][..],
+    ] {
+        let mut all = vec!["executions"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--db", &db]);
+        let out = chatter(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(
+            stderr_of(&out),
+            format!("error: unknown execution `{foreign}`\n")
+        );
+    }
+    assert_eq!(dump(), before);
+}
+
+#[test]
+fn resume_due_takes_a_timed_out_approvals_decision() {
+    let (dir, db) = temp_db("resume-due");
+    let file = temp_file(
+        "timeout.json",
+        r#"{"nodes": [{"id": "start", "type": "start"},
+                      {"id": "gate", "type": "approval",
+                       "config": {"question": "Go on?", "timeout_ms": 1,
+                                  "timeout_decision": "reject"}},
+                      {"id": "yes", "type": "end", "config": {"output": "went on"}},
+                      {"id": "no", "type": "end", "config": {"output": "stopped"}}],
+            "edges": [{"source": "start", "target": "gate"},
+                      {"source": "gate", "target": "yes", "sourceHandle": "approve"},
+                      {"source": "gate", "target": "no", "sourceHandle": "reject"}]}"#,
+    );
+    let (code, run) = run_json(&[file.to_str().unwrap(), "--db", &db]);
+    assert_eq!(code, 3, "{run}");
+    let id = run["execution_id"].as_str().unwrap().to_owned();
+    assert_eq!(run["status"], "waiting");
+
+    let out = chatter(&["executions", "resume-due", "--db", &db]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{id}  completed\n")
+    );
+    let shown = json_of(&chatter(&[
+        "executions",
+        "show",
+        &id,
+        "--db",
+        &db,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(shown["execution"]["status"], "completed");
+    assert_eq!(shown["execution"]["response"], "stopped");
+    let steps = json_of(&chatter(&[
+        "executions",
+        "steps",
+        &id,
+        "--db",
+        &db,
+        "--format",
+        "json",
+    ]));
+    let last = steps["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        last["state"]["variables"]["gate"],
+        json!({"decision": "reject", "input": null, "timed_out": true})
+    );
+    // Nothing is due any more.
+    let out = chatter(&["executions", "resume-due", "--db", &db, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json_of(&out), json!({"resumed": []}));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_durability_modes_record_the_same_steps() {
+    let (dir, db) = temp_db("modes");
+    let mut recorded = Vec::new();
+    for mode in ["sync", "async", "exit"] {
+        let (code, run) = run_json(&[
+            "examples/workflows/loop.json",
+            "--model",
+            "scripted:examples/workflows/loop.scripted.json",
+            "--db",
+            &db,
+            "--durability",
+            mode,
+        ]);
+        assert_eq!(code, 0, "{mode}: {run}");
+        let id = run["execution_id"].as_str().unwrap();
+        let steps = json_of(&chatter(&[
+            "executions",
+            "steps",
+            id,
+            "--db",
+            &db,
+            "--format",
+            "json",
+        ]));
+        let nodes: Vec<(String, i64)> = steps["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["node_id"].as_str().unwrap().to_owned(),
+                    s["iteration"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let last =
+            steps["steps"].as_array().unwrap().last().unwrap()["state"]["variables"]["draft"]
+                .clone();
+        recorded.push((nodes, last));
+    }
+    assert_eq!(
+        recorded[0].1,
+        "Draft 3: workflows are durable graphs of nodes that Chatter runs."
+    );
+    assert_eq!(recorded[0].0.len(), 8, "{:?}", recorded[0].0);
+    assert_eq!(recorded[1], recorded[0]);
+    assert_eq!(recorded[2], recorded[0]);
+
+    let out = chatter(&[
+        "run",
+        "examples/workflows/chat.json",
+        "--model",
+        "scripted:examples/workflows/chat.scripted.json",
+        "--db",
+        &db,
+        "--durability",
+        "later",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        stderr_of(&out),
+        "error: --durability must be sync, async or exit (got `later`)\n"
+    );
+    let out = chatter(&[
+        "run",
+        "examples/workflows/chat.json",
+        "--model",
+        "scripted:examples/workflows/chat.scripted.json",
+        "--durability",
+        "sync",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        stderr_of(&out),
+        "error: --durability needs --db (the database the steps are written to)\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::Error;
 
+mod durable;
 mod run;
 mod serve;
 mod store;
@@ -60,7 +61,8 @@ pub enum Command {
         file: PathBuf,
     },
     /// Run a definition. Text mode streams tokens and node progress as they happen; exit 0 when
-    /// the execution completed, 1 when it failed or was cancelled, 2 on unusable input.
+    /// the execution completed, 1 when it failed or was cancelled, 2 on unusable input, 3 when
+    /// it waits for a decision at an approval (`chatter executions approve` continues it).
     Run {
         /// The definition file.
         file: PathBuf,
@@ -91,6 +93,11 @@ pub enum Command {
         /// `--db`, else in an in-memory database).
         #[arg(long)]
         documents: Option<PathBuf>,
+        /// How soon each step is written to `--db`: `sync` (each step committed before the
+        /// next node starts; the default), `async` (written in the background, the end waits
+        /// for them) or `exit` (everything written when the execution ends or pauses).
+        #[arg(long)]
+        durability: Option<String>,
     },
     /// Create or upgrade a database's schema; prints the migrations applied.
     Migrate {
@@ -135,7 +142,7 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeysCommand,
     },
-    /// Look at recorded executions.
+    /// Look at, resume, approve and fork recorded executions.
     Executions {
         /// What to do.
         #[command(subcommand)]
@@ -320,6 +327,104 @@ pub enum ExecutionsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Resume an execution from its last step, with the same id (after a crash, or a
+    /// `waiting` one whose approval timed out). Exit codes as for `run`; 1 for an unknown,
+    /// ended or foreign execution.
+    Resume {
+        /// The execution id.
+        id: String,
+        /// The database, models, tools and output.
+        #[command(flatten)]
+        with: ResumeArgs,
+    },
+    /// Resume an execution waiting at an approval with a decision. Exit codes as for `run`; 1
+    /// for an unknown, ended or foreign execution or a decision that is not allowed (nothing
+    /// is changed then).
+    Approve {
+        /// The execution id.
+        id: String,
+        /// One of the approval's allowed decisions.
+        #[arg(long)]
+        decision: String,
+        /// The person's input, JSON (checked against the approval's `input_schema`).
+        #[arg(long)]
+        input: Option<String>,
+        /// The approval node (needed only when several wait).
+        #[arg(long)]
+        node: Option<String>,
+        /// The database, models, tools and output.
+        #[command(flatten)]
+        with: ResumeArgs,
+    },
+    /// List an execution's steps (step, node, iteration, attempt, status; with `--format
+    /// json` also the state after each step); exit 1 for an unknown or foreign execution.
+    Steps {
+        /// The execution id.
+        id: String,
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Start a new execution from step N of an execution (the steps up to N are copied, not
+    /// run again), optionally with edited variables; the original is not changed. Exit codes
+    /// as for `run`; 1 for an unknown or foreign execution or a step past its last one.
+    Fork {
+        /// The execution id.
+        id: String,
+        /// The step to continue from (`chatter executions steps` lists them).
+        #[arg(long)]
+        step: i64,
+        /// Set a variable before going on: `name=JSON` (e.g. `--set draft='"short"'`,
+        /// `--set tries=2`). Repeatable.
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// The database, models, tools and output.
+        #[command(flatten)]
+        with: ResumeArgs,
+    },
+    /// Resume every execution that is due: `running` ones whose lease expired (their process
+    /// died) and `waiting` ones whose approval timed out. Prints each id and its outcome;
+    /// exit 1 when one could not be resumed.
+    ResumeDue {
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// Model providers, as for `run`.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Stub tools, as for `run`.
+        #[arg(long)]
+        tools: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+/// What a command that continues an execution (`resume`, `approve`, `fork`) runs it with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResumeArgs {
+    /// The database the execution is recorded in.
+    #[arg(long)]
+    pub db: String,
+    /// Model providers, as for `run` (needed when the workflow calls a model).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Stub tools, as for `run`.
+    #[arg(long)]
+    pub tools: Option<PathBuf>,
+    /// How soon each new step is written (`sync`, `async`, `exit`).
+    #[arg(long, default_value = "sync")]
+    pub durability: String,
+    /// Include every event in the JSON output.
+    #[arg(long)]
+    pub events: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 /// Runs the command line with the process arguments; returns the exit code.
@@ -360,6 +465,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             format,
             db,
             documents,
+            durability,
         } => run::run(
             run::RunArgs {
                 file,
@@ -370,6 +476,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 format,
                 db,
                 documents,
+                durability,
             },
             out,
         ),
@@ -414,6 +521,29 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 format,
             } => store::list(&db, limit, status.as_deref(), format, out),
             ExecutionsCommand::Show { id, db, format } => store::show(&db, &id, format, out),
+            ExecutionsCommand::Resume { id, with } => {
+                durable::resume(&id, durable::Continue::Resume, &with, out)
+            }
+            ExecutionsCommand::Approve {
+                id,
+                decision,
+                input,
+                node,
+                with,
+            } => durable::approve(&id, decision, input.as_deref(), node, &with, out),
+            ExecutionsCommand::Steps { id, db, format } => durable::steps(&db, &id, format, out),
+            ExecutionsCommand::Fork {
+                id,
+                step,
+                set,
+                with,
+            } => durable::fork(&id, step, &set, &with, out),
+            ExecutionsCommand::ResumeDue {
+                db,
+                models,
+                tools,
+                format,
+            } => durable::resume_due(&db, &models, tools.as_deref(), format, out),
         },
         Command::Templates { command } => match command {
             TemplatesCommand::List {

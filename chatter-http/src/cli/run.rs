@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chatter_core::engine::{Engine, ExecutionResult, ExecutionStatus, RunOptions};
+use chatter_core::engine::{
+    DurabilityMode, Engine, ExecutionResult, ExecutionStatus, NodeRunStatus, RunOptions,
+};
 use chatter_core::providers;
 use chatter_core::tools::StubTools;
 use chatter_core::{Event, EventKind, ModelRegistry, ToolRegistry, WorkflowDefinition};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 
 use chatter_core::RetrieverRegistry;
 use chatter_core::store::ExecutionKind;
-use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
+use chatter_core::tracker::{ExecutionMeta, TrackedRun, WorkflowTracker};
 
 use super::{OutputFormat, store, write_out};
 use crate::error::Error;
@@ -30,7 +32,11 @@ pub(crate) struct RunArgs {
     pub(crate) format: OutputFormat,
     pub(crate) db: Option<String>,
     pub(crate) documents: Option<PathBuf>,
+    pub(crate) durability: Option<String>,
 }
+
+/// The exit code of a run that paused at an approval, waiting for a decision.
+pub(crate) const EXIT_WAITING: u8 = 3;
 
 /// The input object: `--input` as JSON, or a bare string taken as `{"message": ...}`.
 pub(crate) fn parse_input(input: Option<&str>) -> Result<Value, Error> {
@@ -76,15 +82,41 @@ pub(crate) fn tools(file: Option<&Path>) -> Result<ToolRegistry, Error> {
 }
 
 /// Whether the definition calls a model (so a provider is needed).
-fn needs_model(def: &WorkflowDefinition) -> bool {
+pub(crate) fn needs_model(def: &WorkflowDefinition) -> bool {
     def.nodes
         .iter()
         .any(|n| matches!(n.kind.as_str(), "llm" | "memory"))
 }
 
+/// `--durability`: a mode name, only with `--db` (default `sync`).
+fn durability(name: Option<&str>, db: Option<&str>) -> Result<DurabilityMode, Error> {
+    match (name, db) {
+        (None, _) => Ok(DurabilityMode::Sync),
+        (Some(name), Some(_)) => DurabilityMode::parse(name).map_err(|_| {
+            Error::Usage(format!(
+                "--durability must be sync, async or exit (got `{name}`)"
+            ))
+        }),
+        (Some(_), None) => Err(Error::Usage(
+            "--durability needs --db (the database the steps are written to)".into(),
+        )),
+    }
+}
+
+/// The exit code of an execution's outcome: 0 completed, [`EXIT_WAITING`] waiting for a
+/// decision, 1 otherwise.
+pub(crate) fn exit_code(result: &ExecutionResult) -> u8 {
+    match result.status {
+        ExecutionStatus::Completed => 0,
+        ExecutionStatus::Waiting => EXIT_WAITING,
+        _ => 1,
+    }
+}
+
 pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
     let def = super::validate::load(&args.file)?;
     let input = parse_input(args.input.as_deref())?;
+    let mode = durability(args.durability.as_deref(), args.db.as_deref())?;
     let (models, tools, documents) = providers(
         &args.models,
         args.tools.as_deref(),
@@ -108,7 +140,7 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         let engine = builder.build();
         if let (Some(db), Some(_)) = (db, &args.db) {
             // Recorded: the tracker follows the event stream and commits as it goes.
-            let tracker = WorkflowTracker::new(db);
+            let tracker = WorkflowTracker::new(db).durability(mode);
             let options = RunOptions::default().owner(store::LOCAL_OWNER);
             let mut printer = TextPrinter::default();
             let mut print_error = None;
@@ -130,12 +162,7 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
             if let Some(error) = print_error {
                 return Err(error);
             }
-            if let Some(error) = &run.store_error {
-                eprintln!(
-                    "warning: execution {} was not fully recorded: {error}",
-                    run.result.execution_id
-                );
-            }
+            warn_unrecorded(&run);
             return Ok::<ExecutionResult, Error>(run.result);
         }
         let handle = engine.start(&def, input, RunOptions::default())?;
@@ -149,7 +176,14 @@ pub(crate) fn run(args: RunArgs, out: &mut dyn Write) -> Result<u8, Error> {
         let result = handle.result().await?;
         Ok::<ExecutionResult, Error>(result)
     })?;
-    report(&result, args.format, args.events, None, out)
+    report(
+        &result,
+        args.format,
+        args.events,
+        None,
+        args.db.as_deref(),
+        out,
+    )
 }
 
 /// The models, tools and documents named by `--model`, `--tools` and `--documents`. With
@@ -177,30 +211,67 @@ pub(crate) fn providers(
     Ok((models, tools, documents))
 }
 
-/// Prints the result (`--format`; `template` adds the template's name to the JSON) and returns
-/// the exit code: 0 when the execution completed, 1 otherwise.
+/// Writes the outcome of an execution (`--format`: the JSON document, where `template` adds the
+/// template's name; or the text summary, with how to resume it when it waits for a decision
+/// and was recorded in `db`) and returns the exit code ([`exit_code`]).
 pub(crate) fn report(
     result: &ExecutionResult,
     format: OutputFormat,
-    events: bool,
+    with_events: bool,
     template: Option<&str>,
+    db: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<u8, Error> {
     match format {
         OutputFormat::Json => {
-            let mut doc = json_report(result, events);
+            let mut doc = json_report(result, with_events);
             if let Some(name) = template {
                 doc["template"] = json!(name);
             }
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             write_out(out, &format!("{text}\n"))?;
         }
-        OutputFormat::Text => write_out(out, &text_summary(result))?,
+        OutputFormat::Text => write_out(out, &text_summary(result, db))?,
     }
-    Ok(match result.status {
-        ExecutionStatus::Completed => 0,
-        _ => 1,
-    })
+    Ok(exit_code(result))
+}
+
+/// Warns on stderr when a tracked run was not fully recorded.
+pub(crate) fn warn_unrecorded(run: &TrackedRun) {
+    if let Some(error) = &run.store_error {
+        eprintln!(
+            "warning: execution {} was not fully recorded: {error}",
+            run.result.execution_id
+        );
+    }
+}
+
+/// The approvals an execution waits at: `(node id, question, allowed decisions)`.
+fn waiting_at(result: &ExecutionResult) -> Vec<(&str, &str, Vec<&str>)> {
+    if result.status != ExecutionStatus::Waiting {
+        return Vec::new();
+    }
+    let mut waiting: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for run in result
+        .node_runs
+        .iter()
+        .filter(|r| r.status == NodeRunStatus::Waiting)
+    {
+        let question = run
+            .output
+            .get("question")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let decisions = run
+            .output
+            .get("allowed_decisions")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        waiting.retain(|(node, _, _)| *node != run.node_id);
+        waiting.push((&run.node_id, question, decisions));
+    }
+    waiting
 }
 
 /// The JSON document of `chatter run --format json`.
@@ -233,6 +304,15 @@ pub(crate) fn json_report(result: &ExecutionResult, with_events: bool) -> Value 
     });
     if let Some(error) = &result.error {
         doc["error"] = serde_json::to_value(error).unwrap_or(Value::Null);
+    }
+    let waiting = waiting_at(result);
+    if !waiting.is_empty() {
+        doc["waiting"] = waiting
+            .iter()
+            .map(|(node_id, question, decisions)| {
+                json!({"node_id": node_id, "question": question, "allowed_decisions": decisions})
+            })
+            .collect();
     }
     if with_events {
         doc["events"] = serde_json::to_value(&result.events).unwrap_or(Value::Null);
@@ -317,7 +397,7 @@ impl TextPrinter {
     }
 }
 
-fn text_summary(result: &ExecutionResult) -> String {
+fn text_summary(result: &ExecutionResult, db: Option<&str>) -> String {
     let mut text = format!(
         "\nexecution {} {} in {} ms; tokens {} (prompt {}, completion {}), cost ${:.6}\n",
         result.execution_id,
@@ -336,6 +416,19 @@ fn text_summary(result: &ExecutionResult) -> String {
     }
     if let Some(response) = &result.response {
         text.push_str(&format!("response: {response}\n"));
+    }
+    for (node_id, question, decisions) in waiting_at(result) {
+        text.push_str(&format!(
+            "waiting at {node_id}: {question} (decisions: {})\n",
+            decisions.join(", ")
+        ));
+        if let Some(db) = db {
+            text.push_str(&format!(
+                "resume with: chatter executions approve {} --node {node_id} --decision {} --db {db}\n",
+                result.execution_id,
+                decisions.first().copied().unwrap_or("DECISION")
+            ));
+        }
     }
     text
 }

@@ -16,7 +16,7 @@ use chatter_core::templates::{self, ImportOptions, TemplateRef};
 use chatter_core::time::rfc3339_ms;
 use serde_json::{Value, json};
 
-use super::run::{TextPrinter, parse_input, providers, report};
+use super::run::{TextPrinter, parse_input, providers, report, warn_unrecorded};
 use super::{OutputFormat, store, write_out};
 use crate::error::Error;
 
@@ -248,15 +248,17 @@ pub(crate) fn run(args: TemplateRunArgs, out: &mut dyn Write) -> Result<u8, Erro
         if let Some(error) = print_error {
             return Err(error);
         }
-        if let Some(error) = &run.store_error {
-            eprintln!(
-                "warning: execution {} was not fully recorded: {error}",
-                run.result.execution_id
-            );
-        }
+        warn_unrecorded(&run);
         Ok::<ExecutionResult, Error>(run.result)
     })?;
-    report(&result, args.format, args.events, Some(&args.name), out)
+    report(
+        &result,
+        args.format,
+        args.events,
+        Some(&args.name),
+        args.db.as_deref(),
+        out,
+    )
 }
 
 /// `chatter templates export NAME [--output FILE]`: the old export format.
