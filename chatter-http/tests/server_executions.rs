@@ -312,14 +312,51 @@ mod cases {
     pub async fn rejection_takes_effect_and_admin_reaches_any(h: Harness) {
         let alice = h.user("alice", &["user"]).await;
         let id = start_waiting(&h, &alice.key).await;
-        let rejected = h
-            .post(
-                &format!("{W}/executions/{id}/approve"),
-                Some(crate::common::ADMIN_KEY),
-                &json!({"decision": "reject"}),
-            )
+        let paused = h.store().get_execution(&id).await.unwrap().unwrap();
+        // A stream opened while the execution waits follows it live: the admin rejects it
+        // meanwhile, and the stream carries the rest and ends.
+        let client = h.client.clone();
+        let url = h.url(&format!("{W}/executions/{id}/approve"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let decide = tokio::spawn(async move {
+            rx.await.unwrap();
+            let response = client
+                .post(url)
+                .bearer_auth(crate::common::ADMIN_KEY)
+                .header("content-type", "application/json")
+                .body(json!({"decision": "reject"}).to_string())
+                .send()
+                .await
+                .unwrap();
+            crate::common::answer(response).await
+        });
+        let mut tx = Some(tx);
+        let (frames, ended) =
+            read_events(&h, &id, &alice.key, Some(paused.last_event_seq), |frames| {
+                // The first heartbeat: the stream is open and waiting; now decide.
+                if frames.iter().any(|f| matches!(f, Frame::Comment(_)))
+                    && let Some(tx) = tx.take()
+                {
+                    tx.send(()).unwrap();
+                }
+                false
+            })
             .await;
+        assert!(ended);
+        let rejected = decide.await.unwrap();
         assert_eq!(rejected.status, 200, "{}", rejected.text);
+        let live = events_of(&frames);
+        let stored = h
+            .store()
+            .list_events(&id, paused.last_event_seq, 10_000)
+            .await
+            .unwrap();
+        assert!(!stored.is_empty());
+        assert_eq!(
+            live.iter().map(|e| e.0).collect::<Vec<_>>(),
+            stored.iter().map(|e| e.seq).collect::<Vec<_>>()
+        );
+        assert!(live.last().unwrap().1.starts_with("execution_"), "{live:?}");
         let steps = h.store().list_node_runs(&id).await.unwrap();
         assert!(steps.iter().any(|r| r.node_id == "ask"), "{steps:?}");
         let record = h.store().get_execution(&id).await.unwrap().unwrap();
@@ -331,12 +368,105 @@ mod cases {
     }
 }
 
+mod orphan {
+    use super::*;
+    use chatter_core::store::{ExecutionKind, ExecutionStatus, NewExecution};
+
+    /// An execution left `running` by a dead server (its lease expired) is resumed by the
+    /// server's periodic `resume_due` and completes.
+    pub async fn a_dead_servers_execution_is_resumed(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        // The graph of an ad-hoc run, as the tracker records it.
+        let graph = json!({
+            "nodes": [
+                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
+                 "data": {"label": "Start", "nodeType": "start"}},
+                {"id": "chat", "type": "model", "position": {"x": 200, "y": 0},
+                 "data": {"label": "Chat", "nodeType": "model"}},
+                {"id": "end", "type": "end", "position": {"x": 400, "y": 0},
+                 "data": {"label": "End", "nodeType": "end"}}
+            ],
+            "edges": [
+                {"id": "e1", "source": "start", "target": "chat"},
+                {"id": "e2", "source": "chat", "target": "end"}
+            ]
+        });
+        let done = h
+            .post(
+                &format!("{W}/definitions/custom/execute?message=hi"),
+                Some(&alice.key),
+                &graph,
+            )
+            .await;
+        assert_eq!(done.status, 200, "{}", done.text);
+        let template = h
+            .store()
+            .get_execution(done.body["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let store = h.store();
+        let orphan = store
+            .create_execution(NewExecution {
+                id: None,
+                owner_id: alice.id.clone(),
+                definition_id: None,
+                template_id: None,
+                kind: ExecutionKind::Adhoc,
+                input: json!({"message": "hi"}),
+                params: json!({}),
+                conversation_id: None,
+                graph: template.graph.clone(),
+            })
+            .await
+            .unwrap();
+        store
+            .set_execution_status(&orphan.id, ExecutionStatus::Running, 1)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .acquire_lease(&orphan.id, "dead-worker", 2, 1)
+                .await
+                .unwrap()
+        );
+        let mut record = store.get_execution(&orphan.id).await.unwrap().unwrap();
+        for _ in 0..600 {
+            if record.status.is_terminal() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            record = store.get_execution(&orphan.id).await.unwrap().unwrap();
+        }
+        assert_eq!(record.status.as_str(), "completed", "{record:?}");
+        assert_eq!(
+            record.response.as_deref(),
+            Some(chatter_http::server::OFFLINE_REPLY)
+        );
+        assert_ne!(record.lease_owner.as_deref(), Some("dead-worker"));
+        let steps = h
+            .get(
+                &format!("{W}/executions/{}/steps", orphan.id),
+                Some(&alice.key),
+            )
+            .await;
+        let nodes: Vec<&str> = steps.body["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["node_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(nodes, ["start", "chat", "end"]);
+    }
+}
+
 mod sqlite {
     use super::common::run_sqlite_with;
 
     fn config() -> chatter_http::server::ServerConfig {
         let mut config = super::common::config();
         config.sse_heartbeat = std::time::Duration::from_millis(50);
+        config.resume_interval = std::time::Duration::from_millis(100);
         config
     }
 
@@ -347,6 +477,11 @@ mod sqlite {
             super::cases::events_stream_resumes_across_an_approval,
         )
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_servers_execution_is_resumed() {
+        run_sqlite_with(config(), super::orphan::a_dead_servers_execution_is_resumed).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,6 +551,7 @@ mod postgres {
     fn config() -> chatter_http::server::ServerConfig {
         let mut config = super::common::config();
         config.sse_heartbeat = std::time::Duration::from_millis(50);
+        config.resume_interval = std::time::Duration::from_millis(100);
         config
     }
 
@@ -426,6 +562,11 @@ mod postgres {
             super::cases::events_stream_resumes_across_an_approval,
         )
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_servers_execution_is_resumed() {
+        run_postgres_with(config(), super::orphan::a_dead_servers_execution_is_resumed).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
