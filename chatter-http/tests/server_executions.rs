@@ -458,6 +458,81 @@ mod orphan {
             .collect();
         assert_eq!(nodes, ["start", "chat", "end"]);
     }
+
+    /// `cancel` reaches an execution running in this server: it stops and is recorded
+    /// `cancelled`; the request that started it answers the cancelled execution.
+    pub async fn cancel_stops_a_running_execution(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        let graph = json!({
+            "nodes": [
+                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
+                 "data": {"label": "Start", "nodeType": "start"}},
+                {"id": "wait", "type": "delay", "position": {"x": 200, "y": 0},
+                 "data": {"label": "Wait", "nodeType": "delay",
+                          "config": {"delay_type": "fixed", "delay_ms": 3_600_000}}},
+                {"id": "end", "type": "end", "position": {"x": 400, "y": 0},
+                 "data": {"label": "End", "nodeType": "end"}}
+            ],
+            "edges": [
+                {"id": "e1", "source": "start", "target": "wait"},
+                {"id": "e2", "source": "wait", "target": "end"}
+            ]
+        });
+        let client = h.client.clone();
+        let url = h.url(&format!("{W}/definitions/custom/execute"));
+        let key = alice.key.clone();
+        let run = tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(graph.to_string())
+                .send()
+                .await
+                .unwrap();
+            crate::common::answer(response).await
+        });
+        let filter = chatter_core::store::ExecutionFilter {
+            owner_id: Some(alice.id.clone()),
+            ..Default::default()
+        };
+        let mut running = None;
+        for _ in 0..600 {
+            let listed = h
+                .store()
+                .list_executions(&filter, chatter_core::store::Page::new(10, 0))
+                .await
+                .unwrap();
+            if let Some(r) = listed
+                .into_iter()
+                .find(|r| r.status == ExecutionStatus::Running)
+            {
+                running = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let running = running.expect("the execution never started");
+        let cancelled = h
+            .post(
+                &format!("{W}/executions/{}/cancel", running.id),
+                Some(&alice.key),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+        assert_eq!(cancelled.body["status"], "cancelled");
+        let answered = run.await.unwrap();
+        assert_eq!(
+            answered.body["id"],
+            running.id.as_str(),
+            "{}",
+            answered.text
+        );
+        assert_eq!(answered.body["status"], "cancelled", "{}", answered.text);
+        let record = h.store().get_execution(&running.id).await.unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Cancelled);
+    }
 }
 
 mod sqlite {
@@ -482,6 +557,11 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_servers_execution_is_resumed() {
         run_sqlite_with(config(), super::orphan::a_dead_servers_execution_is_resumed).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_stops_a_running_execution() {
+        run_sqlite_with(config(), super::orphan::cancel_stops_a_running_execution).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,6 +647,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_servers_execution_is_resumed() {
         run_postgres_with(config(), super::orphan::a_dead_servers_execution_is_resumed).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_stops_a_running_execution() {
+        run_postgres_with(config(), super::orphan::cancel_stops_a_running_execution).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

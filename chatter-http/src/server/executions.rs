@@ -31,6 +31,8 @@ use super::{AppState, ok};
 
 /// How often a followed execution's new events are looked for.
 const POLL: Duration = Duration::from_millis(50);
+/// How long `cancel` waits for a cancelled run to be recorded.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
 /// Events read per page by the stream.
 const PAGE: u32 = 500;
 
@@ -155,11 +157,15 @@ async fn cancel(
     }
     let now = state.engine().services().clock.now_ms();
     if let Some(token) = state.live_token(&id) {
-        // Running here: the engine stops at its next node boundary and records `cancelled`.
+        // Running here: the engine stops its running nodes and records `cancelled`. The answer
+        // waits for that (at most `CANCEL_WAIT`; then it shows the execution as it is).
         token.cancel();
+        let give_up = tokio::time::Instant::now() + CANCEL_WAIT;
         loop {
             let current = state.store().get_execution(&id).await?;
-            if current.as_ref().is_none_or(|r| r.status.is_terminal()) {
+            if current.as_ref().is_none_or(|r| r.status.is_terminal())
+                || tokio::time::Instant::now() >= give_up
+            {
                 break;
             }
             tokio::time::sleep(POLL).await;

@@ -420,7 +420,9 @@ impl Server {
         let model_names = models.names().map(str::to_owned).collect();
         let tools: ToolRegistry = crate::cli::tools_from_file(config.tools.as_deref())?;
         let engine = Engine::builder().models(models).tools(tools).build();
-        let tracker = WorkflowTracker::new(store.clone());
+        // Every execution is durable: each step committed before the next starts.
+        let tracker = WorkflowTracker::new(store.clone())
+            .durability(chatter_core::engine::DurabilityMode::Sync);
         let dummy_hash = auth::hash_password(&ulid::Ulid::new().to_string())
             .map_err(|e| Error::Usage(e.detail))?;
         let jwt_secret = config
