@@ -452,7 +452,13 @@ mod cases {
         assert_eq!(listed.status, 200, "{}", listed.text);
         let templates = listed.body["templates"].as_array().unwrap();
         assert!(!templates.is_empty());
-        let builtin = &templates[0];
+        // The built-ins are seeded into the store at start-up; each is listed once.
+        let general: Vec<&Value> = templates
+            .iter()
+            .filter(|t| t["id"] == "general_chat")
+            .collect();
+        assert_eq!(general.len(), 1, "{}", listed.text);
+        let builtin = general[0];
         assert_eq!(builtin["is_builtin"], true);
         assert_eq!(builtin["owner_id"], "system");
         assert!(builtin["config_hash"].is_string());
@@ -573,6 +579,12 @@ mod cases {
         assert_eq!(updated.status, 200, "{}", updated.text);
         assert_eq!(updated.body["description"], "better");
         assert_eq!(updated.body["version"], 2);
+        // The update went through the core lifecycle: the first version is in the history.
+        let versions =
+            chatter_core::templates::template_versions(h.store().as_ref(), &alice.id, &id)
+                .await
+                .unwrap();
+        assert_eq!(versions.len(), 2, "{versions:?}");
         // Built-ins are read-only.
         let builtin = h
             .get(&format!("{W}/templates"), Some(&alice.key))

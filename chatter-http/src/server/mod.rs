@@ -22,7 +22,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,7 +35,7 @@ use chatter_core::ToolRegistry;
 use chatter_core::engine::Engine;
 use chatter_core::providers::ScriptedModel;
 use chatter_core::store::{NewAuditEntry, Page, Store};
-use chatter_core::tracker::WorkflowTracker;
+use chatter_core::tracker::{StoreGraphSource, TrackedRun, WorkflowTracker};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,7 @@ use crate::error::Error;
 pub mod auth;
 mod auth_routes;
 mod chat;
+mod executions;
 mod health;
 pub mod problem;
 mod workflows;
@@ -85,6 +86,11 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Whether the refresh cookie is marked `Secure` (serve behind HTTPS). Default false.
     pub secure_cookies: bool,
+    /// How often executions due for a resume (lease expired, approval timed out) are looked
+    /// for, after the look at start-up. Default 5 s.
+    pub resume_interval: Duration,
+    /// Interval of the `: keep-alive` comments of event streams. Default 15 s.
+    pub sse_heartbeat: Duration,
 }
 
 impl ServerConfig {
@@ -103,6 +109,8 @@ impl ServerConfig {
             readiness_timeout: Duration::from_secs(2),
             cors_origins: Vec::new(),
             secure_cookies: false,
+            resume_interval: Duration::from_secs(5),
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 
@@ -221,6 +229,25 @@ struct Inner {
     roles: RwLock<HashMap<String, BTreeSet<String>>>,
     model_names: Vec<String>,
     shutdown: CancellationToken,
+    /// Cancellation tokens of the executions running in this server, by id.
+    live: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// Removes an execution from the live registry when dropped.
+pub(crate) struct LiveGuard {
+    state: AppState,
+    id: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.state
+            .0
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// The state shared by every handler. Cheap to clone.
@@ -272,6 +299,30 @@ impl AppState {
         &self.0.shutdown
     }
 
+    /// Registers an execution running in this server (so `cancel` reaches it) until the
+    /// returned guard is dropped.
+    pub(crate) fn register_live(&self, id: &str, token: CancellationToken) -> LiveGuard {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), token);
+        LiveGuard {
+            state: self.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// The cancellation token of an execution running in this server.
+    pub(crate) fn live_token(&self, id: &str) -> Option<CancellationToken> {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
     /// The union of the permissions of roles.
     pub fn permissions_of(&self, roles: &[String]) -> BTreeSet<String> {
         let table = self
@@ -318,6 +369,7 @@ pub struct Server {
     addr: SocketAddr,
     state: AppState,
     task: JoinHandle<std::io::Result<()>>,
+    resumer: JoinHandle<()>,
     initial_admin_key: Option<String>,
     notes: Vec<String>,
 }
@@ -347,6 +399,7 @@ impl Server {
     ) -> Result<Server, Error> {
         let mut notes = Vec::new();
         auth::seed_roles(&store).await?;
+        chatter_core::templates::seed_builtins(store.as_ref()).await?;
         let roles = store
             .list_roles()
             .await?
@@ -367,7 +420,9 @@ impl Server {
         let model_names = models.names().map(str::to_owned).collect();
         let tools: ToolRegistry = crate::cli::tools_from_file(config.tools.as_deref())?;
         let engine = Engine::builder().models(models).tools(tools).build();
-        let tracker = WorkflowTracker::new(store.clone());
+        // Every execution is durable: each step committed before the next starts.
+        let tracker = WorkflowTracker::new(store.clone())
+            .durability(chatter_core::engine::DurabilityMode::Sync);
         let dummy_hash = auth::hash_password(&ulid::Ulid::new().to_string())
             .map_err(|e| Error::Usage(e.detail))?;
         let jwt_secret = config
@@ -396,7 +451,9 @@ impl Server {
             roles: RwLock::new(roles),
             model_names,
             shutdown: shutdown.clone(),
+            live: Mutex::new(HashMap::new()),
         }));
+        let resumer = tokio::spawn(resume_due_loop(state.clone()));
         let app = router(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(
@@ -410,6 +467,7 @@ impl Server {
             addr,
             state,
             task,
+            resumer,
             initial_admin_key,
             notes,
         })
@@ -457,7 +515,10 @@ impl Server {
     ///
     /// [`Error::Io`] when the server failed.
     pub async fn wait(self) -> Result<(), Error> {
-        match self.task.await {
+        let served = self.task.await;
+        // An execution the resumer was running stays resumable: its lease simply expires.
+        self.resumer.abort();
+        match served {
             Ok(result) => result.map_err(|source| Error::Io {
                 context: "serving".into(),
                 source,
@@ -469,6 +530,36 @@ impl Server {
     /// A token that stops the server when cancelled.
     pub fn shutdown_handle(&self) -> CancellationToken {
         self.state.shutdown_token().clone()
+    }
+}
+
+/// Resumes the executions due (a dead server's, timed-out approvals) at start-up and then
+/// every `resume_interval`, until shutdown.
+async fn resume_due_loop(state: AppState) {
+    let source = StoreGraphSource::new(state.store().clone());
+    loop {
+        let now = state.engine().services().clock.now_ms();
+        match state
+            .tracker()
+            .resume_due(state.engine(), &source, now)
+            .await
+        {
+            Ok(outcomes) => {
+                for (id, outcome) in outcomes {
+                    match outcome.and_then(TrackedRun::into_result) {
+                        Ok(result) => {
+                            eprintln!("chatter serve: resumed execution {id}: {:?}", result.status)
+                        }
+                        Err(e) => eprintln!("chatter serve: could not resume execution {id}: {e}"),
+                    }
+                }
+            }
+            Err(e) => eprintln!("chatter serve: listing the executions to resume failed: {e}"),
+        }
+        tokio::select! {
+            () = state.shutdown_token().cancelled() => return,
+            () = tokio::time::sleep(state.config().resume_interval) => {}
+        }
     }
 }
 
@@ -504,6 +595,7 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(auth_routes::routes())
         .merge(workflows::routes())
+        .merge(executions::routes())
         .merge(chat::routes())
         .merge(workspaces::routes())
         .fallback(not_found)

@@ -105,6 +105,7 @@ impl From<chatter_core::Error> for ApiError {
                 | chatter_core::Error::Definition { .. }
                 | chatter_core::Error::Invalid(_)
                 | chatter_core::Error::Template { .. }
+                | chatter_core::Error::InvalidInput { .. }
                 | chatter_core::Error::Expression { .. } => {
                     ApiError::unprocessable(error.to_string())
                 }

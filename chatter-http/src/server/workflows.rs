@@ -14,8 +14,7 @@ use chatter_core::engine::RunOptions;
 use chatter_core::registry::NodeRegistry;
 use chatter_core::store::{
     DefinitionFilter, DefinitionRecord, DefinitionUpdate, EventRecord, ExecutionFilter,
-    ExecutionKind, ExecutionRecord, NewDefinition, NewTemplate, Page, TemplateFilter,
-    TemplateRecord, TemplateUpdate,
+    ExecutionKind, ExecutionRecord, NewDefinition, Page, TemplateFilter, TemplateRecord,
 };
 use chatter_core::templates::{TemplateSpec, builtin_templates};
 use chatter_core::time::rfc3339_ms;
@@ -747,15 +746,14 @@ pub(super) async fn run_recorded(
     meta: ExecutionMeta,
 ) -> Result<ExecutionRecord, ApiError> {
     let owner = meta.owner_id.clone();
+    let id = ulid::Ulid::new().to_string();
+    let token = tokio_util::sync::CancellationToken::new();
+    let _live = state.register_live(&id, token.clone());
+    let mut options = RunOptions::default().owner(owner).execution_id(&id);
+    options.cancel = Some(token);
     let run = state
         .tracker()
-        .run(
-            state.engine(),
-            def,
-            input,
-            RunOptions::default().owner(owner),
-            meta,
-        )
+        .run(state.engine(), def, input, options, meta)
         .await?;
     let id = run.result.execution_id.clone();
     if let Some(error) = run.store_error {
@@ -1228,21 +1226,8 @@ async fn store_new_template(
     if spec.is_public {
         p.require("template:publish")?;
     }
-    let record = state
-        .store()
-        .create_template(NewTemplate {
-            id: None,
-            owner_id: Some(p.id().to_owned()),
-            name: spec.name.clone(),
-            description: Some(spec.description.clone()),
-            category: spec.category.as_str().to_owned(),
-            spec: serde_json::to_value(&spec).map_err(|e| ApiError::internal(&e))?,
-            tags: spec.tags.clone(),
-            is_builtin: false,
-            is_public: spec.is_public,
-            base_template_id: None,
-        })
-        .await?;
+    let record =
+        chatter_core::templates::create_template(state.store().as_ref(), p.id(), &spec).await?;
     state
         .audit(
             Some(p.id()),
@@ -1273,7 +1258,9 @@ async fn update_template(
         "tags",
         "is_public",
     ];
-    let mut spec = record.spec.clone();
+    // The stored spec keeps some fields in the record's columns: start from the whole spec.
+    let mut spec = serde_json::to_value(chatter_core::templates::spec_of(&record)?)
+        .map_err(|e| ApiError::internal(&e))?;
     for (key, value) in &body {
         if !FIELDS.contains(&key.as_str()) {
             return Err(ApiError::unprocessable(format!("unknown field `{key}`")));
@@ -1286,21 +1273,17 @@ async fn update_template(
     if parsed.is_public && !record.is_public {
         p.require("template:publish")?;
     }
-    let updated = state
-        .store()
-        .update_template(
-            &id,
-            TemplateUpdate {
-                name: Some(parsed.name.clone()),
-                description: Some(Some(parsed.description.clone())),
-                category: Some(parsed.category.as_str().to_owned()),
-                spec: Some(serde_json::to_value(&parsed).map_err(|e| ApiError::internal(&e))?),
-                tags: Some(parsed.tags.clone()),
-                is_public: Some(parsed.is_public),
-                expected_version: None,
-            },
-        )
-        .await?;
+    // The server's access rules (admins, workspace editors) were checked above; the core
+    // lifecycle writes the new version (the previous one stays in the history) as the owner.
+    let owner = record.owner_id.clone().unwrap_or_default();
+    let updated = chatter_core::templates::update_template(
+        state.store().as_ref(),
+        &owner,
+        &id,
+        &parsed,
+        None,
+    )
+    .await?;
     state
         .audit(
             Some(p.id()),
@@ -1320,10 +1303,9 @@ async fn delete_template(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     p.require("template:write")?;
-    writable_template(&state, &p, &id, Change::Delete).await?;
-    if !state.store().delete_template(&id).await? {
-        return Err(ApiError::not_found(format!("no workflow template `{id}`")));
-    }
+    let record = writable_template(&state, &p, &id, Change::Delete).await?;
+    let owner = record.owner_id.unwrap_or_default();
+    chatter_core::templates::delete_template(state.store().as_ref(), &owner, &id).await?;
     state
         .audit(
             Some(p.id()),
