@@ -326,9 +326,7 @@ fn build_exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         Error::Parse { .. }
         | Error::Definition { .. }
         | Error::Expression { .. }
-        | Error::InvalidInput { .. } => {
-            ("ValidationError", Some(Value::Array(Vec::new())), None)
-        }
+        | Error::InvalidInput { .. } => ("ValidationError", Some(Value::Array(Vec::new())), None),
         Error::Template { .. } => ("TemplateError", None, None),
         Error::Model { .. } | Error::Tool { .. } => ("NodeError", None, None),
         Error::Node { node_id, .. } => ("NodeError", None, Some(node_id.clone())),

@@ -380,8 +380,9 @@ impl NativeEngine {
             }
             None if durability.is_some() => {
                 return Err(to_py_err(Error::Config {
-                    message: "durability needs a store: Engine(store=\"sqlite://...\", durability=...)"
-                        .into(),
+                    message:
+                        "durability needs a store: Engine(store=\"sqlite://...\", durability=...)"
+                            .into(),
                 }));
             }
             None => None,
@@ -729,8 +730,8 @@ impl NativeEngine {
     fn resume_due(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let durable = self.require_durable()?;
         let (_, engine) = self.engine();
-        let outcomes = block_on_interruptible(py, durable.resume_due(&engine), || {})?
-            .map_err(to_py_err)?;
+        let outcomes =
+            block_on_interruptible(py, durable.resume_due(&engine), || {})?.map_err(to_py_err)?;
         let list = pyo3::types::PyList::empty(py);
         for (id, outcome) in outcomes {
             let value = match outcome {
@@ -949,8 +950,8 @@ impl NativeStream {
             }));
         };
         let cancel = self.cancel.clone();
-        let result = block_on_interruptible(py, result, move || cancel.cancel())?
-            .map_err(to_py_err)?;
+        let result =
+            block_on_interruptible(py, result, move || cancel.cancel())?.map_err(to_py_err)?;
         result_to_py(py, result)
     }
 }

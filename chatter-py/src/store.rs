@@ -9,7 +9,9 @@ use chatter_core::engine::{DurabilityMode, Engine, RunOptions};
 use chatter_core::store::{
     ExecutionFilter, ExecutionKind, ExecutionRecord, ExecutionStatus, Page, Store,
 };
-use chatter_core::tracker::{Decision, ExecutionMeta, GraphSource, StoreGraphSource, WorkflowTracker};
+use chatter_core::tracker::{
+    Decision, ExecutionMeta, GraphSource, StoreGraphSource, WorkflowTracker,
+};
 use chatter_core::{Error, ExecutionResult, Result, WorkflowDefinition};
 use serde_json::{Map, Value, json};
 
