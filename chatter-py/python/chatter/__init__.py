@@ -958,15 +958,12 @@ class Engine:
         ``input_schema``). ``node_id`` names the approval when several wait.
 
         Raises:
+            TypeError: ``decision`` is not a str.
             NotFoundError: no such execution (or not one of this binding's).
             ValidationError: a decision the approval does not allow, bad input, an execution
                 that is not waiting; nothing is changed then.
         """
-        if not isinstance(decision, str):
-            raise TypeError(f"decision must be a str, not {type(decision).__name__}")
-        raw = self._native.resume(
-            execution_id, _opt_workflow(workflow), decision, input, node_id
-        )
+        raw = self._native.resume(execution_id, _opt_workflow(workflow), decision, input, node_id)
         return self._finish(raw, raise_on_error)
 
     async def aapprove(
@@ -980,8 +977,6 @@ class Engine:
         raise_on_error: bool = True,
     ) -> ExecutionResult:
         """As :meth:`approve`, awaited on asyncio."""
-        if not isinstance(decision, str):
-            raise TypeError(f"decision must be a str, not {type(decision).__name__}")
         raw = self._native.resume(
             execution_id, _opt_workflow(workflow), decision, input, node_id, asynchronous=True
         )
