@@ -9,8 +9,8 @@ measured is the framework's own overhead per step):
 * ``react``: a ReAct agent loop with a fake model (5 tool rounds, then an answer).
 
 Modes: ``memory`` (both), ``sqlite`` (LangGraph's SqliteSaver, a checkpoint per superstep;
-Chatter's SQLite store, which records each finished execution with its node runs, state deltas
-and events; Chatter has no step-by-step durability yet, see docs/performance.md).
+Chatter's SQLite store in its default ``sync`` durability: each step — node run, state delta,
+events — committed before the next node starts; see docs/performance.md).
 
 Each (framework, scenario, mode) runs in its own process so peak RSS is its own. Timing: warm
 up, then ``--reps`` repetitions of a batch of runs; the table shows medians over repetitions.

@@ -323,9 +323,10 @@ fn build_exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             Some(serde_json::to_value(&report.issues).unwrap_or(Value::Null)),
             None,
         ),
-        Error::Parse { .. } | Error::Definition { .. } | Error::Expression { .. } => {
-            ("ValidationError", Some(Value::Array(Vec::new())), None)
-        }
+        Error::Parse { .. }
+        | Error::Definition { .. }
+        | Error::Expression { .. }
+        | Error::InvalidInput { .. } => ("ValidationError", Some(Value::Array(Vec::new())), None),
         Error::Template { .. } => ("TemplateError", None, None),
         Error::Model { .. } | Error::Tool { .. } => ("NodeError", None, None),
         Error::Node { node_id, .. } => ("NodeError", None, Some(node_id.clone())),

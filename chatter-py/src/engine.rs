@@ -6,16 +6,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chatter_core::engine::{
-    Engine, EngineBuilder, EventStream, ExecutionHandle, Limits, PreparedWorkflow, RunOptions,
+    DurabilityMode, Engine, EngineBuilder, Limits, PreparedWorkflow, RunOptions,
 };
 use chatter_core::model::{ChatModel, ModelRegistry};
 use chatter_core::providers::ScriptedModel;
 use chatter_core::retriever::RetrieverRegistry;
-use chatter_core::store::Store;
 use chatter_core::templates::builtin_templates;
 use chatter_core::tool::{ToolRegistry, ToolSpec};
+use chatter_core::tracker::{Decision, WorkflowTracker};
 use chatter_core::{Error, Format, ValidatorConfig, WorkflowDefinition, WorkflowValidator};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -26,7 +28,7 @@ use crate::convert::{to_json, to_py, to_py_err};
 use crate::py::{
     ASYNC_LOCALS, Callable, INTERRUPT, Interrupt, PyModel, PyNodeKind, PyRetriever, PyTool,
 };
-use crate::store;
+use crate::store::{self, Durable};
 
 /// How often a blocking call looks for a pending signal (Ctrl-C).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -172,11 +174,11 @@ struct Parts {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// The engine with its registries, and the store finished executions are written to.
+/// The engine with its registries, and the store executions are run durably in.
 #[pyclass(module = "chatter._native", frozen)]
 pub struct NativeEngine {
     parts: Mutex<Parts>,
-    store: Option<Arc<dyn Store>>,
+    durable: Option<Durable>,
 }
 
 impl NativeEngine {
@@ -347,7 +349,7 @@ impl NativeResult {
 #[pymethods]
 impl NativeEngine {
     #[new]
-    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None, store=None, pg_schema=None))]
+    #[pyo3(signature = (limits=None, max_nodes=None, max_edges=None, store=None, pg_schema=None, durability=None))]
     fn new(
         py: Python<'_>,
         limits: Option<&Bound<'_, PyDict>>,
@@ -355,15 +357,33 @@ impl NativeEngine {
         max_edges: Option<usize>,
         store: Option<String>,
         pg_schema: Option<String>,
+        durability: Option<String>,
     ) -> PyResult<NativeEngine> {
-        let store = match store {
+        let mode = durability
+            .as_deref()
+            .map(DurabilityMode::parse)
+            .transpose()
+            .map_err(to_py_err)?
+            .unwrap_or_default();
+        let durable = match store {
             Some(url) => {
                 let mut options = chatter_store::StoreOptions::default();
                 options.pg_schema = pg_schema;
-                Some(
-                    py.detach(|| runtime().block_on(chatter_store::connect_with(&url, options)))
-                        .map_err(to_py_err)?,
-                )
+                let store = py
+                    .detach(|| runtime().block_on(chatter_store::connect_with(&url, options)))
+                    .map_err(to_py_err)?;
+                Some(Durable {
+                    tracker: WorkflowTracker::new(store.clone()).durability(mode),
+                    store,
+                    mode,
+                })
+            }
+            None if durability.is_some() => {
+                return Err(to_py_err(Error::Config {
+                    message:
+                        "durability needs a store: Engine(store=\"sqlite://...\", durability=...)"
+                            .into(),
+                }));
             }
             None => None,
         };
@@ -388,7 +408,7 @@ impl NativeEngine {
                 validator,
                 built: None,
             }),
-            store,
+            durable,
         })
     }
 
@@ -528,7 +548,8 @@ impl NativeEngine {
         let (engine, prepared) = self.prepare(wf)?;
         let cancel = CancellationToken::new();
         let options = Self::options(limits, execution_id, &engine)?.cancel(cancel.clone());
-        let store = self.store.clone();
+        let durable = self.durable.clone();
+        let def = wf.def.clone();
         let interrupt = Interrupt {
             cancel: cancel.clone(),
             hit: Arc::new(AtomicBool::new(false)),
@@ -537,13 +558,10 @@ impl NativeEngine {
         let outcome = block_on_interruptible(
             py,
             INTERRUPT.scope(interrupt, async move {
-                let record = store.as_ref().map(|_| input.clone());
-                let result = engine.run_prepared(&prepared, input, options).await;
-                let saved = match (&store, record) {
-                    (Some(store), Some(input)) => store::persist(store, input, &result).await,
-                    _ => Ok(()),
-                };
-                saved.map(|()| result)
+                match &durable {
+                    Some(d) => d.run(&engine, &def, input, options, |_| {}).await,
+                    None => Ok(engine.run_prepared(&prepared, input, options).await),
+                }
             }),
             || cancel.cancel(),
         )?;
@@ -574,16 +592,14 @@ impl NativeEngine {
         let (engine, prepared) = self.prepare(wf)?;
         let options = Self::options(limits, execution_id, &engine)?;
         let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-        let store = self.store.clone();
+        let durable = self.durable.clone();
+        let def = wf.def.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let run = async move {
-                let record = store.as_ref().map(|_| input.clone());
-                let result = engine.run_prepared(&prepared, input, options).await;
-                let saved = match (&store, record) {
-                    (Some(store), Some(input)) => store::persist(store, input, &result).await,
-                    _ => Ok(()),
-                };
-                saved.map(|()| result)
+                match &durable {
+                    Some(d) => d.run(&engine, &def, input, options, |_| {}).await,
+                    None => Ok(engine.run_prepared(&prepared, input, options).await),
+                }
             };
             let mut result = ASYNC_LOCALS.scope(locals, run).await.map_err(to_py_err)?;
             if !events {
@@ -593,10 +609,16 @@ impl NativeEngine {
         })
     }
 
-    /// Whether finished executions are written to a store.
+    /// Whether executions are run durably in a store.
     #[getter]
     fn has_store(&self) -> bool {
-        self.store.is_some()
+        self.durable.is_some()
+    }
+
+    /// The durability mode (`sync`, `async`, `exit`), or None without a store.
+    #[getter]
+    fn durability(&self) -> Option<&'static str> {
+        self.durable.as_ref().map(|d| d.mode.as_str())
     }
 
     /// The stored executions (dicts), optionally of one status.
@@ -624,6 +646,103 @@ impl NativeEngine {
         to_py(py, &value)
     }
 
+    /// Resumes a stored execution from its last step (after a crash, or an approval's
+    /// `decision`); returns its result, or an awaitable of it when `asynchronous`. The graph is
+    /// `wf`, else the one the store knows.
+    #[pyo3(signature = (execution_id, wf=None, decision=None, input=None, node_id=None, asynchronous=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        &self,
+        py: Python<'_>,
+        execution_id: String,
+        wf: Option<&NativeWorkflow>,
+        decision: Option<String>,
+        input: Option<&Bound<'_, PyAny>>,
+        node_id: Option<String>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let durable = self.require_durable()?;
+        let decision = match decision {
+            Some(d) => {
+                let mut decision = Decision::new(d);
+                if let Some(input) = input {
+                    decision = decision.input(to_json(input)?);
+                }
+                if let Some(node) = node_id {
+                    decision = decision.at(node);
+                }
+                Some(decision)
+            }
+            None => None,
+        };
+        let def = wf.map(|w| w.def.clone());
+        let (_, engine) = self.engine();
+        Self::finish(py, asynchronous, move |options| async move {
+            durable
+                .resume(&engine, &execution_id, def, decision, options)
+                .await
+        })
+    }
+
+    /// Starts a new execution from step `step` of a stored one, with `variables` set; the
+    /// original is not touched.
+    #[pyo3(signature = (execution_id, step, variables=None, wf=None, asynchronous=false))]
+    fn fork(
+        &self,
+        py: Python<'_>,
+        execution_id: String,
+        step: i64,
+        variables: Option<&Bound<'_, PyAny>>,
+        wf: Option<&NativeWorkflow>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let durable = self.require_durable()?;
+        let variables = match variables {
+            Some(v) => match to_json(v)? {
+                Value::Object(map) => Some(map),
+                _ => {
+                    return Err(PyTypeError::new_err("variables must be a dict"));
+                }
+            },
+            None => None,
+        };
+        let def = wf.map(|w| w.def.clone());
+        let (_, engine) = self.engine();
+        Self::finish(py, asynchronous, move |options| async move {
+            durable
+                .fork(&engine, &execution_id, step, variables, def, options)
+                .await
+        })
+    }
+
+    /// The steps of a stored execution (dicts: step, node_id, iteration, attempt, status,
+    /// state after it).
+    fn steps(&self, py: Python<'_>, execution_id: &str) -> PyResult<Py<PyAny>> {
+        let durable = self.require_durable()?;
+        let value = py
+            .detach(|| runtime().block_on(durable.steps(execution_id)))
+            .map_err(to_py_err)?;
+        to_py(py, &value)
+    }
+
+    /// Resumes every execution due now (expired leases, timed-out approvals); returns a list
+    /// of `(execution_id, result or exception)`.
+    fn resume_due(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let durable = self.require_durable()?;
+        let (_, engine) = self.engine();
+        let outcomes =
+            block_on_interruptible(py, durable.resume_due(&engine), || {})?.map_err(to_py_err)?;
+        let list = pyo3::types::PyList::empty(py);
+        for (id, outcome) in outcomes {
+            let value = match outcome {
+                Ok(result) => result_to_py(py, result)?,
+                Err(error) => to_py_err(error).into_value(py).into_any(),
+            };
+            list.append((id, value))?;
+        }
+        Ok(list.into_any().unbind())
+    }
+
     /// Starts a workflow and returns its event stream (sync iterator).
     #[pyo3(signature = (wf, input, limits=None, execution_id=None))]
     fn stream(
@@ -633,13 +752,12 @@ impl NativeEngine {
         limits: Option<&Bound<'_, PyDict>>,
         execution_id: Option<String>,
     ) -> PyResult<NativeStream> {
-        let handle = self.start(wf, input, limits, execution_id)?;
-        let events = handle.subscribe();
+        let started = self.start(wf, input, limits, execution_id)?;
         Ok(NativeStream {
-            cancel: handle.cancel_token(),
-            execution_id: handle.execution_id().to_owned(),
-            events: Mutex::new(Some(events)),
-            handle: Mutex::new(Some(handle)),
+            cancel: started.cancel,
+            execution_id: started.execution_id,
+            events: Mutex::new(Some(started.events)),
+            result: Mutex::new(Some(started.result)),
         })
     }
 
@@ -652,20 +770,23 @@ impl NativeEngine {
         limits: Option<&Bound<'_, PyDict>>,
         execution_id: Option<String>,
     ) -> PyResult<NativeAsyncStream> {
-        let handle = self.start(wf, input, limits, execution_id)?;
-        let events = handle.subscribe();
+        let started = self.start(wf, input, limits, execution_id)?;
         Ok(NativeAsyncStream {
-            cancel: handle.cancel_token(),
-            execution_id: handle.execution_id().to_owned(),
-            events: Arc::new(tokio::sync::Mutex::new(events)),
-            handle: Arc::new(tokio::sync::Mutex::new(Some(handle))),
+            cancel: started.cancel,
+            execution_id: started.execution_id,
+            events: Arc::new(tokio::sync::Mutex::new(started.events)),
+            result: Arc::new(tokio::sync::Mutex::new(Some(started.result))),
         })
     }
 }
 
 impl NativeEngine {
-    fn require_store(&self) -> PyResult<Arc<dyn Store>> {
-        self.store.clone().ok_or_else(|| {
+    fn require_store(&self) -> PyResult<Arc<dyn chatter_core::store::Store>> {
+        self.require_durable().map(|d| d.store)
+    }
+
+    fn require_durable(&self) -> PyResult<Durable> {
+        self.durable.clone().ok_or_else(|| {
             to_py_err(Error::Config {
                 message: "this engine has no store: create it with Engine(store=\"sqlite://...\")"
                     .into(),
@@ -679,15 +800,98 @@ impl NativeEngine {
         input: &Bound<'_, PyAny>,
         limits: Option<&Bound<'_, PyDict>>,
         execution_id: Option<String>,
-    ) -> PyResult<ExecutionHandle> {
+    ) -> PyResult<Started> {
         let input = to_json(input)?;
         let (engine, prepared) = self.prepare(wf)?;
         let options = Self::options(limits, execution_id, &engine)?;
-        let _guard = runtime().enter();
-        engine
-            .start_prepared(&prepared, input, options)
-            .map_err(to_py_err)
+        let Some(durable) = self.durable.clone() else {
+            let _guard = runtime().enter();
+            let handle = engine
+                .start_prepared(&prepared, input, options)
+                .map_err(to_py_err)?;
+            return Ok(Started {
+                cancel: handle.cancel_token(),
+                execution_id: handle.execution_id().to_owned(),
+                events: handle.subscribe().boxed(),
+                result: handle.result().boxed(),
+            });
+        };
+        // Durable: the tracker runs it on the runtime; its events come through a channel that
+        // closes when the run ends.
+        let execution_id = options
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let cancel = CancellationToken::new();
+        let options = options
+            .execution_id(execution_id.clone())
+            .cancel(cancel.clone());
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let def = wf.def.clone();
+        let task = runtime().spawn(async move {
+            durable
+                .run(&engine, &def, input, options, move |event| {
+                    // The reader may be gone; the run goes on.
+                    let _ = tx.unbounded_send(event.clone());
+                })
+                .await
+        });
+        let result = async move {
+            task.await.map_err(|e| Error::Internal {
+                message: format!("execution task ended abnormally: {e}"),
+            })?
+        };
+        Ok(Started {
+            cancel,
+            execution_id,
+            events: rx.boxed(),
+            result: result.boxed(),
+        })
     }
+
+    /// Runs `make`'s future (given options with a cancellation token) to a result: blocking
+    /// with the GIL released (KeyboardInterrupt cancels it), or as an awaitable when
+    /// `asynchronous`.
+    fn finish<F>(
+        py: Python<'_>,
+        asynchronous: bool,
+        make: impl FnOnce(RunOptions) -> F,
+    ) -> PyResult<Py<PyAny>>
+    where
+        F: Future<Output = chatter_core::Result<chatter_core::ExecutionResult>> + Send + 'static,
+    {
+        let cancel = CancellationToken::new();
+        let fut = make(RunOptions::default().cancel(cancel.clone()));
+        if asynchronous {
+            let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
+            let awaitable = pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                let result = ASYNC_LOCALS.scope(locals, fut).await.map_err(to_py_err)?;
+                Python::attach(|py| result_to_py(py, result))
+            })?;
+            return Ok(awaitable.unbind());
+        }
+        let interrupt = Interrupt {
+            cancel: cancel.clone(),
+            hit: Arc::new(AtomicBool::new(false)),
+        };
+        let hit = interrupt.hit.clone();
+        let outcome =
+            block_on_interruptible(py, INTERRUPT.scope(interrupt, fut), || cancel.cancel())?;
+        if hit.load(Ordering::SeqCst) {
+            return Err(PyKeyboardInterrupt::new_err(
+                "KeyboardInterrupt raised by Python code the execution called; it was cancelled",
+            ));
+        }
+        result_to_py(py, outcome.map_err(to_py_err)?)
+    }
+}
+
+/// A started execution: its cancellation, id, events and result.
+struct Started {
+    cancel: CancellationToken,
+    execution_id: String,
+    events: BoxStream<'static, chatter_core::Event>,
+    result: BoxFuture<'static, chatter_core::Result<chatter_core::ExecutionResult>>,
 }
 
 /// The events of a running execution, as a blocking iterator of dicts.
@@ -695,8 +899,8 @@ impl NativeEngine {
 pub struct NativeStream {
     cancel: CancellationToken,
     execution_id: String,
-    events: Mutex<Option<EventStream>>,
-    handle: Mutex<Option<ExecutionHandle>>,
+    events: Mutex<Option<BoxStream<'static, chatter_core::Event>>>,
+    result: Mutex<Option<BoxFuture<'static, chatter_core::Result<chatter_core::ExecutionResult>>>>,
 }
 
 #[pymethods]
@@ -740,14 +944,14 @@ impl NativeStream {
 
     /// Waits for the execution's result (a dict).
     fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let Some(handle) = lock(&self.handle).take() else {
+        let Some(result) = lock(&self.result).take() else {
             return Err(to_py_err(Error::Config {
                 message: "the result of this stream was already taken".into(),
             }));
         };
         let cancel = self.cancel.clone();
-        let result = block_on_interruptible(py, handle.result(), move || cancel.cancel())?
-            .map_err(to_py_err)?;
+        let result =
+            block_on_interruptible(py, result, move || cancel.cancel())?.map_err(to_py_err)?;
         result_to_py(py, result)
     }
 }
@@ -757,8 +961,13 @@ impl NativeStream {
 pub struct NativeAsyncStream {
     cancel: CancellationToken,
     execution_id: String,
-    events: Arc<tokio::sync::Mutex<EventStream>>,
-    handle: Arc<tokio::sync::Mutex<Option<ExecutionHandle>>>,
+    events: Arc<tokio::sync::Mutex<BoxStream<'static, chatter_core::Event>>>,
+    #[allow(clippy::type_complexity)]
+    result: Arc<
+        tokio::sync::Mutex<
+            Option<BoxFuture<'static, chatter_core::Result<chatter_core::ExecutionResult>>>,
+        >,
+    >,
 }
 
 #[pymethods]
@@ -793,14 +1002,14 @@ impl NativeAsyncStream {
 
     /// An awaitable of the execution's result (a dict).
     fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let handle = self.handle.clone();
+        let result = self.result.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let Some(handle) = handle.lock().await.take() else {
+            let Some(result) = result.lock().await.take() else {
                 return Err(to_py_err(Error::Config {
                     message: "the result of this stream was already taken".into(),
                 }));
             };
-            let result = handle.result().await.map_err(to_py_err)?;
+            let result = result.await.map_err(to_py_err)?;
             Python::attach(|py| result_to_py(py, result))
         })
     }

@@ -1,114 +1,174 @@
-//! Persistence of finished executions to a `chatter-store` backend, and reading them back.
-//!
-//! The engine has no durability yet (DESIGN §8), so the binding persists in the `exit` mode:
-//! when an execution ends, its record, its node runs (one step each, with its state delta) and
-//! its events are written; nothing is written while it runs, and nothing can be resumed.
+//! Durable executions in a `chatter-store` backend: runs go through
+//! [`chatter_core::tracker::WorkflowTracker`] (each step committed as it happens, in the
+//! engine's durability mode), and are resumed, approved, listed step by step and forked
+//! through it; this module adds the binding's owner check and reads executions back.
 
 use std::sync::Arc;
 
+use chatter_core::engine::{DurabilityMode, Engine, RunOptions};
 use chatter_core::store::{
-    ExecutionFilter, ExecutionKind, ExecutionOutcome, ExecutionStatus, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, Page, StepCommit, Store,
+    ExecutionFilter, ExecutionKind, ExecutionRecord, ExecutionStatus, Page, Store,
 };
-use chatter_core::{Error, ExecutionResult, Result};
-use serde_json::{Value, json};
+use chatter_core::tracker::{
+    Decision, ExecutionMeta, GraphSource, StoreGraphSource, WorkflowTracker,
+};
+use chatter_core::{Error, ExecutionResult, Result, WorkflowDefinition};
+use serde_json::{Map, Value, json};
 
 /// The owner recorded for executions run from Python.
 pub(crate) const OWNER: &str = "python";
 
+/// A store and the tracker that writes executions to it.
+#[derive(Clone)]
+pub(crate) struct Durable {
+    /// The store.
+    pub(crate) store: Arc<dyn Store>,
+    /// The tracker over it.
+    pub(crate) tracker: WorkflowTracker,
+    /// The tracker's durability mode.
+    pub(crate) mode: DurabilityMode,
+}
+
 fn status<T: serde::de::DeserializeOwned>(name: &str) -> Result<T> {
-    serde_json::from_value(Value::String(name.to_owned())).map_err(|e| Error::Internal {
-        message: format!("status `{name}` has no stored equivalent: {e}"),
+    serde_json::from_value(Value::String(name.to_owned())).map_err(|e| Error::InvalidInput {
+        message: format!("unknown status `{name}`: {e}"),
     })
 }
 
-fn event(e: &chatter_core::Event) -> NewEvent {
-    let mut payload = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut payload {
-        map.remove("type");
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        what: "execution".into(),
+        name: id.to_owned(),
     }
-    NewEvent::new(e.ts_ms, e.kind.type_name(), payload)
 }
 
-/// Writes a finished execution: its record, one step per node run, its events, its outcome.
-///
-/// # Errors
-///
-/// The store's errors ([`Error::Store`]).
-pub(crate) async fn persist(
-    store: &Arc<dyn Store>,
-    input: Value,
-    r: &ExecutionResult,
-) -> Result<()> {
-    let mut new = NewExecution::new(OWNER, ExecutionKind::Adhoc, input);
-    new.id = Some(r.execution_id.clone());
-    store.create_execution(new).await?;
-    store
-        .set_execution_status(&r.execution_id, ExecutionStatus::Running, r.started_at_ms)
-        .await?;
-    let steps: Vec<StepCommit> = r
-        .node_runs
-        .iter()
-        .map(|run| {
-            let mut record = NodeRunRecord::started(
-                &r.execution_id,
-                &run.node_id,
-                i64::from(run.iteration),
-                i64::from(run.attempt),
-                run.started_at_ms,
-            );
-            record.status = status::<NodeRunStatus>(
-                serde_json::to_value(run.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .as_deref()
-                    .unwrap_or("completed"),
-            )?;
-            let duration = i64::try_from(run.duration_ms).unwrap_or(i64::MAX);
-            record.duration_ms = Some(duration);
-            record.finished_at = Some(run.started_at_ms.saturating_add(duration));
-            record.error = run.error.clone();
-            record.output = (!run.output.is_null()).then(|| run.output.clone());
-            if let Some(usage) = run.delta.usage {
-                record.prompt_tokens = i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX);
-                record.completion_tokens =
-                    i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX);
-                record.cost = usage.cost;
-            }
-            Ok(StepCommit {
-                node_run: record,
-                state_delta: serde_json::to_value(&run.delta).unwrap_or(Value::Null),
-                events: Vec::new(),
-                snapshot: None,
-            })
-        })
-        .collect::<Result<_>>()?;
-    if !steps.is_empty() {
-        store.commit_steps(&steps).await?;
+/// The record of `id` when it is one of the binding's executions.
+async fn owned(store: &Arc<dyn Store>, id: &str) -> Result<ExecutionRecord> {
+    match store.get_execution(id).await? {
+        Some(record) if record.owner_id == OWNER => Ok(record),
+        _ => Err(not_found(id)),
     }
-    let (last, before) = match r.events.split_last() {
-        Some((last, before)) => (vec![event(last)], before),
-        None => (Vec::new(), &r.events[..]),
-    };
-    if !before.is_empty() {
-        let events: Vec<NewEvent> = before.iter().map(event).collect();
-        store.append_events(&r.execution_id, &events).await?;
+}
+
+/// `options` with the binding's owner (so another owner's execution is not found).
+fn owned_options(mut options: RunOptions) -> RunOptions {
+    options.owner = Some(OWNER.to_owned());
+    options
+}
+
+/// The graph an execution runs: `given`, else the one the store knows.
+async fn graph_of(
+    d: &Durable,
+    record: &ExecutionRecord,
+    given: Option<Arc<WorkflowDefinition>>,
+) -> Result<Arc<WorkflowDefinition>> {
+    match given {
+        Some(def) => Ok(def),
+        None => StoreGraphSource::new(d.store.clone())
+            .definition_for(record)
+            .await
+            .map(Arc::new),
     }
-    let outcome = ExecutionOutcome {
-        status: status::<ExecutionStatus>(r.status.as_str())?,
-        output: Some(json!({"variables": r.variables})),
-        response: r.response.clone(),
-        error: r.error.as_ref().map(|e| e.message.clone()),
-        prompt_tokens: i64::try_from(r.usage.prompt_tokens).unwrap_or(i64::MAX),
-        completion_tokens: i64::try_from(r.usage.completion_tokens).unwrap_or(i64::MAX),
-        cost: r.usage.cost,
-        finished_at: r
-            .started_at_ms
-            .saturating_add(i64::try_from(r.duration_ms).unwrap_or(i64::MAX)),
-        events: last,
-    };
-    store.complete_execution(&r.execution_id, outcome).await?;
-    Ok(())
+}
+
+impl Durable {
+    /// Runs `def` durably; calls `observe` with each event.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::run_observed`]; the storage failure of a run not fully recorded.
+    pub(crate) async fn run(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        input: Value,
+        options: RunOptions,
+        observe: impl FnMut(&chatter_core::Event),
+    ) -> Result<ExecutionResult> {
+        self.tracker
+            .run_observed(
+                engine,
+                def,
+                input,
+                options,
+                ExecutionMeta::new(OWNER, ExecutionKind::Adhoc),
+                observe,
+            )
+            .await?
+            .into_result()
+    }
+
+    /// Resumes execution `id` (with a decision for a waiting approval).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown or foreign execution; as [`WorkflowTracker::resume`].
+    pub(crate) async fn resume(
+        &self,
+        engine: &Engine,
+        id: &str,
+        given: Option<Arc<WorkflowDefinition>>,
+        decision: Option<Decision>,
+        options: RunOptions,
+    ) -> Result<ExecutionResult> {
+        let record = owned(&self.store, id).await?;
+        let def = graph_of(self, &record, given).await?;
+        self.tracker
+            .resume(engine, &def, id, decision, owned_options(options))
+            .await?
+            .into_result()
+    }
+
+    /// A new execution from step `step` of `id`, with `variables` set.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown or foreign execution; as [`WorkflowTracker::fork`].
+    pub(crate) async fn fork(
+        &self,
+        engine: &Engine,
+        id: &str,
+        step: i64,
+        variables: Option<Map<String, Value>>,
+        given: Option<Arc<WorkflowDefinition>>,
+        options: RunOptions,
+    ) -> Result<ExecutionResult> {
+        let record = owned(&self.store, id).await?;
+        let def = graph_of(self, &record, given).await?;
+        self.tracker
+            .fork(engine, &def, id, step, variables, owned_options(options))
+            .await?
+            .into_result()
+    }
+
+    /// The steps of `id`, each with the state after it.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown or foreign execution; as [`WorkflowTracker::steps`].
+    pub(crate) async fn steps(&self, id: &str) -> Result<Value> {
+        owned(&self.store, id).await?;
+        let steps = self.tracker.steps(id).await?;
+        Ok(serde_json::to_value(steps).unwrap_or(Value::Null))
+    }
+
+    /// Resumes every due execution of the binding's owner: expired leases, timed-out approvals.
+    ///
+    /// # Errors
+    ///
+    /// The listing's storage errors; each execution's own failure is in its entry.
+    pub(crate) async fn resume_due(
+        &self,
+        engine: &Engine,
+    ) -> Result<Vec<(String, Result<ExecutionResult>)>> {
+        let now = engine.services().clock.now_ms();
+        let source = StoreGraphSource::new(self.store.clone());
+        let due = self.tracker.resume_due(engine, &source, now).await?;
+        Ok(due
+            .into_iter()
+            .map(|(id, outcome)| (id, outcome.and_then(|run| run.into_result())))
+            .collect())
+    }
 }
 
 /// The stored executions, newest first as the store lists them.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import shutil
+import subprocess
+import uuid
+from typing import Any, Iterator
 
 import pytest
 
@@ -68,3 +72,20 @@ class WeatherModel:
 @pytest.fixture
 def model() -> WeatherModel:
     return WeatherModel()
+
+
+@pytest.fixture
+def pg() -> Iterator[tuple[str, str]]:
+    url = os.environ.get("CHATTER_TEST_POSTGRES_URL", "")
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CHATTER_TEST_POSTGRES_URL is not set under CI: the Postgres tests must run")
+        pytest.skip("CHATTER_TEST_POSTGRES_URL is not set")
+    schema = f"chatter_pytest_{uuid.uuid4().hex}"
+    yield url, schema
+    if shutil.which("psql"):
+        subprocess.run(
+            ["psql", url, "-q", "-c", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
+            check=False,
+            capture_output=True,
+        )

@@ -3,40 +3,20 @@
 Runs against ``CHATTER_TEST_POSTGRES_URL`` (``scripts/test.sh`` exports it when Postgres
 answers on 127.0.0.1:5432). Without it the tests skip, except under CI (``CI=true``), where
 they fail. Each test uses its own fresh schema (``Engine(pg_schema=...)``), dropped at the end
-with ``psql`` when it is installed.
+with ``psql`` when it is installed (the ``pg`` fixture, in ``conftest.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
-import uuid
-from typing import Iterator
 
 import pytest
 
 import chatter
 
 from conftest import WeatherModel
-
-
-@pytest.fixture
-def pg() -> Iterator[tuple[str, str]]:
-    url = os.environ.get("CHATTER_TEST_POSTGRES_URL", "")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CHATTER_TEST_POSTGRES_URL is not set under CI: the Postgres tests must run")
-        pytest.skip("CHATTER_TEST_POSTGRES_URL is not set")
-    schema = f"chatter_pytest_{uuid.uuid4().hex}"
-    yield url, schema
-    if shutil.which("psql"):
-        subprocess.run(
-            ["psql", url, "-q", "-c", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
-            check=False,
-            capture_output=True,
-        )
 
 
 def test_runs_are_persisted_to_postgres_and_read_back(

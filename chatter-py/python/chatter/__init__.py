@@ -739,6 +739,10 @@ def _input(value: Any) -> dict[str, Any]:
     raise TypeError(f"input must be a str, a dict or None, not {type(value).__name__}")
 
 
+def _opt_workflow(wf: Any) -> "_native.NativeWorkflow | None":
+    return None if wf is None else _workflow(wf)
+
+
 def _workflow(wf: Any) -> "_native.NativeWorkflow":
     if isinstance(wf, Workflow):
         return wf._native
@@ -762,14 +766,21 @@ class Engine:
         max_nodes: int | None = None,
         max_edges: int | None = None,
         pg_schema: str | None = None,
+        durability: str | None = None,
     ) -> None:
         """``limits`` are the defaults of every run; ``max_nodes``/``max_edges`` raise the
-        validator's size limits (100 nodes, 200 edges by default). ``store``
-        (``"sqlite://chatter.db"``, ``"sqlite::memory:"``, ``"postgres://..."``) records every
-        execution that :meth:`run`/:meth:`arun` finish, with its node runs and events; read them
-        back with :meth:`list_executions` and :meth:`get_execution`. ``pg_schema`` puts a
+        validator's size limits (100 nodes, 200 edges by default). With a ``store``
+        (``"sqlite://chatter.db"``, ``"sqlite::memory:"``, ``"postgres://..."``) every
+        :meth:`run`/:meth:`arun`/:meth:`stream` is durable: each step (node run, state delta,
+        events) is committed as it happens, so an execution can be resumed (:meth:`resume`,
+        :meth:`approve`, :meth:`resume_due`), listed step by step (:meth:`steps`) and forked
+        (:meth:`fork`); read executions back with :meth:`list_executions` and
+        :meth:`get_execution`. ``durability`` is ``"sync"`` (default: each step committed
+        before the next node starts), ``"async"`` (steps committed in batches while the run goes
+        on) or ``"exit"`` (everything written when the run ends or pauses). ``pg_schema`` puts a
         Postgres store's tables in that schema (created if missing; lower-case letters, digits
-        and ``_``). Raises :class:`StorageError` when the store cannot be opened."""
+        and ``_``). Raises :class:`StorageError` when the store cannot be opened,
+        :class:`ConfigError` for an unknown durability mode or a durability without a store."""
         if store is not None and not isinstance(store, str):
             raise TypeError(f"store must be a URL string, not {type(store).__name__}")
         if pg_schema is not None:
@@ -777,7 +788,11 @@ class Engine:
                 raise TypeError(f"pg_schema must be a str, not {type(pg_schema).__name__}")
             if store is None or not store.startswith(("postgres://", "postgresql://")):
                 raise TypeError("pg_schema is only for a Postgres store (store=\"postgres://...\")")
-        self._native = _native.NativeEngine(_limits(limits), max_nodes, max_edges, store, pg_schema)
+        if durability is not None and not isinstance(durability, str):
+            raise TypeError(f"durability must be a str, not {type(durability).__name__}")
+        self._native = _native.NativeEngine(
+            _limits(limits), max_nodes, max_edges, store, pg_schema, durability
+        )
 
     # -- registration ---------------------------------------------------------------------
 
@@ -889,6 +904,139 @@ class Engine:
         """One stored execution: ``{"execution": {...}, "node_runs": [...], "events": [...]}``,
         or None when there is no such execution."""
         return self._native.get_execution(execution_id)
+
+    @property
+    def durability(self) -> str | None:
+        """The durability mode (``"sync"``, ``"async"``, ``"exit"``), or None without a store."""
+        return self._native.durability
+
+    # -- durable executions ------------------------------------------------------------------
+
+    def resume(
+        self,
+        execution_id: str,
+        workflow: Workflow | Mapping[str, Any] | None = None,
+        *,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """Resumes a stored execution from its last step, with the same id (its completed steps
+        are replayed, not run again): one whose worker died, or one paused at an approval whose
+        timeout passed. The graph is the one the store recorded unless ``workflow`` is given.
+
+        Raises:
+            NotFoundError: no such execution (or not one of this binding's).
+            ValidationError: the execution has ended, or it waits for a decision
+                (use :meth:`approve`).
+            StorageError: another worker holds it, or the store failed.
+        """
+        return self._finish(self._native.resume(execution_id, _opt_workflow(workflow)), raise_on_error)
+
+    async def aresume(
+        self,
+        execution_id: str,
+        workflow: Workflow | Mapping[str, Any] | None = None,
+        *,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """As :meth:`resume`, awaited on asyncio."""
+        raw = self._native.resume(execution_id, _opt_workflow(workflow), asynchronous=True)
+        return self._finish(await raw, raise_on_error)
+
+    def approve(
+        self,
+        execution_id: str,
+        decision: str,
+        input: Any = None,
+        *,
+        node_id: str | None = None,
+        workflow: Workflow | Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """Resumes an execution paused at an ``approval`` node (its result had status
+        ``"waiting"`` and an :class:`InterruptedEvent` with the question) with ``decision``, one
+        of the node's ``allowed_decisions``, and optional ``input`` (checked against its
+        ``input_schema``). ``node_id`` names the approval when several wait.
+
+        Raises:
+            TypeError: ``decision`` is not a str.
+            NotFoundError: no such execution (or not one of this binding's).
+            ValidationError: a decision the approval does not allow, bad input, an execution
+                that is not waiting; nothing is changed then.
+        """
+        raw = self._native.resume(execution_id, _opt_workflow(workflow), decision, input, node_id)
+        return self._finish(raw, raise_on_error)
+
+    async def aapprove(
+        self,
+        execution_id: str,
+        decision: str,
+        input: Any = None,
+        *,
+        node_id: str | None = None,
+        workflow: Workflow | Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """As :meth:`approve`, awaited on asyncio."""
+        raw = self._native.resume(
+            execution_id, _opt_workflow(workflow), decision, input, node_id, asynchronous=True
+        )
+        return self._finish(await raw, raise_on_error)
+
+    def steps(self, execution_id: str) -> list[dict[str, Any]]:
+        """The steps of a stored execution in order: dicts with ``step`` (from 1), ``node_id``,
+        ``iteration``, ``attempt``, ``status`` and ``state`` (the state after the step:
+        ``variables``, ``messages``, ...). Raises :class:`NotFoundError` for an unknown
+        execution."""
+        return self._native.steps(execution_id)
+
+    def fork(
+        self,
+        execution_id: str,
+        step: int,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        workflow: Workflow | Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """Starts a new execution from step ``step`` of a stored one: the steps up to it are
+        copied (replayed, not run), ``variables`` are set, and the rest runs live. The original
+        is not touched.
+
+        Raises:
+            NotFoundError: no such execution (or not one of this binding's).
+            ValidationError: a step before 1 or past the execution's last step.
+        """
+        vars_ = dict(variables) if variables is not None else None
+        raw = self._native.fork(execution_id, step, vars_, _opt_workflow(workflow))
+        return self._finish(raw, raise_on_error)
+
+    async def afork(
+        self,
+        execution_id: str,
+        step: int,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        workflow: Workflow | Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """As :meth:`fork`, awaited on asyncio."""
+        vars_ = dict(variables) if variables is not None else None
+        raw = self._native.fork(execution_id, step, vars_, _opt_workflow(workflow), asynchronous=True)
+        return self._finish(await raw, raise_on_error)
+
+    def resume_due(self) -> list[tuple[str, "ExecutionResult | ChatterError"]]:
+        """Resumes every execution due now: running ones whose worker died (lease expired) and
+        waiting ones whose approval timed out. Run it at start-up and periodically. Returns each
+        one's id with its result, or the error that stopped it."""
+        out: list[tuple[str, ExecutionResult | ChatterError]] = []
+        for execution_id, value in self._native.resume_due():
+            out.append((execution_id, value if isinstance(value, ChatterError) else ExecutionResult(value)))
+        return out
+
+    @staticmethod
+    def _finish(raw: "_native.NativeResult", raise_on_error: bool) -> ExecutionResult:
+        result = ExecutionResult(raw)
+        return result.raise_for_status() if raise_on_error else result
 
     def registered(self) -> dict[str, list[str]]:
         """Names of the registered models, tools, retrievers and node kinds."""

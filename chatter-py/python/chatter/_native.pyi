@@ -1,6 +1,6 @@
 """Type stubs of the native extension module (``chatter._native``). Use the ``chatter`` package."""
 
-from typing import Any, Awaitable, Callable, final
+from typing import Any, Awaitable, Callable, Literal, final, overload
 
 
 __version__: str
@@ -29,9 +29,54 @@ class NativeEngine:
         max_edges: int | None = None,
         store: str | None = None,
         pg_schema: str | None = None,
+        durability: str | None = None,
     ) -> NativeEngine: ...
     @property
     def has_store(self) -> bool: ...
+    @property
+    def durability(self) -> str | None: ...
+    @overload
+    def resume(
+        self,
+        execution_id: str,
+        wf: NativeWorkflow | None = None,
+        decision: str | None = None,
+        input: Any = None,
+        node_id: str | None = None,
+        asynchronous: Literal[False] = False,
+    ) -> NativeResult: ...
+    @overload
+    def resume(
+        self,
+        execution_id: str,
+        wf: NativeWorkflow | None = None,
+        decision: str | None = None,
+        input: Any = None,
+        node_id: str | None = None,
+        *,
+        asynchronous: Literal[True],
+    ) -> Awaitable[NativeResult]: ...
+    @overload
+    def fork(
+        self,
+        execution_id: str,
+        step: int,
+        variables: dict[str, Any] | None = None,
+        wf: NativeWorkflow | None = None,
+        asynchronous: Literal[False] = False,
+    ) -> NativeResult: ...
+    @overload
+    def fork(
+        self,
+        execution_id: str,
+        step: int,
+        variables: dict[str, Any] | None = None,
+        wf: NativeWorkflow | None = None,
+        *,
+        asynchronous: Literal[True],
+    ) -> Awaitable[NativeResult]: ...
+    def steps(self, execution_id: str) -> list[dict[str, Any]]: ...
+    def resume_due(self) -> list[tuple[str, NativeResult | BaseException]]: ...
     def list_executions(
         self, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[dict[str, Any]]: ...

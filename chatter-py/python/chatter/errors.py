@@ -38,6 +38,10 @@ class ValidationError(ChatterError, ValueError):
 
     ``issues`` lists every issue found (:class:`chatter.ValidationIssue`, or dicts with
     ``code``, ``severity``, ``node_id``, ``edge_id``, ``path``, ``message``).
+
+    Also raised, with no issues, for a request about a stored execution that cannot be done:
+    a decision its approval does not allow, an execution that has ended, a fork step out of
+    range. Nothing was changed then.
     """
 
     issues: list[Any] = []
@@ -48,7 +52,7 @@ class ConfigError(ChatterError, ValueError):
 
 
 class NotFoundError(ChatterError, KeyError):
-    """An unknown model, tool, retriever or node kind."""
+    """An unknown model, tool, retriever, node kind or stored execution."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
