@@ -88,6 +88,18 @@ pub(crate) struct Plan {
     pub(crate) loop_exits: Vec<Vec<u32>>,
     /// Number of nodes of each loop (inner loops are smaller).
     pub(crate) loop_sizes: Vec<u32>,
+    /// How many events and node runs the last execution of this plan recorded: the next one
+    /// sizes its event log and node-run list from them, so a loop does not regrow them.
+    pub(crate) last_sizes: RunSizes,
+    /// Per node: the state variables its out-edges' conditions read (built once, for routing).
+    pub(crate) condition_reads: Vec<Vec<&'static str>>,
+}
+
+/// The sizes the last execution of a plan reached (a hint, updated without locking).
+#[derive(Debug, Default)]
+pub(crate) struct RunSizes {
+    pub(crate) events: std::sync::atomic::AtomicUsize,
+    pub(crate) node_runs: std::sync::atomic::AtomicUsize,
 }
 
 /// A definition validated and compiled for running: build it once with
@@ -236,12 +248,30 @@ pub(crate) fn compile(
     }
     compute_loop_bodies(&mut nodes, &edges, &out, &all_in);
     let (loop_exits, loop_sizes) = compute_loops(&mut nodes, &mut edges, &scc_of, scc_count);
+    let condition_reads = nodes
+        .iter()
+        .map(|node| {
+            let mut keys: Vec<&'static str> = Vec::new();
+            for &e in &node.out {
+                if let Some(c) = &edges[e as usize].condition {
+                    for &key in c.state_reads() {
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                }
+            }
+            keys
+        })
+        .collect();
     Ok(Plan {
         nodes,
         edges,
         entries,
         loop_exits,
         loop_sizes,
+        last_sizes: RunSizes::default(),
+        condition_reads,
     })
 }
 

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -28,6 +29,9 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::event::{EventKind, EventSink};
 use crate::model::Role;
 use crate::state::{ErrorRecord, State, StateDelta};
+
+/// The most events / node runs reserved up front from a plan's last run (larger runs grow).
+const SIZE_HINT_CAP: usize = 16 * 1024;
 
 const PENDING: u8 = 0;
 const TAKEN: u8 = 1;
@@ -206,8 +210,19 @@ impl Run {
                 .unwrap_or_else(|| ulid::Ulid::new().to_string()),
         );
         // Two events per node run plus the execution's own, so a run without loops never
-        // regrows the log.
-        let capacity = plan.nodes.len() * 2 + 4;
+        // regrows the log; a plan run before sizes it from its last run (loops, retries).
+        let capacity = (plan.nodes.len() * 2 + 4).max(
+            plan.last_sizes
+                .events
+                .load(Ordering::Relaxed)
+                .min(SIZE_HINT_CAP),
+        );
+        let run_capacity = plan.nodes.len().max(
+            plan.last_sizes
+                .node_runs
+                .load(Ordering::Relaxed)
+                .min(SIZE_HINT_CAP),
+        );
         let log = Arc::new(EventLog::new(&exec_id, services.clock.clone(), capacity));
         let sink: Arc<dyn EventSink> = match parent_sink {
             Some(parent) => Arc::new(Tee {
@@ -279,7 +294,7 @@ impl Run {
             running: Vec::new(),
             next_slot: 0,
             steps: 0,
-            node_runs: Vec::with_capacity(n),
+            node_runs: Vec::with_capacity(run_capacity),
             end: None,
             writer,
             staged_runs: 0,
@@ -305,8 +320,10 @@ impl Run {
 
     fn apply_delta(&mut self, delta: &StateDelta) {
         if !delta.is_empty() {
-            self.state.apply(delta);
+            // Drop the shared snapshot first: while it holds the state's parts, applying the
+            // delta would copy them (the whole message list on every `llm` or `tool` step).
             self.snapshot = None;
+            self.state.apply(delta);
         }
     }
 
@@ -1020,18 +1037,8 @@ impl Run {
             if let Some(condition) = &plan.edges[e as usize].condition {
                 let ctx = context.get_or_insert_with(|| {
                     // Only the state variables the node's conditions read are built.
-                    let mut keys: Vec<&str> = Vec::new();
-                    for &e in &n.out {
-                        if let Some(c) = &plan.edges[e as usize].condition {
-                            for key in c.state_reads() {
-                                if !keys.contains(key) {
-                                    keys.push(key);
-                                }
-                            }
-                        }
-                    }
                     self.state.to_context_keys(
-                        &keys,
+                        &plan.condition_reads[node as usize],
                         Some((n.spec.id.as_str(), n.spec.kind.as_str(), iteration)),
                     )
                 });
@@ -1409,6 +1416,11 @@ impl Run {
         // Node contexts hold the sink (and so the log) only while they run; all are gone now.
         drop(self.sink);
         let events = self.log.take_or_clone();
+        let sizes = &self.plan.last_sizes;
+        sizes.events.store(events.len(), Ordering::Relaxed);
+        sizes
+            .node_runs
+            .store(self.node_runs.len(), Ordering::Relaxed);
         let state = self.state;
         let result = ExecutionResult {
             execution_id: self.exec_id.to_string(),

@@ -39,6 +39,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 mod engine;
+mod fast;
 mod legacy;
 mod template;
 
@@ -106,6 +107,8 @@ struct ExpressionInner {
     variable_reads: Vec<String>,
     dynamic_variable_reads: bool,
     constant: Option<bool>,
+    /// A fast path for the commonest shapes (`has_tool_calls`, `variables.i < 100`).
+    fast: Option<fast::Fast>,
 }
 
 impl fmt::Debug for Expression {
@@ -253,7 +256,9 @@ impl Expression {
             },
             dynamic_variable_reads: reads_variables && scan.dynamic_variable_reads,
             constant: None,
+            fast: None,
         };
+        inner.fast = fast::Fast::recognise(&inner.translated);
         if inner.state_reads.is_empty() {
             let value = inner
                 .compiled
@@ -321,6 +326,9 @@ impl Expression {
         if let Some(constant) = self.inner.constant {
             return Ok(constant);
         }
+        if let Some(result) = self.inner.fast.as_ref().and_then(|f| f.eval(context)) {
+            return Ok(result);
+        }
         let root = engine::context_value(context, &self.inner.state_reads)
             .map_err(|message| expression_error(&self.inner.source, message))?;
         self.eval_value(&root)
@@ -348,6 +356,20 @@ impl Expression {
         let value = self.eval_raw(&root)?;
         engine::value_to_json(&value, 0)
             .map_err(|message| expression_error(&self.inner.source, message))
+    }
+
+    /// Whether a fast path evaluates it (tests).
+    #[cfg(test)]
+    pub(crate) fn has_fast_path(&self) -> bool {
+        self.inner.fast.is_some()
+    }
+
+    /// [`Expression::eval`] without the fast path (tests compare the two).
+    #[cfg(test)]
+    pub(crate) fn eval_slow(&self, context: &Value) -> Result<bool> {
+        let root = engine::context_value(context, &self.inner.state_reads)
+            .map_err(|message| expression_error(&self.inner.source, message))?;
+        self.eval_value(&root)
     }
 
     fn eval_raw(&self, context: &minijinja::Value) -> Result<minijinja::Value> {

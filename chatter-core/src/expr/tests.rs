@@ -1323,3 +1323,75 @@ fn slices_read_their_state_variables() {
     let e = Expression::compile("variables.xs[1:] | length > 1").unwrap();
     assert!(e.eval(&ctx).unwrap());
 }
+
+/// The fast paths give exactly what minijinja gives, on every kind of value they may meet;
+/// where they cannot be sure they defer (an error or a mixed comparison is minijinja's to make).
+#[test]
+fn fast_paths_agree_with_minijinja() {
+    let fast = [
+        "has_tool_calls",
+        "no_tool_calls",
+        "tool_calls < 3",
+        "tool_calls >= 2",
+        "tool_calls == 2",
+        "variables.i < 100",
+        "variables.i <= -1",
+        "variables.i > 0",
+        "variables.i != 5",
+        "variables.i == 5",
+        "variables.i >= 99",
+    ];
+    let not_fast = [
+        "has_tool_calls AND tool_calls < 10",
+        "variables.i < 1.5",
+        "variables.i < tool_calls",
+        "variables.items() | length > 0",
+        "tool_calls < variable max",
+    ];
+    let values = [
+        json!(null),
+        json!(0),
+        json!(5),
+        json!(-1),
+        json!(99),
+        json!(100),
+        json!(2.5),
+        json!(5.0),
+        json!(u64::MAX),
+        json!("5"),
+        json!(true),
+        json!([1, 2]),
+        json!({"a": 1}),
+    ];
+    let mut contexts = Vec::new();
+    for value in &values {
+        contexts.push(json!({"variables": {"i": value}, "tool_calls": value,
+                             "last_message": {"role": "assistant", "tool_calls": value}}));
+        contexts.push(json!({"variables": {}, "tool_calls": 2, "last_message": value}));
+    }
+    contexts.push(json!({"last_message": {"role": "user", "content": "hi"}, "tool_calls": 0}));
+    contexts.push(json!({}));
+    contexts.push(json!(null));
+    contexts.push(with_tool_calls());
+    for source in fast {
+        let e = Expression::compile(source).unwrap();
+        assert!(e.has_fast_path(), "{source} has no fast path");
+        for ctx in &contexts {
+            let quick = e.eval(ctx).map_err(|err| err.to_string());
+            let slow = e.eval_slow(ctx).map_err(|err| err.to_string());
+            assert_eq!(quick, slow, "{source} on {ctx}");
+        }
+    }
+    for source in not_fast {
+        assert!(
+            !Expression::compile(source).unwrap().has_fast_path(),
+            "{source}"
+        );
+    }
+    // The fast path did answer (not only deferred) on the common values.
+    let e = Expression::compile("variables.i < 100").unwrap();
+    assert!(e.eval(&json!({"variables": {"i": 99}})).unwrap());
+    assert!(!e.eval(&json!({"variables": {"i": 100}})).unwrap());
+    let e = Expression::compile("has_tool_calls").unwrap();
+    assert!(e.eval(&with_tool_calls()).unwrap());
+}
