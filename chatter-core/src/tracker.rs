@@ -399,32 +399,48 @@ impl WorkflowTracker {
         let graph = (matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat)
             || (meta.kind == ExecutionKind::Template && meta.template_id.is_none()))
         .then(|| def.to_value());
-        self.store
-            .create_execution(NewExecution {
-                id: Some(id.clone()),
-                owner_id: meta.owner_id,
-                definition_id: meta.definition_id,
-                template_id: meta.template_id,
-                kind: meta.kind,
-                input: input.clone(),
-                params: meta.params,
-                conversation_id: meta.conversation_id,
-                graph,
-            })
-            .await?;
-        crate::failpoint::hit("tracker.after_create");
+        let new = NewExecution {
+            id: Some(id.clone()),
+            owner_id: meta.owner_id,
+            definition_id: meta.definition_id,
+            template_id: meta.template_id,
+            kind: meta.kind,
+            input: input.clone(),
+            params: meta.params,
+            conversation_id: meta.conversation_id,
+            graph,
+        };
+        self.open_row(engine, new).await?;
+        self.drive(engine, &prepared, &id, input, options, None, observe)
+            .await
+    }
+
+    /// Creates an execution's row, moves it to `running` and takes its lease; a row that
+    /// cannot be started is marked failed.
+    async fn open_row(&self, engine: &Engine, new: NewExecution) -> Result<()> {
         let clock = engine.services().clock.clone();
-        let started = self
+        let record = self.store.create_execution(new).await?;
+        let id = record.id.as_str();
+        crate::failpoint::hit("tracker.after_create");
+        let now = clock.now_ms();
+        let started = match self
             .store
-            .set_execution_status(&id, ExecutionStatus::Running, clock.now_ms())
-            .await;
+            .set_execution_status(id, ExecutionStatus::Running, now)
+            .await
+        {
+            Ok(_) => {
+                self.store
+                    .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         if let Err(error) = started {
-            self.abandon(&id, &error, clock.now_ms()).await;
+            self.abandon(id, &error, clock.now_ms()).await;
             return Err(error);
         }
         crate::failpoint::hit("tracker.after_running");
-        self.drive(engine, &prepared, &id, input, options, None, observe)
-            .await
+        Ok(())
     }
 
     /// Resumes an execution from its last step, with the same id, its events continuing the
@@ -695,24 +711,19 @@ impl WorkflowTracker {
                 "variables": variables,
             }),
         );
-        let clock = engine.services().clock.clone();
         let id = ulid::Ulid::new().to_string();
-        self.store
-            .create_execution(NewExecution {
-                id: Some(id.clone()),
-                owner_id: record.owner_id.clone(),
-                definition_id: record.definition_id.clone(),
-                template_id: record.template_id.clone(),
-                kind: record.kind,
-                input: record.input.clone(),
-                params: Value::Object(params),
-                conversation_id: record.conversation_id.clone(),
-                graph: record.graph.clone(),
-            })
-            .await?;
-        self.store
-            .set_execution_status(&id, ExecutionStatus::Running, clock.now_ms())
-            .await?;
+        let new = NewExecution {
+            id: Some(id.clone()),
+            owner_id: record.owner_id.clone(),
+            definition_id: record.definition_id.clone(),
+            template_id: record.template_id.clone(),
+            kind: record.kind,
+            input: record.input.clone(),
+            params: Value::Object(params),
+            conversation_id: record.conversation_id.clone(),
+            graph: record.graph.clone(),
+        };
+        self.open_row(engine, new).await?;
         let mut options = options;
         options.execution_id = Some(id.clone());
         options.owner = Some(record.owner_id.clone());
@@ -735,8 +746,8 @@ impl WorkflowTracker {
         .await
     }
 
-    /// Runs a prepared execution whose row is `running`: lease, durable engine run, events to
-    /// `observe`, lease given up.
+    /// Runs a prepared execution whose row is `running` and whose lease this worker holds:
+    /// durable engine run with the lease renewed, events to `observe`, lease given up.
     #[allow(clippy::too_many_arguments)]
     async fn drive<F: FnMut(&Event)>(
         &self,
@@ -749,10 +760,6 @@ impl WorkflowTracker {
         mut observe: F,
     ) -> Result<TrackedRun> {
         let clock = engine.services().clock.clone();
-        let now = clock.now_ms();
-        self.store
-            .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
-            .await?;
         let mut durability = Durability::new(self.store.clone(), self.mode);
         durability.snapshot_every = self.snapshot_every;
         options.durability = Some(durability.clone());
