@@ -376,6 +376,28 @@ async fn create_definition(
     Ok(ok(definition_json(&record)))
 }
 
+/// Appends the resources of `shared` (ids shared with the caller through workspaces) that
+/// `records` does not hold yet, read with `fetch`; ids that no longer exist are skipped.
+async fn append_shared<T, Fut>(
+    records: &mut Vec<T>,
+    shared: Vec<String>,
+    id_of: impl Fn(&T) -> &String,
+    fetch: impl Fn(String) -> Fut,
+) -> Result<(), ApiError>
+where
+    Fut: std::future::Future<Output = chatter_core::Result<Option<T>>>,
+{
+    for id in shared {
+        if records.iter().any(|r| id_of(r) == &id) {
+            continue;
+        }
+        if let Some(record) = fetch(id).await? {
+            records.push(record);
+        }
+    }
+    Ok(())
+}
+
 async fn list_definitions(
     State(state): State<AppState>,
     p: Principal,
@@ -394,18 +416,15 @@ async fn list_definitions(
         .await?;
     // Definitions shared with the caller through workspaces come after (first page only).
     if query.offset == 0 && !p.is_admin() {
-        for id in state
-            .store()
-            .shared_resource_ids(p.id(), "definition")
-            .await?
-        {
-            if records.iter().any(|r| r.id == id) {
-                continue;
-            }
-            if let Some(record) = state.store().get_definition(&id).await? {
-                records.push(record);
-            }
-        }
+        let store = state.store();
+        let shared = store.shared_resource_ids(p.id(), "definition").await?;
+        append_shared(
+            &mut records,
+            shared,
+            |r| &r.id,
+            |id| async move { store.get_definition(&id).await },
+        )
+        .await?;
     }
     let definitions: Vec<Value> = records.iter().map(definition_json).collect();
     Ok(ok(
@@ -1124,18 +1143,15 @@ async fn list_templates(
         .list_templates(&filter, Page::new(query.limit, query.offset))
         .await?;
     if query.offset == 0 && !p.is_admin() {
-        for id in state
-            .store()
-            .shared_resource_ids(p.id(), "template")
-            .await?
-        {
-            if records.iter().any(|r| r.id == id) {
-                continue;
-            }
-            if let Some(record) = state.store().get_template(&id).await? {
-                records.push(record);
-            }
-        }
+        let store = state.store();
+        let shared = store.shared_resource_ids(p.id(), "template").await?;
+        append_shared(
+            &mut records,
+            shared,
+            |r| &r.id,
+            |id| async move { store.get_template(&id).await },
+        )
+        .await?;
     }
     let mut templates = Vec::new();
     let mut names = std::collections::HashSet::new();
