@@ -59,7 +59,7 @@ use crate::engine::{
     event_from_record, recorded_runs,
 };
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::state::{State, StateDelta, VariableOp};
 use crate::store::{
     CheckpointKind, ExecutionKind, ExecutionOutcome, ExecutionRecord, ExecutionStatus,
@@ -597,6 +597,84 @@ impl WorkflowTracker {
             outcomes.push((record.id, outcome));
         }
         Ok(outcomes)
+    }
+
+    /// Cancels a stored execution that is not running in this process: a `waiting` one (an
+    /// approval nobody will give), a `pending` one, or a `running` one whose worker died (its
+    /// lease expired). It ends `cancelled` with `reason` as its error, and an
+    /// `execution_cancelled` event continues its event sequence. To stop an execution this
+    /// process is running, cancel the token of its [`RunOptions`] instead. `owner`, when given,
+    /// must be the execution's owner.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown execution (or one of another owner);
+    /// [`Error::InvalidInput`] for an execution that has already ended; `Conflict` (storage)
+    /// when a live worker holds its lease (cancel it there). Nothing is changed then.
+    pub async fn cancel(
+        &self,
+        execution_id: &str,
+        owner: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> Result<ExecutionRecord> {
+        let options = RunOptions {
+            owner: owner.map(str::to_owned),
+            ..RunOptions::default()
+        };
+        let record = self.owned_execution(execution_id, &options).await?;
+        if record.status.is_terminal() {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "execution `{execution_id}` has already ended ({}); it cannot be cancelled",
+                    record.status
+                ),
+            });
+        }
+        // Taking the lease shuts out a worker that would resume it meanwhile.
+        if !self
+            .store
+            .acquire_lease(execution_id, &self.worker_id, now + self.lease_ms, now)
+            .await?
+        {
+            return Err(Error::store(
+                StoreErrorKind::Conflict,
+                format!(
+                    "execution `{execution_id}` is being run by `{}` (lease until {} ms); cancel it there",
+                    record.lease_owner.as_deref().unwrap_or("another worker"),
+                    record.lease_expires_at.unwrap_or_default()
+                ),
+            ));
+        }
+        let event = crate::engine::new_event(&Event {
+            execution_id: execution_id.to_owned(),
+            seq: 0,
+            ts_ms: now,
+            kind: EventKind::ExecutionCancelled {
+                reason: reason.to_owned(),
+            },
+        });
+        let outcome = ExecutionOutcome {
+            status: ExecutionStatus::Cancelled,
+            output: None,
+            response: None,
+            error: Some(reason.to_owned()),
+            prompt_tokens: record.prompt_tokens,
+            completion_tokens: record.completion_tokens,
+            cost: record.cost,
+            finished_at: now,
+            events: vec![event],
+        };
+        let ended = self.store.complete_execution(execution_id, outcome).await;
+        // Tidying only: an ended execution is never resumed, whatever its lease or wake-up.
+        let _ = self
+            .store
+            .release_lease(execution_id, &self.worker_id)
+            .await;
+        if ended.is_ok() {
+            let _ = self.store.set_wake_at(execution_id, None).await;
+        }
+        ended
     }
 
     /// The steps of an execution in order, each with the state after it (rebuilt from the

@@ -1284,6 +1284,7 @@ fn approval_flow(db: &str, dump: &dyn Fn() -> Vec<String>) {
         &["resume", &foreign][..],
         &["steps", &foreign][..],
         &["fork", &foreign, "--step", "1"][..],
+        &["cancel", &foreign][..],
     ] {
         let mut all = vec!["executions"];
         all.extend_from_slice(args);
@@ -1295,6 +1296,60 @@ fn approval_flow(db: &str, dump: &dyn Fn() -> Vec<String>) {
             format!("error: unknown execution `{foreign}`\n")
         );
     }
+    assert_eq!(dump(), before);
+
+    // A waiting execution nobody will approve is cancelled: its events end with the
+    // cancellation; an ended one cannot be cancelled (nothing changes).
+    let (code, waiting) = run_json(&[
+        APPROVAL,
+        "--model",
+        APPROVAL_MODEL,
+        "--input",
+        "my refund?",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(code, 3, "{waiting}");
+    let waiting_id = waiting["execution_id"].as_str().unwrap().to_owned();
+    let out = chatter(&[
+        "executions",
+        "cancel",
+        &waiting_id,
+        "--db",
+        &db,
+        "--reason",
+        "nobody is there",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("execution {waiting_id}: cancelled\n")
+    );
+    let shown = json_of(&chatter(&[
+        "executions",
+        "show",
+        &waiting_id,
+        "--db",
+        &db,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(shown["execution"]["status"], "cancelled");
+    assert_eq!(shown["execution"]["error"], "nobody is there");
+    let events = shown["events"].as_array().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last["event_type"], "execution_cancelled", "{last}");
+    assert_eq!(last["payload"], json!({"reason": "nobody is there"}));
+    assert_eq!(last["seq"], json!(events.len()));
+    let before = dump();
+    let out = chatter(&["executions", "cancel", &waiting_id, "--db", &db]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: invalid request: execution `{waiting_id}` has already ended (cancelled); it cannot be cancelled\n"
+        )
+    );
     assert_eq!(dump(), before);
 }
 

@@ -305,6 +305,15 @@ mod cases {
             .await;
         assert_eq!(cancelled.status, 200, "{}", cancelled.text);
         assert_eq!(cancelled.body["status"], "cancelled");
+        // The cancellation continues the fork's event sequence and ends it; the lease is gone.
+        let fork = h.store().get_execution(&fork_id).await.unwrap().unwrap();
+        assert_eq!(fork.error.as_deref(), Some("cancelled through the API"));
+        assert_eq!(fork.lease_owner, None);
+        let events = h.store().list_events(&fork_id, 0, 1000).await.unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(last.event_type, "execution_cancelled");
+        assert_eq!(last.payload["reason"], "cancelled through the API");
+        assert_eq!(last.seq, events.len() as i64);
         let original = h.store().get_execution(&id).await.unwrap().unwrap();
         assert_eq!(original.status.as_str(), "completed");
     }

@@ -179,6 +179,57 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 pub struct NativeEngine {
     parts: Mutex<Parts>,
     durable: Option<Durable>,
+    live: Live,
+}
+
+/// The cancellation tokens of the executions this engine is running, by execution id, so
+/// `cancel(execution_id)` reaches a run started from another thread or task.
+#[derive(Default, Clone)]
+struct Live(Arc<Mutex<LiveMap>>);
+
+#[derive(Default)]
+struct LiveMap {
+    serial: u64,
+    runs: std::collections::HashMap<String, (u64, CancellationToken)>,
+}
+
+impl Live {
+    /// Registers a run until the guard drops.
+    fn register(&self, id: &str, token: &CancellationToken) -> LiveGuard {
+        let mut map = lock(&self.0);
+        map.serial += 1;
+        let serial = map.serial;
+        map.runs.insert(id.to_owned(), (serial, token.clone()));
+        LiveGuard {
+            live: self.clone(),
+            id: id.to_owned(),
+            serial,
+        }
+    }
+
+    fn token(&self, id: &str) -> Option<CancellationToken> {
+        lock(&self.0).runs.get(id).map(|(_, t)| t.clone())
+    }
+}
+
+/// Removes a run from [`Live`] when it ends (unless a later run took the same id).
+struct LiveGuard {
+    live: Live,
+    id: String,
+    serial: u64,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut map = lock(&self.live.0);
+        if map
+            .runs
+            .get(&self.id)
+            .is_some_and(|(s, _)| *s == self.serial)
+        {
+            map.runs.remove(&self.id);
+        }
+    }
 }
 
 impl NativeEngine {
@@ -409,6 +460,7 @@ impl NativeEngine {
                 built: None,
             }),
             durable,
+            live: Live::default(),
         })
     }
 
@@ -547,7 +599,9 @@ impl NativeEngine {
         let input = to_json(input)?;
         let (engine, prepared) = self.prepare(wf)?;
         let cancel = CancellationToken::new();
-        let options = Self::options(limits, execution_id, &engine)?.cancel(cancel.clone());
+        let execution_id = execution_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let _live = self.live.register(&execution_id, &cancel);
+        let options = Self::options(limits, Some(execution_id), &engine)?.cancel(cancel.clone());
         let durable = self.durable.clone();
         let def = wf.def.clone();
         let interrupt = Interrupt {
@@ -590,11 +644,15 @@ impl NativeEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let input = to_json(input)?;
         let (engine, prepared) = self.prepare(wf)?;
-        let options = Self::options(limits, execution_id, &engine)?;
+        let cancel = CancellationToken::new();
+        let execution_id = execution_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let live = self.live.register(&execution_id, &cancel);
+        let options = Self::options(limits, Some(execution_id), &engine)?.cancel(cancel);
         let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
         let durable = self.durable.clone();
         let def = wf.def.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let _live = live;
             let run = async move {
                 match &durable {
                     Some(d) => d.run(&engine, &def, input, options, |_| {}).await,
@@ -677,11 +735,17 @@ impl NativeEngine {
         };
         let def = wf.map(|w| w.def.clone());
         let (_, engine) = self.engine();
-        Self::finish(py, asynchronous, move |options| async move {
-            durable
-                .resume(&engine, &execution_id, def, decision, options)
-                .await
-        })
+        let live_id = execution_id.clone();
+        self.finish(
+            py,
+            asynchronous,
+            Some(&live_id),
+            move |options| async move {
+                durable
+                    .resume(&engine, &execution_id, def, decision, options)
+                    .await
+            },
+        )
     }
 
     /// Starts a new execution from step `step` of a stored one, with `variables` set; the
@@ -708,11 +772,30 @@ impl NativeEngine {
         };
         let def = wf.map(|w| w.def.clone());
         let (_, engine) = self.engine();
-        Self::finish(py, asynchronous, move |options| async move {
+        self.finish(py, asynchronous, None, move |options| async move {
             durable
                 .fork(&engine, &execution_id, step, variables, def, options)
                 .await
         })
+    }
+
+    /// Cancels an execution: one this engine is running (from any thread or task: it stops
+    /// and ends `cancelled`), else a stored one no process runs (waiting at an approval,
+    /// pending, or abandoned by a dead process), which ends `cancelled` with `reason`.
+    #[pyo3(signature = (execution_id, reason))]
+    fn cancel(&self, py: Python<'_>, execution_id: &str, reason: &str) -> PyResult<()> {
+        if let Some(token) = self.live.token(execution_id) {
+            token.cancel();
+            return Ok(());
+        }
+        let Some(durable) = self.durable.clone() else {
+            return Err(to_py_err(Error::NotFound {
+                what: "running execution".into(),
+                name: execution_id.to_owned(),
+            }));
+        };
+        py.detach(|| runtime().block_on(durable.cancel(execution_id, reason)))
+            .map_err(to_py_err)
     }
 
     /// The steps of a stored execution (dicts: step, node_id, iteration, attempt, status,
@@ -809,11 +892,19 @@ impl NativeEngine {
             let handle = engine
                 .start_prepared(&prepared, input, options)
                 .map_err(to_py_err)?;
+            let live = self
+                .live
+                .register(handle.execution_id(), &handle.cancel_token());
+            let events = handle.subscribe().boxed();
             return Ok(Started {
                 cancel: handle.cancel_token(),
                 execution_id: handle.execution_id().to_owned(),
-                events: handle.subscribe().boxed(),
-                result: handle.result().boxed(),
+                events,
+                result: async move {
+                    let _live = live;
+                    handle.result().await
+                }
+                .boxed(),
             });
         };
         // Durable: the tracker runs it on the runtime; its events come through a channel that
@@ -828,7 +919,9 @@ impl NativeEngine {
             .cancel(cancel.clone());
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let def = wf.def.clone();
+        let live = self.live.register(&execution_id, &cancel);
         let task = runtime().spawn(async move {
+            let _live = live;
             durable
                 .run(&engine, &def, input, options, move |event| {
                     // The reader may be gone; the run goes on.
@@ -851,20 +944,25 @@ impl NativeEngine {
 
     /// Runs `make`'s future (given options with a cancellation token) to a result: blocking
     /// with the GIL released (KeyboardInterrupt cancels it), or as an awaitable when
-    /// `asynchronous`.
+    /// `asynchronous`. With `execution_id`, `cancel(execution_id)` reaches it while it runs.
     fn finish<F>(
+        &self,
         py: Python<'_>,
         asynchronous: bool,
+        execution_id: Option<&str>,
         make: impl FnOnce(RunOptions) -> F,
     ) -> PyResult<Py<PyAny>>
     where
         F: Future<Output = chatter_core::Result<chatter_core::ExecutionResult>> + Send + 'static,
     {
         let cancel = CancellationToken::new();
+        // A resumed execution can be cancelled by its id while it runs.
+        let live = execution_id.map(|id| self.live.register(id, &cancel));
         let fut = make(RunOptions::default().cancel(cancel.clone()));
         if asynchronous {
             let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
             let awaitable = pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                let _live = live;
                 let result = ASYNC_LOCALS.scope(locals, fut).await.map_err(to_py_err)?;
                 Python::attach(|py| result_to_py(py, result))
             })?;

@@ -119,6 +119,17 @@ impl Durable {
             .into_result()
     }
 
+    /// Cancels stored execution `id` that no process runs (waiting, pending, or abandoned).
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::cancel`] (`NotFound` for a foreign execution too).
+    pub(crate) async fn cancel(&self, id: &str, reason: &str) -> Result<()> {
+        let now = chatter_core::engine::Clock::now_ms(&chatter_core::engine::SystemClock);
+        self.tracker.cancel(id, Some(OWNER), reason, now).await?;
+        Ok(())
+    }
+
     /// A new execution from step `step` of `id`, with `variables` set.
     ///
     /// # Errors

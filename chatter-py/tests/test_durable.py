@@ -134,6 +134,30 @@ def test_approval_waits_refuses_a_wrong_decision_then_completes(store: dict[str,
         engine.approve(eid, 1)  # type: ignore[arg-type]
 
 
+def test_cancel_a_waiting_execution_by_id(store: dict[str, Any]) -> None:
+    engine = _engine(store)
+    eid = engine.run(APPROVAL, "x").execution_id
+    other = _engine(store)  # another process: the execution is not live in it
+    other.cancel(eid, reason="nobody will decide")
+    stored = engine.get_execution(eid)
+    assert stored is not None
+    assert stored["execution"]["status"] == "cancelled"
+    assert stored["execution"]["error"] == "nobody will decide"
+    last = stored["events"][-1]
+    assert (last["event_type"], last["payload"]) == (
+        "execution_cancelled",
+        {"reason": "nobody will decide"},
+    )
+    assert [e["seq"] for e in stored["events"]] == list(range(1, len(stored["events"]) + 1))
+    with pytest.raises(chatter.ValidationError, match="already ended"):
+        engine.cancel(eid)
+    with pytest.raises(chatter.ValidationError, match="ended"):
+        engine.approve(eid, "approve")
+    assert engine.get_execution(eid) == stored  # nothing changed by the refusals
+    with pytest.raises(chatter.NotFoundError):
+        engine.cancel("01NOSUCHEXECUTION000000000")
+
+
 def test_rejection_with_a_new_engine_reads_the_graph_from_the_store(store: dict[str, Any]) -> None:
     eid = _engine(store).run(APPROVAL, "x").execution_id
     other = _engine(store)  # another process would do the same

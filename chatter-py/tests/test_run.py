@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -279,6 +280,37 @@ def test_stream_cancel_ends_cancelled(chat: chatter.Workflow) -> None:
             stream.cancel()
     with pytest.raises(chatter.Cancelled):
         stream.result()
+
+
+def test_cancel_by_id_stops_a_run_in_another_thread(chat: chatter.Workflow) -> None:
+    engine = chatter.Engine()
+    engine.register_scripted("s", {"default": {"content": "x", "hang": True}}, default=True)
+    outcome: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            engine.run(chat, "hi", execution_id="01CANCELMEFROMANOTHERTHRD")
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            outcome.append(e)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while True:  # the run registers itself before it starts; retry until it is there
+        try:
+            engine.cancel("01CANCELMEFROMANOTHERTHRD")
+            break
+        except chatter.NotFoundError:
+            assert time.monotonic() < deadline, "the run never became cancellable"
+            time.sleep(0.01)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], chatter.Cancelled), outcome
+    # It is gone from the live runs; without a store there is nothing else to cancel.
+    with pytest.raises(chatter.NotFoundError):
+        engine.cancel("01CANCELMEFROMANOTHERTHRD")
+    with pytest.raises(TypeError):
+        engine.cancel(7)  # type: ignore[arg-type]
 
 
 def test_templates_list_get_run() -> None:

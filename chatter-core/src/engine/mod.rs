@@ -92,7 +92,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use durable::{Durability, DurabilityMode, event_from_record};
-pub(crate) use durable::{Replay, recorded_runs};
+pub(crate) use durable::{Replay, new_event, recorded_runs};
 pub use events::EventStream;
 pub use node::{
     Clock, DefinitionResolver, DiscardEvents, Node, NodeContext, NodeFactory, NodeFailure,

@@ -185,6 +185,35 @@ pub(crate) fn resume(
     )
 }
 
+/// `chatter executions cancel ID --db DB [--reason R]`.
+pub(crate) fn cancel(
+    url: &str,
+    id: &str,
+    reason: &str,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<u8, Error> {
+    let runtime = store::runtime()?;
+    let record = runtime.block_on(async {
+        let db = store::open(url).await?;
+        local_execution(&db, id).await?;
+        let now = chatter_core::engine::Clock::now_ms(&chatter_core::engine::SystemClock);
+        let record = WorkflowTracker::new(db)
+            .cancel(id, Some(store::LOCAL_OWNER), reason, now)
+            .await?;
+        Ok::<_, Error>(record)
+    })?;
+    let text = match format {
+        OutputFormat::Json => {
+            let doc = json!({"execution_id": id, "status": record.status, "error": record.error});
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        }
+        OutputFormat::Text => format!("execution {id}: {}", record.status.as_str()),
+    };
+    write_out(out, &format!("{text}\n"))?;
+    Ok(0)
+}
+
 /// `chatter executions steps ID`: each step with the state after it (JSON).
 pub(crate) fn steps(
     url: &str,

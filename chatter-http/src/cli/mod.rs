@@ -385,6 +385,22 @@ pub enum ExecutionsCommand {
         #[command(flatten)]
         with: ResumeArgs,
     },
+    /// Cancel a stored execution that no process is running: a `waiting` one (an approval
+    /// nobody will give), a `pending` one, or one whose process died. Exit 1 for an unknown,
+    /// ended or foreign execution, or one another process is running (nothing is changed then).
+    Cancel {
+        /// The execution id.
+        id: String,
+        /// The database.
+        #[arg(long)]
+        db: String,
+        /// Why (recorded as the execution's error and in its `execution_cancelled` event).
+        #[arg(long, default_value = "cancelled from the command line")]
+        reason: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Resume every execution that is due: `running` ones whose lease expired (their process
     /// died) and `waiting` ones whose approval timed out. Prints each id and its outcome;
     /// exit 1 when one could not be resumed.
@@ -538,6 +554,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
                 set,
                 with,
             } => durable::fork(&id, step, &set, &with, out),
+            ExecutionsCommand::Cancel {
+                id,
+                db,
+                reason,
+                format,
+            } => durable::cancel(&db, &id, &reason, format, out),
             ExecutionsCommand::ResumeDue {
                 db,
                 models,

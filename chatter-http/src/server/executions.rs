@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chatter_core::WorkflowDefinition;
 use chatter_core::engine::RunOptions;
-use chatter_core::store::{EventRecord, ExecutionOutcome, ExecutionRecord, ExecutionStatus, Store};
+use chatter_core::store::{EventRecord, ExecutionRecord, Store};
 use chatter_core::tracker::{Decision, GraphSource, StoreGraphSource};
 use futures::Stream;
 use serde::Deserialize;
@@ -171,30 +171,11 @@ async fn cancel(
             tokio::time::sleep(POLL).await;
         }
     } else {
-        let leased = record.status == ExecutionStatus::Running
-            && record.lease_expires_at.is_some_and(|t| t > now);
-        if leased {
-            return Err(ApiError::conflict(format!(
-                "execution `{id}` is running in another server (`{}`); cancel it there",
-                record.lease_owner.as_deref().unwrap_or("unknown")
-            )));
-        }
+        // Waiting, pending, or abandoned by a dead worker: the tracker ends it (and refuses
+        // when another server holds its lease).
         state
-            .store()
-            .complete_execution(
-                &id,
-                ExecutionOutcome {
-                    status: ExecutionStatus::Cancelled,
-                    output: None,
-                    response: None,
-                    error: Some("cancelled through the API".into()),
-                    prompt_tokens: record.prompt_tokens,
-                    completion_tokens: record.completion_tokens,
-                    cost: record.cost,
-                    finished_at: now,
-                    events: Vec::new(),
-                },
-            )
+            .tracker()
+            .cancel(&id, None, "cancelled through the API", now)
             .await?;
     }
     state

@@ -982,6 +982,24 @@ class Engine:
         )
         return self._finish(await raw, raise_on_error)
 
+    def cancel(self, execution_id: str, *, reason: str = "cancelled from Python") -> None:
+        """Cancels an execution by its id.
+
+        An execution this engine is running (``run``/``arun``/``stream``/``resume`` called from
+        another thread or task) stops: its running nodes are cancelled and it ends
+        ``cancelled`` (its ``run`` raises :class:`Cancelled`). Otherwise a stored execution no
+        process runs (waiting at an approval, pending, or abandoned by a dead process) ends
+        ``cancelled`` with ``reason`` as its error and a final ``execution_cancelled`` event.
+
+        Raises:
+            NotFoundError: no such execution (or not one of this binding's).
+            ValidationError: the execution has already ended.
+            StorageError: another process is running it (its lease is live); cancel it there.
+        """
+        if not isinstance(execution_id, str) or not isinstance(reason, str):
+            raise TypeError("execution_id and reason must be str")
+        self._native.cancel(execution_id, reason)
+
     def steps(self, execution_id: str) -> list[dict[str, Any]]:
         """The steps of a stored execution in order: dicts with ``step`` (from 1), ``node_id``,
         ``iteration``, ``attempt``, ``status`` and ``state`` (the state after the step:
