@@ -10,7 +10,7 @@
 //!
 //! ```
 //! let doc = chatter_http::server::openapi::document();
-//! assert!(doc.paths.paths.contains_key("/api/v1/workflows/definitions"));
+//! assert!(doc["paths"]["/api/v1/workflows/definitions"]["get"].is_object());
 //! ```
 
 use std::sync::LazyLock;
@@ -180,20 +180,45 @@ impl Modify for Conventions {
     }
 }
 
-/// The server's OpenAPI document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// Adds `additionalProperties: true` to every object schema that names no properties.
+fn open_free_form_objects(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let is_object = match map.get("type") {
+                Some(Value::String(t)) => t == "object",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+                _ => false,
+            };
+            if is_object
+                && !map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+            {
+                map.insert("additionalProperties".to_owned(), Value::Bool(true));
+            }
+            map.values_mut().for_each(open_free_form_objects);
+        }
+        Value::Array(items) => items.iter_mut().for_each(open_free_form_objects),
+        _ => {}
+    }
 }
 
-/// The document as pretty-printed JSON (what `GET /openapi.json` answers and
-/// `chatter openapi` prints).
+/// The server's OpenAPI document as JSON: [`ApiDoc`] with free-form objects
+/// (`serde_json::Map` fields) marked `additionalProperties: true`, as in the contract, so
+/// generated clients accept any keys there (utoipa's typed model cannot express that for
+/// every map, so it is added to the JSON form).
+pub fn document() -> serde_json::Value {
+    // Serialising a document of plain maps and strings cannot fail; `null` would be the
+    // answer if it ever did.
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    open_free_form_objects(&mut doc);
+    doc
+}
+
+/// [`document`] pretty-printed: what `GET /openapi.json` answers and `chatter openapi` prints.
 pub fn document_json() -> String {
     static JSON: LazyLock<String> = LazyLock::new(|| {
-        // Serialising a document of plain maps and strings cannot fail; an empty object would
-        // be answered if it ever did.
-        document()
-            .to_pretty_json()
-            .unwrap_or_else(|_| "{}".to_owned())
+        serde_json::to_string_pretty(&document()).unwrap_or_else(|_| "{}".to_owned())
     });
     JSON.clone()
 }
