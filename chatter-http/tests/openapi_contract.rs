@@ -611,6 +611,20 @@ async fn generated_document_matches_the_v1_contract() {
 }
 
 #[tokio::test]
+async fn chatter_openapi_prints_the_served_document() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatter"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    run_sqlite(|h| async move {
+        assert_eq!(served_document(&h).await, printed);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_comparison_reports_what_differs() {
     // The comparison itself: a document with a renamed operation, a lost parameter, a
     // required property turned optional and a changed type is reported line by line.
