@@ -573,8 +573,8 @@ async fn generated_document_matches_the_v1_contract() {
             stale.join("\n  ")
         );
 
-        // Every one of the contract's 41 operations is there (the 2 served by other branches
-        // aside), and the native endpoints are documented too.
+        // The comparison saw the whole contract (41 operations; the ones served by other
+        // branches are in `ALLOWED`), and the native endpoints are documented too.
         let operations = |doc: &Value| -> BTreeSet<String> {
             let mut out = BTreeSet::new();
             for (path, item) in doc["paths"].as_object().unwrap() {
@@ -588,7 +588,7 @@ async fn generated_document_matches_the_v1_contract() {
         };
         let (t_ops, o_ops) = (operations(&theirs), operations(&ours));
         assert_eq!(t_ops.len(), 41);
-        assert_eq!(t_ops.difference(&o_ops).count(), 2);
+        assert!(o_ops.len() > 60, "{o_ops:?}");
         for native in [
             "post /api/v1/workflows/executions/{execution_id}/resume",
             "post /api/v1/workflows/executions/{execution_id}/approve",
