@@ -32,4 +32,4 @@ rm -rf target/py-wheels
 
 # The OpenAPI document: TypeScript types generated from it with openapi-typescript must compile
 # (npm packages installed under target/openapi/npm by the script).
-scripts/openapi-ts.sh
+bash scripts/openapi-ts.sh
