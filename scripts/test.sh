@@ -29,3 +29,7 @@ rm -rf target/py-wheels
 "$PY_VENV/bin/maturin" build --locked --profile dev -m chatter-py/Cargo.toml -o target/py-wheels
 "$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/py-wheels/chatter-*.whl
 (cd chatter-py && "../$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider tests)
+
+# The OpenAPI document: TypeScript types generated from it with openapi-typescript must compile
+# (npm packages installed under target/openapi/npm by the script).
+bash scripts/openapi-ts.sh

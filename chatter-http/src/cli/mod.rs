@@ -99,6 +99,9 @@ pub enum Command {
         #[arg(long)]
         durability: Option<String>,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (what `chatter serve` answers at
+    /// `/openapi.json`) as JSON.
+    Openapi,
     /// Create or upgrade a database's schema; prints the migrations applied.
     Migrate {
         /// The database (`sqlite://chatter.db`, `postgres://...`).
@@ -496,6 +499,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, Error> {
             },
             out,
         ),
+        Command::Openapi => {
+            let mut text = crate::server::openapi::document_json();
+            text.push('\n');
+            out.write_all(text.as_bytes()).map_err(|source| Error::Io {
+                context: "writing the OpenAPI document".into(),
+                source,
+            })?;
+            Ok(0)
+        }
         Command::Migrate { db } => store::migrate(&db, out),
         Command::Serve {
             config,

@@ -15,6 +15,7 @@ use super::auth::{
     sha256_hex, start_session, token_json,
 };
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PageQuery, check_limit};
+use super::schemas;
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -120,6 +121,18 @@ fn with_cookie(mut response: Response, value: Option<HeaderValue>) -> Response {
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    operation_id = "login_api_v1_auth_login_post",
+    tag = "Authentication",
+    request_body = schemas::UserLogin,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::TokenResponse),
+        (status = 401, description = "Wrong credentials", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<UserLogin>,
@@ -167,6 +180,17 @@ struct RefreshBody {
     refresh_token: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    operation_id = "refresh_token_api_v1_auth_refresh_post",
+    tag = "Authentication",
+    request_body = Option<schemas::TokenRefreshRequest>,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::TokenRefreshResponse),
+        (status = 401, description = "No, an invalid, an expired or a spent refresh token", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -225,6 +249,16 @@ async fn refresh(
     Ok(with_cookie(ok(doc), cookie))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    operation_id = "logout_api_v1_auth_logout_post",
+    tag = "Authentication",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::LogoutResponse),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn logout(
     State(state): State<AppState>,
     principal: Principal,
@@ -257,10 +291,32 @@ async fn logout(
     Ok(with_cookie(ok(doc), cookie(&state, "", 0)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    operation_id = "get_current_user_info_api_v1_auth_me_get",
+    tag = "Authentication",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::UserResponse),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
     Ok(ok(user_response(&state, &principal.user).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/auth/me",
+    operation_id = "update_profile_api_v1_auth_me_put",
+    tag = "Authentication",
+    request_body = schemas::UserUpdate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::UserResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn update_me(
     State(state): State<AppState>,
     principal: Principal,
@@ -334,6 +390,27 @@ fn hundred() -> u32 {
 }
 
 /// `GET /api/v1/audit/logs` (permission `audit:read`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/logs",
+    operation_id = "list_audit_logs",
+    tag = "Admin",
+    params(
+        ("actor_id" = Option<String>, Query, description = "Only entries of this actor"),
+        ("resource_type" = Option<String>, Query, description = "Only entries about this kind of resource"),
+        ("resource_id" = Option<String>, Query, description = "Only entries about this resource"),
+        ("action" = Option<String>, Query, description = "Only entries with this action (applied within the page read)"),
+        ("since" = Option<i64>, Query, description = "Only entries at or after this time (ms since the epoch)"),
+        ("limit" = Option<i64>, Query, description = "Number of results per page (default 100)"),
+        ("offset" = Option<i64>, Query, description = "Number of results to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::AuditLogsResponse),
+        (status = 403, description = "Needs `audit:read`", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn audit_logs(
     State(state): State<AppState>,
     principal: Principal,
@@ -391,6 +468,18 @@ fn key_json(key: &chatter_core::store::ApiKeyRecord) -> Value {
 }
 
 /// `POST /api/v1/auth/api-keys`: a new key for the caller, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/api-keys",
+    operation_id = "create_api_key",
+    tag = "Authentication",
+    request_body = schemas::ApiKeyCreate,
+    responses(
+        (status = 200, description = "The new key (the only answer that holds `key`)", body = schemas::ApiKeyResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -418,6 +507,16 @@ async fn create_key(
 }
 
 /// `GET /api/v1/auth/api-keys`: the caller's keys (never the keys themselves).
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/api-keys",
+    operation_id = "list_api_keys",
+    tag = "Authentication",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::ApiKeysResponse),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
@@ -430,6 +529,21 @@ async fn list_keys(
 
 /// `DELETE /api/v1/auth/api-keys/{id}`: revokes one of the caller's keys (any key for
 /// `admin:users`).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/auth/api-keys/{key_id}",
+    operation_id = "revoke_api_key",
+    tag = "Authentication",
+    params(
+        ("key_id" = String, Path, description = "API key ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::ApiKeyRevokeResponse),
+        (status = 404, description = "No such active key of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already revoked", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -471,6 +585,22 @@ fn touches_privileged(roles: &[String]) -> bool {
 }
 
 /// `GET /api/v1/admin/users` (permission `admin:users`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users",
+    operation_id = "list_users",
+    tag = "Admin",
+    params(
+        ("limit" = Option<i64>, Query, description = "Number of results per page (default 100)"),
+        ("offset" = Option<i64>, Query, description = "Number of results to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::UsersResponse),
+        (status = 403, description = "Needs `admin:users`", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
@@ -500,6 +630,20 @@ struct NewUserBody {
 }
 
 /// `POST /api/v1/admin/users` (permission `admin:users`; privileged roles need `admin:roles`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users",
+    operation_id = "create_user",
+    tag = "Admin",
+    request_body = schemas::UserCreate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::UserResponse),
+        (status = 403, description = "Needs `admin:users` (privileged roles: `admin:roles`)", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The e-mail or user name is taken", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn admin_create_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -552,6 +696,24 @@ struct UserPatch {
 
 /// `PUT /api/v1/admin/users/{id}`: roles and the active flag (permission `admin:users`;
 /// granting, removing or touching privileged roles needs `admin:roles`).
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/users/{user_id}",
+    operation_id = "update_user",
+    tag = "Admin",
+    params(
+        ("user_id" = String, Path, description = "User ID"),
+    ),
+    request_body = schemas::UserAdminUpdate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::UserResponse),
+        (status = 403, description = "Needs `admin:users` (privileged roles: `admin:roles`)", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Deactivating yourself", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn admin_update_user(
     State(state): State<AppState>,
     principal: Principal,

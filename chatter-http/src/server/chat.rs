@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{Principal, now_ms};
 use super::problem::{ApiError, ApiJson};
+use super::schemas;
 use super::workflows::{
     readable_definition, readable_template, stored_definition, template_definition,
 };
@@ -391,6 +392,18 @@ fn conversation_json(c: &ConversationRecord) -> Value {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/execute/chat",
+    operation_id = "execute_chat_workflow_api_v1_workflows_execute_chat_post",
+    tag = "Workflows",
+    request_body = schemas::ChatRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::ChatResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn chat(
     State(state): State<AppState>,
     p: Principal,
@@ -416,6 +429,18 @@ fn frame(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/execute/chat/streaming",
+    operation_id = "execute_chat_workflow_streaming_api_v1_workflows_execute_chat_streaming_post",
+    tag = "Workflows",
+    request_body = schemas::ChatRequest,
+    responses(
+        (status = 200, description = "Streaming chat response: `data: {json}` chunks of type start, token, complete, done or error, then `data: [DONE]`", body = String, content_type = "text/event-stream"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn chat_streaming(
     State(state): State<AppState>,
     p: Principal,

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Principal;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::schemas;
 use super::workflows::execution_json;
 use super::{AppState, ok};
 
@@ -113,6 +114,22 @@ async fn continue_execution(
     reread(state, run).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/executions/{execution_id}/resume",
+    operation_id = "resume_execution",
+    tag = "Executions",
+    params(
+        ("execution_id" = String, Path, description = "Execution ID"),
+    ),
+    responses(
+        (status = 200, description = "The execution", body = schemas::WorkflowExecutionResponse),
+        (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Running in another server under a live lease", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The execution has ended", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn resume(
     State(state): State<AppState>,
     p: Principal,
@@ -131,6 +148,22 @@ struct ApproveBody {
     node_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/executions/{execution_id}/approve",
+    operation_id = "approve_execution",
+    tag = "Executions",
+    params(
+        ("execution_id" = String, Path, description = "Execution ID"),
+    ),
+    request_body = schemas::ApprovalRequest,
+    responses(
+        (status = 200, description = "The execution once it ends or pauses again", body = schemas::WorkflowExecutionResponse),
+        (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not waiting, or a decision or input the approval does not allow", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn approve(
     State(state): State<AppState>,
     p: Principal,
@@ -142,6 +175,21 @@ async fn approve(
     continue_execution(&state, &p, &id, Some(decision)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/executions/{execution_id}/cancel",
+    operation_id = "cancel_execution",
+    tag = "Executions",
+    params(
+        ("execution_id" = String, Path, description = "Execution ID"),
+    ),
+    responses(
+        (status = 200, description = "The execution, recorded `cancelled`", body = schemas::WorkflowExecutionResponse),
+        (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already ended, or running in another server", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn cancel(
     State(state): State<AppState>,
     p: Principal,
@@ -191,6 +239,20 @@ async fn cancel(
     Ok(ok(execution_json(&record)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/executions/{execution_id}/steps",
+    operation_id = "list_execution_steps",
+    tag = "Executions",
+    params(
+        ("execution_id" = String, Path, description = "Execution ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::ExecutionStepsResponse),
+        (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn steps(
     State(state): State<AppState>,
     p: Principal,
@@ -210,6 +272,22 @@ struct ForkBody {
     variables: Option<Map<String, Value>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/executions/{execution_id}/fork",
+    operation_id = "fork_execution",
+    tag = "Executions",
+    params(
+        ("execution_id" = String, Path, description = "Execution ID"),
+    ),
+    request_body = schemas::ForkRequest,
+    responses(
+        (status = 200, description = "The new execution", body = schemas::WorkflowExecutionResponse),
+        (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A step out of range", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn fork(
     State(state): State<AppState>,
     p: Principal,
@@ -262,6 +340,23 @@ fn parse_after(text: &str) -> Result<i64, ApiError> {
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/executions/{execution_id}/events",
+    operation_id = "stream_execution_events",
+    tag = "Executions",
+    params(
+        ("execution_id" = String, Path, description = "Execution ID"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its sequence number)"),
+        ("after" = Option<String>, Query, description = "As `Last-Event-ID`"),
+    ),
+    responses(
+        (status = 200, description = "The events as Server-Sent Events: `id:` the sequence number, `event:` the type, `data:` the event as JSON; `: keep-alive` comments while nothing happens", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A `Last-Event-ID` that is not a number or names no event of this execution", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn events(
     State(state): State<AppState>,
     p: Principal,

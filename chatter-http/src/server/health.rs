@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::schemas;
 
 fn base(status: &str) -> Value {
     json!({
@@ -17,16 +18,44 @@ fn base(status: &str) -> Value {
 }
 
 /// The process is up.
+#[utoipa::path(
+    get,
+    path = "/live",
+    operation_id = "liveness_check_live_get",
+    tag = "Health",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::HealthCheckResponse),
+    ),
+)]
 pub(super) async fn live() -> Response {
     axum::Json(base("alive")).into_response()
 }
 
 /// The process is up and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health_check_endpoint_healthz_get",
+    tag = "Health",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::HealthCheckResponse),
+    ),
+)]
 pub(super) async fn healthz() -> Response {
     axum::Json(base("healthy")).into_response()
 }
 
 /// The database answers within the readiness timeout; 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readiness_check_readyz_get",
+    tag = "Health",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::ReadinessCheckResponse),
+        (status = 503, description = "The database does not answer", body = schemas::ReadinessCheckResponse),
+    ),
+)]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let timeout = state.config().readiness_timeout;
     let started = std::time::Instant::now();

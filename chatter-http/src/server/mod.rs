@@ -1,6 +1,7 @@
 //! `chatter serve`: the HTTP server (axum) with the old v1 contract under `/api/v1/workflows`,
 //! bearer authentication (JWT access tokens or API keys), role-based permissions with owner
-//! scoping, an append-only audit trail, chat streaming and health checks.
+//! scoping, an append-only audit trail, chat streaming, health checks and its OpenAPI document
+//! (`GET /openapi.json`, [`openapi`]).
 //!
 //! Tests and embedders start it in-process with [`Server::start`] (or
 //! [`Server::start_with_store`]) on `127.0.0.1:0` and talk to [`Server::base_url`]:
@@ -47,7 +48,9 @@ mod auth_routes;
 mod chat;
 mod executions;
 mod health;
+pub mod openapi;
 pub mod problem;
+pub mod schemas;
 mod workflows;
 mod workspaces;
 
@@ -598,6 +601,7 @@ fn router(state: AppState) -> Router {
         .merge(executions::routes())
         .merge(chat::routes())
         .merge(workspaces::routes())
+        .merge(openapi::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), audit_denials))
         .layer(middleware::from_fn(problem::finish))

@@ -25,6 +25,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PageQuery, check_limit, check_range};
+use super::schemas;
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -338,6 +339,18 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/definitions",
+    operation_id = "create_workflow_definition_api_v1_workflows_definitions_post",
+    tag = "Workflows",
+    request_body = schemas::WorkflowDefinitionCreate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDefinitionResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn create_definition(
     State(state): State<AppState>,
     p: Principal,
@@ -398,6 +411,20 @@ where
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions",
+    operation_id = "list_workflow_definitions_api_v1_workflows_definitions_get",
+    tag = "Workflows",
+    params(
+        ("limit" = Option<i64>, Query, description = "Number of results per page (default 100)"),
+        ("offset" = Option<i64>, Query, description = "Number of results to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDefinitionsResponse),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_definitions(
     State(state): State<AppState>,
     p: Principal,
@@ -432,6 +459,21 @@ async fn list_definitions(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions/{workflow_id}",
+    operation_id = "get_workflow_definition_api_v1_workflows_definitions__workflow_id__get",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDefinitionResponse),
+        (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn get_definition(
     State(state): State<AppState>,
     p: Principal,
@@ -454,6 +496,23 @@ struct DefinitionPatch {
     template_id: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/workflows/definitions/{workflow_id}",
+    operation_id = "update_workflow_definition_api_v1_workflows_definitions__workflow_id__put",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+    ),
+    request_body = schemas::WorkflowDefinitionUpdate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDefinitionResponse),
+        (status = 403, description = "Readable but not the caller's", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn update_definition(
     State(state): State<AppState>,
     p: Principal,
@@ -519,6 +578,22 @@ async fn update_definition(
     Ok(ok(definition_json(&updated)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workflows/definitions/{workflow_id}",
+    operation_id = "delete_workflow_definition_api_v1_workflows_definitions__workflow_id__delete",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDeleteResponse),
+        (status = 403, description = "Readable but not the caller's", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn delete_definition(
     State(state): State<AppState>,
     p: Principal,
@@ -545,6 +620,18 @@ async fn delete_definition(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/definitions/validate",
+    operation_id = "validate_workflow_definition_api_v1_workflows_definitions_validate_post",
+    tag = "Workflows",
+    request_body = inline(schemas::DefinitionValidationRequest),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowValidationResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn validate_definition(
     p: Principal,
     ApiJson(body): ApiJson<Value>,
@@ -572,6 +659,21 @@ async fn validate_definition(
     Ok(ok(report))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions/{workflow_id}/analytics",
+    operation_id = "get_workflow_analytics_api_v1_workflows_definitions__workflow_id__analytics_get",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowAnalyticsResponse),
+        (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn definition_analytics(
     State(state): State<AppState>,
     p: Principal,
@@ -605,6 +707,19 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/definitions/from-template",
+    operation_id = "create_workflow_definition_from_template_api_v1_workflows_definitions_from_template_post",
+    tag = "Workflows",
+    request_body = schemas::WorkflowDefinitionFromTemplateRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDefinitionResponse),
+        (status = 404, description = "No such template", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn definition_from_template(
     State(state): State<AppState>,
     p: Principal,
@@ -794,6 +909,22 @@ struct ExecutionRequest {
     debug_mode: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/definitions/{workflow_id}/execute",
+    operation_id = "execute_workflow_api_v1_workflows_definitions__workflow_id__execute_post",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+    ),
+    request_body = schemas::WorkflowExecutionRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionResponse),
+        (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn execute_definition(
     State(state): State<AppState>,
     p: Principal,
@@ -834,6 +965,26 @@ struct CustomBody {
     edges: Vec<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/definitions/custom/execute",
+    operation_id = "execute_custom_workflow_api_v1_workflows_definitions_custom_execute_post",
+    tag = "Workflows",
+    params(
+        ("message" = String, Query, description = "The user message"),
+        ("entry_point" = Option<String>, Query, description = "Accepted and ignored (the graph's start node is the entry)"),
+        ("provider" = Option<String>, Query, description = "Model provider recorded with the execution"),
+        ("model" = Option<String>, Query, description = "Model recorded with the execution"),
+        ("conversation_id" = Option<String>, Query, description = "A conversation of the caller"),
+    ),
+    request_body = schemas::CustomWorkflowBody,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::CustomWorkflowExecutionResponse),
+        (status = 404, description = "No such conversation of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn execute_custom(
     State(state): State<AppState>,
     p: Principal,
@@ -883,6 +1034,21 @@ fn twenty() -> u32 {
     20
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/executions",
+    operation_id = "list_all_workflow_executions_api_v1_workflows_executions_get",
+    tag = "Workflows",
+    params(
+        ("limit" = Option<i64>, Query, description = "Number of results per page (default 20)"),
+        ("offset" = Option<i64>, Query, description = "Number of results to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionsPage),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_executions(
     State(state): State<AppState>,
     p: Principal,
@@ -907,6 +1073,21 @@ async fn list_executions(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions/{workflow_id}/executions",
+    operation_id = "list_workflow_executions_api_v1_workflows_definitions__workflow_id__executions_get",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = Vec<schemas::WorkflowExecutionResponse>),
+        (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_definition_executions(
     State(state): State<AppState>,
     p: Principal,
@@ -950,6 +1131,22 @@ async fn readable_execution(
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions/{workflow_id}/executions/{execution_id}",
+    operation_id = "get_workflow_execution_details_api_v1_workflows_definitions__workflow_id__executions__execution_id__get",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+        ("execution_id" = String, Path, description = "Execution ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::DetailedWorkflowExecutionResponse),
+        (status = 404, description = "No such execution of the caller under this workflow", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn get_execution(
     State(state): State<AppState>,
     p: Principal,
@@ -980,6 +1177,24 @@ fn thousand() -> u32 {
     1000
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions/{workflow_id}/executions/{execution_id}/logs",
+    operation_id = "get_workflow_execution_logs_api_v1_workflows_definitions__workflow_id__executions__execution_id__logs_get",
+    tag = "Workflows",
+    params(
+        ("workflow_id" = String, Path, description = "Workflow ID"),
+        ("execution_id" = String, Path, description = "Execution ID"),
+        ("log_level" = Option<String>, Query, description = "Only entries of this level: debug, info, warning or error (default: every level but the tokens)"),
+        ("limit" = Option<i64>, Query, description = "Number of results per page (default 1000)"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = Vec<schemas::WorkflowExecutionLogEntry>),
+        (status = 404, description = "No such execution of the caller under this workflow", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn execution_logs(
     State(state): State<AppState>,
     p: Principal,
@@ -1126,6 +1341,20 @@ async fn writable_template(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/templates",
+    operation_id = "list_workflow_templates_api_v1_workflows_templates_get",
+    tag = "Workflows",
+    params(
+        ("limit" = Option<i64>, Query, description = "Number of results per page (default 100)"),
+        ("offset" = Option<i64>, Query, description = "Number of results to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplatesResponse),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_templates(
     State(state): State<AppState>,
     p: Principal,
@@ -1202,6 +1431,18 @@ fn custom() -> String {
     "custom".into()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/templates",
+    operation_id = "create_workflow_template_api_v1_workflows_templates_post",
+    tag = "Workflows",
+    request_body = schemas::WorkflowTemplateCreate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplateResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn create_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1256,6 +1497,23 @@ async fn store_new_template(
     Ok(ok(Template::from_record(record)?.json(None)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/workflows/templates/{template_id}",
+    operation_id = "update_workflow_template_api_v1_workflows_templates__template_id__put",
+    tag = "Workflows",
+    params(
+        ("template_id" = String, Path, description = "Template ID"),
+    ),
+    request_body = schemas::WorkflowTemplateUpdate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplateResponse),
+        (status = 403, description = "Built in, or not the caller's", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn update_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1313,6 +1571,22 @@ async fn update_template(
     Ok(ok(Template::from_record(updated)?.json(usage.as_ref())))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workflows/templates/{template_id}",
+    operation_id = "delete_workflow_template_api_v1_workflows_templates__template_id__delete",
+    tag = "Workflows",
+    params(
+        ("template_id" = String, Path, description = "Template ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowDeleteResponse),
+        (status = 403, description = "Built in, or not the caller's", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn delete_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1336,6 +1610,21 @@ async fn delete_template(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/templates/{template_id}/export",
+    operation_id = "export_workflow_template_api_v1_workflows_templates__template_id__export_get",
+    tag = "Workflows",
+    params(
+        ("template_id" = String, Path, description = "Template ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplateExportResponse),
+        (status = 404, description = "No such template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn export_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1350,6 +1639,21 @@ async fn export_template(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/templates/{template_id}/load",
+    operation_id = "load_workflow_template_api_v1_workflows_templates__template_id__load_get",
+    tag = "Workflows",
+    params(
+        ("template_id" = String, Path, description = "Template ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplateResponse),
+        (status = 404, description = "No such template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn load_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1369,6 +1673,18 @@ struct TemplateImport {
     merge_with_existing: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/templates/import",
+    operation_id = "import_workflow_template_api_v1_workflows_templates_import_post",
+    tag = "Workflows",
+    request_body = schemas::WorkflowTemplateImportRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplateResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn import_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1390,6 +1706,18 @@ struct TemplateValidation {
     template: Value,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/templates/validate",
+    operation_id = "validate_workflow_template_api_v1_workflows_templates_validate_post",
+    tag = "Workflows",
+    request_body = schemas::WorkflowTemplateValidationRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowTemplateValidationResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn validate_template(
     p: Principal,
     ApiJson(body): ApiJson<TemplateValidation>,
@@ -1513,6 +1841,22 @@ async fn run_template(
     Ok(ok(execution_json(&execution)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/templates/{template_id}/execute",
+    operation_id = "execute_workflow_template_api_v1_workflows_templates__template_id__execute_post",
+    tag = "Workflows",
+    params(
+        ("template_id" = String, Path, description = "Template ID"),
+    ),
+    request_body = schemas::WorkflowTemplateExecutionRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionResponse),
+        (status = 404, description = "No such template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn execute_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1541,6 +1885,18 @@ struct InlineTemplateExecution {
     debug_mode: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/templates/execute",
+    operation_id = "execute_temporary_workflow_template_api_v1_workflows_templates_execute_post",
+    tag = "Workflows",
+    request_body = schemas::WorkflowTemplateDirectExecutionRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn execute_inline_template(
     State(state): State<AppState>,
     p: Principal,
@@ -1568,6 +1924,16 @@ async fn execute_inline_template(
 // Node types, defaults, preferences
 // ---------------------------------------------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/node-types",
+    operation_id = "get_supported_node_types_api_v1_workflows_node_types_get",
+    tag = "Workflows",
+    responses(
+        (status = 200, description = "Successful Response", body = Vec<schemas::NodeTypeResponse>),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn node_types(p: Principal) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
     let types = NodeRegistry::builtin().node_types();
@@ -1576,6 +1942,16 @@ async fn node_types(p: Principal) -> Result<Response, ApiError> {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/node-types/modern",
+    operation_id = "get_modern_supported_node_types_api_v1_workflows_node_types_modern_get",
+    tag = "Workflows",
+    responses(
+        (status = 200, description = "`supported_types`, `type_details`, ... of the node registry", body = Object),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn modern_node_types(p: Principal) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
     Ok(ok(NodeRegistry::builtin().modern_node_types()))
@@ -1598,6 +1974,21 @@ struct DefaultsQuery {
     node_type: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/defaults",
+    operation_id = "get_workflow_defaults_api_v1_workflows_defaults_get",
+    tag = "Workflows",
+    params(
+        ("node_type" = Option<String>, Query, description = "Only this node kind's defaults"),
+    ),
+    responses(
+        (status = 200, description = "Node config defaults, the caller's memory and tool settings, the model providers", body = Object),
+        (status = 404, description = "Unknown node kind", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn defaults(
     State(state): State<AppState>,
     p: Principal,
@@ -1683,6 +2074,23 @@ fn intelligent() -> String {
     "intelligent".into()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/memory/configure",
+    operation_id = "configure_memory_settings_api_v1_workflows_memory_configure_post",
+    tag = "Workflows",
+    params(
+        ("adaptive_mode" = Option<bool>, Query, description = "Default true"),
+        ("base_window_size" = Option<i64>, Query, description = "1 to 1000, default 10"),
+        ("max_window_size" = Option<i64>, Query, description = "1 to 1000, default 50"),
+        ("summary_strategy" = Option<String>, Query, description = "intelligent (default), simple, truncate or none"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::SettingsResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn configure_memory(
     State(state): State<AppState>,
     p: Principal,
@@ -1736,6 +2144,23 @@ fn adaptive() -> String {
     "adaptive".into()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/tools/configure",
+    operation_id = "configure_tool_settings_api_v1_workflows_tools_configure_post",
+    tag = "Workflows",
+    params(
+        ("max_total_calls" = Option<i64>, Query, description = "1 to 1000, default 10"),
+        ("max_consecutive_calls" = Option<i64>, Query, description = "1 to 1000, default 3"),
+        ("recursion_strategy" = Option<String>, Query, description = "adaptive (default), strict or lenient"),
+        ("enable_recursion_detection" = Option<bool>, Query, description = "Default true"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::SettingsResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn configure_tools(
     State(state): State<AppState>,
     p: Principal,

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::auth::Principal;
 use super::problem::{ApiError, ApiJson, ApiPath};
+use super::schemas;
 use super::{AppState, ok};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -92,6 +93,18 @@ struct NewWorkspace {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces",
+    operation_id = "create_workspace",
+    tag = "Workspaces",
+    request_body = schemas::WorkspaceCreate,
+    responses(
+        (status = 200, description = "The workspace (the caller is its admin)", body = schemas::WorkspaceResponse),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     p: Principal,
@@ -116,6 +129,16 @@ async fn create(
     Ok(ok(workspace_json(&workspace, Some("admin"))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces",
+    operation_id = "list_workspaces",
+    tag = "Workspaces",
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkspacesResponse),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     let workspaces = state.store().list_user_workspaces(p.id()).await?;
     let docs: Vec<Value> = workspaces
@@ -125,6 +148,20 @@ async fn list(State(state): State<AppState>, p: Principal) -> Result<Response, A
     Ok(ok(json!({"workspaces": docs, "total_count": docs.len()})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{workspace_id}",
+    operation_id = "get_workspace",
+    tag = "Workspaces",
+    params(
+        ("workspace_id" = String, Path, description = "Workspace ID"),
+    ),
+    responses(
+        (status = 200, description = "The workspace with its members", body = schemas::WorkspaceResponse),
+        (status = 404, description = "No such workspace of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn show(
     State(state): State<AppState>,
     p: Principal,
@@ -136,6 +173,21 @@ async fn show(
     Ok(ok(doc))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workspaces/{workspace_id}",
+    operation_id = "delete_workspace",
+    tag = "Workspaces",
+    params(
+        ("workspace_id" = String, Path, description = "Workspace ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkspaceChangeResponse),
+        (status = 403, description = "Not a workspace admin", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn remove(
     State(state): State<AppState>,
     p: Principal,
@@ -163,6 +215,25 @@ struct MemberBody {
     role: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/workspaces/{workspace_id}/members/{user_id}",
+    operation_id = "set_workspace_member",
+    tag = "Workspaces",
+    params(
+        ("workspace_id" = String, Path, description = "Workspace ID"),
+        ("user_id" = String, Path, description = "User ID"),
+    ),
+    request_body = schemas::WorkspaceMemberUpdate,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkspaceMember),
+        (status = 403, description = "Not a workspace admin", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Demoting the owner", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn set_member(
     State(state): State<AppState>,
     p: Principal,
@@ -199,6 +270,23 @@ async fn set_member(
     Ok(ok(member_json(&member)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workspaces/{workspace_id}/members/{user_id}",
+    operation_id = "remove_workspace_member",
+    tag = "Workspaces",
+    params(
+        ("workspace_id" = String, Path, description = "Workspace ID"),
+        ("user_id" = String, Path, description = "User ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkspaceChangeResponse),
+        (status = 403, description = "Not a workspace admin", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Removing the owner", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn remove_member(
     State(state): State<AppState>,
     p: Principal,
@@ -262,6 +350,23 @@ async fn resource_owner(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces/{workspace_id}/resources",
+    operation_id = "share_workspace_resource",
+    tag = "Workspaces",
+    params(
+        ("workspace_id" = String, Path, description = "Workspace ID"),
+    ),
+    request_body = schemas::WorkspaceShareRequest,
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkspaceShareResponse),
+        (status = 403, description = "Not a workspace editor", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn share(
     State(state): State<AppState>,
     p: Principal,
@@ -297,6 +402,23 @@ async fn share(
     })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workspaces/{workspace_id}/resources/{resource_type}/{resource_id}",
+    operation_id = "unshare_workspace_resource",
+    tag = "Workspaces",
+    params(
+        ("workspace_id" = String, Path, description = "Workspace ID"),
+        ("resource_type" = String, Path, description = "definition or template"),
+        ("resource_id" = String, Path, description = "The resource's ID"),
+    ),
+    responses(
+        (status = 200, description = "Successful Response", body = schemas::WorkspaceChangeResponse),
+        (status = 403, description = "Not a workspace editor", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn unshare(
     State(state): State<AppState>,
     p: Principal,
