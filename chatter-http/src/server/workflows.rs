@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
+use super::jobs::{AsyncQuery, Submission, enqueue_if_async};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PageQuery, check_limit, check_range};
 use super::{AppState, ok};
 
@@ -798,6 +799,7 @@ async fn execute_definition(
     State(state): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<ExecutionRequest>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -814,6 +816,10 @@ async fn execute_definition(
     let meta = ExecutionMeta::new(p.id(), ExecutionKind::Definition)
         .definition(&record.id)
         .params(json!({"definition_id": record.id}));
+    let submission = || Submission::new(record.name.clone(), &def, input.clone(), meta.clone());
+    if let Some(accepted) = enqueue_if_async(&state, &p, &job, submission).await? {
+        return Ok(accepted);
+    }
     let execution = run_recorded(&state, &def, input, meta).await?;
     Ok(ok(execution_json(&execution)))
 }
@@ -838,6 +844,7 @@ async fn execute_custom(
     State(state): State<AppState>,
     p: Principal,
     ApiQuery(query): ApiQuery<CustomQuery>,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<CustomBody>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -864,7 +871,12 @@ async fn execute_custom(
         }
         meta = meta.conversation(conversation);
     }
-    let execution = run_recorded(&state, &def, Value::Object(input), meta).await?;
+    let input = Value::Object(input);
+    let submission = || Submission::new("custom workflow", &def, input.clone(), meta.clone());
+    if let Some(accepted) = enqueue_if_async(&state, &p, &job, submission).await? {
+        return Ok(accepted);
+    }
+    let execution = run_recorded(&state, &def, input, meta).await?;
     let mut doc = execution_json(&execution);
     doc["execution_id"] = json!(execution.id);
     doc["response"] = json!(execution.response);
@@ -1023,6 +1035,11 @@ pub(super) struct Template {
 }
 
 impl Template {
+    /// Whether the template is stored (not only built into the code).
+    pub(super) fn is_stored(&self) -> bool {
+        self.record.is_some()
+    }
+
     fn from_record(record: TemplateRecord) -> Result<Template, ApiError> {
         // The record's columns win over the spec's fields (templates stored by the core
         // lifecycle keep those fields in the columns only).
@@ -1444,7 +1461,7 @@ struct TemplateExecution {
 
 /// Splits `input_data` into the template parameters (`params`, or every key but `message`
 /// and `variables`) and the run input.
-fn template_input(input: Map<String, Value>) -> (Value, Value) {
+pub(super) fn template_input(input: Map<String, Value>) -> (Value, Value) {
     let mut run = Map::new();
     let mut params = Map::new();
     for (key, value) in input {
@@ -1495,6 +1512,7 @@ async fn run_template(
     template: &Template,
     input: Map<String, Value>,
     template_id: Option<&str>,
+    job: &AsyncQuery,
 ) -> Result<Response, ApiError> {
     let (params, run_input) = template_input(input);
     let (def, params) = template_definition(state, &template.spec, params)?;
@@ -1509,6 +1527,11 @@ async fn run_template(
     if let (Some(id), Some(_)) = (template_id, &template.record) {
         meta = meta.template(id);
     }
+    let name = template.spec.name.clone();
+    let submission = || Submission::new(name, &def, run_input.clone(), meta.clone());
+    if let Some(accepted) = enqueue_if_async(state, p, job, submission).await? {
+        return Ok(accepted);
+    }
     let execution = run_recorded(state, &def, run_input, meta).await?;
     Ok(ok(execution_json(&execution)))
 }
@@ -1517,6 +1540,7 @@ async fn execute_template(
     State(state): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<TemplateExecution>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -1528,6 +1552,7 @@ async fn execute_template(
         &template,
         body.input_data.unwrap_or_default(),
         Some(&id),
+        &job,
     )
     .await
 }
@@ -1544,6 +1569,7 @@ struct InlineTemplateExecution {
 async fn execute_inline_template(
     State(state): State<AppState>,
     p: Principal,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<InlineTemplateExecution>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -1560,6 +1586,7 @@ async fn execute_inline_template(
         &template,
         body.input_data.unwrap_or_default(),
         None,
+        &job,
     )
     .await
 }
