@@ -734,6 +734,113 @@ async fn restart_case(place: &Place) {
     second.server.shutdown().await.unwrap();
 }
 
+/// A worker died holding a job whose execution had started: when the job's lease expires,
+/// a worker of the next server takes the job over (attempt 2), and the same execution is
+/// resumed to its end, not started again.
+async fn a_dead_workers_job_is_taken_over(place: Place) {
+    let kept = place.clone();
+    let outcome = tokio::spawn(async move { takeover_case(&place).await }).await;
+    kept.clean().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn takeover_case(place: &Place) {
+    use chatter_core::store::{ExecutionKind, NewExecution};
+
+    let first = serve(place, 0).await;
+    let alice = first.user("alice", &["user"]).await;
+    let def = create_definition(&first, &alice.key, "Chat", chat_graph()).await;
+    let accepted = submit(
+        &first,
+        &alice.key,
+        json!({"workflow_id": def, "input": {"message": "hello"}}),
+    )
+    .await;
+    let job_id = accepted["id"].as_str().unwrap().to_owned();
+    let execution_id = accepted["execution_id"].as_str().unwrap().to_owned();
+    // What a worker that died mid-run leaves: the job claimed, its execution created and
+    // running, both leases (1 ms) expired.
+    let store = first.store().clone();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let claimed = store
+        .claim_job(chatter_http::server::jobs::QUEUE, "dead-worker", 1, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (claimed.id.as_str(), claimed.attempts),
+        (job_id.as_str(), 1)
+    );
+    store
+        .create_execution(NewExecution {
+            id: Some(execution_id.clone()),
+            owner_id: alice.id.clone(),
+            definition_id: Some(def.clone()),
+            template_id: None,
+            kind: ExecutionKind::Definition,
+            input: json!({"message": "hello"}),
+            params: json!({"definition_id": def}),
+            conversation_id: None,
+            graph: None,
+        })
+        .await
+        .unwrap();
+    store
+        .set_execution_status(&execution_id, ExecutionStatus::Running, now)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .acquire_lease(&execution_id, "dead-worker", now + 1, now)
+            .await
+            .unwrap()
+    );
+    first.server.shutdown().await.unwrap();
+
+    let second = serve(place, 1).await;
+    let done = wait_status(&second, &alice.key, &job_id, "completed").await;
+    assert_eq!(done["execution_id"], execution_id.as_str(), "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["result"]["response"], OFFLINE_REPLY);
+    let record = execution(second.store(), &execution_id).await;
+    assert_eq!(record.status, ExecutionStatus::Completed);
+    assert_ne!(record.lease_owner.as_deref(), Some("dead-worker"));
+    let steps = second
+        .get(
+            &format!("{W}/executions/{execution_id}/steps"),
+            Some(&alice.key),
+        )
+        .await;
+    let nodes: Vec<&str> = steps.body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["start", "chat", "end"], "each node ran once");
+    let runs = second
+        .store()
+        .list_executions(
+            &chatter_core::store::ExecutionFilter {
+                owner_id: Some(alice.id.clone()),
+                ..Default::default()
+            },
+            chatter_core::store::Page::new(10, 0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "no second execution was started");
+    second.server.shutdown().await.unwrap();
+}
+
 macro_rules! cases {
     ($($case:ident => $workers:expr),* $(,)?) => {
         mod sqlite {
@@ -747,6 +854,13 @@ macro_rules! cases {
                 let path = std::env::temp_dir()
                     .join(format!("chatter-jobs-{}.db", ulid::Ulid::new()));
                 super::jobs_survive_a_restart(super::Place::Sqlite(path)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_dead_workers_job_is_taken_over() {
+                let path = std::env::temp_dir()
+                    .join(format!("chatter-jobs-{}.db", ulid::Ulid::new()));
+                super::a_dead_workers_job_is_taken_over(super::Place::Sqlite(path)).await;
             }
         }
         mod postgres {
@@ -763,6 +877,16 @@ macro_rules! cases {
                 };
                 let schema = format!("chatter_jobs_{}", ulid::Ulid::new().to_string().to_lowercase());
                 super::jobs_survive_a_restart(super::Place::Postgres { url, schema }).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_dead_workers_job_is_taken_over() {
+                let Some(url) = crate::common::postgres_url() else {
+                    println!("skipped: CHATTER_TEST_POSTGRES_URL not set");
+                    return;
+                };
+                let schema = format!("chatter_jobs_{}", ulid::Ulid::new().to_string().to_lowercase());
+                super::a_dead_workers_job_is_taken_over(super::Place::Postgres { url, schema }).await;
             }
         }
     };

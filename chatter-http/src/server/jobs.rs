@@ -712,7 +712,7 @@ enum Stop {
 /// How an attempt ended.
 enum Attempt {
     /// The execution ended (or waits for an approval): the stored row.
-    Ran(ExecutionRecord),
+    Ran(Box<ExecutionRecord>),
     /// Failed without retry (a deleted definition, an unusable graph).
     Permanent(String),
     /// Failed; retried when attempts remain.
@@ -739,7 +739,8 @@ async fn supervise<F: Future>(
     loop {
         tokio::select! {
             out = &mut work => return (out, stop),
-            _ = renew.tick(), if stop == Stop::No => {
+            // A timed-out attempt keeps its lease until its failure is recorded.
+            _ = renew.tick(), if matches!(stop, Stop::No | Stop::TimedOut) => {
                 let now = state.engine().services().clock.now_ms();
                 if let Err(e) = state
                     .store()
@@ -750,7 +751,7 @@ async fn supervise<F: Future>(
                     if current.as_ref().is_some_and(|j| j.status == JobStatus::Cancelled) {
                         stop = Stop::Cancelled;
                         token.cancel();
-                    } else if e.store_kind() == Some(StoreErrorKind::Conflict) {
+                    } else if stop == Stop::No && e.store_kind() == Some(StoreErrorKind::Conflict) {
                         // Another worker took the job over; it waits for this execution.
                         stop = Stop::Lost;
                     }
@@ -919,7 +920,7 @@ async fn attempt(
     token: &CancellationToken,
 ) -> Attempt {
     match try_attempt(state, worker_id, job, token).await {
-        Ok(record) => Attempt::Ran(record),
+        Ok(record) => Attempt::Ran(Box::new(record)),
         Err(attempt) => attempt,
     }
 }
