@@ -840,6 +840,10 @@ async fn fail(
     retry: bool,
     now: i64,
 ) -> chatter_core::Result<()> {
+    eprintln!(
+        "chatter serve: {worker_id}: job {} attempt {}/{} failed: {error}",
+        job.id, job.attempts, job.max_attempts
+    );
     let retry_at = retry
         .then(|| now.saturating_add(millis(backoff(state.config().job_retry_base, job.attempts))));
     state
@@ -959,6 +963,9 @@ async fn try_attempt(
             .map_err(|e| retry("recording the job's execution failed", &e))?;
     }
     let _live = state.register_live(&execution_id, token.clone());
+    // The execution's lease is held in this worker's name: the server's resumer (and other
+    // workers) then see it as taken, and never run the same execution at the same time.
+    let tracker = state.tracker().clone().worker_id(worker_id);
     match existing {
         None => {
             let def = job_graph(state, &job.payload).await?;
@@ -968,8 +975,7 @@ async fn try_attempt(
                 .owner(meta.owner_id.clone())
                 .execution_id(&execution_id);
             options.cancel = Some(token.clone());
-            let run = state
-                .tracker()
+            let run = tracker
                 .run(state.engine(), &def, input, options, meta)
                 .await
                 .map_err(|e| match ApiError::from(e) {
@@ -992,8 +998,7 @@ async fn try_attempt(
                 .map_err(|e| Attempt::Permanent(format!("the execution's graph: {e}")))?;
             let mut options = RunOptions::default().owner(record.owner_id.clone());
             options.cancel = Some(token.clone());
-            match state
-                .tracker()
+            match tracker
                 .resume(state.engine(), &def, &execution_id, None, options)
                 .await
             {
@@ -1002,11 +1007,21 @@ async fn try_attempt(
                         return Err(retry("the execution was not fully recorded", &error));
                     }
                 }
-                // Another worker (or the resumer) runs it: wait for its end.
-                Err(e) if e.store_kind() == Some(StoreErrorKind::Conflict) => {
+                Err(e) => {
+                    // Another worker (or the server's resumer) runs it, or has just finished
+                    // it: wait for its end.
+                    let now_ended = store
+                        .get_execution(&execution_id)
+                        .await
+                        .map_err(|e| retry("reading the execution failed", &e))?
+                        .is_some_and(|r| {
+                            r.status.is_terminal() || r.status == ExecutionStatus::Waiting
+                        });
+                    if !now_ended && e.store_kind() != Some(StoreErrorKind::Conflict) {
+                        return Err(retry("resuming the execution failed", &e));
+                    }
                     wait_for_end(state, &execution_id, token).await?;
                 }
-                Err(e) => return Err(retry("resuming the execution failed", &e)),
             }
         }
     }
