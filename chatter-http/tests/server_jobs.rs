@@ -417,8 +417,38 @@ mod cases {
             None,
             "a cancelled queued job never runs"
         );
+
+        // Cancelling the execution through the execution endpoint ends its job too.
+        let third = submit(&h, &alice.key, json!({"workflow_id": slow})).await;
+        let third_execution = third["execution_id"].as_str().unwrap().to_owned();
+        let give_up = tokio::time::Instant::now() + DEADLINE;
+        while h
+            .store()
+            .get_execution(&third_execution)
+            .await
+            .unwrap()
+            .map(|r| r.status)
+            != Some(ExecutionStatus::Running)
+        {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "the execution never started"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stopped = h
+            .post(
+                &format!("{W}/executions/{third_execution}/cancel"),
+                Some(&alice.key),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(stopped.status, 200, "{}", stopped.text);
+        assert_eq!(stopped.body["status"], "cancelled");
+        wait_status(&h, &alice.key, third["id"].as_str().unwrap(), "cancelled").await;
+
         let stats = h.get("/api/v1/jobs/stats", Some(&alice.key)).await;
-        assert_eq!(stats.body["cancelled_jobs"], 2);
+        assert_eq!(stats.body["cancelled_jobs"], 3);
         assert_eq!(stats.body["completed_jobs"], 1);
     }
 

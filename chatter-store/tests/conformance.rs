@@ -2577,6 +2577,91 @@ mod cases {
 mod sqlite_specific {
     use super::*;
 
+    /// Migration 0007 rebuilds `jobs` (to allow `cancelled`): the rows of a database at
+    /// version 6 are kept, and so are the indexes.
+    #[tokio::test]
+    async fn jobs_migration_keeps_rows_and_indexes() {
+        let dir = temp_dir();
+        let path = dir.join("v6.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                     checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for m in chatter_store::migrate::SQLITE_MIGRATIONS
+                .iter()
+                .filter(|m| m.version <= 6)
+            {
+                conn.execute_batch(m.sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, ?3, 0)",
+                    rusqlite::params![m.version, m.name, m.checksum()],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts,
+                     run_at, lease_owner, lease_expires_at, last_error, result, created_at, updated_at)
+                 VALUES ('old-1', 'q', 'run', '{\"n\":1}', 7, 'failed', 2, 2, 10, NULL, NULL, 'boom',
+                         NULL, 5, 6),
+                        ('old-2', 'q', 'run', '{}', 0, 'queued', 0, 3, 10, NULL, NULL, NULL, NULL, 8, 8)",
+                [],
+            )
+            .unwrap();
+        }
+        let url = format!("sqlite://{}", path.display());
+        let store = connect_with(&url, options()).await.unwrap();
+        let old = store.get_job("old-1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                old.payload.clone(),
+                old.priority,
+                old.status,
+                old.attempts,
+                old.last_error.as_deref(),
+                old.created_at,
+                old.updated_at,
+                old.owner_id.clone(),
+                old.finished_at
+            ),
+            (
+                json!({"n": 1}),
+                7,
+                JobStatus::Failed,
+                2,
+                Some("boom"),
+                5,
+                6,
+                None,
+                None
+            )
+        );
+        let cancelled = store.cancel_job("old-2", 20).await.unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND name LIKE 'idx_%' ORDER BY name")
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            [
+                "idx_jobs_batch",
+                "idx_jobs_claim",
+                "idx_jobs_owner",
+                "idx_jobs_queue_created"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn file_store_uses_wal_and_reopens_without_remigrating() {
         let dir = temp_dir();
