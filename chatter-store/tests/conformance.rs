@@ -1931,6 +1931,29 @@ mod cases {
             Some(StoreErrorKind::InvalidInput)
         );
         assert_eq!(s.job_stats("q", None).await.unwrap().total(), 3);
+
+        // Several at once: all or none.
+        let mut twins = vec![
+            NewJob::new("q", "run", json!({"twin": 1}), 0),
+            NewJob::new("q", "run", json!({"twin": 2}), 0),
+        ];
+        twins[0].id = Some("01JTWIN0000000000000000000".into());
+        twins[1].id = Some("01JTWIN0000000000000000000".into());
+        assert!(s.enqueue_jobs(twins).await.is_err());
+        let mut bad = vec![NewJob::new("q", "run", json!({}), 0); 2];
+        bad[1].max_attempts = 0;
+        assert_eq!(
+            kind(&s.enqueue_jobs(bad).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        assert_eq!(s.job_stats("q", None).await.unwrap().total(), 3);
+        let pair = s
+            .enqueue_jobs(vec![NewJob::new("q", "run", json!({"n": 1}), 0); 2])
+            .await
+            .unwrap();
+        assert_eq!(pair.len(), 2);
+        assert_ne!(pair[0].id, pair[1].id);
+        assert_eq!(s.job_stats("q", None).await.unwrap().total(), 5);
     }
 
     pub async fn jobs_batch_concurrency_cap(s: Arc<dyn Store>) {

@@ -214,6 +214,13 @@ pub trait JobStore: Send + Sync {
     /// `InvalidInput` (empty queue/kind, `max_attempts < 1`), `PayloadTooLarge`.
     async fn enqueue_job(&self, new: NewJob) -> StoreResult<JobRecord>;
 
+    /// Adds several jobs in one transaction: all of them or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobStore::enqueue_job`], for any of them (then none is added).
+    async fn enqueue_jobs(&self, new: Vec<NewJob>) -> StoreResult<Vec<JobRecord>>;
+
     /// Claims the best runnable job of `queue` at `now`: highest priority, then earliest
     /// `run_at`, then id; either `queued` with `run_at <= now` or `running` with an expired lease
     /// and attempts left. Sets the lease to `now + lease_ms`, increments `attempts` and sets

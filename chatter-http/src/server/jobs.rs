@@ -210,6 +210,8 @@ pub(crate) struct Submission {
     pub(crate) definition_id: Option<String>,
     pub(crate) graph: Option<Value>,
     pub(crate) meta: ExecutionMeta,
+    /// The graph as it is now, checked before the job is queued.
+    def: WorkflowDefinition,
 }
 
 impl Submission {
@@ -230,6 +232,7 @@ impl Submission {
             graph: definition_id.is_none().then(|| def.to_value()),
             definition_id,
             meta,
+            def: def.clone(),
         }
     }
 
@@ -264,14 +267,16 @@ impl Submission {
     }
 }
 
-/// Enqueues a submission for the caller; wakes a worker.
-async fn enqueue(
+/// The job of a submission for the caller (its graph checked by the engine first: a graph it
+/// refuses is refused now, 422, as an inline run would be).
+fn new_job(
     state: &AppState,
     p: &Principal,
     submission: &Submission,
     options: &Checked,
     batch: Option<(&str, i32)>,
-) -> Result<JobRecord, ApiError> {
+) -> Result<NewJob, ApiError> {
+    state.engine().prepare(&submission.def)?;
     let now = state.engine().services().clock.now_ms();
     let mut new = NewJob::new(QUEUE, KIND, submission.payload(), now);
     new.priority = options.priority;
@@ -283,6 +288,17 @@ async fn enqueue(
         new.batch_id = Some(id.to_owned());
         new.batch_concurrency = Some(cap);
     }
+    Ok(new)
+}
+
+/// Enqueues a submission for the caller; wakes a worker.
+async fn enqueue(
+    state: &AppState,
+    p: &Principal,
+    submission: &Submission,
+    options: &Checked,
+) -> Result<JobRecord, ApiError> {
+    let new = new_job(state, p, submission, options, None)?;
     let job = state.store().enqueue_job(new).await?;
     state.job_wakeup().notify_waiters();
     Ok(job)
@@ -316,7 +332,7 @@ pub(crate) async fn enqueue_if_async(
         return Ok(None);
     }
     let submission = submission();
-    let job = enqueue(state, p, &submission, &options, None).await?;
+    let job = enqueue(state, p, &submission, &options).await?;
     audit_submit(state, p, &job).await;
     Ok(Some(accepted(&job)))
 }
@@ -438,7 +454,7 @@ async fn submit(
         body.input.unwrap_or_default(),
     )
     .await?;
-    let job = enqueue(&state, &p, &submission, &options, None).await?;
+    let job = enqueue(&state, &p, &submission, &options).await?;
     audit_submit(&state, &p, &job).await;
     Ok(accepted(&job))
 }
@@ -467,33 +483,35 @@ async fn submit_batch(
             "`concurrency` must be within 1..={MAX_BATCH}"
         )));
     }
-    // Every input is checked before the first job is written: a bad batch writes nothing.
-    let mut submissions = Vec::with_capacity(body.inputs.len());
-    for input in body.inputs {
-        submissions.push(
-            submission_for(
-                &state,
-                &p,
-                body.workflow_id.as_deref(),
-                body.template_id.as_deref(),
-                input,
-            )
-            .await?,
-        );
-    }
+    // Every input is checked, then the jobs are written in one transaction: a bad batch
+    // writes nothing.
     let batch_id = ulid::Ulid::new().to_string();
-    let mut jobs = Vec::with_capacity(submissions.len());
-    for submission in &submissions {
-        let job = enqueue(
+    let mut new = Vec::with_capacity(body.inputs.len());
+    for input in body.inputs {
+        let submission = submission_for(
             &state,
             &p,
-            submission,
-            &options,
-            Some((&batch_id, concurrency)),
+            body.workflow_id.as_deref(),
+            body.template_id.as_deref(),
+            input,
         )
         .await?;
-        jobs.push(job_json(&job));
+        new.push(new_job(
+            &state,
+            &p,
+            &submission,
+            &options,
+            Some((&batch_id, concurrency)),
+        )?);
     }
+    let jobs: Vec<Value> = state
+        .store()
+        .enqueue_jobs(new)
+        .await?
+        .iter()
+        .map(job_json)
+        .collect();
+    state.job_wakeup().notify_waiters();
     state
         .audit(
             Some(p.id()),

@@ -38,6 +38,32 @@ fn job_row(row: &Row) -> StoreResult<JobRecord> {
     })
 }
 
+const INSERT_JOB: &str = "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts, run_at, created_at, updated_at,
+         owner_id, timeout_ms, execution_id, batch_id, batch_concurrency)
+     VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, $8, $8, $9, $10, $11, $12, $13) RETURNING *";
+
+fn insert_params<'a>(
+    id: &'a String,
+    new: &'a NewJob,
+    now: &'a i64,
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 13] {
+    [
+        id,
+        &new.queue,
+        &new.kind,
+        &new.payload,
+        &new.priority,
+        &new.max_attempts,
+        &new.run_at,
+        now,
+        &new.owner_id,
+        &new.timeout_ms,
+        &new.execution_id,
+        &new.batch_id,
+        &new.batch_concurrency,
+    ]
+}
+
 impl PostgresStore {
     async fn held_or_explain(
         &self,
@@ -69,16 +95,31 @@ impl JobStore for PostgresStore {
         let id = self.ids.or_new(new.id.clone())?;
         let client = self.client().await?;
         let row = client
-            .query_one(
-                "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts, run_at, created_at, updated_at,
-                     owner_id, timeout_ms, execution_id, batch_id, batch_concurrency)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, $8, $8, $9, $10, $11, $12, $13) RETURNING *",
-                &[&id, &new.queue, &new.kind, &new.payload, &new.priority, &new.max_attempts, &new.run_at, &now_ms(),
-                  &new.owner_id, &new.timeout_ms, &new.execution_id, &new.batch_id, &new.batch_concurrency],
-            )
+            .query_one(INSERT_JOB, &insert_params(&id, &new, &now_ms()))
             .await
             .pg()?;
         job_row(&row)
+    }
+
+    async fn enqueue_jobs(&self, new: Vec<NewJob>) -> StoreResult<Vec<JobRecord>> {
+        let mut rows = Vec::with_capacity(new.len());
+        for job in new {
+            check_new_job(&self.limits, &job)?;
+            rows.push((self.ids.or_new(job.id.clone())?, job));
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.pg()?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, job) in &rows {
+            let row = tx
+                .query_one(INSERT_JOB, &insert_params(id, job, &now))
+                .await
+                .pg()?;
+            out.push(job_row(&row)?);
+        }
+        tx.commit().await.pg()?;
+        Ok(out)
     }
 
     async fn claim_job(

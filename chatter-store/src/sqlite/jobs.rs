@@ -40,6 +40,21 @@ fn job_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+fn insert_job(conn: &Connection, id: &str, new: &NewJob) -> StoreResult<JobRecord> {
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts, run_at, created_at, updated_at,
+             owner_id, timeout_ms, execution_id, batch_id, batch_concurrency)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING *",
+    )
+    .db()?
+    .query_row(
+        params![id, new.queue, new.kind, to_json_text(&new.payload), new.priority, new.max_attempts, new.run_at, now_ms(),
+            new.owner_id, new.timeout_ms, new.execution_id, new.batch_id, new.batch_concurrency],
+        job_row,
+    )
+    .db()
+}
+
 fn held_or_explain(
     conn: &Connection,
     job_id: &str,
@@ -66,19 +81,23 @@ impl JobStore for SqliteStore {
     async fn enqueue_job(&self, new: NewJob) -> StoreResult<JobRecord> {
         check_new_job(&self.limits, &new)?;
         let id = self.ids.or_new(new.id.clone())?;
+        self.write(move |conn| insert_job(conn, &id, &new)).await
+    }
+
+    async fn enqueue_jobs(&self, new: Vec<NewJob>) -> StoreResult<Vec<JobRecord>> {
+        let mut rows = Vec::with_capacity(new.len());
+        for job in new {
+            check_new_job(&self.limits, &job)?;
+            rows.push((self.ids.or_new(job.id.clone())?, job));
+        }
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts, run_at, created_at, updated_at,
-                     owner_id, timeout_ms, execution_id, batch_id, batch_concurrency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING *",
-            )
-            .db()?
-            .query_row(
-                params![id, new.queue, new.kind, to_json_text(&new.payload), new.priority, new.max_attempts, new.run_at, now_ms(),
-                    new.owner_id, new.timeout_ms, new.execution_id, new.batch_id, new.batch_concurrency],
-                job_row,
-            )
-            .db()
+            let tx = conn.transaction().db()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, job) in &rows {
+                out.push(insert_job(&tx, id, job)?);
+            }
+            tx.commit().db()?;
+            Ok(out)
         })
         .await
     }
