@@ -801,6 +801,18 @@ async fn run_job(state: &AppState, worker_id: &str, job: JobRecord) {
     let store = state.store();
     let recorded = match (stop, attempt) {
         (Stop::Cancelled | Stop::Lost, _) => Ok(()),
+        // Ended just as the timeout passed: the run stands.
+        (Stop::TimedOut, Attempt::Ran(record))
+            if matches!(
+                record.status,
+                ExecutionStatus::Completed | ExecutionStatus::Waiting
+            ) =>
+        {
+            store
+                .complete_job(&job.id, worker_id, result_json(&record), now)
+                .await
+                .map(drop)
+        }
         (Stop::TimedOut, attempt) => {
             let execution = match &attempt {
                 Attempt::Ran(record) => format!("; execution {} was cancelled", record.id),
