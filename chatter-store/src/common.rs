@@ -150,6 +150,27 @@ pub(crate) fn check_new_job(limits: &Limits, new: &NewJob) -> StoreResult<()> {
             new.max_attempts
         )));
     }
+    if let Some(timeout) = new.timeout_ms
+        && timeout <= 0
+    {
+        return Err(invalid(format!(
+            "timeout_ms must be positive (got {timeout})"
+        )));
+    }
+    match (&new.batch_id, new.batch_concurrency) {
+        (_, Some(n)) if n < 1 => {
+            return Err(invalid(format!(
+                "batch_concurrency must be at least 1 (got {n})"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(invalid("batch_concurrency needs a batch_id"));
+        }
+        _ => {}
+    }
+    if let Some(owner) = &new.owner_id {
+        require("owner_id", owner)?;
+    }
     limits.json("job payload", &new.payload)
 }
 

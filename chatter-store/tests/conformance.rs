@@ -119,6 +119,9 @@ conformance!(
     audit_log_append_and_filter,
     jobs_priority_lease_retry,
     concurrent_claimers_get_distinct_jobs,
+    jobs_cancel_owner_filters_and_stats,
+    jobs_batch_concurrency_cap,
+    jobs_expired_last_attempt_fails,
     users_keys_and_roles,
     credentials_and_sessions,
     workspaces_members_and_shares,
@@ -1715,7 +1718,7 @@ mod cases {
             JobStatus::Running
         );
         let all: Vec<_> = s
-            .list_jobs("q", None, Page::default())
+            .list_jobs(&JobFilter::queue("q"), Page::default())
             .await
             .unwrap()
             .into_iter()
@@ -1723,10 +1726,16 @@ mod cases {
             .collect();
         assert_eq!(all, [low.id.clone(), high.id.clone(), later.id.clone()]);
         assert_eq!(
-            s.list_jobs("q", Some(JobStatus::Failed), Page::default())
-                .await
-                .unwrap()
-                .len(),
+            s.list_jobs(
+                &JobFilter {
+                    status: Some(JobStatus::Failed),
+                    ..JobFilter::queue("q")
+                },
+                Page::default()
+            )
+            .await
+            .unwrap()
+            .len(),
             1
         );
         assert_eq!(s.get_job("nope").await.unwrap(), None);
@@ -1761,6 +1770,279 @@ mod cases {
         let before = all.len();
         all.dedup();
         assert_eq!((before, all.len()), (20, 20));
+    }
+
+    pub async fn jobs_cancel_owner_filters_and_stats(s: Arc<dyn Store>) {
+        let job = |owner: &str, priority: i32| {
+            let mut new = NewJob::new("q", "run", json!({"owner": owner}), 0);
+            new.owner_id = Some(owner.into());
+            new.priority = priority;
+            new.timeout_ms = Some(5_000);
+            new.execution_id = Some(format!("exec-{owner}-{priority}"));
+            new
+        };
+        let a1 = s.enqueue_job(job("alice", 1)).await.unwrap();
+        let a4 = s.enqueue_job(job("alice", 4)).await.unwrap();
+        let b2 = s.enqueue_job(job("bob", 2)).await.unwrap();
+        assert_eq!(
+            (
+                a1.owner_id.as_deref(),
+                a1.timeout_ms,
+                a1.execution_id.as_deref(),
+                a1.started_at,
+                a1.finished_at
+            ),
+            (Some("alice"), Some(5_000), Some("exec-alice-1"), None, None)
+        );
+
+        // Critical first; the claim stamps `started_at`.
+        let running = s.claim_job("q", "w1", 1_000, 100).await.unwrap().unwrap();
+        assert_eq!(
+            (running.id.clone(), running.started_at),
+            (a4.id.clone(), Some(100))
+        );
+        let moved = s
+            .set_job_execution(&a4.id, "w1", "exec-retry", 150)
+            .await
+            .unwrap();
+        assert_eq!(moved.execution_id.as_deref(), Some("exec-retry"));
+        assert_eq!(
+            kind(
+                &s.set_job_execution(&a4.id, "w2", "x", 150)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::Conflict)
+        );
+
+        // Cancel: a queued job at once; a running one loses its lease, so its worker's next
+        // renewal (or completion) is refused.
+        let cancelled = s.cancel_job(&a1.id, 200).await.unwrap();
+        assert_eq!(
+            (cancelled.status, cancelled.finished_at),
+            (JobStatus::Cancelled, Some(200))
+        );
+        let cancelled = s.cancel_job(&a4.id, 210).await.unwrap();
+        assert_eq!(
+            (cancelled.status, cancelled.lease_owner.clone()),
+            (JobStatus::Cancelled, None)
+        );
+        assert_eq!(
+            kind(&s.renew_lease(&a4.id, "w1", 1_000, 220).await.unwrap_err()),
+            Some(StoreErrorKind::Conflict)
+        );
+        assert_eq!(
+            kind(
+                &s.complete_job(&a4.id, "w1", json!({}), 230)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::Conflict)
+        );
+        let again = s.cancel_job(&a4.id, 240).await.unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            format!(
+                "storage error (conflict): job `{}` has already ended (cancelled)",
+                a4.id
+            )
+        );
+        assert_eq!(
+            kind(&s.cancel_job("nope", 240).await.unwrap_err()),
+            Some(StoreErrorKind::NotFound)
+        );
+        // A cancelled job is never claimed: bob's is next.
+        let next = s.claim_job("q", "w1", 1_000, 300).await.unwrap().unwrap();
+        assert_eq!(next.id, b2.id);
+        assert_eq!(s.claim_job("q", "w1", 1_000, 300).await.unwrap(), None);
+
+        let alices = s
+            .list_jobs(
+                &JobFilter {
+                    owner_id: Some("alice".into()),
+                    ..JobFilter::queue("q")
+                },
+                Page::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            alices.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+            [a1.id.clone(), a4.id.clone()]
+        );
+        let critical = s
+            .list_jobs(
+                &JobFilter {
+                    priority: Some(4),
+                    status: Some(JobStatus::Cancelled),
+                    ..JobFilter::queue("q")
+                },
+                Page::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(critical.len(), 1);
+        assert_eq!(critical[0].id, a4.id);
+
+        let all = s.job_stats("q", None).await.unwrap();
+        assert_eq!(
+            all.counts,
+            [
+                JobCount {
+                    status: JobStatus::Cancelled,
+                    priority: 1,
+                    count: 1
+                },
+                JobCount {
+                    status: JobStatus::Cancelled,
+                    priority: 4,
+                    count: 1
+                },
+                JobCount {
+                    status: JobStatus::Running,
+                    priority: 2,
+                    count: 1
+                },
+            ]
+        );
+        assert_eq!(
+            (
+                all.total(),
+                all.with_status(JobStatus::Cancelled),
+                all.with_priority(2)
+            ),
+            (3, 2, 1)
+        );
+        let bobs = s.job_stats("q", Some("bob")).await.unwrap();
+        assert_eq!((bobs.total(), bobs.with_status(JobStatus::Running)), (1, 1));
+        assert_eq!(s.job_stats("other", None).await.unwrap().total(), 0);
+
+        // Bad input is refused before anything is written.
+        let mut bad = NewJob::new("q", "run", json!({}), 0);
+        bad.timeout_ms = Some(0);
+        assert_eq!(
+            kind(&s.enqueue_job(bad).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        let mut bad = NewJob::new("q", "run", json!({}), 0);
+        bad.batch_concurrency = Some(2);
+        assert_eq!(
+            kind(&s.enqueue_job(bad).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        assert_eq!(s.job_stats("q", None).await.unwrap().total(), 3);
+
+        // Several at once: all or none.
+        let mut twins = vec![
+            NewJob::new("q", "run", json!({"twin": 1}), 0),
+            NewJob::new("q", "run", json!({"twin": 2}), 0),
+        ];
+        twins[0].id = Some("01JTWIN0000000000000000000".into());
+        twins[1].id = Some("01JTWIN0000000000000000000".into());
+        assert!(s.enqueue_jobs(twins).await.is_err());
+        let mut bad = vec![NewJob::new("q", "run", json!({}), 0); 2];
+        bad[1].max_attempts = 0;
+        assert_eq!(
+            kind(&s.enqueue_jobs(bad).await.unwrap_err()),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        assert_eq!(s.job_stats("q", None).await.unwrap().total(), 3);
+        let pair = s
+            .enqueue_jobs(vec![NewJob::new("q", "run", json!({"n": 1}), 0); 2])
+            .await
+            .unwrap();
+        assert_eq!(pair.len(), 2);
+        assert_ne!(pair[0].id, pair[1].id);
+        assert_eq!(s.job_stats("q", None).await.unwrap().total(), 5);
+    }
+
+    pub async fn jobs_batch_concurrency_cap(s: Arc<dyn Store>) {
+        for i in 0..6 {
+            let mut new = NewJob::new("q", "run", json!({"i": i}), 0);
+            new.batch_id = Some("batch-1".into());
+            new.batch_concurrency = Some(2);
+            s.enqueue_job(new).await.unwrap();
+        }
+        let free = s
+            .enqueue_job(NewJob::new("q", "run", json!({"free": true}), 0))
+            .await
+            .unwrap();
+        // Five claimers at once: only two jobs of the batch (and the free job) are handed out.
+        let mut tasks = Vec::new();
+        for w in 0..5 {
+            let s = Arc::clone(&s);
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..3 {
+                    if let Some(job) = s
+                        .claim_job("q", &format!("w{w}"), 60_000, 10)
+                        .await
+                        .unwrap()
+                    {
+                        got.push(job);
+                    }
+                }
+                got
+            }));
+        }
+        let mut claimed = Vec::new();
+        for t in tasks {
+            claimed.extend(t.await.unwrap());
+        }
+        let batch: Vec<_> = claimed
+            .iter()
+            .filter(|j| j.batch_id.is_some())
+            .cloned()
+            .collect();
+        assert_eq!(batch.len(), 2, "{claimed:?}");
+        assert!(claimed.iter().any(|j| j.id == free.id));
+        // A finished one frees its slot for exactly one more.
+        s.complete_job(
+            &batch[0].id,
+            batch[0].lease_owner.as_deref().unwrap(),
+            json!({}),
+            20,
+        )
+        .await
+        .unwrap();
+        let third = s.claim_job("q", "w9", 60_000, 30).await.unwrap().unwrap();
+        assert_eq!(third.batch_id.as_deref(), Some("batch-1"));
+        assert_eq!(s.claim_job("q", "w9", 60_000, 30).await.unwrap(), None);
+        let running = s
+            .list_jobs(
+                &JobFilter {
+                    batch_id: Some("batch-1".into()),
+                    status: Some(JobStatus::Running),
+                    ..JobFilter::queue("q")
+                },
+                Page::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(running.len(), 2);
+    }
+
+    pub async fn jobs_expired_last_attempt_fails(s: Arc<dyn Store>) {
+        let mut new = NewJob::new("q", "run", json!({}), 0);
+        new.max_attempts = 1;
+        let job = s.enqueue_job(new).await.unwrap();
+        s.claim_job("q", "w1", 1_000, 0).await.unwrap().unwrap();
+        // The worker died; its lease expired and no attempt is left: the job fails instead of
+        // staying `running` forever.
+        assert_eq!(s.claim_job("q", "w2", 1_000, 5_000).await.unwrap(), None);
+        let failed = s.get_job(&job.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                failed.status,
+                failed.last_error.as_deref(),
+                failed.finished_at
+            ),
+            (
+                JobStatus::Failed,
+                Some("the worker running the last attempt stopped (its lease expired)"),
+                Some(5_000)
+            )
+        );
     }
 
     pub async fn workspaces_members_and_shares(s: Arc<dyn Store>) {
@@ -2317,6 +2599,91 @@ mod cases {
 
 mod sqlite_specific {
     use super::*;
+
+    /// Migration 0007 rebuilds `jobs` (to allow `cancelled`): the rows of a database at
+    /// version 6 are kept, and so are the indexes.
+    #[tokio::test]
+    async fn jobs_migration_keeps_rows_and_indexes() {
+        let dir = temp_dir();
+        let path = dir.join("v6.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                     checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for m in chatter_store::migrate::SQLITE_MIGRATIONS
+                .iter()
+                .filter(|m| m.version <= 6)
+            {
+                conn.execute_batch(m.sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, ?3, 0)",
+                    rusqlite::params![m.version, m.name, m.checksum()],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO jobs (id, queue, kind, payload, priority, status, attempts, max_attempts,
+                     run_at, lease_owner, lease_expires_at, last_error, result, created_at, updated_at)
+                 VALUES ('old-1', 'q', 'run', '{\"n\":1}', 7, 'failed', 2, 2, 10, NULL, NULL, 'boom',
+                         NULL, 5, 6),
+                        ('old-2', 'q', 'run', '{}', 0, 'queued', 0, 3, 10, NULL, NULL, NULL, NULL, 8, 8)",
+                [],
+            )
+            .unwrap();
+        }
+        let url = format!("sqlite://{}", path.display());
+        let store = connect_with(&url, options()).await.unwrap();
+        let old = store.get_job("old-1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                old.payload.clone(),
+                old.priority,
+                old.status,
+                old.attempts,
+                old.last_error.as_deref(),
+                old.created_at,
+                old.updated_at,
+                old.owner_id.clone(),
+                old.finished_at
+            ),
+            (
+                json!({"n": 1}),
+                7,
+                JobStatus::Failed,
+                2,
+                Some("boom"),
+                5,
+                6,
+                None,
+                None
+            )
+        );
+        let cancelled = store.cancel_job("old-2", 20).await.unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND name LIKE 'idx_%' ORDER BY name")
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            [
+                "idx_jobs_batch",
+                "idx_jobs_claim",
+                "idx_jobs_owner",
+                "idx_jobs_queue_created"
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn file_store_uses_wal_and_reopens_without_remigrating() {

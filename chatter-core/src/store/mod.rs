@@ -74,7 +74,7 @@ pub use executions::{
     ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
     NodeRunRecord, NodeRunStatus, RetentionPolicy, StepCommit, StepReceipt,
 };
-pub use jobs::{JobRecord, JobStatus, JobStore, NewJob};
+pub use jobs::{JobCount, JobFilter, JobRecord, JobStats, JobStatus, JobStore, NewJob};
 pub use marketplace::{
     InstallRecord, ListingRecord, ListingSearch, ListingSort, ListingStatus, ListingUpdate,
     ListingVersionRecord, MarketplaceStore, NewInstall, NewListing, RatingRecord, ReviewDecision,

@@ -48,6 +48,7 @@ mod auth_routes;
 mod chat;
 mod executions;
 mod health;
+pub mod jobs;
 pub mod openapi;
 pub mod problem;
 pub mod schemas;
@@ -94,6 +95,18 @@ pub struct ServerConfig {
     pub resume_interval: Duration,
     /// Interval of the `: keep-alive` comments of event streams. Default 15 s.
     pub sse_heartbeat: Duration,
+    /// Job workers run by this server (asynchronous executions). Default 2; 0 runs none (jobs
+    /// wait for a server that has workers).
+    pub job_workers: usize,
+    /// Lease of a claimed job, renewed every third of it while it runs; a job whose worker
+    /// died is taken over when it expires. Default 30 s.
+    pub job_lease: Duration,
+    /// How often an idle worker looks for due jobs (an enqueue in this server wakes it at
+    /// once). Default 500 ms.
+    pub job_poll_interval: Duration,
+    /// Wait before the first retry of a failed job; it doubles per attempt, capped at 1 h.
+    /// Default 1 s.
+    pub job_retry_base: Duration,
 }
 
 impl ServerConfig {
@@ -114,6 +127,10 @@ impl ServerConfig {
             secure_cookies: false,
             resume_interval: Duration::from_secs(5),
             sse_heartbeat: Duration::from_secs(15),
+            job_workers: 2,
+            job_lease: Duration::from_secs(30),
+            job_poll_interval: Duration::from_millis(500),
+            job_retry_base: Duration::from_secs(1),
         }
     }
 
@@ -149,7 +166,7 @@ impl ServerConfig {
 
     /// Applies a JSON configuration file: any of `db`, `addr`, `models` (specs), `tools`,
     /// `cors_origins`, `max_body_bytes`, `access_ttl_secs`, `refresh_ttl_secs`,
-    /// `readiness_timeout_ms`, `secure_cookies`. Unknown keys are refused.
+    /// `readiness_timeout_ms`, `secure_cookies`, `job_workers`. Unknown keys are refused.
     ///
     /// # Errors
     ///
@@ -168,6 +185,7 @@ impl ServerConfig {
             refresh_ttl_secs: Option<u64>,
             readiness_timeout_ms: Option<u64>,
             secure_cookies: Option<bool>,
+            job_workers: Option<usize>,
         }
         let shown = path.display();
         let text = std::fs::read_to_string(path)
@@ -209,6 +227,9 @@ impl ServerConfig {
         if let Some(v) = file.secure_cookies {
             self.secure_cookies = v;
         }
+        if let Some(v) = file.job_workers {
+            self.job_workers = v;
+        }
         Ok(self)
     }
 }
@@ -234,6 +255,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Cancellation tokens of the executions running in this server, by id.
     live: Mutex<HashMap<String, CancellationToken>>,
+    /// Wakes idle job workers when a job is enqueued.
+    job_wakeup: tokio::sync::Notify,
 }
 
 /// Removes an execution from the live registry when dropped.
@@ -316,6 +339,11 @@ impl AppState {
         }
     }
 
+    /// Wakes the idle job workers of this server (a job was enqueued).
+    pub(crate) fn job_wakeup(&self) -> &tokio::sync::Notify {
+        &self.0.job_wakeup
+    }
+
     /// The cancellation token of an execution running in this server.
     pub(crate) fn live_token(&self, id: &str) -> Option<CancellationToken> {
         self.0
@@ -373,6 +401,7 @@ pub struct Server {
     state: AppState,
     task: JoinHandle<std::io::Result<()>>,
     resumer: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     initial_admin_key: Option<String>,
     notes: Vec<String>,
 }
@@ -455,8 +484,10 @@ impl Server {
             model_names,
             shutdown: shutdown.clone(),
             live: Mutex::new(HashMap::new()),
+            job_wakeup: tokio::sync::Notify::new(),
         }));
         let resumer = tokio::spawn(resume_due_loop(state.clone()));
+        let workers = jobs::start_workers(&state);
         let app = router(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(
@@ -471,6 +502,7 @@ impl Server {
             state,
             task,
             resumer,
+            workers,
             initial_admin_key,
             notes,
         })
@@ -519,8 +551,12 @@ impl Server {
     /// [`Error::Io`] when the server failed.
     pub async fn wait(self) -> Result<(), Error> {
         let served = self.task.await;
-        // An execution the resumer was running stays resumable: its lease simply expires.
+        // An execution the resumer or a job worker was running stays resumable, and the job
+        // is taken over: their leases simply expire.
         self.resumer.abort();
+        for worker in &self.workers {
+            worker.abort();
+        }
         match served {
             Ok(result) => result.map_err(|source| Error::Io {
                 context: "serving".into(),
@@ -599,6 +635,7 @@ fn router(state: AppState) -> Router {
         .merge(auth_routes::routes())
         .merge(workflows::routes())
         .merge(executions::routes())
+        .merge(jobs::routes())
         .merge(chat::routes())
         .merge(workspaces::routes())
         .merge(openapi::routes())

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::Principal;
+use super::jobs::{AsyncQuery, Submission, enqueue_if_async};
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PageQuery, check_limit, check_range};
 use super::schemas;
 use super::{AppState, ok};
@@ -929,6 +930,7 @@ async fn execute_definition(
     State(state): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<ExecutionRequest>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -945,6 +947,10 @@ async fn execute_definition(
     let meta = ExecutionMeta::new(p.id(), ExecutionKind::Definition)
         .definition(&record.id)
         .params(json!({"definition_id": record.id}));
+    let submission = || Submission::new(record.name.clone(), &def, input.clone(), meta.clone());
+    if let Some(accepted) = enqueue_if_async(&state, &p, &job, submission).await? {
+        return Ok(accepted);
+    }
     let execution = run_recorded(&state, &def, input, meta).await?;
     Ok(ok(execution_json(&execution)))
 }
@@ -989,6 +995,7 @@ async fn execute_custom(
     State(state): State<AppState>,
     p: Principal,
     ApiQuery(query): ApiQuery<CustomQuery>,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<CustomBody>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -1015,7 +1022,12 @@ async fn execute_custom(
         }
         meta = meta.conversation(conversation);
     }
-    let execution = run_recorded(&state, &def, Value::Object(input), meta).await?;
+    let input = Value::Object(input);
+    let submission = || Submission::new("custom workflow", &def, input.clone(), meta.clone());
+    if let Some(accepted) = enqueue_if_async(&state, &p, &job, submission).await? {
+        return Ok(accepted);
+    }
+    let execution = run_recorded(&state, &def, input, meta).await?;
     let mut doc = execution_json(&execution);
     doc["execution_id"] = json!(execution.id);
     doc["response"] = json!(execution.response);
@@ -1238,6 +1250,11 @@ pub(super) struct Template {
 }
 
 impl Template {
+    /// Whether the template is stored (not only built into the code).
+    pub(super) fn is_stored(&self) -> bool {
+        self.record.is_some()
+    }
+
     fn from_record(record: TemplateRecord) -> Result<Template, ApiError> {
         // The record's columns win over the spec's fields (templates stored by the core
         // lifecycle keep those fields in the columns only).
@@ -1772,7 +1789,7 @@ struct TemplateExecution {
 
 /// Splits `input_data` into the template parameters (`params`, or every key but `message`
 /// and `variables`) and the run input.
-fn template_input(input: Map<String, Value>) -> (Value, Value) {
+pub(super) fn template_input(input: Map<String, Value>) -> (Value, Value) {
     let mut run = Map::new();
     let mut params = Map::new();
     for (key, value) in input {
@@ -1823,6 +1840,7 @@ async fn run_template(
     template: &Template,
     input: Map<String, Value>,
     template_id: Option<&str>,
+    job: &AsyncQuery,
 ) -> Result<Response, ApiError> {
     let (params, run_input) = template_input(input);
     let (def, params) = template_definition(state, &template.spec, params)?;
@@ -1836,6 +1854,11 @@ async fn run_template(
     // code are named in `params`.
     if let (Some(id), Some(_)) = (template_id, &template.record) {
         meta = meta.template(id);
+    }
+    let name = template.spec.name.clone();
+    let submission = || Submission::new(name, &def, run_input.clone(), meta.clone());
+    if let Some(accepted) = enqueue_if_async(state, p, job, submission).await? {
+        return Ok(accepted);
     }
     let execution = run_recorded(state, &def, run_input, meta).await?;
     Ok(ok(execution_json(&execution)))
@@ -1861,6 +1884,7 @@ async fn execute_template(
     State(state): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<TemplateExecution>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -1872,6 +1896,7 @@ async fn execute_template(
         &template,
         body.input_data.unwrap_or_default(),
         Some(&id),
+        &job,
     )
     .await
 }
@@ -1900,6 +1925,7 @@ struct InlineTemplateExecution {
 async fn execute_inline_template(
     State(state): State<AppState>,
     p: Principal,
+    ApiQuery(job): ApiQuery<AsyncQuery>,
     ApiJson(body): ApiJson<InlineTemplateExecution>,
 ) -> Result<Response, ApiError> {
     p.require("workflow:execute")?;
@@ -1916,6 +1942,7 @@ async fn execute_inline_template(
         &template,
         body.input_data.unwrap_or_default(),
         None,
+        &job,
     )
     .await
 }
