@@ -398,24 +398,20 @@ where
     Ok(())
 }
 
-async fn list_definitions(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Response, ApiError> {
-    p.require("workflow:read")?;
-    check_limit(query.limit, 1000)?;
+/// A page of the definitions the caller may read: own and public ones (any for admins), then
+/// on the first page those shared with them through workspaces.
+pub(super) async fn readable_definitions(
+    state: &AppState,
+    p: &Principal,
+    page: Page,
+) -> Result<Vec<DefinitionRecord>, ApiError> {
     let filter = DefinitionFilter {
         owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
         include_public: true,
         tag: None,
     };
-    let mut records = state
-        .store()
-        .list_definitions(&filter, Page::new(query.limit, query.offset))
-        .await?;
-    // Definitions shared with the caller through workspaces come after (first page only).
-    if query.offset == 0 && !p.is_admin() {
+    let mut records = state.store().list_definitions(&filter, page).await?;
+    if page.offset == 0 && !p.is_admin() {
         let store = state.store();
         let shared = store.shared_resource_ids(p.id(), "definition").await?;
         append_shared(
@@ -426,6 +422,17 @@ async fn list_definitions(
         )
         .await?;
     }
+    Ok(records)
+}
+
+async fn list_definitions(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    p.require("workflow:read")?;
+    check_limit(query.limit, 1000)?;
+    let records = readable_definitions(&state, &p, Page::new(query.limit, query.offset)).await?;
     let definitions: Vec<Value> = records.iter().map(definition_json).collect();
     Ok(ok(
         json!({"total_count": definitions.len(), "definitions": definitions}),
@@ -683,7 +690,7 @@ fn param(record: &ExecutionRecord, key: &str) -> Option<String> {
 
 /// The contract's `definition_id` of an execution: its definition, else its template (also
 /// after either was deleted), else `""` for ad-hoc runs. Never null.
-fn workflow_id(record: &ExecutionRecord) -> String {
+pub(super) fn workflow_id(record: &ExecutionRecord) -> String {
     record
         .definition_id
         .clone()
@@ -757,6 +764,31 @@ fn log_entry(event: &EventRecord) -> Value {
     })
 }
 
+/// Runs a definition through the tracker as an execution of this server (so `cancel` reaches
+/// it), calling `observe` with each event; `options` may carry history and the execution id
+/// (default: a new ULID), the owner is `meta`'s.
+pub(super) async fn run_live(
+    state: &AppState,
+    def: &WorkflowDefinition,
+    input: Value,
+    options: RunOptions,
+    meta: ExecutionMeta,
+    observe: impl FnMut(&chatter_core::Event) + Send,
+) -> Result<chatter_core::tracker::TrackedRun, ApiError> {
+    let id = options
+        .execution_id
+        .clone()
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let token = tokio_util::sync::CancellationToken::new();
+    let _live = state.register_live(&id, token.clone());
+    let mut options = options.owner(meta.owner_id.clone()).execution_id(&id);
+    options.cancel = Some(token);
+    Ok(state
+        .tracker()
+        .run_observed(state.engine(), def, input, options, meta, observe)
+        .await?)
+}
+
 /// Runs a definition recorded in the store; returns the stored execution.
 pub(super) async fn run_recorded(
     state: &AppState,
@@ -764,16 +796,7 @@ pub(super) async fn run_recorded(
     input: Value,
     meta: ExecutionMeta,
 ) -> Result<ExecutionRecord, ApiError> {
-    let owner = meta.owner_id.clone();
-    let id = ulid::Ulid::new().to_string();
-    let token = tokio_util::sync::CancellationToken::new();
-    let _live = state.register_live(&id, token.clone());
-    let mut options = RunOptions::default().owner(owner).execution_id(&id);
-    options.cancel = Some(token);
-    let run = state
-        .tracker()
-        .run(state.engine(), def, input, options, meta)
-        .await?;
+    let run = run_live(state, def, input, RunOptions::default(), meta, |_| {}).await?;
     let id = run.result.execution_id.clone();
     if let Some(error) = run.store_error {
         return Err(ApiError::from(error));
@@ -1017,9 +1040,9 @@ async fn execution_logs(
 /// A template: stored, or built in (id = its name).
 pub(super) struct Template {
     pub(super) id: String,
-    owner_id: Option<String>,
+    pub(super) owner_id: Option<String>,
     pub(super) spec: TemplateSpec,
-    record: Option<TemplateRecord>,
+    pub(super) record: Option<TemplateRecord>,
 }
 
 impl Template {
@@ -1126,23 +1149,20 @@ async fn writable_template(
     }
 }
 
-async fn list_templates(
-    State(state): State<AppState>,
-    p: Principal,
-    ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Response, ApiError> {
-    p.require("template:read")?;
-    check_limit(query.limit, 1000)?;
+/// A page of the templates the caller may read: own and public ones (any for admins), then on
+/// the first page those shared with them and the built-ins not stored.
+pub(super) async fn readable_templates(
+    state: &AppState,
+    p: &Principal,
+    page: Page,
+) -> Result<Vec<Template>, ApiError> {
     let filter = TemplateFilter {
         owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
         include_public: true,
         category: None,
     };
-    let mut records = state
-        .store()
-        .list_templates(&filter, Page::new(query.limit, query.offset))
-        .await?;
-    if query.offset == 0 && !p.is_admin() {
+    let mut records = state.store().list_templates(&filter, page).await?;
+    if page.offset == 0 && !p.is_admin() {
         let store = state.store();
         let shared = store.shared_resource_ids(p.id(), "template").await?;
         append_shared(
@@ -1157,24 +1177,36 @@ async fn list_templates(
     let mut names = std::collections::HashSet::new();
     for record in records {
         let template = Template::from_record(record)?;
-        let usage = state.store().template_analytics(&template.id).await?;
         names.insert(template.spec.name.clone());
-        templates.push(template.json(usage.as_ref()));
+        templates.push(template);
     }
-    if query.offset == 0 {
+    if page.offset == 0 {
         for spec in builtin_templates() {
             if names.contains(&spec.name) {
                 continue;
             }
-            let t = Template {
+            templates.push(Template {
                 id: spec.name.clone(),
                 owner_id: None,
                 spec,
                 record: None,
-            };
-            let usage = state.store().template_analytics(&t.id).await?;
-            templates.push(t.json(usage.as_ref()));
+            });
         }
+    }
+    Ok(templates)
+}
+
+async fn list_templates(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Response, ApiError> {
+    p.require("template:read")?;
+    check_limit(query.limit, 1000)?;
+    let mut templates = Vec::new();
+    for t in readable_templates(&state, &p, Page::new(query.limit, query.offset)).await? {
+        let usage = state.store().template_analytics(&t.id).await?;
+        templates.push(t.json(usage.as_ref()));
     }
     Ok(ok(
         json!({"total_count": templates.len(), "templates": templates}),
