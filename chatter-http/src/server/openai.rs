@@ -263,49 +263,47 @@ fn only(model: &str, mut found: Vec<Target>) -> Result<Target, OpenAiError> {
     }
 }
 
-/// Resolves a model id (see the module docs).
+/// Resolves a model id (see the module docs): after a prefix, an id, else a name; bare, every
+/// definition and template with that id or name.
 async fn resolve(state: &AppState, p: &Principal, model: &str) -> Result<Target, OpenAiError> {
-    let not_found = |e: &ApiError| e.status == StatusCode::NOT_FOUND;
-    let (want_definitions, want_templates, key) = if let Some(key) = model.strip_prefix("workflow:")
-    {
-        (true, false, key)
-    } else if let Some(key) = model.strip_prefix("template:") {
-        (false, true, key)
-    } else {
-        (true, true, model)
-    };
+    let (want_definitions, want_templates, key, bare) =
+        if let Some(key) = model.strip_prefix("workflow:") {
+            (true, false, key, false)
+        } else if let Some(key) = model.strip_prefix("template:") {
+            (false, true, key, false)
+        } else {
+            (true, true, model, true)
+        };
     if key.is_empty() {
         return Err(OpenAiError::model_not_found(model));
     }
-    // By id first.
-    let mut by_id = Vec::new();
+    let mut found = Vec::new();
     if want_definitions {
         match readable_definition(state, p, key).await {
-            Ok(record) => by_id.push(Target::Definition(record)),
-            Err(e) if not_found(&e) => {}
+            Ok(record) => found.push(Target::Definition(record)),
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e.into()),
         }
     }
     if want_templates && p.can("template:read") {
         match readable_template(state, p, key).await {
-            Ok(template) => by_id.push(Target::Template(template)),
-            Err(e) if not_found(&e) => {}
+            Ok(template) => found.push(Target::Template(template)),
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e.into()),
         }
     }
-    if !by_id.is_empty() {
-        return only(model, by_id);
+    if bare || found.is_empty() {
+        for target in readable_targets(state, p).await? {
+            let named = match &target {
+                Target::Definition(d) => want_definitions && d.name == key,
+                Target::Template(t) => want_templates && t.spec.name == key,
+            };
+            if named && !found.iter().any(|f| f.id() == target.id()) {
+                found.push(target);
+            }
+        }
     }
-    // Then by name.
-    let by_name = readable_targets(state, p)
-        .await?
-        .into_iter()
-        .filter(|t| match t {
-            Target::Definition(d) => want_definitions && d.name == key,
-            Target::Template(t) => want_templates && t.spec.name == key,
-        })
-        .collect();
-    only(model, by_name)
+    only(model, found)
 }
 
 async fn list_models(
