@@ -29,3 +29,11 @@ rm -rf target/py-wheels
 "$PY_VENV/bin/maturin" build --locked --profile dev -m chatter-py/Cargo.toml -o target/py-wheels
 "$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/py-wheels/chatter-*.whl
 (cd chatter-py && "../$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider tests)
+
+# The OpenAI-compatible endpoint (/v1/models, /v1/chat/completions) against the official `openai`
+# package from PyPI, in the same venv: the tests start the real `chatter serve` binary (built by
+# the cargo step; the build below is a no-op then) on a temporary SQLite file.
+cargo build --locked -q -p chatter-http --bin chatter
+"$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40"
+CHATTER_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/chatter" \
+  "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider chatter-http/tests/python
