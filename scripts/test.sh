@@ -35,5 +35,7 @@ rm -rf target/py-wheels
 # the cargo step; the build below is a no-op then) on a temporary SQLite file.
 cargo build --locked -q -p chatter-http --bin chatter
 "$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40"
-CHATTER_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/chatter" \
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$(pwd)/$TARGET_DIR" ;; esac
+CHATTER_BIN="$TARGET_DIR/debug/chatter" \
   "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider chatter-http/tests/python

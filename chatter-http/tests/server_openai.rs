@@ -69,6 +69,8 @@ openai_cases!(
     errors_have_the_openai_shape,
     global_stream_started_completed_and_scoped,
     global_stream_reports_failures,
+    global_stream_resumes_after_last_event_id,
+    global_stream_reports_waiting_and_resumed,
 );
 
 /// start → llm (`client_tools` as given) → end, flat shape.
@@ -104,6 +106,8 @@ async fn read_blocks(
     response: &mut reqwest::Response,
     mut stop: impl FnMut(&[String]) -> bool,
 ) -> (Vec<String>, bool) {
+    // Heartbeats keep a stream busy: the deadline is for the whole read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut text = String::new();
     let mut blocks = Vec::new();
     loop {
@@ -114,9 +118,9 @@ async fn read_blocks(
                 return (blocks, false);
             }
         }
-        match tokio::time::timeout(Duration::from_secs(30), response.chunk())
+        match tokio::time::timeout_at(deadline, response.chunk())
             .await
-            .expect("the stream stalled")
+            .unwrap_or_else(|_| panic!("nothing more after 60 s; read so far: {blocks:?}"))
             .unwrap()
         {
             Some(chunk) => text.push_str(std::str::from_utf8(&chunk).unwrap()),
@@ -133,7 +137,8 @@ async fn complete(h: &Harness, key: &str, body: &Value) -> common::Answer {
     h.post("/v1/chat/completions", Some(key), body).await
 }
 
-/// One frame of the global stream: `(id, event, data)`; `None` for comments.
+/// One frame of the global stream: `(id, event, data)` (`id` empty when it has none); `None`
+/// for comments.
 fn global_frame(block: &str) -> Option<(String, String, Value)> {
     if block.starts_with(':') {
         return None;
@@ -149,18 +154,28 @@ fn global_frame(block: &str) -> Option<(String, String, Value)> {
             other => panic!("unexpected SSE field `{other}` in {block:?}"),
         }
     }
-    Some((id.unwrap(), event.unwrap(), data.unwrap()))
+    Some((id.unwrap_or_default(), event.unwrap(), data.unwrap()))
 }
 
 /// Opens the global stream and waits for its `: connected` comment (subscribed).
 async fn open_global(h: &Harness, key: &str) -> reqwest::Response {
-    let mut response = h
+    open_global_after(h, key, None).await
+}
+
+/// As [`open_global`], resuming after the event `last_event_id`.
+async fn open_global_after(
+    h: &Harness,
+    key: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = h
         .client
         .get(h.url("/api/v1/events/stream"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
+        .bearer_auth(key);
+    if let Some(last) = last_event_id {
+        request = request.header("Last-Event-ID", last);
+    }
+    let mut response = request.send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -796,5 +811,135 @@ mod cases {
         let id = ok.body["execution_id"].as_str().unwrap();
         let seen = global_until(&mut again, id, "workflow.completed").await;
         assert_eq!(seen.len(), 2);
+    }
+
+    pub async fn global_stream_resumes_after_last_event_id(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        let bob = h.user("bob", &["user"]).await;
+        let alices = create_definition(&h, &alice, "Alice bot", false).await;
+        let bobs = create_definition(&h, &bob, "Bob bot", false).await;
+        let mut first = open_global(&h, &alice.key).await;
+        let run = |key: String, def: String| {
+            let h = &h;
+            async move {
+                let answer = complete(
+                    h,
+                    &key,
+                    &json!({"model": format!("workflow:{def}"),
+                            "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .await;
+                assert_eq!(answer.status, 200, "{}", answer.text);
+                answer.body["execution_id"].as_str().unwrap().to_owned()
+            }
+        };
+        let one = run(alice.key.clone(), alices.clone()).await;
+        let seen = global_until(&mut first, &one, "workflow.completed").await;
+        let started_id = seen[0].0.clone();
+        drop(first);
+        // While Alice is away: Bob runs one, Alice runs another.
+        run(bob.key.clone(), bobs.clone()).await;
+        let two = run(alice.key.clone(), alices.clone()).await;
+
+        // Back after her first execution's start: its completion, then the second one; no
+        // duplicate, no gap, nothing of Bob's.
+        let mut again = open_global_after(&h, &alice.key, Some(&started_id)).await;
+        let seen = global_until(&mut again, &two, "workflow.completed").await;
+        let order: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|(_, e, d)| (e.as_str(), d["data"]["execution_id"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("workflow.completed", one.as_str()),
+                ("workflow.started", two.as_str()),
+                ("workflow.completed", two.as_str())
+            ]
+        );
+
+        // An id older than what the server keeps: a `workflow.lagged` notice, then what it has.
+        let old = ulid::Ulid::from_parts(1_600_000_000_000, 7).to_string();
+        let mut old_stream = open_global_after(&h, &alice.key, Some(&old)).await;
+        let seen = global_until(&mut old_stream, &two, "workflow.completed").await;
+        assert_eq!(seen[0].1, "workflow.lagged");
+        assert!(seen[0].0.is_empty(), "a notice has no id");
+        assert_eq!(seen[0].2["data"]["missed"], Value::Null);
+        assert_eq!(seen.len(), 5, "{seen:?}");
+
+        // An id from the future, or not an id at all: 422, nothing streamed.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let future = ulid::Ulid::from_parts(u64::try_from(now).unwrap() + 3_600_000, 7).to_string();
+        for bad in [
+            future.as_str(),
+            "not-an-id",
+            seen[1].2["data"]["execution_id"].as_str().unwrap(),
+        ] {
+            let answer = h
+                .client
+                .get(h.url("/api/v1/events/stream"))
+                .bearer_auth(&alice.key)
+                .header("Last-Event-ID", bad)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap();
+            let answer = common::answer(answer).await;
+            answer.assert_problem(422);
+            assert!(answer.text.contains("Last-Event-ID"), "{}", answer.text);
+        }
+    }
+
+    pub async fn global_stream_reports_waiting_and_resumed(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        let mut stream = open_global(&h, &alice.key).await;
+        let graph = json!({
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "ask", "type": "approval",
+                 "config": {"question": "Ship it?", "allowed_decisions": ["approve", "reject"]}},
+                {"id": "end", "type": "end"}
+            ],
+            "edges": [{"source": "start", "target": "ask"}, {"source": "ask", "target": "end"}]
+        });
+        let run = h
+            .post(
+                &format!("{W}/definitions/custom/execute?message=hello"),
+                Some(&alice.key),
+                &graph,
+            )
+            .await;
+        assert_eq!(run.status, 200, "{}", run.text);
+        assert_eq!(run.body["status"], "waiting");
+        let id = run.body["id"].as_str().unwrap().to_owned();
+        let approved = h
+            .post(
+                &format!("{W}/executions/{id}/approve"),
+                Some(&alice.key),
+                &json!({"decision": "approve"}),
+            )
+            .await;
+        assert_eq!(approved.status, 200, "{}", approved.text);
+        let seen = global_until(&mut stream, &id, "workflow.completed").await;
+        let order: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|(_, e, d)| (e.as_str(), d["data"]["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("workflow.started", "running"),
+                ("workflow.status", "waiting"),
+                ("workflow.status", "running"),
+                ("workflow.completed", "completed")
+            ]
+        );
+        assert_eq!(seen[1].2["data"]["node_id"], "ask");
+        assert_eq!(seen[2].2["data"]["resumed"], true);
+        assert_eq!(seen[0].2["data"]["kind"], "adhoc");
+        assert_eq!(seen[0].2["data"]["workflow_id"], "");
     }
 }

@@ -23,11 +23,13 @@
 //! `ServerConfig::sse_heartbeat`. A slow client never slows executions down: the channel keeps
 //! the latest [`CAPACITY`] events and a lagging client is told what it missed.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -141,39 +143,129 @@ impl WorkflowEvent {
     }
 }
 
-/// The broadcast channel of workflow events; the tracker's observer.
+/// The broadcast channel of workflow events and the latest [`CAPACITY`] of them (for
+/// `Last-Event-ID`); the tracker's observer. Cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct WorkflowEvents {
+pub(crate) struct WorkflowEvents(Arc<Channel>);
+
+#[derive(Debug)]
+struct Channel {
     sender: broadcast::Sender<Arc<WorkflowEvent>>,
+    /// The latest events, oldest first. Published and subscribed to under this lock, so a
+    /// subscriber's backlog and its live events neither overlap nor leave a gap.
+    recent: Mutex<Recent>,
+    /// When this channel (this server process) started, in ms since the epoch.
+    started_ms: u64,
+}
+
+/// The latest events and whether older ones were dropped.
+#[derive(Debug, Default)]
+struct Recent {
+    events: VecDeque<Arc<WorkflowEvent>>,
+    dropped_any: bool,
+}
+
+/// Where a new subscriber starts.
+struct Subscription {
+    receiver: broadcast::Receiver<Arc<WorkflowEvent>>,
+    /// Kept events after its `Last-Event-ID`.
+    backlog: VecDeque<Arc<WorkflowEvent>>,
+    /// Its `Last-Event-ID` is older than the kept events: it may have missed some.
+    missed_older: bool,
 }
 
 impl WorkflowEvents {
-    /// A channel keeping [`CAPACITY`] events for slow clients.
+    /// A channel keeping [`CAPACITY`] events for slow and returning clients.
     pub(crate) fn new() -> WorkflowEvents {
-        WorkflowEvents {
+        WorkflowEvents(Arc::new(Channel {
             sender: broadcast::Sender::new(CAPACITY),
-        }
+            recent: Mutex::new(Recent {
+                events: VecDeque::with_capacity(CAPACITY),
+                dropped_any: false,
+            }),
+            started_ms: u64::try_from(now_ms()).unwrap_or_default(),
+        }))
     }
 
-    /// Sends an event to every connected stream (none connected: dropped).
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.0
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps an event and sends it to every connected stream.
     pub(crate) fn publish(&self, event: WorkflowEvent) {
-        let _ = self.sender.send(Arc::new(event));
+        let event = Arc::new(event);
+        let mut recent = self.recent();
+        if recent.events.len() == CAPACITY {
+            recent.events.pop_front();
+            recent.dropped_any = true;
+        }
+        recent.events.push_back(event.clone());
+        let _ = self.0.sender.send(event);
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<WorkflowEvent>> {
-        self.sender.subscribe()
+    /// Subscribes from now, or after the event `last_event_id`.
+    fn subscribe(&self, last_event_id: Option<&str>) -> Result<Subscription, ApiError> {
+        let recent = self.recent();
+        let receiver = self.0.sender.subscribe();
+        let Some(last) = last_event_id else {
+            return Ok(Subscription {
+                receiver,
+                backlog: VecDeque::new(),
+                missed_older: false,
+            });
+        };
+        if let Some(at) = recent.events.iter().position(|e| e.id == last) {
+            return Ok(Subscription {
+                receiver,
+                backlog: recent.events.iter().skip(at + 1).cloned().collect(),
+                missed_older: false,
+            });
+        }
+        let unknown = || {
+            ApiError::unprocessable(format!(
+                "`Last-Event-ID` `{last}` is not the id of an event this stream sent"
+            ))
+        };
+        let sent_at = ulid::Ulid::from_string(last)
+            .map_err(|_| unknown())?
+            .timestamp_ms();
+        let now = u64::try_from(now_ms()).unwrap_or_default();
+        if sent_at > now + 1000 {
+            return Err(ApiError::unprocessable(format!(
+                "`Last-Event-ID` `{last}` is from the future; resume from an id this stream sent"
+            )));
+        }
+        // Older than this process, or than the kept events once some were dropped: it may
+        // have been sent and forgotten. Otherwise this stream never sent it.
+        let before_start = sent_at < self.0.started_ms;
+        let dropped = recent.dropped_any
+            && recent
+                .events
+                .front()
+                .is_none_or(|oldest| sent_at <= oldest.ulid_ms());
+        if !before_start && !dropped {
+            return Err(unknown());
+        }
+        Ok(Subscription {
+            receiver,
+            backlog: recent.events.iter().cloned().collect(),
+            missed_older: true,
+        })
     }
+}
 
-    fn listened(&self) -> bool {
-        self.sender.receiver_count() > 0
+impl WorkflowEvent {
+    /// The time in the event's ULID.
+    fn ulid_ms(&self) -> u64 {
+        ulid::Ulid::from_string(&self.id).map_or(0, |u| u.timestamp_ms())
     }
 }
 
 impl TrackerObserver for WorkflowEvents {
     fn on_event(&self, execution: &ExecutionRecord, event: &Event) {
-        if !self.listened() {
-            return;
-        }
         let mut extra = Map::new();
         let (event_type, status) = match &event.kind {
             EventKind::ExecutionStarted { .. } => (WorkflowEventType::Started, "running"),
@@ -205,23 +297,36 @@ impl TrackerObserver for WorkflowEvents {
     }
 
     fn on_resumed(&self, execution: &ExecutionRecord) {
-        if self.listened() {
-            let mut extra = Map::new();
-            extra.insert("resumed".into(), json!(true));
-            self.publish(WorkflowEvent::new(
-                WorkflowEventType::Status,
-                execution,
-                "running",
-                extra,
-            ));
-        }
+        let mut extra = Map::new();
+        extra.insert("resumed".into(), json!(true));
+        self.publish(WorkflowEvent::new(
+            WorkflowEventType::Status,
+            execution,
+            "running",
+            extra,
+        ));
     }
 }
 
-async fn stream(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+async fn stream(
+    State(state): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
+    let last = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| ApiError::unprocessable("`Last-Event-ID` is not text"))
+        })
+        .transpose()?;
+    let subscription = state.workflow_events().subscribe(last.as_deref())?;
     let follow = Follow {
-        receiver: state.workflow_events().subscribe(),
+        receiver: subscription.receiver,
+        backlog: subscription.backlog,
+        missed_older: subscription.missed_older,
         principal: p,
         shutdown: state.shutdown_token().clone(),
         greeted: false,
@@ -238,6 +343,10 @@ async fn stream(State(state): State<AppState>, p: Principal) -> Result<Response,
 /// server shutdown. No task is spawned for it.
 struct Follow {
     receiver: broadcast::Receiver<Arc<WorkflowEvent>>,
+    /// Events to send before the live ones (after a `Last-Event-ID`).
+    backlog: VecDeque<Arc<WorkflowEvent>>,
+    /// Whether to say first that events may have been missed.
+    missed_older: bool,
     principal: Principal,
     shutdown: CancellationToken,
     greeted: bool,
@@ -261,6 +370,15 @@ impl Follow {
             self.greeted = true;
             return Some(SseEvent::default().comment("connected"));
         }
+        if self.missed_older {
+            self.missed_older = false;
+            return Some(lagged(None));
+        }
+        while let Some(event) = self.backlog.pop_front() {
+            if self.visible(&event) {
+                return Some(event.frame());
+            }
+        }
         loop {
             let received = tokio::select! {
                 () = self.shutdown.cancelled() => return None,
@@ -269,28 +387,32 @@ impl Follow {
             match received {
                 Ok(event) if self.visible(&event) => return Some(event.frame()),
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(missed)) => return Some(lagged(missed)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    return Some(lagged(Some(missed)));
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
 }
 
-/// The notice to a client that fell behind.
-fn lagged(missed: u64) -> SseEvent {
-    let id = ulid::Ulid::new().to_string();
+/// The notice to a client that fell behind (`missed` events, possibly of other users), or
+/// whose `Last-Event-ID` is older than the events kept (`None`: an unknown number).
+fn lagged(missed: Option<u64>) -> SseEvent {
+    let hint = if missed.is_some() {
+        "this client fell behind and missed events; read the executions endpoints for the \
+         current state"
+    } else {
+        "`Last-Event-ID` is older than the events this server keeps (or than its start): \
+         events may have been missed; read the executions endpoints for the current state"
+    };
+    // No `id:` line: a reconnect resumes after the last real event.
     let body = json!({
         "type": "workflow.lagged",
-        "id": id,
         "timestamp": rfc3339_ms(now_ms()),
-        "data": {
-            "missed": missed,
-            "hint": "this client fell behind and missed events (possibly of other users); \
-                     read the executions endpoints for the current state",
-        },
+        "data": {"missed": missed, "hint": hint},
     });
     SseEvent::default()
-        .id(id)
         .event("workflow.lagged")
         .data(body.to_string())
 }
