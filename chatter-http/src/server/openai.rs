@@ -187,8 +187,8 @@ fn caller(
 
 /// What a model id names.
 enum Target {
-    Definition(DefinitionRecord),
-    Template(Template),
+    Definition(Box<DefinitionRecord>),
+    Template(Box<Template>),
 }
 
 impl Target {
@@ -231,14 +231,14 @@ async fn readable_targets(state: &AppState, p: &Principal) -> Result<Vec<Target>
     let mut targets: Vec<Target> = readable_definitions(state, p, Page::new(LISTED, 0))
         .await?
         .into_iter()
-        .map(Target::Definition)
+        .map(|d| Target::Definition(Box::new(d)))
         .collect();
     if p.can("template:read") {
         targets.extend(
             readable_templates(state, p, Page::new(LISTED, 0))
                 .await?
                 .into_iter()
-                .map(Target::Template),
+                .map(|t| Target::Template(Box::new(t))),
         );
     }
     Ok(targets)
@@ -280,14 +280,14 @@ async fn resolve(state: &AppState, p: &Principal, model: &str) -> Result<Target,
     let mut found = Vec::new();
     if want_definitions {
         match readable_definition(state, p, key).await {
-            Ok(record) => found.push(Target::Definition(record)),
+            Ok(record) => found.push(Target::Definition(Box::new(record))),
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e.into()),
         }
     }
     if want_templates && p.can("template:read") {
         match readable_template(state, p, key).await {
-            Ok(template) => found.push(Target::Template(template)),
+            Ok(template) => found.push(Target::Template(Box::new(template))),
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e.into()),
         }
@@ -663,10 +663,10 @@ async fn prepare(
         }
     };
     let mut input = Map::new();
-    if history.last().is_some_and(|m| m.role == Role::User) {
-        if let Some(last) = history.pop() {
-            input.insert("message".into(), json!(last.content));
-        }
+    if history.last().is_some_and(|m| m.role == Role::User)
+        && let Some(last) = history.pop()
+    {
+        input.insert("message".into(), json!(last.content));
     }
     if !request.tools.is_empty() {
         if !allows_client_tools(&def) {
