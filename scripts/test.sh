@@ -33,3 +33,12 @@ rm -rf target/py-wheels
 # The OpenAPI document: TypeScript types generated from it with openapi-typescript must compile
 # (npm packages installed under target/openapi/npm by the script).
 bash scripts/openapi-ts.sh
+# The OpenAI-compatible endpoint (/v1/models, /v1/chat/completions) against the official `openai`
+# package from PyPI, in the same venv: the tests start the real `chatter serve` binary (built by
+# the cargo step; the build below is a no-op then) on a temporary SQLite file.
+cargo build --locked -q -p chatter-http --bin chatter
+"$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$(pwd)/$TARGET_DIR" ;; esac
+CHATTER_BIN="$TARGET_DIR/debug/chatter" \
+  "$PY_VENV/bin/python" -m pytest -q -p no:cacheprovider chatter-http/tests/python

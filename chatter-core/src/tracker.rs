@@ -218,6 +218,24 @@ pub trait GraphSource: Send + Sync {
     async fn definition_for(&self, execution: &ExecutionRecord) -> Result<WorkflowDefinition>;
 }
 
+/// Sees every event of every execution a [`WorkflowTracker`] drives (runs, resumes, forks,
+/// [`WorkflowTracker::resume_due`]), as it happens: e.g. a server publishing the start and end of
+/// executions to its clients. Set with [`WorkflowTracker::observer`].
+///
+/// It is called on the task driving the execution, between two events: it must be quick and
+/// must not block (hand the event to a channel).
+pub trait TrackerObserver: Send + Sync {
+    /// An event of `execution` (its row as the run, or the resume, began: the ids, the owner
+    /// and the kind are current; its status is not).
+    fn on_event(&self, execution: &ExecutionRecord, event: &Event);
+
+    /// `execution` (its row before the resume) is resumed: after a pause for approval or after
+    /// its worker died. Its new events follow.
+    fn on_resumed(&self, execution: &ExecutionRecord) {
+        let _ = execution;
+    }
+}
+
 /// The graph of an execution from the store: the graph recorded on the row (ad-hoc and chat
 /// executions), else its stored definition, else its template generated again with its
 /// recorded parameters.
@@ -287,6 +305,7 @@ pub struct WorkflowTracker {
     snapshot_every: u32,
     lease_ms: i64,
     worker_id: String,
+    observer: Option<Arc<dyn TrackerObserver>>,
 }
 
 impl std::fmt::Debug for WorkflowTracker {
@@ -296,6 +315,7 @@ impl std::fmt::Debug for WorkflowTracker {
             .field("snapshot_every", &self.snapshot_every)
             .field("lease_ms", &self.lease_ms)
             .field("worker_id", &self.worker_id)
+            .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -313,6 +333,7 @@ impl WorkflowTracker {
             snapshot_every: Durability::DEFAULT_SNAPSHOT_EVERY,
             lease_ms: Self::DEFAULT_LEASE_MS,
             worker_id: format!("worker-{}", ulid::Ulid::new()),
+            observer: None,
         }
     }
 
@@ -341,6 +362,14 @@ impl WorkflowTracker {
     #[must_use]
     pub fn worker_id(mut self, id: impl Into<String>) -> WorkflowTracker {
         self.worker_id = id.into();
+        self
+    }
+
+    /// Shows every event of every execution this tracker drives to `observer` (besides the
+    /// per-call `observe` closures).
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn TrackerObserver>) -> WorkflowTracker {
+        self.observer = Some(observer);
         self
     }
 
@@ -410,14 +439,14 @@ impl WorkflowTracker {
             conversation_id: meta.conversation_id,
             graph,
         };
-        self.open_row(engine, new).await?;
-        self.drive(engine, &prepared, &id, input, options, None, observe)
+        let record = self.open_row(engine, new).await?;
+        self.drive(engine, &prepared, &record, input, options, None, observe)
             .await
     }
 
     /// Creates an execution's row, moves it to `running` and takes its lease; a row that
     /// cannot be started is marked failed.
-    async fn open_row(&self, engine: &Engine, new: NewExecution) -> Result<()> {
+    async fn open_row(&self, engine: &Engine, new: NewExecution) -> Result<ExecutionRecord> {
         let clock = engine.services().clock.clone();
         let record = self.store.create_execution(new).await?;
         let id = record.id.as_str();
@@ -440,7 +469,7 @@ impl WorkflowTracker {
             return Err(error);
         }
         crate::failpoint::hit("tracker.after_running");
-        Ok(())
+        Ok(record)
     }
 
     /// Resumes an execution from its last step, with the same id, its events continuing the
@@ -559,10 +588,13 @@ impl WorkflowTracker {
             edits,
             resume_inputs: resume_input.into_iter().collect(),
         };
+        if let Some(observer) = &self.observer {
+            observer.on_resumed(&record);
+        }
         self.drive(
             engine,
             &prepared,
-            execution_id,
+            &record,
             record.input.clone(),
             options,
             Some(replay),
@@ -801,7 +833,7 @@ impl WorkflowTracker {
             conversation_id: record.conversation_id.clone(),
             graph: record.graph.clone(),
         };
-        self.open_row(engine, new).await?;
+        let forked = self.open_row(engine, new).await?;
         let mut options = options;
         options.execution_id = Some(id.clone());
         options.owner = Some(record.owner_id.clone());
@@ -815,7 +847,7 @@ impl WorkflowTracker {
         self.drive(
             engine,
             &prepared,
-            &id,
+            &forked,
             record.input.clone(),
             options,
             Some(replay),
@@ -824,19 +856,21 @@ impl WorkflowTracker {
         .await
     }
 
-    /// Runs a prepared execution whose row is `running` and whose lease this worker holds:
-    /// durable engine run with the lease renewed, events to `observe`, lease given up.
+    /// Runs a prepared execution whose row (`record`) is `running` and whose lease this worker
+    /// holds: durable engine run with the lease renewed, events to `observe` and the tracker's
+    /// observer, lease given up.
     #[allow(clippy::too_many_arguments)]
     async fn drive<F: FnMut(&Event)>(
         &self,
         engine: &Engine,
         prepared: &PreparedWorkflow,
-        id: &str,
+        record: &ExecutionRecord,
         input: Value,
         mut options: RunOptions,
         replay: Option<Replay>,
         mut observe: F,
     ) -> Result<TrackedRun> {
+        let id = record.id.as_str();
         let clock = engine.services().clock.clone();
         let mut durability = Durability::new(self.store.clone(), self.mode);
         durability.snapshot_every = self.snapshot_every;
@@ -857,6 +891,9 @@ impl WorkflowTracker {
         let mut events = handle.subscribe_from(known);
         while let Some(event) = events.next().await {
             observe(&event);
+            if let Some(observer) = &self.observer {
+                observer.on_event(record, &event);
+            }
         }
         let result = handle.result().await;
         renewer.abort();

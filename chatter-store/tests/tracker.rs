@@ -14,7 +14,7 @@ use chatter_core::model::ModelRegistry;
 use chatter_core::providers::scripted::ScriptedModel;
 use chatter_core::retriever::{RetrievalQuery, Retriever, RetrieverRegistry};
 use chatter_core::store::*;
-use chatter_core::tracker::{ExecutionMeta, WorkflowTracker};
+use chatter_core::tracker::{ExecutionMeta, TrackerObserver, WorkflowTracker};
 use chatter_core::{ChatModel, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
@@ -92,6 +92,7 @@ on_every_backend!(
     retriever_ranks_owner_scoped_chunks,
     rag_workflow_puts_ranked_context_into_the_prompt,
     orchestrated_costs_routing_and_fallbacks_reach_every_record,
+    observer_sees_every_event_of_runs_and_forks,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -120,6 +121,31 @@ fn engine_with(script: Value) -> (Engine, Arc<ScriptedModel>) {
     let mut models = ModelRegistry::new();
     models.register("scripted", model.clone() as Arc<dyn ChatModel>);
     (Engine::builder().models(models).build(), model)
+}
+
+/// Records what a [`TrackerObserver`] is shown: `(execution id, owner, event type, seq)`, and
+/// `resumed:<id>` entries.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, String, String, u64)>>);
+
+impl TrackerObserver for Recorder {
+    fn on_event(&self, execution: &ExecutionRecord, event: &chatter_core::Event) {
+        self.0.lock().unwrap().push((
+            execution.id.clone(),
+            execution.owner_id.clone(),
+            event.kind.type_name().to_owned(),
+            event.seq,
+        ));
+    }
+
+    fn on_resumed(&self, execution: &ExecutionRecord) {
+        self.0.lock().unwrap().push((
+            execution.id.clone(),
+            execution.owner_id.clone(),
+            "resumed".to_owned(),
+            0,
+        ));
+    }
 }
 
 /// An execution store that delegates to a real one but fails `commit_steps` from the
@@ -1118,5 +1144,62 @@ resilience:
             );
         }
         assert_eq!(provider.requests().len(), 6);
+    }
+
+    pub async fn observer_sees_every_event_of_runs_and_forks(s: Arc<dyn Store>) {
+        let (engine, _) = engine_with(json!({"default": {"content": "Hello there."}}));
+        let recorder = Arc::new(Recorder::default());
+        let tracker = WorkflowTracker::new(s.clone()).observer(recorder.clone());
+        let run = tracker
+            .run(
+                &engine,
+                &chat_definition(),
+                json!({"message": "hi"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        let id = run.result.execution_id.clone();
+        let expected: Vec<(String, String, String, u64)> = run
+            .result
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    id.clone(),
+                    "alice".to_owned(),
+                    e.kind.type_name().to_owned(),
+                    e.seq,
+                )
+            })
+            .collect();
+        let seen = std::mem::take(&mut *recorder.0.lock().unwrap());
+        assert_eq!(seen, expected);
+        assert_eq!(seen.first().unwrap().2, "execution_started");
+        assert_eq!(seen.last().unwrap().2, "execution_completed");
+
+        // A fork is a new execution of the same owner: its events under its own id.
+        let fork = tracker
+            .fork(
+                &engine,
+                &chat_definition(),
+                &id,
+                1,
+                None,
+                RunOptions::default(),
+            )
+            .await
+            .unwrap();
+        let fork_id = fork.result.execution_id.clone();
+        assert_ne!(fork_id, id);
+        let seen = std::mem::take(&mut *recorder.0.lock().unwrap());
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter()
+                .all(|(e, owner, _, _)| *e == fork_id && owner == "alice"),
+            "{seen:?}"
+        );
+        assert_eq!(seen.last().unwrap().2, "execution_completed");
     }
 }

@@ -190,6 +190,7 @@ pub const CONFIG_KEY_ALIASES: &[(&str, &str)] = &[
     ("allowedDecisions", "allowed_decisions"),
     ("timeoutAction", "timeout_action"),
     ("outputVariable", "output_variable"),
+    ("clientTools", "client_tools"),
     ("errorTypes", "error_types"),
 ];
 

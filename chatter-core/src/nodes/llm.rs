@@ -16,6 +16,11 @@
 //!   `enable_tools` is true (its default is true when `allowed_tools` is given, else false), every
 //!   registered tool is offered, restricted to `allowed_tools` when given. `tool_choice`
 //!   (`auto`|`none`|`required`) is passed when tools are offered.
+//! - `client_tools` (default false): also offer the tools the caller of the execution brought
+//!   in its input (`input.tools`: `{name, description, parameters}` objects; `input.tool_choice`
+//!   overrides `tool_choice`). The model's calls of such tools are not run by the workflow: they
+//!   are for the caller (the OpenAI-compatible endpoint answers them as `tool_calls`), so a
+//!   workflow taking client tools should end after this node when the reply has tool calls.
 //! - `stream` (default true; old name `enable_streaming`): stream the reply, emitting a `token`
 //!   event per chunk.
 //! - `response_format` (`text`|`json`): `json` asks for a JSON object reply.
@@ -36,7 +41,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::definition::NodeSpec;
 use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput};
@@ -79,6 +84,8 @@ pub struct LlmConfig {
     pub json_mode: bool,
     /// `output_variable`.
     pub output_variable: Option<String>,
+    /// `client_tools`.
+    pub client_tools: bool,
 }
 
 impl LlmConfig {
@@ -128,6 +135,7 @@ impl LlmConfig {
             stream,
             json_mode: c.one_of("response_format", &["text", "json"])? == Some("json"),
             output_variable: c.name("output_variable")?,
+            client_tools: c.boolean("client_tools")?.unwrap_or(false),
         })
     }
 }
@@ -154,7 +162,47 @@ impl LlmNode {
         LlmNode { config }
     }
 
-    /// The specs of the tools offered to the model.
+    /// The specs of the tools offered to the model: the node's own, then the caller's
+    /// (`client_tools`).
+    fn offered_tools(&self, ctx: &NodeContext) -> Result<Vec<ToolSpec>> {
+        let mut tools = self.bound_tools(ctx)?;
+        if self.config.client_tools
+            && let Some(Value::Array(given)) = ctx.state.input().get("tools")
+        {
+            for (i, spec) in given.iter().enumerate() {
+                let spec: ToolSpec = serde_json::from_value(spec.clone()).map_err(|e| {
+                    crate::Error::InvalidInput {
+                        message: format!(
+                            "node `{}`: input.tools[{i}] is not a tool (`name`, `description`, \
+                             `parameters`): {e}",
+                            ctx.node_id()
+                        ),
+                    }
+                })?;
+                if !tools.iter().any(|t| t.name == spec.name) {
+                    tools.push(spec);
+                }
+            }
+        }
+        Ok(tools)
+    }
+
+    /// `tool_choice`: the caller's (`input.tool_choice`) with `client_tools`, else the node's.
+    fn tool_choice(&self, ctx: &NodeContext) -> Option<ToolChoice> {
+        let given = self
+            .config
+            .client_tools
+            .then(|| ctx.state.input().get("tool_choice").and_then(Value::as_str))
+            .flatten();
+        match given {
+            Some("auto") => Some(ToolChoice::Auto),
+            Some("none") => Some(ToolChoice::None),
+            Some("required") => Some(ToolChoice::Required),
+            _ => self.config.tool_choice,
+        }
+    }
+
+    /// The specs of the node's own tools.
     fn bound_tools(&self, ctx: &NodeContext) -> Result<Vec<ToolSpec>> {
         let registry = &ctx.services.tools;
         if !self.config.tools.is_empty() {
@@ -234,7 +282,7 @@ impl Node for LlmNode {
         );
         messages.extend(prompt.clone());
 
-        let tools = self.bound_tools(&ctx)?;
+        let tools = self.offered_tools(&ctx)?;
         let request = ChatRequest {
             model: config.model.clone(),
             messages,
@@ -245,7 +293,7 @@ impl Node for LlmNode {
             tool_choice: if tools.is_empty() {
                 None
             } else {
-                config.tool_choice
+                self.tool_choice(&ctx)
             },
             tools,
             json_mode: config.json_mode,
@@ -640,5 +688,54 @@ mod tests {
                 format!("configuration error: node `chat`: {message}")
             );
         }
+    }
+
+    #[tokio::test]
+    async fn client_tools_from_the_input_are_offered_only_when_the_node_allows_them() {
+        let input = json!({
+            "message": "weather?",
+            "tools": [{"name": "get_weather", "description": "Weather of a city",
+                       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "tool_choice": "required",
+        });
+        let model = CannedModel::new(vec![reply("", vec![])]);
+        let (node, ctx, _) = run_ctx(
+            json!({"client_tools": true, "stream": false}),
+            State::new(input.clone(), vec![]),
+            services_with_model(model.clone()),
+        );
+        node.run(ctx).await.unwrap();
+        let r = &model.requests()[0];
+        let names: Vec<&str> = r.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["get_weather"]);
+        assert_eq!(r.tools[0].description, "Weather of a city");
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+
+        let model = CannedModel::new(vec![reply("", vec![])]);
+        let (node, ctx, _) = run_ctx(
+            json!({"stream": false}),
+            State::new(input, vec![]),
+            services_with_model(model.clone()),
+        );
+        node.run(ctx).await.unwrap();
+        let r = &model.requests()[0];
+        assert!(r.tools.is_empty());
+        assert_eq!(r.tool_choice, None);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_client_tool_is_refused_naming_it() {
+        let model = CannedModel::new(vec![reply("", vec![])]);
+        let (node, ctx, _) = run_ctx(
+            json!({"client_tools": true, "stream": false}),
+            State::new(
+                json!({"message": "hi", "tools": [{"description": "no name"}]}),
+                vec![],
+            ),
+            services_with_model(model.clone()),
+        );
+        let error = node.run(ctx).await.unwrap_err().to_string();
+        assert!(error.contains("input.tools[0]"), "{error}");
+        assert_eq!(model.requests().len(), 0);
     }
 }

@@ -163,6 +163,13 @@ fn llm() -> NodeKindInfo {
             .describe("Whether the model may, must not, or must call a tool."),
     )
     .with_property(
+        "client_tools",
+        P::boolean().default(false).describe(
+            "Also offer the tools the caller brought in `input.tools` (`input.tool_choice` \
+             overrides `tool_choice`); their calls are answered to the caller, not run.",
+        ),
+    )
+    .with_property(
         "stream",
         P::boolean()
             .default(true)

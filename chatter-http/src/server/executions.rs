@@ -225,6 +225,13 @@ async fn cancel(
             .tracker()
             .cancel(&id, None, "cancelled through the API", now)
             .await?;
+        // Not driven by this server's tracker: the global stream hears of it here.
+        state.publish_workflow_event(
+            super::events::WorkflowEventType::Status,
+            &record,
+            "cancelled",
+            Map::from_iter([("reason".to_owned(), json!("cancelled through the API"))]),
+        );
     }
     state
         .audit(

@@ -46,9 +46,11 @@ use crate::error::Error;
 pub mod auth;
 mod auth_routes;
 mod chat;
+mod events;
 mod executions;
 mod health;
 pub mod jobs;
+mod openai;
 pub mod openapi;
 pub mod problem;
 pub mod schemas;
@@ -257,6 +259,8 @@ struct Inner {
     live: Mutex<HashMap<String, CancellationToken>>,
     /// Wakes idle job workers when a job is enqueued.
     job_wakeup: tokio::sync::Notify,
+    /// The global events stream's channel (also the tracker's observer).
+    workflow_events: events::WorkflowEvents,
 }
 
 /// Removes an execution from the live registry when dropped.
@@ -323,6 +327,28 @@ impl AppState {
     /// Cancelled when the server shuts down (streams end early).
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.0.shutdown
+    }
+
+    /// The channel of the global events stream.
+    pub(crate) fn workflow_events(&self) -> &events::WorkflowEvents {
+        &self.0.workflow_events
+    }
+
+    /// Publishes a `workflow.*` event about `execution` on the global events stream
+    /// (`/api/v1/events/stream`), seen by its owner and admins. Executions the tracker drives
+    /// publish their start, end and status changes by themselves; call this for changes made
+    /// outside the tracker (a cancel of an execution not running here, a queued job, ...).
+    /// `extra` is added to the event's `data`.
+    pub(crate) fn publish_workflow_event(
+        &self,
+        event_type: events::WorkflowEventType,
+        execution: &chatter_core::store::ExecutionRecord,
+        status: &str,
+        extra: serde_json::Map<String, Value>,
+    ) {
+        self.0.workflow_events.publish(events::WorkflowEvent::new(
+            event_type, execution, status, extra,
+        ));
     }
 
     /// Registers an execution running in this server (so `cancel` reaches it) until the
@@ -452,9 +478,12 @@ impl Server {
         let model_names = models.names().map(str::to_owned).collect();
         let tools: ToolRegistry = crate::cli::tools_from_file(config.tools.as_deref())?;
         let engine = Engine::builder().models(models).tools(tools).build();
-        // Every execution is durable: each step committed before the next starts.
+        // Every execution is durable: each step committed before the next starts. Every one
+        // the tracker drives is published on the global events stream.
+        let workflow_events = events::WorkflowEvents::new();
         let tracker = WorkflowTracker::new(store.clone())
-            .durability(chatter_core::engine::DurabilityMode::Sync);
+            .durability(chatter_core::engine::DurabilityMode::Sync)
+            .observer(Arc::new(workflow_events.clone()));
         let dummy_hash = auth::hash_password(&ulid::Ulid::new().to_string())
             .map_err(|e| Error::Usage(e.detail))?;
         let jwt_secret = config
@@ -485,6 +514,7 @@ impl Server {
             shutdown: shutdown.clone(),
             live: Mutex::new(HashMap::new()),
             job_wakeup: tokio::sync::Notify::new(),
+            workflow_events,
         }));
         let resumer = tokio::spawn(resume_due_loop(state.clone()));
         let workers = jobs::start_workers(&state);
@@ -637,6 +667,8 @@ fn router(state: AppState) -> Router {
         .merge(executions::routes())
         .merge(jobs::routes())
         .merge(chat::routes())
+        .merge(events::routes())
+        .merge(openai::routes())
         .merge(workspaces::routes())
         .merge(openapi::routes())
         .fallback(not_found)

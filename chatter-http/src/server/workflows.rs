@@ -412,6 +412,33 @@ where
     Ok(())
 }
 
+/// A page of the definitions the caller may read: own and public ones (any for admins), then
+/// on the first page those shared with them through workspaces.
+pub(super) async fn readable_definitions(
+    state: &AppState,
+    p: &Principal,
+    page: Page,
+) -> Result<Vec<DefinitionRecord>, ApiError> {
+    let filter = DefinitionFilter {
+        owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
+        include_public: true,
+        tag: None,
+    };
+    let mut records = state.store().list_definitions(&filter, page).await?;
+    if page.offset == 0 && !p.is_admin() {
+        let store = state.store();
+        let shared = store.shared_resource_ids(p.id(), "definition").await?;
+        append_shared(
+            &mut records,
+            shared,
+            |r| &r.id,
+            |id| async move { store.get_definition(&id).await },
+        )
+        .await?;
+    }
+    Ok(records)
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/workflows/definitions",
@@ -433,27 +460,7 @@ async fn list_definitions(
 ) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
     check_limit(query.limit, 1000)?;
-    let filter = DefinitionFilter {
-        owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
-        include_public: true,
-        tag: None,
-    };
-    let mut records = state
-        .store()
-        .list_definitions(&filter, Page::new(query.limit, query.offset))
-        .await?;
-    // Definitions shared with the caller through workspaces come after (first page only).
-    if query.offset == 0 && !p.is_admin() {
-        let store = state.store();
-        let shared = store.shared_resource_ids(p.id(), "definition").await?;
-        append_shared(
-            &mut records,
-            shared,
-            |r| &r.id,
-            |id| async move { store.get_definition(&id).await },
-        )
-        .await?;
-    }
+    let records = readable_definitions(&state, &p, Page::new(query.limit, query.offset)).await?;
     let definitions: Vec<Value> = records.iter().map(definition_json).collect();
     Ok(ok(
         json!({"total_count": definitions.len(), "definitions": definitions}),
@@ -799,7 +806,7 @@ fn param(record: &ExecutionRecord, key: &str) -> Option<String> {
 
 /// The contract's `definition_id` of an execution: its definition, else its template (also
 /// after either was deleted), else `""` for ad-hoc runs. Never null.
-fn workflow_id(record: &ExecutionRecord) -> String {
+pub(super) fn workflow_id(record: &ExecutionRecord) -> String {
     record
         .definition_id
         .clone()
@@ -873,6 +880,31 @@ fn log_entry(event: &EventRecord) -> Value {
     })
 }
 
+/// Runs a definition through the tracker as an execution of this server (so `cancel` reaches
+/// it), calling `observe` with each event; `options` may carry history and the execution id
+/// (default: a new ULID), the owner is `meta`'s.
+pub(super) async fn run_live(
+    state: &AppState,
+    def: &WorkflowDefinition,
+    input: Value,
+    options: RunOptions,
+    meta: ExecutionMeta,
+    observe: impl FnMut(&chatter_core::Event) + Send,
+) -> Result<chatter_core::tracker::TrackedRun, ApiError> {
+    let id = options
+        .execution_id
+        .clone()
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let token = tokio_util::sync::CancellationToken::new();
+    let _live = state.register_live(&id, token.clone());
+    let mut options = options.owner(meta.owner_id.clone()).execution_id(&id);
+    options.cancel = Some(token);
+    Ok(state
+        .tracker()
+        .run_observed(state.engine(), def, input, options, meta, observe)
+        .await?)
+}
+
 /// Runs a definition recorded in the store; returns the stored execution.
 pub(super) async fn run_recorded(
     state: &AppState,
@@ -880,16 +912,7 @@ pub(super) async fn run_recorded(
     input: Value,
     meta: ExecutionMeta,
 ) -> Result<ExecutionRecord, ApiError> {
-    let owner = meta.owner_id.clone();
-    let id = ulid::Ulid::new().to_string();
-    let token = tokio_util::sync::CancellationToken::new();
-    let _live = state.register_live(&id, token.clone());
-    let mut options = RunOptions::default().owner(owner).execution_id(&id);
-    options.cancel = Some(token);
-    let run = state
-        .tracker()
-        .run(state.engine(), def, input, options, meta)
-        .await?;
+    let run = run_live(state, def, input, RunOptions::default(), meta, |_| {}).await?;
     let id = run.result.execution_id.clone();
     if let Some(error) = run.store_error {
         return Err(ApiError::from(error));
@@ -1244,9 +1267,9 @@ async fn execution_logs(
 /// A template: stored, or built in (id = its name).
 pub(super) struct Template {
     pub(super) id: String,
-    owner_id: Option<String>,
+    pub(super) owner_id: Option<String>,
     pub(super) spec: TemplateSpec,
-    record: Option<TemplateRecord>,
+    pub(super) record: Option<TemplateRecord>,
 }
 
 impl Template {
@@ -1358,6 +1381,53 @@ async fn writable_template(
     }
 }
 
+/// A page of the templates the caller may read: own and public ones (any for admins), then on
+/// the first page those shared with them and the built-ins not stored.
+pub(super) async fn readable_templates(
+    state: &AppState,
+    p: &Principal,
+    page: Page,
+) -> Result<Vec<Template>, ApiError> {
+    let filter = TemplateFilter {
+        owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
+        include_public: true,
+        category: None,
+    };
+    let mut records = state.store().list_templates(&filter, page).await?;
+    if page.offset == 0 && !p.is_admin() {
+        let store = state.store();
+        let shared = store.shared_resource_ids(p.id(), "template").await?;
+        append_shared(
+            &mut records,
+            shared,
+            |r| &r.id,
+            |id| async move { store.get_template(&id).await },
+        )
+        .await?;
+    }
+    let mut templates = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for record in records {
+        let template = Template::from_record(record)?;
+        names.insert(template.spec.name.clone());
+        templates.push(template);
+    }
+    if page.offset == 0 {
+        for spec in builtin_templates() {
+            if names.contains(&spec.name) {
+                continue;
+            }
+            templates.push(Template {
+                id: spec.name.clone(),
+                owner_id: None,
+                spec,
+                record: None,
+            });
+        }
+    }
+    Ok(templates)
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/workflows/templates",
@@ -1379,48 +1449,10 @@ async fn list_templates(
 ) -> Result<Response, ApiError> {
     p.require("template:read")?;
     check_limit(query.limit, 1000)?;
-    let filter = TemplateFilter {
-        owner_id: (!p.is_admin()).then(|| p.id().to_owned()),
-        include_public: true,
-        category: None,
-    };
-    let mut records = state
-        .store()
-        .list_templates(&filter, Page::new(query.limit, query.offset))
-        .await?;
-    if query.offset == 0 && !p.is_admin() {
-        let store = state.store();
-        let shared = store.shared_resource_ids(p.id(), "template").await?;
-        append_shared(
-            &mut records,
-            shared,
-            |r| &r.id,
-            |id| async move { store.get_template(&id).await },
-        )
-        .await?;
-    }
     let mut templates = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for record in records {
-        let template = Template::from_record(record)?;
-        let usage = state.store().template_analytics(&template.id).await?;
-        names.insert(template.spec.name.clone());
-        templates.push(template.json(usage.as_ref()));
-    }
-    if query.offset == 0 {
-        for spec in builtin_templates() {
-            if names.contains(&spec.name) {
-                continue;
-            }
-            let t = Template {
-                id: spec.name.clone(),
-                owner_id: None,
-                spec,
-                record: None,
-            };
-            let usage = state.store().template_analytics(&t.id).await?;
-            templates.push(t.json(usage.as_ref()));
-        }
+    for t in readable_templates(&state, &p, Page::new(query.limit, query.offset)).await? {
+        let usage = state.store().template_analytics(&t.id).await?;
+        templates.push(t.json(usage.as_ref()));
     }
     Ok(ok(
         json!({"total_count": templates.len(), "templates": templates}),
