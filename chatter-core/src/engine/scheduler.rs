@@ -1665,9 +1665,10 @@ async fn drive(
     }
 }
 
-/// The `node` span of one attempt (disabled, and then free, without an interested subscriber).
+/// The `node` span of one attempt, at `debug` level (disabled, and then free, unless a
+/// subscriber wants it).
 fn node_span(execution_id: &str, spec: &NodeSpec, iteration: u32, attempt: u32) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         target: "chatter_core::engine",
         "node",
         execution_id = %execution_id,

@@ -85,7 +85,7 @@ impl Histogram {
     }
 
     /// The duration (ms) under which `q` of the observations fall, read from the buckets (the
-    /// bucket's upper bound); 0 without observations.
+    /// bucket's upper bound; the last bound when they lie beyond it); 0 without observations.
     fn quantile_ms(&self, q: f64) -> f64 {
         let total = self.count();
         if total == 0 {
@@ -99,7 +99,7 @@ impl Histogram {
                 return bound * 1000.0;
             }
         }
-        f64::INFINITY
+        DURATION_BUCKETS[DURATION_BUCKETS.len() - 1] * 1000.0
     }
 }
 
