@@ -80,39 +80,39 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "name: {line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "labels: {line}"
+            );
+            let inner = &labels[1..labels.len() - 1];
+            // key="value" pairs, values with escaped quotes only.
+            let mut rest = inner;
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once("=\"").expect(line);
                 assert!(
-                    labels.starts_with('{') && labels.ends_with('}'),
-                    "labels: {line}"
+                    key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "label key: {line}"
                 );
-                let inner = &labels[1..labels.len() - 1];
-                // key="value" pairs, values with escaped quotes only.
-                let mut rest = inner;
-                while !rest.is_empty() {
-                    let (key, after) = rest.split_once("=\"").expect(line);
-                    assert!(
-                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "label key: {line}"
-                    );
-                    let mut end = None;
-                    let mut escaped = false;
-                    for (i, c) in after.char_indices() {
-                        match (escaped, c) {
-                            (true, _) => escaped = false,
-                            (false, '\\') => escaped = true,
-                            (false, '"') => {
-                                end = Some(i);
-                                break;
-                            }
-                            _ => {}
+                let mut end = None;
+                let mut escaped = false;
+                for (i, c) in after.char_indices() {
+                    match (escaped, c) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = Some(i);
+                            break;
                         }
+                        _ => {}
                     }
-                    let end = end.expect(line);
-                    rest = after[end + 1..]
-                        .strip_prefix(',')
-                        .unwrap_or(&after[end + 1..]);
                 }
+                let end = end.expect(line);
+                rest = after[end + 1..]
+                    .strip_prefix(',')
+                    .unwrap_or(&after[end + 1..]);
             }
         }
         let (fam, kind) = family.as_ref().expect("a sample before any # TYPE");

@@ -619,6 +619,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Per method of a route: requests, errors, seconds spent, counts per status.
+type EndpointTotals = (u64, u64, f64, Map<String, Value>);
+
 /// The old `MetricsResponse` document.
 fn json_document(state: &AppState) -> Value {
     let m = state.metrics();
@@ -628,7 +631,7 @@ fn json_document(state: &AppState) -> Value {
     let mut sum_seconds = 0.0;
     let all = Histogram::default();
     for (route, series) in m.http.sorted() {
-        let mut by_method: std::collections::BTreeMap<&str, (u64, u64, f64, Map<String, Value>)> =
+        let mut by_method: std::collections::BTreeMap<&str, EndpointTotals> =
             std::collections::BTreeMap::new();
         for ((method, status), histogram) in series.by_status.sorted() {
             let count = histogram.count();

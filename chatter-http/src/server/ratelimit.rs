@@ -170,6 +170,10 @@ pub(crate) struct Decision {
     pub(crate) retry_after: Option<u64>,
 }
 
+/// Buckets by client and route class (`None`: the default limit; else an index into the
+/// configured routes).
+type Shard = HashMap<(String, Option<usize>), Buckets>;
+
 const SHARDS: usize = 64;
 /// A shard holding more clients than this forgets those whose buckets are full again.
 const SWEEP_AT: usize = 4096;
@@ -178,7 +182,7 @@ const SWEEP_AT: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     config: RateLimitConfig,
-    shards: Box<[Mutex<HashMap<(String, Option<usize>), Buckets>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// Indices into `config.routes`, by route template.
     route_index: HashMap<String, usize>,
     route_limits: Vec<Limit>,
@@ -248,7 +252,7 @@ impl RateLimiter {
     }
 
     /// Forgets the clients whose buckets are full again (they would start full anyway).
-    fn sweep(&self, map: &mut HashMap<(String, Option<usize>), Buckets>, now: Instant) {
+    fn sweep(&self, map: &mut Shard, now: Instant) {
         map.retain(|(_, class), b| {
             let limit = class.map_or(self.config.default, |i| self.route_limits[i]);
             let mut b = *b;
@@ -340,19 +344,20 @@ mod tests {
     use super::*;
 
     fn limiter(per_minute: u32, per_hour: u32) -> RateLimiter {
-        let mut config = RateLimitConfig::default();
-        config.default = Limit {
-            per_minute,
-            per_hour,
-        };
-        config.routes = BTreeMap::from([(
-            "/chat".to_owned(),
-            Limit {
-                per_minute: 2,
-                per_hour: 100,
+        RateLimiter::new(RateLimitConfig {
+            default: Limit {
+                per_minute,
+                per_hour,
             },
-        )]);
-        RateLimiter::new(config)
+            routes: BTreeMap::from([(
+                "/chat".to_owned(),
+                Limit {
+                    per_minute: 2,
+                    per_hour: 100,
+                },
+            )]),
+            ..RateLimitConfig::default()
+        })
     }
 
     #[test]
