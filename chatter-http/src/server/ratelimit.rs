@@ -172,10 +172,19 @@ pub(crate) struct Decision {
 
 /// Buckets by client and route class (`None`: the default limit; else an index into the
 /// configured routes).
-type Shard = HashMap<(String, Option<usize>), Buckets>;
+type BucketMap = HashMap<(String, Option<usize>), Buckets>;
+
+/// One shard: its buckets, and the size at which it is next swept.
+#[derive(Debug)]
+struct Shard {
+    buckets: BucketMap,
+    sweep_at: usize,
+}
 
 const SHARDS: usize = 64;
-/// A shard holding more clients than this forgets those whose buckets are full again.
+/// A shard holding more clients than this forgets those whose buckets are full again; when
+/// most are still active, the next sweep waits until the shard has doubled (so a flood of
+/// clients costs amortised constant time per request, not a sweep each).
 const SWEEP_AT: usize = 4096;
 
 /// The limiter of one server.
@@ -201,7 +210,14 @@ impl RateLimiter {
             .collect();
         RateLimiter {
             config,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        buckets: HashMap::new(),
+                        sweep_at: SWEEP_AT,
+                    })
+                })
+                .collect(),
             route_index,
             route_limits,
             hasher: RandomState::new(),
@@ -219,14 +235,18 @@ impl RateLimiter {
         let class = self.route_index.get(route).copied();
         let limit = class.map_or(self.config.default, |i| self.route_limits[i]);
         let shard = &self.shards[(self.hasher.hash_one((&client, class)) as usize) % SHARDS];
-        let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= SWEEP_AT {
-            self.sweep(&mut map, now);
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if shard.buckets.len() >= shard.sweep_at {
+            self.sweep(&mut shard.buckets, now);
+            shard.sweep_at = SWEEP_AT.max(shard.buckets.len() * 2);
         }
-        let buckets = map.entry((client, class)).or_insert_with(|| Buckets {
-            minute: Bucket::full(limit.per_minute, now),
-            hour: Bucket::full(limit.per_hour, now),
-        });
+        let buckets = shard
+            .buckets
+            .entry((client, class))
+            .or_insert_with(|| Buckets {
+                minute: Bucket::full(limit.per_minute, now),
+                hour: Bucket::full(limit.per_hour, now),
+            });
         buckets.minute.refill(limit.per_minute, MINUTE, now);
         buckets.hour.refill(limit.per_hour, HOUR, now);
         let allowed = buckets.minute.tokens >= 1.0 && buckets.hour.tokens >= 1.0;
@@ -252,7 +272,7 @@ impl RateLimiter {
     }
 
     /// Forgets the clients whose buckets are full again (they would start full anyway).
-    fn sweep(&self, map: &mut Shard, now: Instant) {
+    fn sweep(&self, map: &mut BucketMap, now: Instant) {
         map.retain(|(_, class), b| {
             let limit = class.map_or(self.config.default, |i| self.route_limits[i]);
             let mut b = *b;
