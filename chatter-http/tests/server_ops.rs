@@ -764,3 +764,87 @@ async fn pool_and_cache_series(h: Harness) {
     assert!(stats.hits + stats.misses > 0);
     assert!(stats.misses as f64 >= misses_before);
 }
+
+#[test]
+fn config_file_sets_limits_and_refuses_bad_ones() {
+    let dir = std::env::temp_dir().join(format!("chatter-http-ops-cfg-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, doc: serde_json::Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, doc.to_string()).unwrap();
+        path
+    };
+    let good = write(
+        "good.json",
+        json!({"metrics_token": "t0k3n", "rate_limits": {
+            "default": {"per_minute": 7, "per_hour": 70},
+            "routes": {"/api/v1/workflows/execute/chat": {"per_minute": 2, "per_hour": 9}}}}),
+    );
+    let config = ServerConfig::new("sqlite::memory:")
+        .with_file(&good)
+        .unwrap();
+    assert_eq!(config.metrics_token.as_deref(), Some("t0k3n"));
+    assert!(config.rate_limits.enabled);
+    assert_eq!(
+        config.rate_limits.default,
+        Limit {
+            per_minute: 7,
+            per_hour: 70
+        }
+    );
+    // The routes given replace the default routes.
+    assert_eq!(config.rate_limits.routes.len(), 1);
+    assert_eq!(config.rate_limits.routes[CHAT].per_hour, 9);
+
+    for (name, doc, needle) in [
+        (
+            "zero.json",
+            json!({"rate_limits": {"default": {"per_minute": 0, "per_hour": 1}}}),
+            "must be positive",
+        ),
+        (
+            "unknown.json",
+            json!({"rate_limits": {"per_second": 3}}),
+            "unknown field",
+        ),
+        (
+            "half.json",
+            json!({"rate_limits": {"default": {"per_minute": 3}}}),
+            "per_hour",
+        ),
+        ("blank.json", json!({"metrics_token": "  "}), "blank"),
+    ] {
+        let path = write(name, doc);
+        let err = ServerConfig::new("sqlite::memory:")
+            .with_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(err.contains(name), "{name}: the file is named: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_metrics_token_or_zero_limit_does_not_start() {
+    let mut config = common::config();
+    config.metrics_token = Some(String::new());
+    let store = chatter_store::connect("sqlite::memory:").await.unwrap();
+    let err = chatter_http::server::Server::start_with_store(config, store)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("metrics token"), "{err}");
+
+    let mut config = common::config();
+    config.rate_limits.routes.insert(
+        CHAT.to_owned(),
+        Limit {
+            per_minute: 0,
+            per_hour: 5,
+        },
+    );
+    let store = chatter_store::connect("sqlite::memory:").await.unwrap();
+    let err = chatter_http::server::Server::start_with_store(config, store)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(CHAT), "{err}");
+}

@@ -265,6 +265,11 @@ impl ServerConfig {
             self.secure_cookies = v;
         }
         if let Some(v) = file.metrics_token {
+            if v.trim().is_empty() {
+                return Err(Error::Usage(format!(
+                    "--config {shown}: `metrics_token` must not be blank"
+                )));
+            }
             self.metrics_token = Some(v);
         }
         if let Some(v) = file.rate_limits {
@@ -487,6 +492,16 @@ impl Server {
     ) -> Result<Server, Error> {
         let mut notes = Vec::new();
         config.rate_limits.check().map_err(Error::Usage)?;
+        if config
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::Usage(
+                "the metrics token must not be blank (leave it unset to serve /metrics openly)"
+                    .into(),
+            ));
+        }
         auth::seed_roles(&store).await?;
         chatter_core::templates::seed_builtins(store.as_ref()).await?;
         let roles = store
