@@ -283,9 +283,10 @@ impl Family {
     }
 }
 
-/// The job queue's series. The job queue's `job_stats(queue)` store method lands with the
-/// jobs work; until it is merged this hook has no series to report.
-pub(crate) fn job_series(state: &AppState) -> Vec<Family> {
+/// The job queue's series, read when `/metrics` is scraped (async: it may ask the store).
+/// The job queue's `job_stats(queue)` store method lands with the jobs work; until it is
+/// merged here this hook has no series to report.
+pub(crate) async fn job_series(state: &AppState) -> Vec<Family> {
     let _ = state;
     Vec::new()
 }
@@ -311,8 +312,9 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The Prometheus text exposition (version 0.0.4) of every series.
-pub(crate) fn render_prometheus(state: &AppState) -> String {
+/// The Prometheus text exposition (version 0.0.4) of every series; `extra` (the job queue's)
+/// come last but one.
+pub(crate) fn render_prometheus(state: &AppState, extra: &[Family]) -> String {
     let m = state.metrics();
     let mut out = String::with_capacity(16 * 1024);
 
@@ -490,7 +492,7 @@ pub(crate) fn render_prometheus(state: &AppState) -> String {
         pool.waiting
     );
 
-    for family in job_series(state) {
+    for family in extra {
         family.render(&mut out);
     }
 
@@ -510,8 +512,8 @@ pub(crate) fn render_prometheus(state: &AppState) -> String {
 
 /// The same series as OpenMetrics text: counter families are named without their `_total`
 /// suffix (which their samples keep), and the document ends with `# EOF`.
-pub(crate) fn render_openmetrics(state: &AppState) -> String {
-    let text = render_prometheus(state);
+pub(crate) fn render_openmetrics(state: &AppState, extra: &[Family]) -> String {
+    let text = render_prometheus(state, extra);
     let mut counters = std::collections::HashSet::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ")
@@ -603,10 +605,14 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
             .into_response();
         }
     }
-    let (body, content_type) = match negotiate(&headers) {
-        Format::Prometheus => (render_prometheus(&state), PROMETHEUS_TEXT),
-        Format::OpenMetrics => (render_openmetrics(&state), OPENMETRICS_TEXT),
-        Format::Json => return axum::Json(json_document(&state)).into_response(),
+    let format = negotiate(&headers);
+    if format == Format::Json {
+        return axum::Json(json_document(&state)).into_response();
+    }
+    let jobs = job_series(&state).await;
+    let (body, content_type) = match format {
+        Format::OpenMetrics => (render_openmetrics(&state, &jobs), OPENMETRICS_TEXT),
+        _ => (render_prometheus(&state, &jobs), PROMETHEUS_TEXT),
     };
     let mut response = (StatusCode::OK, body).into_response();
     response
