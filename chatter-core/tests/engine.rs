@@ -1267,3 +1267,67 @@ async fn a_node_no_entry_leads_to_is_dead_and_its_join_still_runs() {
         NodeRunStatus::Skipped
     );
 }
+
+/// Records what the engine reports to its observer.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl chatter_core::engine::EngineObserver for Recorder {
+    fn execution_started(&self) {
+        self.0.lock().unwrap().push("started".into());
+    }
+    fn execution_ended(&self, status: ExecutionStatus, duration_ms: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("ended {} {duration_ms}", status.as_str()));
+    }
+    fn node_ended(&self, kind: &str, status: NodeRunStatus, duration_ms: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("node {kind} {} {duration_ms}", status.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn the_observer_sees_top_level_executions_and_every_node_run() {
+    let recorder = Arc::new(Recorder::default());
+    let e = engine_support::builder()
+        .clock(Arc::new(engine_support::FixedClock::new(1_700_000_000_000)))
+        .register_node("child", |_: &NodeSpec| Ok(Arc::new(Child) as Arc<dyn Node>))
+        .observer(recorder.clone())
+        .build();
+    let def = graph(json!([["parent", "child"]]), json!([]));
+    let r = e.run(&def, json!({}), RunOptions::default()).await.unwrap();
+    assert_eq!(r.status, ExecutionStatus::Completed, "{:?}", r.error);
+    // The sub-graph's nodes end first, then its parent node; the sub-graph is no execution
+    // of its own. The fixed clock makes every duration 0.
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            "started",
+            "node usage completed 0",
+            "node emit completed 0",
+            "node child completed 0",
+            "ended completed 0",
+        ]
+    );
+    recorder.0.lock().unwrap().clear();
+
+    // A failing execution: the budget fails the child's first node, and so the parent.
+    let r = e
+        .run(
+            &def,
+            json!({}),
+            RunOptions::default().limits(Limits::default().max_tokens(Some(4))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, ExecutionStatus::Failed);
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("started"));
+    assert_eq!(seen.last().map(String::as_str), Some("ended failed 0"));
+    assert!(seen.contains(&"node child failed 0".to_owned()), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| *s == "started").count(), 1);
+}

@@ -354,6 +354,28 @@ mod cases {
         assert_eq!(cancelled.status, 200, "{}", cancelled.text);
         assert_eq!(cancelled.body["status"], "cancelled");
         assert!(cancelled.body["completed_at"].is_string());
+        // `/metrics` counts the queue's jobs by status and priority, zeros included.
+        let scraped = h
+            .client
+            .get(h.url("/metrics"))
+            .header("accept", "text/plain")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "chatter_jobs{status=\"running\",priority=\"normal\"} 1",
+            "chatter_jobs{status=\"cancelled\",priority=\"normal\"} 1",
+            "chatter_jobs{status=\"queued\",priority=\"normal\"} 0",
+            "chatter_jobs{status=\"failed\",priority=\"critical\"} 0",
+        ] {
+            assert!(
+                scraped.lines().any(|l| l == line),
+                "no `{line}` in:\n{scraped}"
+            );
+        }
 
         // Wait until the running job's execution really runs, then cancel it with DELETE.
         let execution_id = running["execution_id"].as_str().unwrap().to_owned();

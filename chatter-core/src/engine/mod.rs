@@ -78,6 +78,7 @@
 mod durable;
 mod events;
 mod node;
+mod observe;
 mod plan;
 mod policy;
 mod result;
@@ -90,6 +91,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use durable::{Durability, DurabilityMode, event_from_record};
 pub(crate) use durable::{Replay, new_event, recorded_runs};
@@ -98,6 +100,7 @@ pub use node::{
     Clock, DefinitionResolver, DiscardEvents, Node, NodeContext, NodeFactory, NodeFailure,
     NodeOutput, Route, Services, SubgraphOutcome, SubgraphRunner, SystemClock,
 };
+pub use observe::EngineObserver;
 pub use plan::PreparedWorkflow;
 pub use policy::RetryPolicy;
 pub use result::{ExecutionFailure, ExecutionResult, ExecutionStatus, NodeRun, NodeRunStatus};
@@ -323,6 +326,13 @@ pub struct EngineBuilder {
     limits: Limits,
     validator: ValidatorConfig,
     validate: bool,
+    observer: Option<Arc<dyn EngineObserver>>,
+}
+
+impl std::fmt::Debug for dyn EngineObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineObserver")
+    }
 }
 
 impl EngineBuilder {
@@ -341,6 +351,7 @@ impl EngineBuilder {
             limits: Limits::default(),
             validator: ValidatorConfig::default(),
             validate: true,
+            observer: None,
         }
     }
 
@@ -412,6 +423,11 @@ impl EngineBuilder {
         self.validate = validate;
         self
     }
+    /// Sets the observer told when executions and node runs end (for metrics).
+    pub fn observer(mut self, observer: Arc<dyn EngineObserver>) -> EngineBuilder {
+        self.observer = Some(observer);
+        self
+    }
     /// The factories registered so far.
     pub fn factories_mut(&mut self) -> &mut NodeFactories {
         &mut self.factories
@@ -426,9 +442,15 @@ impl EngineBuilder {
                 kinds: self.kinds,
                 limits: self.limits,
                 validate: self.validate,
+                observer: self.observer,
             }),
         }
     }
+}
+
+/// The `execution` span an execution (or a sub-graph of one) runs in.
+fn execution_span(execution_id: &str) -> tracing::Span {
+    tracing::info_span!(target: "chatter_core::engine", "execution", execution_id = %execution_id)
 }
 
 pub(crate) struct EngineInner {
@@ -438,6 +460,7 @@ pub(crate) struct EngineInner {
     pub(crate) limits: Limits,
     pub(crate) validator: WorkflowValidator,
     pub(crate) validate: bool,
+    pub(crate) observer: Option<Arc<dyn EngineObserver>>,
 }
 
 /// Runs workflow definitions. Cheap to clone (shared).
@@ -555,7 +578,8 @@ impl Engine {
             None,
             None,
         );
-        run.execute().await.0
+        let span = execution_span(run.execution_id());
+        run.execute().instrument(span).await.0
     }
 
     /// Starts a definition on the current tokio runtime and returns at once.
@@ -610,10 +634,14 @@ impl Engine {
         let log = run.log();
         let cancel = run.cancel_token();
         let guard = events::CloseOnDrop(log.clone());
-        let task = runtime.spawn(async move {
-            let _close = guard;
-            run.execute().await.0
-        });
+        let span = execution_span(&execution_id);
+        let task = runtime.spawn(
+            async move {
+                let _close = guard;
+                run.execute().await.0
+            }
+            .instrument(span),
+        );
         Ok(ExecutionHandle {
             execution_id,
             log,
@@ -736,7 +764,8 @@ impl SubgraphRunner for Engine {
             Some(parent.events.clone()),
             None,
         );
-        let (result, state) = run.execute().await;
+        let span = execution_span(run.execution_id());
+        let (result, state) = run.execute().instrument(span).await;
         match result.status {
             ExecutionStatus::Completed => Ok(SubgraphOutcome {
                 state,

@@ -59,6 +59,20 @@ pub enum NodeRunStatus {
     Waiting,
 }
 
+impl NodeRunStatus {
+    /// The snake_case name (`completed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRunStatus::Running => "running",
+            NodeRunStatus::Completed => "completed",
+            NodeRunStatus::Failed => "failed",
+            NodeRunStatus::Skipped => "skipped",
+            NodeRunStatus::Cancelled => "cancelled",
+            NodeRunStatus::Waiting => "waiting",
+        }
+    }
+}
+
 /// One run of one node. The node runs of an [`ExecutionResult`] are in the order their deltas
 /// were applied to the state (completion order), which makes a replay exact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,10 +16,12 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::durable::{RecordedOutcome, RecordedRun, Replay, StepWriter, new_event, route_to_json};
 use super::events::EventLog;
 use super::node::{NodeContext, NodeFailure, NodeOutput, Route, Services, SubgraphRunner};
+use super::observe::EngineObserver;
 use super::plan::{EdgeRole, Join, Plan, PlanNode};
 use super::policy::{class_name, fnv};
 use super::result::{ExecutionFailure, ExecutionResult, ExecutionStatus, NodeRun, NodeRunStatus};
@@ -159,6 +161,10 @@ pub(crate) struct Run {
     owner: Option<String>,
     subgraphs: Arc<dyn SubgraphRunner>,
     started_at_ms: i64,
+    /// The engine's observer (metrics), and whether this run is an execution of its own (not
+    /// a sub-graph of one) whose start and end it reports.
+    observer: Option<Arc<dyn EngineObserver>>,
+    top_level: bool,
 
     edge_state: Vec<u8>,
     resolved: Vec<u32>,
@@ -204,6 +210,8 @@ impl Run {
     ) -> Run {
         let inner = engine.inner();
         let services = inner.services.clone();
+        let observer = inner.observer.clone();
+        let top_level = parent_sink.is_none();
         let exec_id: Arc<str> = Arc::from(
             options
                 .execution_id
@@ -278,6 +286,8 @@ impl Run {
             snapshot: None,
             owner: options.owner,
             started_at_ms,
+            observer,
+            top_level,
             edge_state: vec![PENDING; e],
             resolved: vec![0; n],
             taken: vec![0; n],
@@ -350,6 +360,11 @@ impl Run {
             self.log.push(EventKind::ExecutionStarted {
                 input: self.state.input().clone(),
             });
+            if self.top_level
+                && let Some(observer) = &self.observer
+            {
+                observer.execution_started();
+            }
         }
         if resuming {
             self.log.set_muted(true);
@@ -723,6 +738,7 @@ impl Run {
                     (w.store.clone(), run)
                 })
         });
+        let span = node_span(&self.exec_id, &n.spec, act.iteration, act.attempt);
         let fut: BoxFuture<'p, Result<NodeOutput>> = match intent {
             None => n.node.run(ctx),
             Some((store, run)) => {
@@ -734,6 +750,12 @@ impl Run {
                     node.run(ctx).await
                 })
             }
+        };
+        // No subscriber (or none interested): no span, and no second box.
+        let fut = if span.is_disabled() {
+            fut
+        } else {
+            Box::pin(fut.instrument(span))
         };
         let fut = AssertUnwindSafe(fut).catch_unwind();
         Some(Launch {
@@ -751,6 +773,17 @@ impl Run {
     fn complete(&mut self, plan: &Plan, done: Completion) {
         if let Some(pos) = self.running.iter().position(|r| r.slot == done.slot) {
             self.running.swap_remove(pos);
+        }
+        if let Some(observer) = &self.observer {
+            let status = match &done.result {
+                Ok(output) if output.route == Route::Wait => NodeRunStatus::Waiting,
+                Ok(_) => NodeRunStatus::Completed,
+                Err(Error::Cancelled { .. }) => NodeRunStatus::Cancelled,
+                Err(_) => NodeRunStatus::Failed,
+            };
+            let duration_ms = u64::try_from(self.now() - done.started_at_ms).unwrap_or(0);
+            let kind = &plan.nodes[done.act.node as usize].spec.kind.0;
+            observer.node_ended(kind, status, duration_ms);
         }
         let result = done.result.map_err(|error| Failure::of(&error));
         self.complete_recorded(plan, done.act, done.attempt, done.started_at_ms, result);
@@ -1355,6 +1388,10 @@ impl Run {
                 error: message.clone(),
                 class: "cancelled".into(),
             });
+            let duration_ms = u64::try_from(now - info.started_at_ms).unwrap_or(0);
+            if let Some(observer) = &self.observer {
+                observer.node_ended(&n.spec.kind.0, NodeRunStatus::Cancelled, duration_ms);
+            }
             self.node_runs.push(NodeRun {
                 node_id: n.spec.id.0.clone(),
                 kind: n.spec.kind.0.clone(),
@@ -1362,7 +1399,7 @@ impl Run {
                 attempt: info.attempt,
                 status: NodeRunStatus::Cancelled,
                 started_at_ms: info.started_at_ms,
-                duration_ms: u64::try_from(now - info.started_at_ms).unwrap_or(0),
+                duration_ms,
                 error: Some(message),
                 output: Value::Null,
                 delta: StateDelta::default(),
@@ -1409,6 +1446,12 @@ impl Run {
                 )
             }
         };
+        if self.top_level
+            && status != ExecutionStatus::Waiting
+            && let Some(observer) = &self.observer
+        {
+            observer.execution_ended(status, u64::try_from(now - self.started_at_ms).unwrap_or(0));
+        }
         let storage_error = self
             .record_end(status, response.as_deref(), error.as_ref())
             .await;
@@ -1607,12 +1650,33 @@ async fn drive(
             iteration: ctx.iteration,
             attempt,
         });
-        let mut fut = AssertUnwindSafe(launch.node.node.run(ctx)).catch_unwind();
+        let span = node_span(&ctx.execution_id, &spec, ctx.iteration, attempt);
+        let run = launch.node.node.run(ctx);
+        let run = if span.is_disabled() {
+            run
+        } else {
+            Box::pin(run.instrument(span))
+        };
+        let mut fut = AssertUnwindSafe(run).catch_unwind();
         match finish_attempt(&mut fut, &cancel, &spec, launch.timeout_ms).await {
             Ok(output) => return launch.completion(attempt, Ok(output)),
             Err(e) => error = e,
         }
     }
+}
+
+/// The `node` span of one attempt, at `debug` level (disabled, and then free, unless a
+/// subscriber wants it).
+fn node_span(execution_id: &str, spec: &NodeSpec, iteration: u32, attempt: u32) -> tracing::Span {
+    tracing::debug_span!(
+        target: "chatter_core::engine",
+        "node",
+        execution_id = %execution_id,
+        node_id = %spec.id.0,
+        kind = %spec.kind.0,
+        iteration,
+        attempt,
+    )
 }
 
 /// Awaits an attempt under its timeout; a timeout cancels the attempt's token.

@@ -49,6 +49,7 @@ mod analysis;
 mod budget;
 mod config;
 mod memo;
+mod metered;
 mod observer;
 mod resilience;
 mod routing;
@@ -75,7 +76,10 @@ pub use memo::{
     KEY_SCHEME, Memo, MemoKey, MemoMode, MemoStats, RECORDING_FORMAT, RECORDING_VERSION,
     canonical_json,
 };
-pub use observer::{MetricsSnapshot, ModelMetrics, OrchestrationEvent, OrchestrationObserver};
+pub use metered::MeteredModel;
+pub use observer::{
+    MetricsSnapshot, ModelCounters, ModelMetrics, OrchestrationEvent, OrchestrationObserver,
+};
 pub use resilience::{BreakerState, backoff_ms};
 pub use routing::{
     CallContext, DEFAULT_EXPECTED_OUTPUT_TOKENS, RoutingDecision, SkippedModel, estimate_cost,
@@ -90,7 +94,6 @@ use crate::model::{
 };
 
 use budget::Executions;
-use observer::Metrics;
 use resilience::{Admission, Breaker, Disposition, Jitter, Transition};
 
 /// Builds the client of a configured provider (the OpenAI-compatible HTTP client, ...).
@@ -370,7 +373,7 @@ impl OrchestratorBuilder {
             providers: self.providers,
             breakers: Mutex::new(HashMap::new()),
             memo,
-            metrics: Metrics::default(),
+            metrics: ModelCounters::default(),
             observers: self.observers,
             jitter: self.jitter_seed.map_or_else(Jitter::from_time, Jitter::new),
             clock: self.clock,
@@ -384,7 +387,7 @@ pub struct Orchestrator {
     providers: BTreeMap<String, Arc<dyn ChatModel>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     memo: Memo,
-    metrics: Metrics,
+    metrics: ModelCounters,
     observers: Vec<Arc<dyn OrchestrationObserver>>,
     executions: Executions,
     jitter: Jitter,

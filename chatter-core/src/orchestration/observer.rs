@@ -318,12 +318,15 @@ fn float(v: f64) -> String {
     }
 }
 
+/// The model counters behind a [`MetricsSnapshot`]: the orchestrator keeps one, and a host
+/// that serves plain providers counts their calls in one through [`super::MeteredModel`].
+/// Cheap to update (one short lock per call, not per token).
 #[derive(Debug, Default)]
-pub(crate) struct Metrics {
+pub struct ModelCounters {
     inner: Mutex<MetricsSnapshot>,
 }
 
-impl Metrics {
+impl ModelCounters {
     fn with<R>(&self, f: impl FnOnce(&mut MetricsSnapshot) -> R) -> R {
         let mut guard = self
             .inner
@@ -332,7 +335,8 @@ impl Metrics {
         f(&mut guard)
     }
 
-    pub(crate) fn attempt(&self, model: &str, ok: bool) {
+    /// Counts one attempt sent to `model`, failed when `!ok`.
+    pub fn attempt(&self, model: &str, ok: bool) {
         self.with(|m| {
             m.llm_requests_total += 1;
             let entry = m.models.entry(model.to_owned()).or_default();
@@ -344,7 +348,8 @@ impl Metrics {
         });
     }
 
-    pub(crate) fn usage(&self, model: &str, usage: &Usage) {
+    /// Adds the tokens and cost of a successful call to `model`.
+    pub fn usage(&self, model: &str, usage: &Usage) {
         self.with(|m| {
             m.llm_tokens_total += usage.total_tokens;
             m.llm_cost_usd_total = round_nano(m.llm_cost_usd_total + usage.cost);
@@ -370,7 +375,8 @@ impl Metrics {
         self.with(|m| m.models.entry(model.to_owned()).or_default().breaker = state);
     }
 
-    pub(crate) fn snapshot(&self, memo: MemoStats) -> MetricsSnapshot {
+    /// The counters now, with the memo's statistics (`MemoStats::default()` without a memo).
+    pub fn snapshot(&self, memo: MemoStats) -> MetricsSnapshot {
         self.with(|m| {
             let mut out = m.clone();
             out.memo = memo;
@@ -385,7 +391,7 @@ mod tests {
 
     #[test]
     fn prometheus_text_is_exact() {
-        let metrics = Metrics::default();
+        let metrics = ModelCounters::default();
         metrics.attempt("gpt-4o", false);
         metrics.attempt("gpt-4o", true);
         metrics.usage(

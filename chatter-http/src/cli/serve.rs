@@ -34,7 +34,7 @@ pub(crate) fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<u8, Error> {
     if let Some(file) = file {
         config = config.with_file(&file)?;
     }
-    let mut config = config.with_env();
+    let mut config = config.with_env().with_rate_limit_env()?;
     if let Some(db) = args.db {
         config.db = db;
     }

@@ -293,6 +293,16 @@ fn verify(secret: &[u8], token: &str) -> Result<Value, &'static str> {
         .ok_or("malformed token")
 }
 
+/// The subject (user id) of a validly signed access token, expired or not, without asking the
+/// database (for rate limiting; authentication proper is [`Principal`]'s).
+pub(crate) fn access_subject(secret: &[u8], token: &str) -> Option<String> {
+    let claims = verify(secret, token).ok()?;
+    if claims.get("type").and_then(Value::as_str) != Some("access") {
+        return None;
+    }
+    claims.get("sub").and_then(Value::as_str).map(str::to_owned)
+}
+
 fn header_payload(token: &str) -> &str {
     token.rfind('.').map_or(token, |i| &token[..i])
 }
@@ -467,7 +477,8 @@ impl ActorSlot {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

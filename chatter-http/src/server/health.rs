@@ -8,12 +8,17 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::schemas;
 
+/// `CHATTER_ENVIRONMENT`, `development` when unset.
+pub(super) fn environment() -> String {
+    std::env::var("CHATTER_ENVIRONMENT").unwrap_or_else(|_| "development".into())
+}
+
 fn base(status: &str) -> Value {
     json!({
         "status": status,
         "service": "chatter",
         "version": env!("CARGO_PKG_VERSION"),
-        "environment": std::env::var("CHATTER_ENVIRONMENT").unwrap_or_else(|_| "development".into()),
+        "environment": environment(),
     })
 }
 

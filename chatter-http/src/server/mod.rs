@@ -50,15 +50,18 @@ mod events;
 mod executions;
 mod health;
 pub mod jobs;
+pub mod metrics;
 mod openai;
 pub mod openapi;
 pub mod problem;
+pub mod ratelimit;
 pub mod schemas;
 mod workflows;
 mod workspaces;
 
 pub use auth::{Credential, MaybePrincipal, Principal};
 pub use problem::ApiError;
+pub use ratelimit::{Limit, RateLimitConfig};
 
 /// The reply of the built-in `scripted` model served when no provider is configured.
 pub const OFFLINE_REPLY: &str = "Chatter is running without a model provider; this answer comes from the offline `scripted` model.";
@@ -109,6 +112,11 @@ pub struct ServerConfig {
     /// Wait before the first retry of a failed job; it doubles per attempt, capped at 1 h.
     /// Default 1 s.
     pub job_retry_base: Duration,
+    /// Rate limits per route and per client (see [`RateLimitConfig`]).
+    pub rate_limits: RateLimitConfig,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <this token>`.
+    /// Default `None`: open, as in the old platform (serve it on a private network).
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -133,12 +141,16 @@ impl ServerConfig {
             job_lease: Duration::from_secs(30),
             job_poll_interval: Duration::from_millis(500),
             job_retry_base: Duration::from_secs(1),
+            rate_limits: RateLimitConfig::default(),
+            metrics_token: None,
         }
     }
 
     /// Applies the environment: `CHATTER_ADMIN_API_KEY`, `CHATTER_JWT_SECRET`,
     /// `CHATTER_MODELS` (comma-separated specs), `CHATTER_TOOLS`, `CHATTER_CORS_ORIGINS`
-    /// (comma-separated). A variable that is set (and not blank) replaces the value.
+    /// (comma-separated), `CHATTER_METRICS_TOKEN`. A variable that is set (and not blank)
+    /// replaces the value. The rate limit variables are read by
+    /// [`ServerConfig::with_rate_limit_env`], which can fail.
     #[must_use]
     pub fn with_env(mut self) -> ServerConfig {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -163,12 +175,56 @@ impl ServerConfig {
         if let Some(origins) = var("CHATTER_CORS_ORIGINS") {
             self.cors_origins = list(origins);
         }
+        if let Some(token) = var("CHATTER_METRICS_TOKEN") {
+            self.metrics_token = Some(token);
+        }
         self
+    }
+
+    /// Applies the rate limit variables: `CHATTER_RATE_LIMITS` (`on` or `off`),
+    /// `CHATTER_RATE_LIMIT_PER_MINUTE` and `CHATTER_RATE_LIMIT_PER_HOUR` (the default limit
+    /// per client, positive integers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] naming the variable when its value is not one of those.
+    pub fn with_rate_limit_env(mut self) -> Result<ServerConfig, Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(value) = var("CHATTER_RATE_LIMITS") {
+            self.rate_limits.enabled = match value.trim() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "CHATTER_RATE_LIMITS must be `on` or `off` (got `{other}`)"
+                    )));
+                }
+            };
+        }
+        let positive = |name: &str, value: String| -> Result<u32, Error> {
+            value
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Error::Usage(format!("{name} must be a positive integer (got `{value}`)"))
+                })
+        };
+        if let Some(value) = var("CHATTER_RATE_LIMIT_PER_MINUTE") {
+            self.rate_limits.default.per_minute = positive("CHATTER_RATE_LIMIT_PER_MINUTE", value)?;
+        }
+        if let Some(value) = var("CHATTER_RATE_LIMIT_PER_HOUR") {
+            self.rate_limits.default.per_hour = positive("CHATTER_RATE_LIMIT_PER_HOUR", value)?;
+        }
+        Ok(self)
     }
 
     /// Applies a JSON configuration file: any of `db`, `addr`, `models` (specs), `tools`,
     /// `cors_origins`, `max_body_bytes`, `access_ttl_secs`, `refresh_ttl_secs`,
-    /// `readiness_timeout_ms`, `secure_cookies`, `job_workers`. Unknown keys are refused.
+    /// `readiness_timeout_ms`, `secure_cookies`, `job_workers`, `metrics_token`, `rate_limits` (an object:
+    /// `enabled`, `default` and `routes` as [`RateLimitConfig`]; the keys given replace the
+    /// defaults). Unknown keys are refused.
     ///
     /// # Errors
     ///
@@ -188,6 +244,8 @@ impl ServerConfig {
             readiness_timeout_ms: Option<u64>,
             secure_cookies: Option<bool>,
             job_workers: Option<usize>,
+            metrics_token: Option<String>,
+            rate_limits: Option<RateLimitConfig>,
         }
         let shown = path.display();
         let text = std::fs::read_to_string(path)
@@ -232,6 +290,19 @@ impl ServerConfig {
         if let Some(v) = file.job_workers {
             self.job_workers = v;
         }
+        if let Some(v) = file.metrics_token {
+            if v.trim().is_empty() {
+                return Err(Error::Usage(format!(
+                    "--config {shown}: `metrics_token` must not be blank"
+                )));
+            }
+            self.metrics_token = Some(v);
+        }
+        if let Some(v) = file.rate_limits {
+            v.check()
+                .map_err(|e| Error::Usage(format!("--config {shown}: {e}")))?;
+            self.rate_limits = v;
+        }
         Ok(self)
     }
 }
@@ -241,7 +312,8 @@ tokio::task_local! {
     static CLIENT_IP: Option<String>;
 }
 
-/// A request's id (`x-request-id`, taken from the client when sane, else a new ULID).
+/// A request's id (`x-correlation-id`, or `x-request-id`, taken from the client when sane,
+/// else a new ULID); answered in both headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
@@ -261,6 +333,8 @@ struct Inner {
     job_wakeup: tokio::sync::Notify,
     /// The global events stream's channel (also the tracker's observer).
     workflow_events: events::WorkflowEvents,
+    metrics: Arc<metrics::ServerMetrics>,
+    rate_limiter: Option<ratelimit::RateLimiter>,
 }
 
 /// Removes an execution from the live registry when dropped.
@@ -380,6 +454,25 @@ impl AppState {
             .cloned()
     }
 
+    /// The server's counters.
+    pub(crate) fn metrics(&self) -> &metrics::ServerMetrics {
+        &self.0.metrics
+    }
+
+    /// The rate limiter, unless limits are off.
+    pub(crate) fn rate_limiter(&self) -> Option<&ratelimit::RateLimiter> {
+        self.0.rate_limiter.as_ref()
+    }
+
+    /// How many executions run in this server now.
+    pub(crate) fn live_count(&self) -> usize {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// The union of the permissions of roles.
     pub fn permissions_of(&self, roles: &[String]) -> BTreeSet<String> {
         let table = self
@@ -456,6 +549,17 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> Result<Server, Error> {
         let mut notes = Vec::new();
+        config.rate_limits.check().map_err(Error::Usage)?;
+        if config
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::Usage(
+                "the metrics token must not be blank (leave it unset to serve /metrics openly)"
+                    .into(),
+            ));
+        }
         auth::seed_roles(&store).await?;
         chatter_core::templates::seed_builtins(store.as_ref()).await?;
         let roles = store
@@ -476,8 +580,18 @@ impl Server {
             models.register("scripted", Arc::new(ScriptedModel::always(OFFLINE_REPLY)));
         }
         let model_names = models.names().map(str::to_owned).collect();
+        let metrics = Arc::new(metrics::ServerMetrics::new());
+        let models = metered(&models, &metrics.models)?;
         let tools: ToolRegistry = crate::cli::tools_from_file(config.tools.as_deref())?;
-        let engine = Engine::builder().models(models).tools(tools).build();
+        let engine = Engine::builder()
+            .models(models)
+            .tools(tools)
+            .observer(metrics.clone())
+            .build();
+        let rate_limiter = config
+            .rate_limits
+            .enabled
+            .then(|| ratelimit::RateLimiter::new(config.rate_limits.clone()));
         // Every execution is durable: each step committed before the next starts. Every one
         // the tracker drives is published on the global events stream.
         let workflow_events = events::WorkflowEvents::new();
@@ -515,6 +629,8 @@ impl Server {
             live: Mutex::new(HashMap::new()),
             job_wakeup: tokio::sync::Notify::new(),
             workflow_events,
+            metrics,
+            rate_limiter,
         }));
         let resumer = tokio::spawn(resume_due_loop(state.clone()));
         let workers = jobs::start_workers(&state);
@@ -632,6 +748,29 @@ async fn resume_due_loop(state: AppState) {
     }
 }
 
+/// The same providers, each counted in `counters` under its name (the `llm_*` series).
+fn metered(
+    models: &chatter_core::ModelRegistry,
+    counters: &Arc<chatter_core::orchestration::ModelCounters>,
+) -> Result<chatter_core::ModelRegistry, Error> {
+    let default = models.get(None).ok();
+    let mut out = chatter_core::ModelRegistry::new();
+    for name in models.names() {
+        let model = models.get(Some(name))?;
+        let is_default = default.as_ref().is_some_and(|d| Arc::ptr_eq(d, &model));
+        let wrapped = Arc::new(chatter_core::orchestration::MeteredModel::new(
+            name,
+            model,
+            counters.clone(),
+        ));
+        out.register(name, wrapped);
+        if is_default {
+            out.set_default(name)?;
+        }
+    }
+    Ok(out)
+}
+
 /// Creates the first admin (and its API key) when the database has no user; returns the key.
 async fn bootstrap_admin(
     store: &Arc<dyn Store>,
@@ -662,6 +801,7 @@ fn router(state: AppState) -> Router {
         .route("/live", get(health::live))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .merge(auth_routes::routes())
         .merge(workflows::routes())
         .merge(executions::routes())
@@ -673,8 +813,15 @@ fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), audit_denials))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .layer(middleware::from_fn(problem::finish))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .layer(DefaultBodyLimit::max(max_body));
     let api = if cors.is_empty() {
         api
@@ -703,33 +850,18 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such resource")
 }
 
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
-}
-
 /// Records every 401 and 403 in the audit trail.
 async fn audit_denials(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let slot = auth::ActorSlot::default();
+    // The slot of the outer `observe` middleware (it logs the user), or a new one.
+    let slot = request
+        .extensions()
+        .get::<auth::ActorSlot>()
+        .cloned()
+        .unwrap_or_default();
     request.extensions_mut().insert(slot.clone());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
