@@ -83,6 +83,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "http_auth",
         sql: include_str!("../migrations/sqlite/0006_http_auth.sql"),
     },
+    Migration {
+        version: 7,
+        name: "placeholder",
+        sql: include_str!("../migrations/sqlite/0007_placeholder.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -116,6 +121,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "http_auth",
         sql: include_str!("../migrations/postgres/0006_http_auth.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "placeholder",
+        sql: include_str!("../migrations/postgres/0007_placeholder.sql"),
     },
 ];
 
