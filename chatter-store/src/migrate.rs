@@ -88,6 +88,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "placeholder",
         sql: include_str!("../migrations/sqlite/0007_placeholder.sql"),
     },
+    Migration {
+        version: 8,
+        name: "compact_steps",
+        sql: include_str!("../migrations/sqlite/0008_compact_steps.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -126,6 +131,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "placeholder",
         sql: include_str!("../migrations/postgres/0007_placeholder.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "compact_steps",
+        sql: include_str!("../migrations/postgres/0008_compact_steps.sql"),
     },
 ];
 
