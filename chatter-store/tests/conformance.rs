@@ -845,7 +845,7 @@ mod cases {
         let mut three = reply_step(&run.id, "c", 2_000, "short");
         three.events[0].ts = 1_999;
         two.events.append(&mut three.events);
-        let receipts = s.commit_steps(&[one.clone()]).await.unwrap();
+        let receipts = s.commit_steps(std::slice::from_ref(&one)).await.unwrap();
         assert_eq!(receipts[0].last_seq, 2);
         s.commit_steps(&[two.clone(), three.clone()]).await.unwrap();
         // The same run committed again (an approval decided): its events are appended.

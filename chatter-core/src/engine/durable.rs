@@ -94,7 +94,8 @@ pub struct Durability {
     /// How soon steps are written.
     pub mode: DurabilityMode,
     /// A full state snapshot is written every this many steps (0: never), so reading the
-    /// state at a step never applies more than this many deltas.
+    /// state at a step applies at most this many deltas; skipped when the message list is
+    /// most of the state (the deltas hold every message already, see `docs/durability.md`).
     pub snapshot_every: u32,
     /// Where the first storage failure is left for the host (the result carries its text).
     pub(crate) failure: Arc<std::sync::Mutex<Option<Error>>>,
