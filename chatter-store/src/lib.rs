@@ -395,7 +395,7 @@ mod tests {
             DatabaseUrl::parse("sqlite://x.db?journal=delete")
                 .unwrap_err()
                 .to_string(),
-            "storage error (config): unknown SQLite URL parameter `journal` (expected synchronous or readers)"
+            "storage error (config): unknown SQLite URL parameter `journal` (expected synchronous, readers or commit_spin_us)"
         );
         assert_eq!(
             DatabaseUrl::parse("sqlite://").unwrap_err().to_string(),
