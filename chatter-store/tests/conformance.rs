@@ -2593,6 +2593,45 @@ mod sqlite_specific {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// With `commit_spin_us`, step commits wait for the writer by spinning first: the same
+    /// receipts and rows as parking at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spinning_commits_record_the_same_steps() {
+        let dir = temp_dir();
+        let url = format!("sqlite://{}/spin.db?commit_spin_us=500", dir.display());
+        let store = connect_with(&url, options()).await.unwrap();
+        let run = store
+            .create_execution(NewExecution::new("alice", ExecutionKind::Adhoc, json!({})))
+            .await
+            .unwrap();
+        store
+            .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at)
+            .await
+            .unwrap();
+        for i in 0..20_i64 {
+            let mut node_run = NodeRunRecord::started(&run.id, format!("n{i}"), 0, 1, 1_000 + i);
+            node_run.status = NodeRunStatus::Completed;
+            let receipt = store
+                .commit_step(&StepCommit {
+                    node_run,
+                    state_delta: json!({"variables": [[format!("v{i}"), {"set": i}]]}),
+                    events: vec![NewEvent::new(1_000 + i, "token", json!({"i": i}))],
+                    snapshot: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                (receipt.step, receipt.first_seq, receipt.last_seq),
+                (i + 1, i + 1, i + 1)
+            );
+        }
+        let events = store.list_events(&run.id, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 20);
+        assert_eq!(store.list_node_runs(&run.id).await.unwrap().len(), 20);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn changed_or_missing_migrations_refuse_to_start() {
         let dir = temp_dir();
