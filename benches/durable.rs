@@ -8,6 +8,7 @@
 //! chain run in memory (no store) is measured in the same run, alternating with the durable
 //! run, and the paired medians are printed with their ratio. Also `async` and `exit` on
 //! SQLite for comparison. Targets: SQLite ≤ 50 µs, Postgres ≤ 2.5 ms per step.
+//! `CHATTER_BENCH_SQLITE_PARAMS` adds SQLite URL parameters (e.g. `commit_spin_us=0`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -107,7 +108,12 @@ fn durable_vs_memory(
 fn sqlite(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("chatter-bench-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}/durable.db", dir.display());
+    // `CHATTER_BENCH_SQLITE_PARAMS=commit_spin_us=0` (URL parameters) compares settings in
+    // one build.
+    let params = std::env::var("CHATTER_BENCH_SQLITE_PARAMS")
+        .map(|p| format!("?{p}"))
+        .unwrap_or_default();
+    let url = format!("sqlite://{}/durable.db{params}", dir.display());
     let store = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(connect_with(&url, StoreOptions::default()))

@@ -344,7 +344,8 @@ impl WorkflowTracker {
         self
     }
 
-    /// Sets the number of steps between state snapshots (0: never).
+    /// Sets the number of steps between state snapshots (0: never). A due snapshot is
+    /// skipped when the message list is most of the state: the deltas hold the messages.
     #[must_use]
     pub fn snapshot_every(mut self, steps: u32) -> WorkflowTracker {
         self.snapshot_every = steps;

@@ -97,6 +97,14 @@ pub struct StoreOptions {
     pub sqlite_readers: usize,
     /// SQLite busy timeout (another process holding the write lock). Default 5 s.
     pub sqlite_busy_timeout: Duration,
+    /// How long a step commit's two sides wait by spinning (yielding the CPU in a loop)
+    /// before they park: the caller for the writer thread's reply, the writer thread for
+    /// the next job. A commit takes tens of microseconds, and waking a parked thread costs
+    /// about as much on a small VM, so a short spin can save both wake-ups of a `sync` step;
+    /// but it holds a tokio worker and a core meanwhile, which slowed `async` and `exit`
+    /// runs on a loaded 2-core machine (docs/performance.md). Durability is the same either
+    /// way. Default zero (park at once); URL parameter `commit_spin_us` (e.g. 150).
+    pub sqlite_commit_spin: Duration,
     /// Postgres pool size. Default 16.
     pub pg_pool_size: usize,
     /// Postgres connect timeout (also the whole `connect` budget for an unreachable server).
@@ -118,6 +126,7 @@ impl Default for StoreOptions {
             sqlite_synchronous: SqliteSynchronous::Normal,
             sqlite_readers: 2,
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_commit_spin: Duration::ZERO,
             pg_pool_size: 16,
             pg_connect_timeout: Duration::from_secs(5),
             pg_wait_timeout: Duration::from_secs(10),
@@ -153,6 +162,13 @@ impl StoreOptions {
     #[must_use]
     pub fn sqlite_readers(mut self, readers: usize) -> Self {
         self.sqlite_readers = readers;
+        self
+    }
+
+    /// Sets [`StoreOptions::sqlite_commit_spin`].
+    #[must_use]
+    pub fn sqlite_commit_spin(mut self, spin: Duration) -> Self {
+        self.sqlite_commit_spin = spin;
         self
     }
 
@@ -262,11 +278,20 @@ fn sqlite_params(query: &str, options: &mut StoreOptions) -> StoreResult<()> {
                     )
                 })?;
             }
+            "commit_spin_us" => {
+                let micros: u64 = value.parse().map_err(|_| {
+                    Error::store(
+                        StoreErrorKind::Config,
+                        format!("SQLite `commit_spin_us` must be a number (got `{value}`)"),
+                    )
+                })?;
+                options.sqlite_commit_spin = Duration::from_micros(micros);
+            }
             other => {
                 return Err(Error::store(
                     StoreErrorKind::Config,
                     format!(
-                        "unknown SQLite URL parameter `{other}` (expected synchronous or readers)"
+                        "unknown SQLite URL parameter `{other}` (expected synchronous, readers or commit_spin_us)"
                     ),
                 ));
             }
@@ -345,10 +370,20 @@ mod tests {
             DatabaseUrl::SqliteFile("/tmp/x.db".into())
         );
         let mut options = StoreOptions::default();
-        sqlite_params("synchronous=FULL&readers=4", &mut options).unwrap();
+        sqlite_params("synchronous=FULL&readers=4&commit_spin_us=0", &mut options).unwrap();
         assert_eq!(
-            (options.sqlite_synchronous, options.sqlite_readers),
-            (SqliteSynchronous::Full, 4)
+            (
+                options.sqlite_synchronous,
+                options.sqlite_readers,
+                options.sqlite_commit_spin
+            ),
+            (SqliteSynchronous::Full, 4, Duration::ZERO)
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://x.db?commit_spin_us=soon")
+                .unwrap_err()
+                .to_string(),
+            "storage error (config): SQLite `commit_spin_us` must be a number (got `soon`)"
         );
         assert_eq!(
             DatabaseUrl::parse("sqlite://x.db?synchronous=sometimes")
@@ -360,7 +395,7 @@ mod tests {
             DatabaseUrl::parse("sqlite://x.db?journal=delete")
                 .unwrap_err()
                 .to_string(),
-            "storage error (config): unknown SQLite URL parameter `journal` (expected synchronous or readers)"
+            "storage error (config): unknown SQLite URL parameter `journal` (expected synchronous, readers or commit_spin_us)"
         );
         assert_eq!(
             DatabaseUrl::parse("sqlite://").unwrap_err().to_string(),

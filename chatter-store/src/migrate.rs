@@ -88,6 +88,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "jobs_ops",
         sql: include_str!("../migrations/sqlite/0007_jobs_ops.sql"),
     },
+    Migration {
+        version: 8,
+        name: "compact_steps",
+        sql: include_str!("../migrations/sqlite/0008_compact_steps.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -126,6 +131,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "jobs_ops",
         sql: include_str!("../migrations/postgres/0007_jobs_ops.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "compact_steps",
+        sql: include_str!("../migrations/postgres/0008_compact_steps.sql"),
     },
 ];
 

@@ -106,6 +106,7 @@ conformance!(
     execution_lifecycle_and_transitions,
     executions_listing_filters_and_pagination,
     commit_step_writes_run_events_and_checkpoints,
+    model_steps_read_back_exactly,
     intents_leases_and_resumable_executions,
     commit_steps_groups_and_is_atomic,
     failed_transaction_leaves_nothing,
@@ -803,6 +804,102 @@ mod cases {
         let err = s.record_intent(&intent).await.unwrap_err();
         assert_eq!(err.store_kind(), Some(StoreErrorKind::Conflict));
         assert!(s.list_resumable(i64::MAX, 10).await.unwrap().is_empty());
+    }
+
+    /// A model step as the engine commits it: `node_started` and `node_completed` events, the
+    /// reply in the node output, the event and the delta's appended message.
+    fn reply_step(execution_id: &str, node: &str, started_at: i64, reply: &str) -> StepCommit {
+        let mut run = NodeRunRecord::started(execution_id, node, 0, 1, started_at);
+        run.status = NodeRunStatus::Completed;
+        run.finished_at = Some(started_at + 5);
+        run.duration_ms = Some(5);
+        let output =
+            json!({"content": reply, "tool_calls": [], "model": "m", "usage": {"total_tokens": 7}});
+        run.output = Some(output.clone());
+        StepCommit {
+            node_run: run,
+            state_delta: json!({
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}],
+                "usage": {"total_tokens": 7}
+            }),
+            events: vec![
+                NewEvent::new(
+                    started_at,
+                    "node_started",
+                    json!({"node_id": node, "kind": "llm", "iteration": 0, "attempt": 1}),
+                ),
+                NewEvent::new(
+                    started_at + 5,
+                    "node_completed",
+                    json!({"node_id": node, "iteration": 0, "duration_ms": 5, "output": output}),
+                ),
+            ],
+            snapshot: None,
+        }
+    }
+
+    pub async fn model_steps_read_back_exactly(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let reply = "A reply long enough to be stored once: ".repeat(4);
+        let one = reply_step(&run.id, "a", 1_000, &reply);
+        // Two runs ending together: the events of both ride on the first step (as the engine
+        // stages them), and a started event whose time differs from its run's start.
+        let mut two = reply_step(&run.id, "b", 2_000, &format!("{reply} (b)"));
+        let mut three = reply_step(&run.id, "c", 2_000, "short");
+        three.events[0].ts = 1_999;
+        two.events.append(&mut three.events);
+        let receipts = s.commit_steps(std::slice::from_ref(&one)).await.unwrap();
+        assert_eq!(receipts[0].last_seq, 2);
+        s.commit_steps(&[two.clone(), three.clone()]).await.unwrap();
+        // The same run committed again (an approval decided): its events are appended.
+        let mut again = reply_step(&run.id, "a", 3_000, "decided");
+        again.node_run.status = NodeRunStatus::Completed;
+        s.commit_step(&again).await.unwrap();
+
+        let events = s.list_events(&run.id, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+        let written: Vec<&NewEvent> = one
+            .events
+            .iter()
+            .chain(&two.events)
+            .chain(&again.events)
+            .collect();
+        for (stored, written) in events.iter().zip(written) {
+            assert_eq!(stored.event_type, written.event_type);
+            assert_eq!(stored.payload, written.payload);
+            assert_eq!(stored.ts, written.ts);
+        }
+        // Paging from the middle sees the same events.
+        let page = s.list_events(&run.id, 3, 2).await.unwrap();
+        assert_eq!(page, events[3..5]);
+
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        let output_of = |node: &str| {
+            runs.iter()
+                .find(|r| r.node_id == node)
+                .and_then(|r| r.output.clone())
+        };
+        assert_eq!(output_of("a"), again.node_run.output);
+        assert_eq!(output_of("b"), two.node_run.output);
+        assert_eq!(output_of("c"), three.node_run.output);
+
+        let deltas: Vec<(i64, Value)> = s
+            .list_checkpoints(&run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.step, c.state))
+            .collect();
+        assert_eq!(
+            deltas,
+            [
+                (1, one.state_delta),
+                (2, two.state_delta),
+                (3, three.state_delta),
+                (4, again.state_delta)
+            ]
+        );
     }
 
     pub async fn commit_step_writes_run_events_and_checkpoints(s: Arc<dyn Store>) {
@@ -2729,6 +2826,176 @@ mod sqlite_specific {
             [(1, "core".to_owned()), (2, "auth_audit_jobs".to_owned())]
         );
         assert_eq!(applied, embedded);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A model reply is stored once (in its `node_completed` event), a `node_started` event
+    /// inside its node run row; rows written before migration 0008 (output in place, every
+    /// event a row) read as they did.
+    #[tokio::test]
+    async fn model_replies_are_stored_once_and_old_rows_still_read() {
+        let dir = temp_dir();
+        let path = dir.join("compact.db");
+        let store = connect_with(&format!("sqlite://{}", path.display()), options())
+            .await
+            .unwrap();
+        let new_run = || async {
+            let run = store
+                .create_execution(NewExecution::new("alice", ExecutionKind::Adhoc, json!({})))
+                .await
+                .unwrap();
+            store
+                .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at)
+                .await
+                .unwrap()
+        };
+        let reply = "x".repeat(400);
+        let output = json!({"content": reply, "usage": {"total_tokens": 1}});
+        let mut node_run = NodeRunRecord::started("", "m", 0, 1, 1_000);
+        node_run.status = NodeRunStatus::Completed;
+        node_run.output = Some(output.clone());
+        let delta = json!({"messages": [{"role": "assistant", "content": reply}]});
+        let events = vec![
+            NewEvent::new(
+                1_000,
+                "node_started",
+                json!({"node_id": "m", "kind": "llm", "iteration": 0, "attempt": 1}),
+            ),
+            NewEvent::new(
+                1_001,
+                "node_completed",
+                json!({"node_id": "m", "iteration": 0, "duration_ms": 1, "output": output}),
+            ),
+        ];
+
+        // Written now: one event row, the output and the reply not repeated.
+        let compact = new_run().await;
+        node_run.execution_id.clone_from(&compact.id);
+        let step = StepCommit {
+            node_run: node_run.clone(),
+            state_delta: delta.clone(),
+            events: events.clone(),
+            snapshot: None,
+        };
+        store.commit_step(&step).await.unwrap();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let rows: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM workflow_events WHERE execution_id = ?1",
+                    [&compact.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(rows, 1);
+            let (output, output_seq, started_seq): (Option<String>, i64, i64) = conn
+                .query_row(
+                    "SELECT output, output_seq, started_seq FROM workflow_node_runs WHERE execution_id = ?1",
+                    [&compact.id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!((output, output_seq, started_seq), (None, 2, 1));
+            let state: String = conn
+                .query_row(
+                    "SELECT state FROM workflow_checkpoints WHERE execution_id = ?1",
+                    [&compact.id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(!state.contains(&reply), "{state}");
+        }
+
+        // Written the old way (as before migration 0008).
+        let old = new_run().await;
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
+                     started_at, output, step) VALUES (?1, 'm', 0, 1, 'completed', 1000, ?2, 1)",
+                rusqlite::params![old.id, output.to_string()],
+            )
+            .unwrap();
+            for (seq, event) in (1_i64..).zip(&events) {
+                conn.execute(
+                    "INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![
+                        old.id,
+                        seq,
+                        event.ts,
+                        event.event_type,
+                        event.payload.to_string()
+                    ],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at)
+                 VALUES (?1, 1, 'delta', 'm', ?2, 1000)",
+                rusqlite::params![old.id, delta.to_string()],
+            )
+            .unwrap();
+        }
+
+        for id in [&compact.id, &old.id] {
+            let stored = store.list_events(id, 0, 10).await.unwrap();
+            let read: Vec<(i64, i64, &str, &Value)> = stored
+                .iter()
+                .map(|e| (e.seq, e.ts, e.event_type.as_str(), &e.payload))
+                .collect();
+            let written: Vec<(i64, i64, &str, &Value)> = (1_i64..)
+                .zip(&events)
+                .map(|(seq, e)| (seq, e.ts, e.event_type.as_str(), &e.payload))
+                .collect();
+            assert_eq!(read, written, "{id}");
+            let runs = store.list_node_runs(id).await.unwrap();
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].output.as_ref(), Some(&output));
+            let checkpoints = store.list_checkpoints(id).await.unwrap();
+            assert_eq!(checkpoints.len(), 1);
+            assert_eq!(checkpoints[0].state, delta);
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With `commit_spin_us`, step commits wait for the writer by spinning first: the same
+    /// receipts and rows as parking at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spinning_commits_record_the_same_steps() {
+        let dir = temp_dir();
+        let url = format!("sqlite://{}/spin.db?commit_spin_us=500", dir.display());
+        let store = connect_with(&url, options()).await.unwrap();
+        let run = store
+            .create_execution(NewExecution::new("alice", ExecutionKind::Adhoc, json!({})))
+            .await
+            .unwrap();
+        store
+            .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at)
+            .await
+            .unwrap();
+        for i in 0..20_i64 {
+            let mut node_run = NodeRunRecord::started(&run.id, format!("n{i}"), 0, 1, 1_000 + i);
+            node_run.status = NodeRunStatus::Completed;
+            let receipt = store
+                .commit_step(&StepCommit {
+                    node_run,
+                    state_delta: json!({"variables": [[format!("v{i}"), {"set": i}]]}),
+                    events: vec![NewEvent::new(1_000 + i, "token", json!({"i": i}))],
+                    snapshot: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                (receipt.step, receipt.first_seq, receipt.last_seq),
+                (i + 1, i + 1, i + 1)
+            );
+        }
+        let events = store.list_events(&run.id, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 20);
+        assert_eq!(store.list_node_runs(&run.id).await.unwrap().len(), 20);
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

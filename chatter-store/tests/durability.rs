@@ -427,7 +427,7 @@ mod cases {
                 json!({"item": "the invoice"}),
                 RunOptions::default(),
                 meta(),
-                |e| seen.push(e.seq),
+                |e| seen.push((e.seq, e.kind.type_name())),
             )
             .await
             .unwrap()
@@ -500,7 +500,7 @@ mod cases {
                 &id,
                 Some(Decision::new("approve").input(json!({"note": "ok"}))),
                 RunOptions::default(),
-                |e| seen_after.push(e.seq),
+                |e| seen_after.push((e.seq, e.kind.type_name())),
             )
             .await
             .unwrap()
@@ -517,9 +517,19 @@ mod cases {
         assert!(kit.calls().keys().all(|k| k.contains(":yes:")));
         let events = stored_events(&s, &id).await;
         // A stream that read up to the pause and then followed the resume saw every event once.
-        let all: Vec<u64> = seen.iter().chain(&seen_after).copied().collect();
-        let expected: Vec<u64> = (1..=events.len() as u64).collect();
+        // The stored log is exactly what the two streams saw, event types included (the
+        // approval's `node_started` before the pause and again on resume among them).
+        let all: Vec<(u64, &str)> = seen.iter().chain(&seen_after).copied().collect();
+        let expected: Vec<(u64, &str)> = events
+            .iter()
+            .map(|e| (u64::try_from(e.seq).unwrap(), e.event_type.as_str()))
+            .collect();
         assert_eq!(all, expected);
+        let ask_started = events
+            .iter()
+            .filter(|e| e.event_type == "node_started" && e.payload["node_id"] == "ask")
+            .count();
+        assert_eq!(ask_started, 2, "{events:?}");
         assert_eq!(completed_nodes(&events), ["start", "ask", "yes", "end"]);
         assert_eq!(count_of(&events, "node_skipped"), 1);
 

@@ -84,6 +84,7 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     completed_run_is_recorded_step_by_step,
+    chat_snapshots_do_not_copy_the_messages,
     failed_run_keeps_its_error_message,
     cancelled_run_is_recorded_cancelled,
     template_run_updates_analytics,
@@ -276,6 +277,74 @@ impl ExecutionStore for FailingCommits {
 mod cases {
     pub use super::orchestration_cases::*;
     use super::*;
+
+    /// Snapshots are not written when the message list is most of the state (a chat): the
+    /// deltas hold every message already. The steps listing rebuilds the same states.
+    pub async fn chat_snapshots_do_not_copy_the_messages(s: Arc<dyn Store>) {
+        let reply = "A long answer that makes the messages most of the state. ".repeat(10);
+        let (engine, _) = engine_with(json!({"default": {"content": reply}}));
+        let def = WorkflowDefinition::from_json(
+            r#"{
+              "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "one", "type": "llm", "config": {"provider": "scripted"}},
+                {"id": "two", "type": "llm", "config": {"provider": "scripted"}},
+                {"id": "end", "type": "end"}
+              ],
+              "edges": [
+                {"source": "start", "target": "one"},
+                {"source": "one", "target": "two"},
+                {"source": "two", "target": "end"}
+              ]
+            }"#,
+        )
+        .unwrap();
+        let tracker = WorkflowTracker::new(s.clone()).snapshot_every(1);
+        let run = tracker
+            .run(
+                &engine,
+                &def,
+                json!({"message": "hi"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        let result = run.result;
+        assert_eq!(result.status, RunStatus::Completed);
+        let id = &result.execution_id;
+        let snapshots: Vec<(i64, Value)> = s
+            .list_checkpoints(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.kind == CheckpointKind::Snapshot)
+            .map(|c| (c.step, c.state))
+            .collect();
+        // The start step's snapshot (one short message) is written; none holds a reply.
+        assert_eq!(snapshots.first().map(|(step, _)| *step), Some(1));
+        for (step, state) in &snapshots {
+            assert!(
+                !state.to_string().contains(reply.trim_end()),
+                "the snapshot of step {step} copies the messages"
+            );
+        }
+        let steps = tracker.steps(id).await.unwrap();
+        let last = steps.last().unwrap();
+        assert_eq!(last.node_id, "end");
+        assert_eq!(
+            last.state["messages"],
+            serde_json::to_value(&result.messages).unwrap()
+        );
+        let replies = last.state["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["content"] == json!(reply))
+            .count();
+        assert_eq!(replies, 2);
+    }
 
     pub async fn completed_run_is_recorded_step_by_step(s: Arc<dyn Store>) {
         let (engine, _) = engine_with(json!({

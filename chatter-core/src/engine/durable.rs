@@ -94,7 +94,8 @@ pub struct Durability {
     /// How soon steps are written.
     pub mode: DurabilityMode,
     /// A full state snapshot is written every this many steps (0: never), so reading the
-    /// state at a step never applies more than this many deltas.
+    /// state at a step applies at most this many deltas; skipped when the message list is
+    /// most of the state (the deltas hold every message already, see `docs/durability.md`).
     pub snapshot_every: u32,
     /// Where the first storage failure is left for the host (the result carries its text).
     pub(crate) failure: Arc<std::sync::Mutex<Option<Error>>>,
@@ -132,6 +133,37 @@ impl Durability {
             failure: Arc::default(),
         }
     }
+}
+
+/// Counts the bytes written to it.
+#[derive(Default)]
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `value` as JSON text.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    let mut count = ByteCount::default();
+    // Serialising into a counter cannot fail on I/O; a value that cannot be serialised
+    // counts what was written before it failed.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Whether a due snapshot is written. Not when the message list is most of the state (more
+/// than half its JSON): messages are only ever appended by deltas (or replaced by one), so
+/// the deltas hold them already, and a snapshot would copy the whole chat again every
+/// `snapshot_every` steps. The steps listing rebuilds such states from the deltas.
+pub(crate) fn snapshot_worth_writing(state: &crate::state::State) -> bool {
+    json_len(state.messages()).saturating_mul(2) <= json_len(state)
 }
 
 /// One committed node run end, as a resume replays it.

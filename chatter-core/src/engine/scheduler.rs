@@ -643,6 +643,7 @@ impl Run {
         }
         if snapshot_due
             && writer.staged.len() > first
+            && super::durable::snapshot_worth_writing(&self.state)
             && let Some(last) = writer.staged.last_mut()
         {
             last.snapshot = serde_json::to_value(&self.state).ok();

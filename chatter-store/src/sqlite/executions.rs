@@ -63,7 +63,10 @@ fn node_run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRunRecord> {
         completion_tokens: row.get("completion_tokens")?,
         cost: row.get("cost")?,
         error: row.get("error")?,
-        output: opt_json_at(row, "output")?,
+        output: match row.get::<_, Option<i64>>("output_seq")? {
+            Some(seq) => Some(referenced_output(row.get("ref_payload")?, seq)?),
+            None => opt_json_at(row, "output")?,
+        },
         step: row.get("step")?,
         route: opt_json_at(row, "route")?,
         error_class: row.get("error_class")?,
@@ -179,23 +182,203 @@ pub(crate) fn check_step(limits: &Limits, step: &StepCommit) -> StoreResult<()> 
     check_events(limits, &step.events)
 }
 
-fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<StepReceipt> {
+/// How the steps of one `commit_steps` call are stored compactly (migration 0008), worked out
+/// before anything is written:
+///
+/// * a step's `node_started` event, when it is in the same call and its payload and time are
+///   exactly what the node run row holds (node, kind, iteration, attempt, `started_at`), is not
+///   stored as an event row: the node run keeps its sequence number (`started_seq`) and
+///   `kind`, and the event is rebuilt from them when events are read;
+/// * a node run whose output is the `output` of its `node_completed` event in the same call
+///   refers to that event (`output_seq`) instead of storing the output again.
+///
+/// Events are named by (index of the step carrying them, index in its events).
+struct CallPlan<'a> {
+    /// Per step: its `node_started` event folded into its node run, with the node's kind.
+    started: Vec<Option<(usize, usize, &'a str)>>,
+    /// Per step: the `node_completed` event holding its node run's output.
+    completed: Vec<Option<(usize, usize)>>,
+    /// Events not stored as rows.
+    folded: std::collections::HashSet<(usize, usize)>,
+}
+
+impl<'a> CallPlan<'a> {
+    fn new(steps: &'a [StepCommit]) -> CallPlan<'a> {
+        use std::collections::HashMap;
+        // Keyed by execution, node, iteration (and attempt for `node_started`).
+        let mut started_events: HashMap<(&str, &str, i64, i64), (usize, usize)> = HashMap::new();
+        let mut completed_events: HashMap<(&str, &str, i64), (usize, usize)> = HashMap::new();
+        let mut plan = CallPlan {
+            started: vec![None; steps.len()],
+            completed: vec![None; steps.len()],
+            folded: std::collections::HashSet::new(),
+        };
+        for (i, step) in steps.iter().enumerate() {
+            let exec = step.node_run.execution_id.as_str();
+            for (k, event) in step.events.iter().enumerate() {
+                let payload = &event.payload;
+                let node = payload.get("node_id").and_then(serde_json::Value::as_str);
+                let iteration = payload.get("iteration").and_then(serde_json::Value::as_i64);
+                let (Some(node), Some(iteration)) = (node, iteration) else {
+                    continue;
+                };
+                match event.event_type.as_str() {
+                    "node_started" => {
+                        if let Some(attempt) =
+                            payload.get("attempt").and_then(serde_json::Value::as_i64)
+                        {
+                            started_events.insert((exec, node, iteration, attempt), (i, k));
+                        }
+                    }
+                    "node_completed" => {
+                        completed_events.insert((exec, node, iteration), (i, k));
+                    }
+                    _ => {}
+                }
+            }
+            let run = &step.node_run;
+            let key = (exec, run.node_id.as_str(), run.iteration);
+            if let Some(&(ei, ek)) = started_events.get(&(key.0, key.1, key.2, run.attempt)) {
+                let event = &steps[ei].events[ek];
+                let kind = event
+                    .payload
+                    .get("kind")
+                    .and_then(serde_json::Value::as_str);
+                // Folded only when the row rebuilds exactly this event: its time, and a
+                // payload of exactly attempt, node_id, kind and iteration (checked above).
+                let exact = event.ts == run.started_at
+                    && event.payload.as_object().is_some_and(|m| m.len() == 4)
+                    && !plan.folded.contains(&(ei, ek));
+                if let (true, Some(kind)) = (exact, kind) {
+                    plan.started[i] = Some((ei, ek, kind));
+                    plan.folded.insert((ei, ek));
+                }
+            }
+            if let Some(output) = &run.output
+                && let Some(&(ei, ek)) = completed_events.get(&key)
+                && steps[ei].events[ek].payload.get("output") == Some(output)
+            {
+                plan.completed[i] = Some((ei, ek));
+            }
+        }
+        plan
+    }
+}
+
+/// Replies shorter than this are stored in the delta as they are: the reference would not
+/// save anything worth the lookup.
+const MIN_REFERENCED_REPLY: usize = 32;
+
+/// The delta's text, with the contents of appended messages that repeat the node's reply
+/// (`output.content` of the event `source`) written as `null`, and the event's sequence
+/// number when it did so. A delta that already holds a `null` content is written as it is.
+fn encode_delta(
+    delta: &serde_json::Value,
+    source: Option<(i64, &serde_json::Value)>,
+) -> (String, Option<i64>) {
+    let reply = source.and_then(|(seq, output)| {
+        let text = output.get("content")?.as_str()?;
+        (text.len() >= MIN_REFERENCED_REPLY).then_some((seq, text))
+    });
+    let messages = delta.get("messages").and_then(serde_json::Value::as_array);
+    if let (Some((seq, text)), Some(messages)) = (reply, messages) {
+        let contents = || messages.iter().map(|m| m.get("content"));
+        let repeats = contents().any(|c| c.and_then(serde_json::Value::as_str) == Some(text));
+        let has_null = contents().any(|c| c.is_some_and(serde_json::Value::is_null));
+        if repeats && !has_null {
+            let mut compact = delta.clone();
+            if let Some(messages) = compact
+                .get_mut("messages")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                for message in messages {
+                    if let Some(content) = message.get_mut("content")
+                        && content.as_str() == Some(text)
+                    {
+                        *content = serde_json::Value::Null;
+                    }
+                }
+            }
+            return (to_json_text(&compact), Some(seq));
+        }
+    }
+    (to_json_text(delta), None)
+}
+
+/// The output stored in event payload `payload` (a `node_completed` event's `output`).
+fn referenced_output(payload: Option<String>, seq: i64) -> rusqlite::Result<serde_json::Value> {
+    let missing = || {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Null,
+            format!("the event {seq} holding a stored output is missing").into(),
+        )
+    };
+    let payload = payload.ok_or_else(missing)?;
+    let mut payload: serde_json::Value = serde_json::from_str(&payload).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    payload
+        .get_mut("output")
+        .map(serde_json::Value::take)
+        .ok_or_else(missing)
+}
+
+/// Puts the reply (`output.content`) back into the appended messages of a delta written by
+/// [`encode_delta`].
+fn restore_reply(delta: &mut serde_json::Value, output: &serde_json::Value) {
+    let Some(text) = output.get("content").and_then(serde_json::Value::as_str) else {
+        return;
+    };
+    if let Some(messages) = delta
+        .get_mut("messages")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for message in messages {
+            if let Some(content) = message.get_mut("content")
+                && content.is_null()
+            {
+                *content = serde_json::Value::String(text.to_owned());
+            }
+        }
+    }
+}
+
+fn commit_one(
+    conn: &Connection,
+    steps: &[StepCommit],
+    index: usize,
+    plan: &CallPlan<'_>,
+    first_seqs: &mut Vec<i64>,
+    now: i64,
+) -> StoreResult<StepReceipt> {
+    let step = &steps[index];
     let run = &step.node_run;
     let id = run.execution_id.as_str();
     let (last_seq, step_no) = reserve(conn, id, step.events.len(), true, now)?;
     let first_seq = last_seq - step.events.len() as i64 + 1;
+    first_seqs.push(first_seq);
+    let seq_of = |(i, k): (usize, usize)| first_seqs[i] + k as i64;
+    let started = plan.started[index].map(|(i, k, kind)| (seq_of((i, k)), kind));
+    let source = plan.completed[index].and_then(|(i, k)| {
+        let output = steps[i].events[k].payload.get("output")?;
+        Some((seq_of((i, k)), output))
+    });
     conn.prepare_cached(
         "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
              finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output,
-             step, route, error_class, idempotency_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             step, route, error_class, idempotency_key, output_seq, started_seq, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20)
          ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
              status = excluded.status, started_at = excluded.started_at,
              finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
              prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
              cost = excluded.cost, error = excluded.error, output = excluded.output,
              step = excluded.step, route = excluded.route, error_class = excluded.error_class,
-             idempotency_key = COALESCE(excluded.idempotency_key, idempotency_key)",
+             idempotency_key = COALESCE(excluded.idempotency_key, idempotency_key),
+             output_seq = excluded.output_seq, started_seq = excluded.started_seq,
+             kind = excluded.kind",
     )
     .db()?
     .execute(params![
@@ -211,11 +394,18 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
         run.completion_tokens,
         run.cost,
         run.error,
-        run.output.as_ref().map(to_json_text),
+        if source.is_some() {
+            None
+        } else {
+            run.output.as_ref().map(to_json_text)
+        },
         step_no,
         run.route.as_ref().map(to_json_text),
         run.error_class,
-        run.idempotency_key
+        run.idempotency_key,
+        source.map(|(seq, _)| seq),
+        started.map(|(seq, _)| seq),
+        started.map(|(_, kind)| kind)
     ])
     .db()?;
     if run.attempt > 1 {
@@ -238,22 +428,42 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
     }
     // Killed here, the transaction is half-written: the store must come back without it.
     chatter_core::failpoint::hit("sqlite.mid_step");
-    insert_events(conn, id, first_seq, &step.events)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .db()?;
+    for (k, event) in step.events.iter().enumerate() {
+        if plan.folded.contains(&(index, k)) {
+            continue;
+        }
+        insert
+            .execute(params![
+                id,
+                first_seq + k as i64,
+                event.ts,
+                event.event_type,
+                to_json_text(&event.payload)
+            ])
+            .db()?;
+    }
     let mut checkpoint = conn
         .prepare_cached(
-            "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at, ref_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .db()?;
     if !step.state_delta.is_null() {
+        let (state, ref_seq) = encode_delta(&step.state_delta, source);
         checkpoint
             .execute(params![
                 id,
                 step_no,
                 "delta",
                 run.node_id,
-                to_json_text(&step.state_delta),
-                now
+                state,
+                now,
+                ref_seq
             ])
             .db()?;
     }
@@ -265,7 +475,8 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
                 "snapshot",
                 run.node_id,
                 to_json_text(snapshot),
-                now
+                now,
+                None::<i64>
             ])
             .db()?;
     }
@@ -274,6 +485,15 @@ fn commit_one(conn: &Connection, step: &StepCommit, now: i64) -> StoreResult<Ste
         first_seq,
         last_seq,
     })
+}
+
+/// Writes the steps of one `commit_steps` call (inside the caller's transaction).
+fn commit_call(conn: &Connection, steps: &[StepCommit], now: i64) -> StoreResult<Vec<StepReceipt>> {
+    let plan = CallPlan::new(steps);
+    let mut first_seqs = Vec::with_capacity(steps.len());
+    (0..steps.len())
+        .map(|index| commit_one(conn, steps, index, &plan, &mut first_seqs, now))
+        .collect()
 }
 
 /// Commits a group of `commit_steps` calls in ONE transaction, each call in its own savepoint
@@ -287,13 +507,23 @@ pub(crate) fn commit_group(
     let mut tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .db()?;
+    if let [steps] = calls {
+        // One call: the transaction is its all-or-nothing, no savepoint needed (two fewer
+        // statements per step in the common case of one execution committing alone).
+        let receipts = commit_call(&tx, steps, now);
+        if receipts.is_err() {
+            tx.rollback().db()?;
+            return Ok(vec![receipts]);
+        }
+        chatter_core::failpoint::hit("sqlite.before_commit");
+        tx.commit().db()?;
+        chatter_core::failpoint::hit("sqlite.after_commit");
+        return Ok(vec![receipts]);
+    }
     let mut results = Vec::with_capacity(calls.len());
     for steps in calls {
         let savepoint = tx.savepoint().db()?;
-        let receipts: StoreResult<Vec<StepReceipt>> = steps
-            .iter()
-            .map(|step| commit_one(&savepoint, step, now))
-            .collect();
+        let receipts = commit_call(&savepoint, steps, now);
         if receipts.is_ok() {
             savepoint.commit().db()?;
         }
@@ -564,8 +794,16 @@ impl ExecutionStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT execution_id, seq, ts, event_type, payload FROM workflow_events
-                 WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                // `node_started` events folded into their node run rows are rebuilt here.
+                "SELECT ?1 AS execution_id, seq, ts, event_type, payload FROM (
+                     SELECT seq, ts, event_type, payload FROM workflow_events
+                     WHERE execution_id = ?1 AND seq > ?2
+                     UNION ALL
+                     SELECT started_seq, started_at, 'node_started',
+                         json_object('attempt', attempt, 'node_id', node_id, 'kind', kind,
+                                     'iteration', iteration)
+                     FROM workflow_node_runs WHERE execution_id = ?1 AND started_seq > ?2
+                 ) ORDER BY seq LIMIT ?3",
                 params![key, after_seq, limit],
                 |row| {
                     Ok(EventRecord {
@@ -586,8 +824,10 @@ impl ExecutionStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT * FROM workflow_node_runs WHERE execution_id = ?1
-                 ORDER BY started_at, node_id, iteration, attempt",
+                "SELECT r.*, e.payload AS ref_payload FROM workflow_node_runs r
+                 LEFT JOIN workflow_events e ON e.execution_id = r.execution_id AND e.seq = r.output_seq
+                 WHERE r.execution_id = ?1
+                 ORDER BY r.started_at, r.node_id, r.iteration, r.attempt",
                 [key],
                 node_run_row,
             )
@@ -600,16 +840,24 @@ impl ExecutionStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT execution_id, step, kind, node_id, state, created_at FROM workflow_checkpoints
-                 WHERE execution_id = ?1 ORDER BY step, CASE kind WHEN 'snapshot' THEN 0 ELSE 1 END",
+                "SELECT c.execution_id, c.step, c.kind, c.node_id, c.state, c.created_at, c.ref_seq,
+                     e.payload AS ref_payload
+                 FROM workflow_checkpoints c
+                 LEFT JOIN workflow_events e ON e.execution_id = c.execution_id AND e.seq = c.ref_seq
+                 WHERE c.execution_id = ?1
+                 ORDER BY c.step, CASE c.kind WHEN 'snapshot' THEN 0 ELSE 1 END",
                 [key],
                 |row| {
+                    let mut state = json_at(row, "state")?;
+                    if let Some(seq) = row.get::<_, Option<i64>>("ref_seq")? {
+                        restore_reply(&mut state, &referenced_output(row.get("ref_payload")?, seq)?);
+                    }
                     Ok(CheckpointRecord {
                         execution_id: row.get("execution_id")?,
                         step: row.get("step")?,
                         kind: enum_at(row, "kind", CheckpointKind::parse)?,
                         node_id: row.get("node_id")?,
-                        state: json_at(row, "state")?,
+                        state,
                         created_at: row.get("created_at")?,
                     })
                 },

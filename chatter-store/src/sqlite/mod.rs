@@ -10,6 +10,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chatter_core::Error;
 use chatter_core::store::{
@@ -193,12 +194,12 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 /// into ONE transaction, each call in its own savepoint: a failing call rolls back alone, the
 /// others share one commit, and every caller hears back only after that commit. Jobs keep
 /// their order: grouping stops at the first job that is not a step commit.
-fn run_writer(mut conn: Connection, jobs: &mpsc::Receiver<WriterJob>) {
+fn run_writer(mut conn: Connection, jobs: &mpsc::Receiver<WriterJob>, spin: Duration) {
     let mut next: Option<WriterJob> = None;
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match jobs.recv() {
+            None => match recv_spinning(jobs, spin) {
                 Ok(job) => job,
                 Err(_) => return,
             },
@@ -249,6 +250,26 @@ fn run_writer(mut conn: Connection, jobs: &mpsc::Receiver<WriterJob>) {
             }
         }
     }
+}
+
+/// Receives the next job, spinning (yielding the CPU) for up to `spin` before parking: a
+/// durable execution's next step usually arrives within microseconds, and a parked writer
+/// costs a thread wake-up per step.
+fn recv_spinning<T>(jobs: &mpsc::Receiver<T>, spin: Duration) -> Result<T, mpsc::RecvError> {
+    if !spin.is_zero() {
+        let deadline = Instant::now() + spin;
+        loop {
+            match jobs.try_recv() {
+                Ok(job) => return Ok(job),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+    }
+    jobs.recv()
 }
 
 fn run_jobs(mut conn: Connection, jobs: &Mutex<mpsc::Receiver<Job>>) {
@@ -341,7 +362,7 @@ impl SqliteStore {
                 match opened {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
-                        run_writer(conn, &writer_rx);
+                        run_writer(conn, &writer_rx, writer_options.sqlite_commit_spin);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -445,10 +466,27 @@ impl SqliteStore {
         &self,
         steps: Vec<chatter_core::store::StepCommit>,
     ) -> StoreResult<Vec<chatter_core::store::StepReceipt>> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, mut rx) = oneshot::channel();
         self.writer
             .send(WriterJob::Steps { steps, reply })
             .map_err(|_| closed())?;
+        // Spin briefly (yielding the CPU) before parking the task: the commit usually ends
+        // within the spin, which saves waking this worker thread (see
+        // `StoreOptions::sqlite_commit_spin`).
+        let spin = self.options.sqlite_commit_spin;
+        if !spin.is_zero() {
+            let deadline = Instant::now() + spin;
+            loop {
+                match rx.try_recv() {
+                    Ok(result) => return result,
+                    Err(oneshot::error::TryRecvError::Closed) => return Err(closed()),
+                    Err(oneshot::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                        std::thread::yield_now();
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => break,
+                }
+            }
+        }
         rx.await.map_err(|_| closed())?
     }
 
