@@ -17,6 +17,12 @@
 //! the state after each; [`WorkflowTracker::fork`] starts a new execution from any step,
 //! optionally with edited variables, leaving the original untouched.
 //!
+//! A lease held by a worker id can be taken again by the same id (that is how it is renewed),
+//! so the lease alone does not keep one process from running an execution twice. The tracker
+//! and its clones therefore also keep the ids of the executions they are running: resuming or
+//! cancelling one of them through the same tracker (or a clone, whatever its worker id) is
+//! refused with a `Conflict` storage error.
+//!
 //! A storage failure never loses the run's result: the execution ends (`failed`, class
 //! `storage`, in `sync` mode), and [`TrackedRun::store_error`] says what failed.
 //!
@@ -44,8 +50,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -287,6 +293,23 @@ pub struct WorkflowTracker {
     snapshot_every: u32,
     lease_ms: i64,
     worker_id: String,
+    /// The executions this tracker and its clones are running (resuming, cancelling) now.
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Keeps an execution in [`WorkflowTracker`]'s active set until dropped.
+struct ActiveClaim {
+    active: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for ActiveClaim {
+    fn drop(&mut self) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for WorkflowTracker {
@@ -313,7 +336,32 @@ impl WorkflowTracker {
             snapshot_every: Durability::DEFAULT_SNAPSHOT_EVERY,
             lease_ms: Self::DEFAULT_LEASE_MS,
             worker_id: format!("worker-{}", ulid::Ulid::new()),
+            active: Arc::default(),
         }
+    }
+
+    /// Marks an execution as run by this process until the claim is dropped; `Conflict` when
+    /// it already is (checked and marked at once, so two racing callers cannot both pass).
+    fn claim(&self, execution_id: &str) -> Result<ActiveClaim> {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if !active.insert(execution_id.to_owned()) {
+            return Err(Error::store(
+                StoreErrorKind::Conflict,
+                format!("execution `{execution_id}` is already being run in this process"),
+            ));
+        }
+        Ok(ActiveClaim {
+            active: self.active.clone(),
+            id: execution_id.to_owned(),
+        })
+    }
+
+    /// Whether this tracker (or a clone) is running, resuming or cancelling the execution now.
+    pub fn is_active(&self, execution_id: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(execution_id)
     }
 
     /// Sets the durability mode.
@@ -394,6 +442,7 @@ impl WorkflowTracker {
         if options.owner.is_none() {
             options.owner = Some(meta.owner_id.clone());
         }
+        let _claim = self.claim(&id)?;
         // Executions with no stored source (ad-hoc, chat, inline templates) keep their graph, so
         // they can be resumed.
         let graph = (matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat)
@@ -455,7 +504,8 @@ impl WorkflowTracker {
     /// [`Error::NotFound`] for an unknown execution (or one of another owner);
     /// [`Error::InvalidInput`] for an ended execution, a decision that is not allowed or not
     /// expected, a waiting execution without a decision; `Conflict` (storage) when another
-    /// worker holds its lease. Nothing is changed then.
+    /// worker holds its lease, or when this tracker (or a clone) is running it already.
+    /// Nothing is changed then.
     pub async fn resume(
         &self,
         engine: &Engine,
@@ -501,6 +551,9 @@ impl WorkflowTracker {
         observe: F,
         due: i64,
     ) -> Result<TrackedRun> {
+        // Claimed before anything is read: a second resume racing this one is refused here,
+        // since the lease below would let the same worker id through.
+        let _claim = self.claim(execution_id)?;
         let record = self.owned_execution(execution_id, &options).await?;
         if record.status.is_terminal() {
             return Err(Error::InvalidInput {
@@ -585,7 +638,9 @@ impl WorkflowTracker {
     ) -> Result<Vec<(String, Result<TrackedRun>)>> {
         let due = self.store.list_resumable(now, 100).await?;
         let mut outcomes = Vec::with_capacity(due.len());
-        for record in due {
+        // One this process is running is not due here (its lease looks expired only because
+        // its renewal is late).
+        for record in due.into_iter().filter(|r| !self.is_active(&r.id)) {
             let outcome = match source.definition_for(&record).await {
                 Ok(def) => {
                     let options = RunOptions::default();
@@ -610,7 +665,8 @@ impl WorkflowTracker {
     ///
     /// [`Error::NotFound`] for an unknown execution (or one of another owner);
     /// [`Error::InvalidInput`] for an execution that has already ended; `Conflict` (storage)
-    /// when a live worker holds its lease (cancel it there). Nothing is changed then.
+    /// when a live worker holds its lease, or this tracker (or a clone) is running it (cancel
+    /// it there). Nothing is changed then.
     pub async fn cancel(
         &self,
         execution_id: &str,
@@ -622,6 +678,7 @@ impl WorkflowTracker {
             owner: owner.map(str::to_owned),
             ..RunOptions::default()
         };
+        let _claim = self.claim(execution_id)?;
         let record = self.owned_execution(execution_id, &options).await?;
         if record.status.is_terminal() {
             return Err(Error::InvalidInput {
@@ -790,6 +847,7 @@ impl WorkflowTracker {
             }),
         );
         let id = ulid::Ulid::new().to_string();
+        let _claim = self.claim(&id)?;
         let new = NewExecution {
             id: Some(id.clone()),
             owner_id: record.owner_id.clone(),

@@ -992,7 +992,16 @@ async fn try_attempt(
             .await
             .map_err(|e| retry("recording the job's execution failed", &e))?;
     }
-    let _live = state.register_live(&execution_id, token.clone());
+    let Some(_live) = state.try_register_live(&execution_id, token.clone()) else {
+        // Live in this server already (a resume or approve request, the resumer): its runner
+        // records the outcome; this attempt waits for it.
+        wait_for_end(state, &execution_id, token).await?;
+        return store
+            .get_execution(&execution_id)
+            .await
+            .map_err(|e| retry("reading the execution failed", &e))?
+            .ok_or_else(|| Attempt::Retry(format!("execution {execution_id} was not recorded")));
+    };
     // The execution's lease is held in this worker's name: the server's resumer (and other
     // workers) then see it as taken, and never run the same execution at the same time.
     let tracker = state.tracker().clone().worker_id(worker_id);

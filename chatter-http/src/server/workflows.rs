@@ -883,7 +883,7 @@ pub(super) async fn run_recorded(
     let owner = meta.owner_id.clone();
     let id = ulid::Ulid::new().to_string();
     let token = tokio_util::sync::CancellationToken::new();
-    let _live = state.register_live(&id, token.clone());
+    let _live = state.register_live(&id, token.clone())?;
     let mut options = RunOptions::default().owner(owner).execution_id(&id);
     options.cancel = Some(token);
     let run = state
