@@ -599,7 +599,7 @@ fn fifty() -> u32 {
     50
 }
 
-/// The caller's jobs (an admin's: everyone's), newest first.
+/// The caller's jobs (an admin's: everyone's), oldest first.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs",

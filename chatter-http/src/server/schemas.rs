@@ -1618,7 +1618,7 @@ pub struct JobBatchResponse {
 /// Answer of `GET /api/v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
-    /// The page of jobs, newest first.
+    /// The page of jobs, oldest first.
     pub jobs: Vec<Job>,
     /// How many are on this page.
     pub total_count: i64,
