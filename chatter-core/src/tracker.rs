@@ -791,7 +791,8 @@ impl WorkflowTracker {
 
     /// Starts a new execution from step `step` of `execution_id`: the steps up to it are
     /// copied into the new execution (replayed, not run), `variables` (when given) are set,
-    /// and the new execution goes on live. The original is not touched.
+    /// and the new execution goes on live. The original is not touched. The new execution's id
+    /// is `options.execution_id` when set (else a new ULID).
     ///
     /// # Errors
     ///
@@ -846,7 +847,10 @@ impl WorkflowTracker {
                 "variables": variables,
             }),
         );
-        let id = ulid::Ulid::new().to_string();
+        let id = options
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
         let _claim = self.claim(&id)?;
         let new = NewExecution {
             id: Some(id.clone()),

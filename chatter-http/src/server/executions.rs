@@ -300,7 +300,14 @@ async fn fork(
     p.require("workflow:execute")?;
     let record = owned(&state, &p, &id).await?;
     let def = graph_of(&state, &record).await?;
-    let options = RunOptions::default().owner(record.owner_id.clone());
+    // The new execution is registered live, so `cancel` reaches it while it runs.
+    let new_id = ulid::Ulid::new().to_string();
+    let token = CancellationToken::new();
+    let _live = state.register_live(&new_id, token.clone())?;
+    let mut options = RunOptions::default()
+        .owner(record.owner_id.clone())
+        .execution_id(&new_id);
+    options.cancel = Some(token);
     let run = state
         .tracker()
         .fork(
