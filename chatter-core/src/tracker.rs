@@ -17,6 +17,12 @@
 //! the state after each; [`WorkflowTracker::fork`] starts a new execution from any step,
 //! optionally with edited variables, leaving the original untouched.
 //!
+//! A lease held by a worker id can be taken again by the same id (that is how it is renewed),
+//! so the lease alone does not keep one process from running an execution twice. The tracker
+//! and its clones therefore also keep the ids of the executions they are running: resuming or
+//! cancelling one of them through the same tracker (or a clone, whatever its worker id) is
+//! refused with a `Conflict` storage error.
+//!
 //! A storage failure never loses the run's result: the execution ends (`failed`, class
 //! `storage`, in `sync` mode), and [`TrackedRun::store_error`] says what failed.
 //!
@@ -44,8 +50,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -306,6 +312,23 @@ pub struct WorkflowTracker {
     lease_ms: i64,
     worker_id: String,
     observer: Option<Arc<dyn TrackerObserver>>,
+    /// The executions this tracker and its clones are running (resuming, cancelling) now.
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Keeps an execution in [`WorkflowTracker`]'s active set until dropped.
+struct ActiveClaim {
+    active: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for ActiveClaim {
+    fn drop(&mut self) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for WorkflowTracker {
@@ -334,7 +357,32 @@ impl WorkflowTracker {
             lease_ms: Self::DEFAULT_LEASE_MS,
             worker_id: format!("worker-{}", ulid::Ulid::new()),
             observer: None,
+            active: Arc::default(),
         }
+    }
+
+    /// Marks an execution as run by this process until the claim is dropped; `Conflict` when
+    /// it already is (checked and marked at once, so two racing callers cannot both pass).
+    fn claim(&self, execution_id: &str) -> Result<ActiveClaim> {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if !active.insert(execution_id.to_owned()) {
+            return Err(Error::store(
+                StoreErrorKind::Conflict,
+                format!("execution `{execution_id}` is already being run in this process"),
+            ));
+        }
+        Ok(ActiveClaim {
+            active: self.active.clone(),
+            id: execution_id.to_owned(),
+        })
+    }
+
+    /// Whether this tracker (or a clone) is running, resuming or cancelling the execution now.
+    pub fn is_active(&self, execution_id: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(execution_id)
     }
 
     /// Sets the durability mode.
@@ -424,6 +472,7 @@ impl WorkflowTracker {
         if options.owner.is_none() {
             options.owner = Some(meta.owner_id.clone());
         }
+        let _claim = self.claim(&id)?;
         // Executions with no stored source (ad-hoc, chat, inline templates) keep their graph, so
         // they can be resumed.
         let graph = (matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat)
@@ -485,7 +534,8 @@ impl WorkflowTracker {
     /// [`Error::NotFound`] for an unknown execution (or one of another owner);
     /// [`Error::InvalidInput`] for an ended execution, a decision that is not allowed or not
     /// expected, a waiting execution without a decision; `Conflict` (storage) when another
-    /// worker holds its lease. Nothing is changed then.
+    /// worker holds its lease, or when this tracker (or a clone) is running it already.
+    /// Nothing is changed then.
     pub async fn resume(
         &self,
         engine: &Engine,
@@ -531,6 +581,9 @@ impl WorkflowTracker {
         observe: F,
         due: i64,
     ) -> Result<TrackedRun> {
+        // Claimed before anything is read: a second resume racing this one is refused here,
+        // since the lease below would let the same worker id through.
+        let _claim = self.claim(execution_id)?;
         let record = self.owned_execution(execution_id, &options).await?;
         if record.status.is_terminal() {
             return Err(Error::InvalidInput {
@@ -618,7 +671,9 @@ impl WorkflowTracker {
     ) -> Result<Vec<(String, Result<TrackedRun>)>> {
         let due = self.store.list_resumable(now, 100).await?;
         let mut outcomes = Vec::with_capacity(due.len());
-        for record in due {
+        // One this process is running is not due here (its lease looks expired only because
+        // its renewal is late).
+        for record in due.into_iter().filter(|r| !self.is_active(&r.id)) {
             let outcome = match source.definition_for(&record).await {
                 Ok(def) => {
                     let options = RunOptions::default();
@@ -643,7 +698,8 @@ impl WorkflowTracker {
     ///
     /// [`Error::NotFound`] for an unknown execution (or one of another owner);
     /// [`Error::InvalidInput`] for an execution that has already ended; `Conflict` (storage)
-    /// when a live worker holds its lease (cancel it there). Nothing is changed then.
+    /// when a live worker holds its lease, or this tracker (or a clone) is running it (cancel
+    /// it there). Nothing is changed then.
     pub async fn cancel(
         &self,
         execution_id: &str,
@@ -655,6 +711,7 @@ impl WorkflowTracker {
             owner: owner.map(str::to_owned),
             ..RunOptions::default()
         };
+        let _claim = self.claim(execution_id)?;
         let record = self.owned_execution(execution_id, &options).await?;
         if record.status.is_terminal() {
             return Err(Error::InvalidInput {
@@ -767,7 +824,8 @@ impl WorkflowTracker {
 
     /// Starts a new execution from step `step` of `execution_id`: the steps up to it are
     /// copied into the new execution (replayed, not run), `variables` (when given) are set,
-    /// and the new execution goes on live. The original is not touched.
+    /// and the new execution goes on live. The original is not touched. The new execution's id
+    /// is `options.execution_id` when set (else a new ULID).
     ///
     /// # Errors
     ///
@@ -822,7 +880,11 @@ impl WorkflowTracker {
                 "variables": variables,
             }),
         );
-        let id = ulid::Ulid::new().to_string();
+        let id = options
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let _claim = self.claim(&id)?;
         let new = NewExecution {
             id: Some(id.clone()),
             owner_id: record.owner_id.clone(),

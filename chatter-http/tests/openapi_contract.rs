@@ -1317,6 +1317,123 @@ async fn documented_answers_match_the_real_answers() {
         );
         call!("DELETE", one, format!("{s}/{ws_id}"), key, None);
 
+        // Jobs (the server's workers may run them meanwhile: any state is documented)
+        let async_run = call!(
+            "POST",
+            format!("{by_id}/execute"),
+            format!("{w}/definitions/{id}/execute?async=true&priority=high&max_attempts=2"),
+            key,
+            Some(json!({"input_data": {"message": "later"}}))
+        );
+        assert_eq!(async_run.status, 202, "{}", async_run.text);
+        assert_eq!(async_run.body["priority"], "high", "{}", async_run.text);
+        call!(
+            "POST",
+            format!("{by_id}/execute"),
+            format!("{w}/definitions/{id}/execute?async=true&priority=urgent"),
+            key,
+            Some(json!({"input_data": {}}))
+        )
+        .assert_problem(422);
+        for (template, path) in [
+            (
+                format!("{w}/definitions/custom/execute"),
+                format!("{w}/definitions/custom/execute?message=hi&async=true"),
+            ),
+            (
+                format!("{t}/execute"),
+                format!("{w}/templates/universal_chat/execute?async=true"),
+            ),
+        ] {
+            let body = if path.contains("custom") {
+                graph()
+            } else {
+                json!({"input_data": {"message": "hi"}})
+            };
+            let queued = call!("POST", template, path, key, Some(body));
+            assert_eq!(queued.status, 202, "{}", queued.text);
+        }
+        let queued = call!(
+            "POST",
+            format!("{w}/templates/execute"),
+            format!("{w}/templates/execute?async=true&timeout_ms=60000"),
+            key,
+            Some(json!({"template": spec, "input_data": {"message": "hi"}}))
+        );
+        assert_eq!(queued.status, 202, "{}", queued.text);
+        let j = "/api/v1/jobs";
+        let job = call!(
+            "POST",
+            j,
+            j,
+            key,
+            Some(json!({"workflow_id": id, "input": {"message": "job"}, "priority": "low"}))
+        );
+        assert_eq!(job.status, 202, "{}", job.text);
+        let job_id = job.body["id"].as_str().unwrap().to_owned();
+        call!(
+            "POST",
+            j,
+            j,
+            key,
+            Some(json!({"workflow_id": id, "template_id": "universal_chat"}))
+        )
+        .assert_problem(422);
+        call!("POST", j, j, key, Some(json!({"workflow_id": "nope"}))).assert_problem(404);
+        let batch = call!(
+            "POST",
+            format!("{j}/batch"),
+            format!("{j}/batch"),
+            key,
+            Some(json!({"template_id": "universal_chat", "concurrency": 1,
+                        "inputs": [{"message": "one"}, {"message": "two"}]}))
+        );
+        assert_eq!(batch.status, 202, "{}", batch.text);
+        call!(
+            "POST",
+            format!("{j}/batch"),
+            format!("{j}/batch"),
+            key,
+            Some(json!({"template_id": "universal_chat", "inputs": []}))
+        )
+        .assert_problem(422);
+        call!("GET", j, j, key, None);
+        call!("GET", j, format!("{j}?status=done"), key, None).assert_problem(422);
+        call!("GET", format!("{j}/stats"), format!("{j}/stats"), key, None);
+        let one_job = format!("{j}/{{job_id}}");
+        call!("GET", one_job, format!("{j}/{job_id}"), key, None);
+        call!("GET", one_job, format!("{j}/nope"), key, None).assert_problem(404);
+        // Cancelled now, or ended already (409): both answers are documented.
+        let cancelled = call!(
+            "POST",
+            format!("{one_job}/cancel"),
+            format!("{j}/{job_id}/cancel"),
+            key,
+            None
+        );
+        assert!([200, 409].contains(&cancelled.status), "{}", cancelled.text);
+        call!("DELETE", one_job, format!("{j}/{job_id}"), key, None).assert_problem(409);
+        // Wait until the workers are done, so nothing runs as the server stops.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let stats = h.get(&format!("{j}/stats"), key).await;
+            if stats.body["queued_jobs"] == 0 && stats.body["running_jobs"] == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", stats.text);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let finished = call!("GET", j, format!("{j}?status=completed"), key, None);
+        assert!(
+            finished.body["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["result"].is_object()),
+            "{}",
+            finished.text
+        );
+
         // The end: audit trail, deletion, logout.
         call!(
             "GET",

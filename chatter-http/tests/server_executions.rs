@@ -1,6 +1,7 @@
 //! The native execution endpoints over real HTTP: the events stream (SSE framing, heartbeats,
 //! `Last-Event-ID` resume across an approval), approve/resume/steps/fork/cancel, their RBAC
-//! (another user's execution is 404), and an approval that survives a server restart. Every
+//! (another user's execution is 404), an approval that survives a server restart, and racing
+//! approvals that run the execution once. Every
 //! case runs on SQLite and Postgres.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -544,6 +545,132 @@ mod orphan {
     }
 }
 
+mod race {
+    use super::*;
+    use chatter_core::store::NodeRunStatus;
+
+    /// start → approval `ask` → a 1.5 s delay `wait` → end: the resumed run stays live a
+    /// while, so concurrent approvals overlap it.
+    fn slow_approval_graph() -> Value {
+        json!({
+            "nodes": [
+                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
+                 "data": {"label": "Start", "nodeType": "start"}},
+                {"id": "ask", "type": "approval", "position": {"x": 200, "y": 0},
+                 "data": {"label": "Ask", "nodeType": "approval",
+                          "config": {"question": "Ship it?", "allowed_decisions": ["approve", "reject"]}}},
+                {"id": "wait", "type": "delay", "position": {"x": 400, "y": 0},
+                 "data": {"label": "Wait", "nodeType": "delay",
+                          "config": {"delay_type": "fixed", "delay_ms": 1500}}},
+                {"id": "end", "type": "end", "position": {"x": 600, "y": 0},
+                 "data": {"label": "End", "nodeType": "end"}}
+            ],
+            "edges": [
+                {"id": "e1", "source": "start", "target": "ask"},
+                {"id": "e2", "source": "ask", "target": "wait"},
+                {"id": "e3", "source": "wait", "target": "end"}
+            ]
+        })
+    }
+
+    /// Several approve (and resume) requests racing on one waiting execution: exactly one
+    /// runs it (200, completed); every other is refused (409 while it runs, 422 once it has
+    /// moved on) and nothing runs twice: one completed node run per node, one
+    /// `execution_completed` event.
+    pub async fn racing_approvals_run_it_once(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        let run = h
+            .post(
+                &format!("{W}/definitions/custom/execute?message=hello"),
+                Some(&alice.key),
+                &slow_approval_graph(),
+            )
+            .await;
+        assert_eq!(run.status, 200, "{}", run.text);
+        assert_eq!(run.body["status"], "waiting", "{}", run.text);
+        let id = run.body["id"].as_str().unwrap().to_owned();
+
+        let requests = (0..4).map(|n| {
+            let (action, body) = if n == 3 {
+                ("resume", json!({}))
+            } else {
+                ("approve", json!({"decision": "approve"}))
+            };
+            let path = format!("{W}/executions/{id}/{action}");
+            let (h, key) = (&h, alice.key.clone());
+            async move { h.post(&path, Some(&key), &body).await }
+        });
+        let answers = futures::future::join_all(requests).await;
+        let mut ran = 0;
+        for answer in &answers {
+            match answer.status {
+                200 => {
+                    ran += 1;
+                    assert_eq!(answer.body["status"], "completed", "{}", answer.text);
+                }
+                409 | 422 => assert_eq!(
+                    answer.headers["content-type"].to_str().unwrap(),
+                    "application/problem+json",
+                    "{}",
+                    answer.text
+                ),
+                other => panic!("unexpected answer {other}: {}", answer.text),
+            }
+        }
+        assert_eq!(ran, 1, "{answers:#?}");
+        let conflicts: Vec<&str> = answers
+            .iter()
+            .filter(|a| a.status == 409)
+            .map(|a| a.body["detail"].as_str().unwrap())
+            .collect();
+        for detail in conflicts {
+            // Not a storage conflict surfacing after a second run already went ahead.
+            assert!(
+                detail.contains("already running in this server"),
+                "{detail}"
+            );
+        }
+
+        // One resume went ahead, in the audit trail too.
+        let audit = h
+            .store()
+            .list_audit(
+                &chatter_core::store::AuditFilter {
+                    resource_id: Some(id.clone()),
+                    ..Default::default()
+                },
+                chatter_core::store::Page::new(100, 0),
+            )
+            .await
+            .unwrap();
+        let resumes = audit
+            .iter()
+            .filter(|a| a.action == "execution.resume")
+            .count();
+        assert_eq!(resumes, 1, "{audit:#?}");
+
+        let record = h.store().get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(record.status.as_str(), "completed");
+        let runs = h.store().list_node_runs(&id).await.unwrap();
+        let mut completed: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.status == NodeRunStatus::Completed)
+            .map(|r| r.node_id.as_str())
+            .collect();
+        completed.sort_unstable();
+        assert_eq!(completed, ["ask", "end", "start", "wait"], "{runs:#?}");
+        let events = h.store().list_events(&id, 0, 1000).await.unwrap();
+        let ends = events
+            .iter()
+            .filter(|e| e.event_type == "execution_completed")
+            .count();
+        assert_eq!(ends, 1);
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let expected: Vec<i64> = (1..=i64::try_from(events.len()).unwrap()).collect();
+        assert_eq!(seqs, expected, "the event sequence has no gap or repeat");
+    }
+}
+
 mod sqlite {
     use super::common::run_sqlite_with;
 
@@ -571,6 +698,11 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancel_stops_a_running_execution() {
         run_sqlite_with(config(), super::orphan::cancel_stops_a_running_execution).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_approvals_run_it_once() {
+        run_sqlite_with(config(), super::race::racing_approvals_run_it_once).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,6 +793,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancel_stops_a_running_execution() {
         run_postgres_with(config(), super::orphan::cancel_stops_a_running_execution).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_approvals_run_it_once() {
+        run_postgres_with(config(), super::race::racing_approvals_run_it_once).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,6 +105,7 @@ on_every_backend!(
     approval_in_a_loop_resumes_twice,
     state_after_two_interrupts_keeps_both_decisions,
     approval_timeout_takes_the_configured_decision,
+    a_second_resume_in_one_process_is_refused,
     steps_list_states_and_fork_leaves_the_original_untouched,
     every_durability_mode_records_the_same_steps,
     retention_deletes_only_ended_executions,
@@ -411,6 +412,108 @@ mod cases {
         assert_eq!(c.status, NodeRunStatus::Completed);
         // Nothing is due any more.
         assert!(s.list_resumable(now + 60_000, 10).await.unwrap().is_empty());
+    }
+
+    /// The lease lets its own worker id through (that is how it is renewed), so without more
+    /// one process could run an execution twice: a second resume, the resumer or a cancel of
+    /// an execution this tracker (or a clone) is running is refused, and its nodes run once.
+    pub async fn a_second_resume_in_one_process_is_refused(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        // start → ask → yes (effect) → gate → end
+        let def = definition(json!({
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "ask", "type": "approval", "config": {"question": "Go?", "allowed_decisions": ["approve"]}},
+                {"id": "yes", "type": "effect"},
+                {"id": "gate", "type": "gate"},
+                {"id": "end", "type": "end"}
+            ],
+            "edges": [
+                {"source": "start", "target": "ask"},
+                {"source": "ask", "target": "yes"},
+                {"source": "yes", "target": "gate"},
+                {"source": "gate", "target": "end"}
+            ]
+        }));
+        let waiting = tracker
+            .run(&engine, &def, json!({}), RunOptions::default(), meta())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(waiting.status, RunStatus::Waiting);
+        let id = waiting.execution_id.clone();
+
+        // The first approval runs `yes` and blocks at the gate.
+        kit.armed.store(true, Ordering::SeqCst);
+        let reached = kit.reached.notified();
+        let token = tokio_util::sync::CancellationToken::new();
+        let first = {
+            let (tracker, engine, def, id) =
+                (tracker.clone(), engine.clone(), def.clone(), id.clone());
+            let mut options = RunOptions::default();
+            options.cancel = Some(token.clone());
+            tokio::spawn(async move {
+                tracker
+                    .resume(&engine, &def, &id, Some(Decision::new("approve")), options)
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), reached)
+            .await
+            .expect("the first approval never reached the gate");
+        assert!(tracker.is_active(&id));
+
+        // A plain resume through a clone (same worker id), as `POST …/resume` does: refused,
+        // nothing changed. (Without the claim it would take the lease again and run the
+        // execution a second time, blocking at the gate.)
+        let second = tokio::time::timeout(
+            Duration::from_secs(30),
+            tracker
+                .clone()
+                .resume(&engine, &def, &id, None, RunOptions::default()),
+        )
+        .await
+        .expect("the second resume ran the execution again");
+        let err = second.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Conflict), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is already being run in this process"),
+            "{err}"
+        );
+        // The resumer, whatever time it thinks it is (the lease looks expired to it), skips it.
+        let far = now_ms() + 3_600_000;
+        let due = tokio::time::timeout(
+            Duration::from_secs(30),
+            tracker.resume_due(&engine, &StoreGraphSource::new(s.clone()), far),
+        )
+        .await
+        .expect("the resumer ran the execution again")
+        .unwrap();
+        assert!(due.iter().all(|(d, _)| d != &id), "{}", due.len());
+        // A stored-execution cancel is refused too: cancel it through its token.
+        let err = tracker.cancel(&id, None, "no", now_ms()).await.unwrap_err();
+        assert_eq!(err.store_kind(), Some(StoreErrorKind::Conflict), "{err}");
+        let row = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(row.status, ExecutionStatus::Running);
+
+        token.cancel();
+        let run = first.await.unwrap().unwrap().into_result().unwrap();
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert!(!tracker.is_active(&id));
+        let calls = kit.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(
+            calls.values().copied().collect::<Vec<_>>(),
+            [1],
+            "{calls:?}"
+        );
+        let events = stored_events(&s, &id).await;
+        assert_eq!(count_of(&events, "execution_cancelled"), 1);
     }
 
     pub async fn approval_pauses_and_resumes_with_a_decision(backend: Backend) {

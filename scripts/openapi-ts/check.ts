@@ -63,4 +63,37 @@ const role: Schemas["MessageRole"] = "assistant";
 // @ts-expect-error not a message role
 const wrongRole: Schemas["MessageRole"] = "robot";
 
-export { chat, create, explain, incomplete, lastNode, names, role, silent, summary, wrongRole };
+// Jobs: an asynchronous execute answers 202 with the job; the queue's listing pages jobs.
+type Queued = Json<
+  operations["execute_workflow_api_v1_workflows_definitions__workflow_id__execute_post"]["responses"][202]
+>;
+type Jobs = Json<paths["/api/v1/jobs"]["get"]["responses"][200]>;
+
+function progress(job: Queued, jobs: Jobs): string {
+  const state: Schemas["JobState"] = job.status;
+  const done = jobs.jobs.filter((j: Schemas["Job"]) => j.status === "completed").length;
+  return `${job.id} (${job.priority}, execution ${job.execution_id ?? "not yet"}) ${state}; ${done} done`;
+}
+
+const submit: Schemas["JobSubmit"] = { workflow_id: "01ABC", input: { message: "hi" }, priority: "high" };
+// @ts-expect-error not a priority
+const urgent: Schemas["JobSubmit"] = { workflow_id: "01ABC", priority: "urgent" };
+// @ts-expect-error `inputs` is required
+const emptyBatch: Schemas["JobBatch"] = { template_id: "universal_chat" };
+
+export {
+  chat,
+  create,
+  emptyBatch,
+  explain,
+  incomplete,
+  lastNode,
+  names,
+  progress,
+  role,
+  silent,
+  submit,
+  summary,
+  urgent,
+  wrongRole,
+};

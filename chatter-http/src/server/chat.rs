@@ -253,7 +253,15 @@ async fn run_and_persist(
 ) -> Result<Outcome, ApiError> {
     let started = now_ms();
     let owner = prepared.meta.owner_id.clone();
-    let options = RunOptions::default().owner(owner).history(prepared.history);
+    // Registered live, so `…/executions/{id}/cancel` stops it like any other run here.
+    let id = ulid::Ulid::new().to_string();
+    let token = tokio_util::sync::CancellationToken::new();
+    let _live = state.register_live(&id, token.clone())?;
+    let mut options = RunOptions::default()
+        .owner(owner)
+        .history(prepared.history)
+        .execution_id(&id);
+    options.cancel = Some(token);
     let run = state
         .tracker()
         .run_observed(

@@ -95,7 +95,9 @@ async fn continue_execution(
     let record = owned(state, p, id).await?;
     let def = graph_of(state, &record).await?;
     let token = CancellationToken::new();
-    let _live = state.register_live(id, token.clone());
+    // Of two requests racing to resume it, one registers it and runs it; the other is
+    // answered 409 here (and the tracker refuses a second resume in this process too).
+    let _live = state.register_live(id, token.clone())?;
     let mut options = RunOptions::default().owner(record.owner_id.clone());
     options.cancel = Some(token);
     let run = state
@@ -125,7 +127,7 @@ async fn continue_execution(
     responses(
         (status = 200, description = "The execution", body = schemas::WorkflowExecutionResponse),
         (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Running in another server under a live lease", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already running in this server, or in another one under a live lease", body = schemas::Problem, content_type = "application/problem+json"),
         (status = 422, description = "The execution has ended", body = schemas::Problem, content_type = "application/problem+json"),
     ),
     security(("CustomHTTPBearer" = [])),
@@ -160,6 +162,7 @@ struct ApproveBody {
     responses(
         (status = 200, description = "The execution once it ends or pauses again", body = schemas::WorkflowExecutionResponse),
         (status = 404, description = "No such execution of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already running in this server (another approval or resume went ahead), or in another one under a live lease", body = schemas::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not waiting, or a decision or input the approval does not allow", body = schemas::Problem, content_type = "application/problem+json"),
     ),
     security(("CustomHTTPBearer" = [])),
@@ -304,7 +307,14 @@ async fn fork(
     p.require("workflow:execute")?;
     let record = owned(&state, &p, &id).await?;
     let def = graph_of(&state, &record).await?;
-    let options = RunOptions::default().owner(record.owner_id.clone());
+    // The new execution is registered live, so `cancel` reaches it while it runs.
+    let new_id = ulid::Ulid::new().to_string();
+    let token = CancellationToken::new();
+    let _live = state.register_live(&new_id, token.clone())?;
+    let mut options = RunOptions::default()
+        .owner(record.owner_id.clone())
+        .execution_id(&new_id);
+    options.cancel = Some(token);
     let run = state
         .tracker()
         .fork(

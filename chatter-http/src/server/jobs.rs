@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Principal;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, check_limit};
+use super::schemas;
 use super::workflows::{
     readable_definition, readable_template, stored_definition, template_definition, template_input,
 };
@@ -57,7 +58,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/jobs/batch", post(submit_batch))
         .route("/api/v1/jobs/stats", get(stats))
         .route("/api/v1/jobs/{job_id}", get(get_job).delete(cancel))
-        .route("/api/v1/jobs/{job_id}/cancel", post(cancel))
+        .route("/api/v1/jobs/{job_id}/cancel", post(cancel_post))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,19 +147,24 @@ impl JobOptions {
     }
 }
 
-/// `?async=true&priority=&max_attempts=&timeout_ms=` of the execute endpoints.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `?async=true&priority=&max_attempts=&timeout_ms=` of the execute endpoints (documented as
+/// these query parameters of each of them).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AsyncQuery {
-    /// Enqueue instead of running inline.
+    /// `true`: enqueue the run as a job and answer 202 with the job, instead of running it
+    /// inline.
     #[serde(default, rename = "async")]
+    #[param(rename = "async", value_type = Option<bool>)]
     pub(crate) run_async: bool,
-    /// As [`JobOptions::priority`].
+    /// The job's priority (`low`, `normal`, `high`, `critical`; default `normal`).
     #[serde(default)]
+    #[param(value_type = Option<schemas::JobPriority>)]
     pub(crate) priority: Option<String>,
-    /// As [`JobOptions::max_attempts`].
+    /// The job's attempts, 1..=20 (default 3).
     #[serde(default)]
     pub(crate) max_attempts: Option<i32>,
-    /// As [`JobOptions::timeout_ms`].
+    /// Longest run of one attempt in ms, 1..=86400000.
     #[serde(default)]
     pub(crate) timeout_ms: Option<i64>,
 }
@@ -434,6 +440,21 @@ async fn submission_for(
     }
 }
 
+/// Enqueues one run of a definition or template.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    operation_id = "submit_job",
+    tag = "Jobs",
+    request_body = schemas::JobSubmit,
+    responses(
+        (status = 202, description = "The job, queued (`Location`: the job's URL)", body = schemas::Job,
+         headers(("location" = String, description = "The job's URL"))),
+        (status = 404, description = "No such definition or template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not exactly one of `workflow_id` and `template_id`, an unknown priority, options out of range, or a graph the engine refuses", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn submit(
     State(state): State<AppState>,
     p: Principal,
@@ -459,6 +480,20 @@ async fn submit(
     Ok(accepted(&job))
 }
 
+/// Enqueues one run per input, in one transaction (a bad input writes no job).
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/batch",
+    operation_id = "submit_job_batch",
+    tag = "Jobs",
+    request_body = schemas::JobBatch,
+    responses(
+        (status = 202, description = "The batch, queued", body = schemas::JobBatchResponse),
+        (status = 404, description = "No such definition or template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No inputs or more than 1000, a concurrency out of range, an unknown priority, or an input the engine refuses", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn submit_batch(
     State(state): State<AppState>,
     p: Principal,
@@ -564,6 +599,25 @@ fn fifty() -> u32 {
     50
 }
 
+/// The caller's jobs (an admin's: everyone's), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "Jobs",
+    params(
+        ("status" = Option<schemas::JobState>, Query, description = "Only jobs in this state"),
+        ("priority" = Option<schemas::JobPriority>, Query, description = "Only jobs of this priority"),
+        ("batch_id" = Option<String>, Query, description = "Only the jobs of this batch"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1..=1000 (default 50)"),
+        ("offset" = Option<u64>, Query, description = "Jobs skipped (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs", body = schemas::JobList),
+        (status = 422, description = "An unknown state or priority, or a limit out of range", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_jobs(
     State(state): State<AppState>,
     p: Principal,
@@ -603,6 +657,19 @@ async fn list_jobs(
     })))
 }
 
+/// One job of the caller (an admin: any).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{job_id}",
+    operation_id = "get_job",
+    tag = "Jobs",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The job", body = schemas::Job),
+        (status = 404, description = "No such job of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn get_job(
     State(state): State<AppState>,
     p: Principal,
@@ -613,6 +680,42 @@ async fn get_job(
     Ok(ok(job_json(&job)))
 }
 
+/// Cancels a job that has not ended; a running one's execution is stopped.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{job_id}/cancel",
+    operation_id = "cancel_job",
+    tag = "Jobs",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = schemas::Job),
+        (status = 404, description = "No such job of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
+async fn cancel_post(
+    state: State<AppState>,
+    p: Principal,
+    id: ApiPath<String>,
+) -> Result<Response, ApiError> {
+    cancel(state, p, id).await
+}
+
+/// As `POST /api/v1/jobs/{job_id}/cancel`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{job_id}",
+    operation_id = "delete_job",
+    tag = "Jobs",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = schemas::Job),
+        (status = 404, description = "No such job of the caller", body = schemas::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn cancel(
     State(state): State<AppState>,
     p: Principal,
@@ -649,6 +752,15 @@ async fn cancel(
     Ok(ok(job_json(&job)))
 }
 
+/// Counts of the caller's jobs (an admin's: everyone's) by state and priority.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/stats",
+    operation_id = "job_stats",
+    tag = "Jobs",
+    responses((status = 200, description = "The counts", body = schemas::JobStats)),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn stats(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     p.require("workflow:read")?;
     let owner = (!p.is_admin()).then(|| p.id().to_owned());
@@ -992,7 +1104,16 @@ async fn try_attempt(
             .await
             .map_err(|e| retry("recording the job's execution failed", &e))?;
     }
-    let _live = state.register_live(&execution_id, token.clone());
+    let Some(_live) = state.try_register_live(&execution_id, token.clone()) else {
+        // Live in this server already (a resume or approve request, the resumer): its runner
+        // records the outcome; this attempt waits for it.
+        wait_for_end(state, &execution_id, token).await?;
+        return store
+            .get_execution(&execution_id)
+            .await
+            .map_err(|e| retry("reading the execution failed", &e))?
+            .ok_or_else(|| Attempt::Retry(format!("execution {execution_id} was not recorded")));
+    };
     // The execution's lease is held in this worker's name: the server's resumer (and other
     // workers) then see it as taken, and never run the same execution at the same time.
     let tracker = state.tracker().clone().worker_id(worker_id);

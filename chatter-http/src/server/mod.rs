@@ -33,10 +33,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chatter_core::ToolRegistry;
-use chatter_core::engine::Engine;
+use chatter_core::engine::{Engine, RunOptions};
 use chatter_core::providers::ScriptedModel;
-use chatter_core::store::{NewAuditEntry, Page, Store};
-use chatter_core::tracker::{StoreGraphSource, TrackedRun, WorkflowTracker};
+use chatter_core::store::{ExecutionRecord, NewAuditEntry, Page, Store, StoreErrorKind};
+use chatter_core::tracker::{GraphSource, StoreGraphSource, TrackedRun, WorkflowTracker};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -426,17 +426,42 @@ impl AppState {
     }
 
     /// Registers an execution running in this server (so `cancel` reaches it) until the
-    /// returned guard is dropped.
-    pub(crate) fn register_live(&self, id: &str, token: CancellationToken) -> LiveGuard {
-        self.0
+    /// returned guard is dropped; `None` (nothing changed) when it is registered already: it
+    /// is live here, and must not be run a second time. Checked and registered under one lock,
+    /// so of two racing callers exactly one gets the guard.
+    pub(crate) fn try_register_live(
+        &self,
+        id: &str,
+        token: CancellationToken,
+    ) -> Option<LiveGuard> {
+        let mut live = self
+            .0
             .live
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_owned(), token);
-        LiveGuard {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if live.contains_key(id) {
+            return None;
+        }
+        live.insert(id.to_owned(), token);
+        Some(LiveGuard {
             state: self.clone(),
             id: id.to_owned(),
-        }
+        })
+    }
+
+    /// [`AppState::try_register_live`] for an execution that is to run here now: 409 when it
+    /// is live in this server already.
+    pub(crate) fn register_live(
+        &self,
+        id: &str,
+        token: CancellationToken,
+    ) -> Result<LiveGuard, problem::ApiError> {
+        self.try_register_live(id, token).ok_or_else(|| {
+            problem::ApiError::conflict(format!(
+                "execution `{id}` is already running in this server; wait for it to end or \
+                 pause, or cancel it"
+            ))
+        })
     }
 
     /// Wakes the idle job workers of this server (a job was enqueued).
@@ -719,24 +744,20 @@ impl Server {
 }
 
 /// Resumes the executions due (a dead server's, timed-out approvals) at start-up and then
-/// every `resume_interval`, until shutdown.
+/// every `resume_interval`, until shutdown. Each one is registered live while it runs (so
+/// `cancel` reaches it); one that is live in this server already (a resume or approve request,
+/// a job worker) is skipped.
 async fn resume_due_loop(state: AppState) {
     let source = StoreGraphSource::new(state.store().clone());
     loop {
         let now = state.engine().services().clock.now_ms();
-        match state
-            .tracker()
-            .resume_due(state.engine(), &source, now)
-            .await
-        {
-            Ok(outcomes) => {
-                for (id, outcome) in outcomes {
-                    match outcome.and_then(TrackedRun::into_result) {
-                        Ok(result) => {
-                            eprintln!("chatter serve: resumed execution {id}: {:?}", result.status)
-                        }
-                        Err(e) => eprintln!("chatter serve: could not resume execution {id}: {e}"),
+        match state.store().list_resumable(now, 100).await {
+            Ok(due) => {
+                for record in due {
+                    if state.shutdown_token().is_cancelled() {
+                        return;
                     }
+                    resume_one(&state, &source, &record).await;
                 }
             }
             Err(e) => eprintln!("chatter serve: listing the executions to resume failed: {e}"),
@@ -769,6 +790,32 @@ fn metered(
         }
     }
     Ok(out)
+}
+
+/// Resumes one due execution unless it is live in this server.
+async fn resume_one(state: &AppState, source: &StoreGraphSource, record: &ExecutionRecord) {
+    let id = record.id.as_str();
+    let token = CancellationToken::new();
+    let Some(_live) = state.try_register_live(id, token.clone()) else {
+        return;
+    };
+    let outcome = match source.definition_for(record).await {
+        Ok(def) => {
+            let mut options = RunOptions::default();
+            options.cancel = Some(token);
+            state
+                .tracker()
+                .resume(state.engine(), &def, id, None, options)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match outcome.and_then(TrackedRun::into_result) {
+        Ok(result) => eprintln!("chatter serve: resumed execution {id}: {:?}", result.status),
+        // Taken by another server meanwhile, or ended: nothing to do here.
+        Err(e) if e.store_kind() == Some(StoreErrorKind::Conflict) => {}
+        Err(e) => eprintln!("chatter serve: could not resume execution {id}: {e}"),
+    }
 }
 
 /// Creates the first admin (and its API key) when the database has no user; returns the key.

@@ -37,7 +37,7 @@ pub const SECURITY_SCHEME: &str = "CustomHTTPBearer";
         title = "Chatter API",
         description = "Chatter's HTTP API: the v1 workflow contract of the old platform \
                        (same paths, operationIds and shapes) plus the native endpoints \
-                       (executions, workspaces, API keys, administration, audit). Errors are \
+                       (executions, jobs, workspaces, API keys, administration, audit). Errors are \
                        `application/problem+json`.",
     ),
     paths(
@@ -98,6 +98,14 @@ pub const SECURITY_SCHEME: &str = "CustomHTTPBearer";
         super::executions::steps,
         super::executions::fork,
         super::executions::events,
+        // Jobs
+        super::jobs::submit,
+        super::jobs::submit_batch,
+        super::jobs::list_jobs,
+        super::jobs::get_job,
+        super::jobs::cancel_post,
+        super::jobs::cancel,
+        super::jobs::stats,
         // Workspaces
         super::workspaces::create,
         super::workspaces::list,
@@ -115,6 +123,7 @@ pub const SECURITY_SCHEME: &str = "CustomHTTPBearer";
         (name = "Authentication", description = "Login, tokens, profile and API keys"),
         (name = "Workflows", description = "The v1 workflow contract"),
         (name = "Executions", description = "Resume, approve, cancel, steps, fork and events of executions"),
+        (name = "Jobs", description = "The durable priority job queue: asynchronous executions, batches, cancellation and counts"),
         (name = "Workspaces", description = "Team workspaces sharing definitions and templates"),
         (name = "Admin", description = "User administration and the audit trail"),
     )

@@ -1421,3 +1421,236 @@ pub struct WorkspaceShareResponse {
     /// Its id.
     pub resource_id: String,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------------------------
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker (or for its retry time).
+    Queued,
+    /// Claimed by a worker, under a lease.
+    Running,
+    /// Its execution completed (or paused `waiting` at an approval).
+    Completed,
+    /// Failed on its last attempt (or permanently).
+    Failed,
+    /// Cancelled through the API (or with its execution).
+    Cancelled,
+}
+
+/// A job's priority; higher ones are served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPriority {
+    /// Stored as 1.
+    Low,
+    /// Stored as 2 (the default).
+    Normal,
+    /// Stored as 3.
+    High,
+    /// Stored as 4.
+    Critical,
+}
+
+/// What a finished attempt ran: its execution's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobResult {
+    /// The execution.
+    pub execution_id: String,
+    /// Its status (`completed`, or `waiting` at an approval).
+    pub status: String,
+    /// Its output (with `response`, the last assistant message).
+    pub output_data: Option<Object>,
+    /// The last assistant message.
+    pub response: Option<String>,
+    /// Why it failed.
+    pub error_message: Option<String>,
+    /// Tokens used by every model call.
+    pub tokens_used: i64,
+    /// Cost of every model call.
+    pub cost: f64,
+    /// Duration.
+    pub execution_time_ms: Option<i64>,
+}
+
+/// `metadata` of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobMetadata {
+    /// The execution kind (`definition`, `template`, `adhoc`, ...).
+    pub kind: Option<String>,
+}
+
+/// A job of the queue (the old platform's job fields and the queue's own). The submission
+/// answers (202) also carry `job_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Job id.
+    pub id: String,
+    /// The definition's or template's name.
+    pub name: Option<String>,
+    /// Always `execute_workflow`.
+    pub function_name: String,
+    /// State.
+    pub status: JobState,
+    /// Priority.
+    pub priority: JobPriority,
+    /// The stored priority (1 low .. 4 critical).
+    pub priority_value: i32,
+    /// Who submitted it.
+    pub owner_id: Option<String>,
+    /// The definition or template it runs (`""` for an inline template).
+    pub workflow_id: String,
+    /// The execution it runs (a retry after a failed execution runs a new one).
+    pub execution_id: Option<String>,
+    /// The batch it belongs to.
+    pub batch_id: Option<String>,
+    /// At most this many jobs of its batch run at once.
+    pub batch_concurrency: Option<i32>,
+    /// Submission (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// When it may run next (RFC 3339; a retry's backoff moves it).
+    pub scheduled_at: String,
+    /// Start of its latest attempt (RFC 3339).
+    pub started_at: Option<String>,
+    /// End (RFC 3339).
+    pub completed_at: Option<String>,
+    /// The outcome of a completed job.
+    pub result: Option<JobResult>,
+    /// The last attempt's error (null once completed).
+    pub error: Option<String>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// `attempts - 1` (at least 0).
+    pub retry_count: i32,
+    /// `max_attempts - 1`.
+    pub max_retries: i32,
+    /// Longest run of one attempt (ms).
+    pub timeout_ms: Option<i64>,
+    /// `timeout_ms` in seconds.
+    pub timeout: Option<f64>,
+    /// 100 once completed, else 0.
+    pub progress: f64,
+    /// Always empty.
+    pub tags: Vec<String>,
+    /// What it runs.
+    pub metadata: JobMetadata,
+    /// The job's id again (submission answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// Body of `POST /api/v1/jobs`: one run of a definition or a template. Name exactly one of
+/// `workflow_id` and `template_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobSubmit {
+    /// A stored definition's id (alias `definition_id`).
+    #[serde(default, alias = "definition_id")]
+    pub workflow_id: Option<String>,
+    /// A template's id (stored or built in).
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// The execution input (for a template: `message`, `variables` and its parameters); alias
+    /// `input_data`.
+    #[serde(default, alias = "input_data")]
+    pub input: Option<Object>,
+    /// Priority (default `normal`).
+    #[serde(default)]
+    pub priority: Option<JobPriority>,
+    /// Attempts allowed, 1..=20 (default 3).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
+    pub max_attempts: Option<i32>,
+    /// Longest run of one attempt in ms, 1..=86400000 (default: the engine's limits only).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub timeout_ms: Option<i64>,
+}
+
+/// Body of `POST /api/v1/jobs/batch`: one job per input, all written or none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobBatch {
+    /// A stored definition's id (alias `definition_id`).
+    #[serde(default, alias = "definition_id")]
+    pub workflow_id: Option<String>,
+    /// A template's id (stored or built in).
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// The inputs, 1..=1000.
+    pub inputs: Vec<Object>,
+    /// At most this many of the batch run at once, 1..=1000 (default: all).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub concurrency: Option<i32>,
+    /// Priority (default `normal`).
+    #[serde(default)]
+    pub priority: Option<JobPriority>,
+    /// Attempts allowed, 1..=20 (default 3).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
+    pub max_attempts: Option<i32>,
+    /// Longest run of one attempt in ms, 1..=86400000.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub timeout_ms: Option<i64>,
+}
+
+/// Answer of `POST /api/v1/jobs/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobBatchResponse {
+    /// The batch (filter the listing with `batch_id`).
+    pub batch_id: String,
+    /// The concurrency cap.
+    pub concurrency: i32,
+    /// How many jobs.
+    pub total_jobs: i64,
+    /// The jobs, in input order.
+    pub jobs: Vec<Job>,
+}
+
+/// Answer of `GET /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The page of jobs, oldest first.
+    pub jobs: Vec<Job>,
+    /// How many are on this page.
+    pub total_count: i64,
+    /// The page size asked for.
+    pub limit: i64,
+    /// The offset asked for.
+    pub offset: i64,
+}
+
+/// Answer of `GET /api/v1/jobs/stats` (the caller's jobs; an admin's: all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobStats {
+    /// Every job.
+    pub total_jobs: i64,
+    /// Queued (the old field name).
+    pub pending_jobs: i64,
+    /// Queued.
+    pub queued_jobs: i64,
+    /// Running.
+    pub running_jobs: i64,
+    /// Completed.
+    pub completed_jobs: i64,
+    /// Failed.
+    pub failed_jobs: i64,
+    /// Cancelled.
+    pub cancelled_jobs: i64,
+    /// Queued (the old field name).
+    pub queue_size: i64,
+    /// Workers of this server.
+    pub active_workers: i64,
+    /// Count by state (`queued`, `running`, `completed`, `failed`, `cancelled`).
+    pub by_status: BTreeMap<String, i64>,
+    /// Count by priority (`low`, `normal`, `high`, `critical`).
+    pub by_priority: BTreeMap<String, i64>,
+}

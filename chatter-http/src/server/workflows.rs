@@ -896,7 +896,7 @@ pub(super) async fn run_live(
         .clone()
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     let token = tokio_util::sync::CancellationToken::new();
-    let _live = state.register_live(&id, token.clone());
+    let _live = state.register_live(&id, token.clone())?;
     let mut options = options.owner(meta.owner_id.clone()).execution_id(&id);
     options.cancel = Some(token);
     Ok(state
@@ -940,10 +940,13 @@ struct ExecutionRequest {
     tag = "Workflows",
     params(
         ("workflow_id" = String, Path, description = "Workflow ID"),
+        AsyncQuery,
     ),
     request_body = schemas::WorkflowExecutionRequest,
     responses(
         (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionResponse),
+        (status = 202, description = "With `async=true`: the run, queued as a job (`Location`: the job's URL; `execution_id`: the execution it will run)", body = schemas::Job,
+         headers(("location" = String, description = "The job's URL"))),
         (status = 404, description = "No such definition readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
     ),
@@ -1005,10 +1008,13 @@ struct CustomBody {
         ("provider" = Option<String>, Query, description = "Model provider recorded with the execution"),
         ("model" = Option<String>, Query, description = "Model recorded with the execution"),
         ("conversation_id" = Option<String>, Query, description = "A conversation of the caller"),
+        AsyncQuery,
     ),
     request_body = schemas::CustomWorkflowBody,
     responses(
         (status = 200, description = "Successful Response", body = schemas::CustomWorkflowExecutionResponse),
+        (status = 202, description = "With `async=true`: the run, queued as a job (`Location`: the job's URL; `execution_id`: the execution it will run)", body = schemas::Job,
+         headers(("location" = String, description = "The job's URL"))),
         (status = 404, description = "No such conversation of the caller", body = schemas::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
     ),
@@ -1903,10 +1909,13 @@ async fn run_template(
     tag = "Workflows",
     params(
         ("template_id" = String, Path, description = "Template ID"),
+        AsyncQuery,
     ),
     request_body = schemas::WorkflowTemplateExecutionRequest,
     responses(
         (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionResponse),
+        (status = 202, description = "With `async=true`: the run, queued as a job (`Location`: the job's URL; `execution_id`: the execution it will run)", body = schemas::Job,
+         headers(("location" = String, description = "The job's URL"))),
         (status = 404, description = "No such template readable by the caller", body = schemas::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
     ),
@@ -1947,9 +1956,12 @@ struct InlineTemplateExecution {
     path = "/api/v1/workflows/templates/execute",
     operation_id = "execute_temporary_workflow_template_api_v1_workflows_templates_execute_post",
     tag = "Workflows",
+    params(AsyncQuery),
     request_body = schemas::WorkflowTemplateDirectExecutionRequest,
     responses(
         (status = 200, description = "Successful Response", body = schemas::WorkflowExecutionResponse),
+        (status = 202, description = "With `async=true`: the run, queued as a job (`Location`: the job's URL; `execution_id`: the execution it will run)", body = schemas::Job,
+         headers(("location" = String, description = "The job's URL"))),
         (status = 422, description = "Validation Error", body = schemas::Problem, content_type = "application/problem+json"),
     ),
     security(("CustomHTTPBearer" = [])),
