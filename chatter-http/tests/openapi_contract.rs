@@ -1408,6 +1408,9 @@ async fn documented_answers_match_the_real_answers() {
             key,
             None
         );
+        let anonymous = call!("GET", "/v1/models", "/v1/models", None, None);
+        assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+        assert_eq!(anonymous.body["error"]["code"], "invalid_api_key");
         let unknown = call!(
             "GET",
             "/v1/models/{model}",
