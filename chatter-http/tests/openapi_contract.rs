@@ -57,29 +57,14 @@ const ALLOWED: &[(&[&str], &str)] = &[
          (docs/http.md, The workflow endpoints)",
     ),
     (
-        &[": header `x-correlation-id` missing"],
-        "the request id header is `x-request-id` (documented on every answer; docs/http.md, \
-         Errors)",
-    ),
-    (
         &[
-            ": header `X-RateLimit-Limit-Minute` missing",
-            ": header `X-RateLimit-Limit-Hour` missing",
-            ": header `X-RateLimit-Remaining-Minute` missing",
-            ": header `X-RateLimit-Remaining-Hour` missing",
+            "GET /healthz: response 200: header `X-RateLimit-",
+            "GET /readyz: response 200: header `X-RateLimit-",
+            "GET /live: response 200: header `X-RateLimit-",
+            "GET /metrics: response 200: header `X-RateLimit-",
         ],
-        "rate limits (issue 9, item 4) are built on another branch: at merge, document the \
-         headers that branch sends in `openapi::Conventions` and shorten this entry",
-    ),
-    (
-        &[
-            "GET /metrics: missing",
-            "schema MetricsResponse: missing",
-            "GET /api/v1/events/stream: missing",
-        ],
-        "/metrics and /api/v1/events/stream (issue 9, items 1 and 3) are built on other \
-         branches: at merge, annotate their handlers, add them to `ApiDoc`'s `paths(...)` and \
-         remove this entry",
+        "probes and metrics scrapes are not rate limited, so their answers carry no \
+         `X-RateLimit-*` headers (docs/http.md, Rate limits)",
     ),
 ];
 
@@ -573,8 +558,8 @@ async fn generated_document_matches_the_v1_contract() {
             stale.join("\n  ")
         );
 
-        // The comparison saw the whole contract (41 operations; the ones served by other
-        // branches are in `ALLOWED`), and the native endpoints are documented too.
+        // The comparison saw the whole contract (41 operations), and the native endpoints are
+        // documented too.
         let operations = |doc: &Value| -> BTreeSet<String> {
             let mut out = BTreeSet::new();
             for (path, item) in doc["paths"].as_object().unwrap() {
@@ -603,6 +588,9 @@ async fn generated_document_matches_the_v1_contract() {
             "get /api/v1/admin/users",
             "get /api/v1/audit/logs",
             "get /openapi.json",
+            "get /v1/models",
+            "get /v1/models/{model}",
+            "post /v1/chat/completions",
         ] {
             assert!(o_ops.contains(native), "{native} is not documented");
         }
@@ -798,6 +786,29 @@ fn conforms(doc: &Value, method: &str, template: &str, answer: &Answer, errs: &m
         ));
         return;
     };
+    // Headers: the documented ones are sent (the `X-RateLimit-*` set only when the server
+    // limits requests, i.e. when it sent one of them), and the rate limit headers sent are
+    // documented.
+    let documented: BTreeSet<String> = response["headers"]
+        .as_object()
+        .map(|h| h.keys().map(|k| k.to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let limits_on = answer.headers.contains_key("x-ratelimit-limit-minute");
+    for name in &documented {
+        if (limits_on || !name.starts_with("x-ratelimit-")) && !answer.headers.contains_key(name) {
+            errs.push(format!(
+                "{op} {status}: documented header `{name}` not sent"
+            ));
+        }
+    }
+    for name in answer.headers.keys().map(|n| n.as_str()) {
+        if (name.starts_with("x-ratelimit-") || name == "retry-after") && !documented.contains(name)
+        {
+            errs.push(format!(
+                "{op} {status}: header `{name}` sent but not documented"
+            ));
+        }
+    }
     let media = answer.content_type().split(';').next().unwrap_or("").trim();
     let Some(content) = response["content"].get(media) else {
         errs.push(format!(
@@ -884,6 +895,66 @@ async fn documented_answers_match_the_real_answers() {
         for path in ["/healthz", "/readyz", "/live", "/openapi.json"] {
             call!("GET", path, path, None, None);
         }
+
+        // Metrics: the JSON document by default, Prometheus text and OpenMetrics by `Accept`.
+        let metrics = call!("GET", "/metrics", "/metrics", None, None);
+        assert_eq!(metrics.status, 200, "{}", metrics.text);
+        assert_eq!(metrics.content_type(), "application/json");
+        for (accept, media) in [
+            ("text/plain", "text/plain"),
+            ("application/openmetrics-text", "application/openmetrics-text"),
+        ] {
+            let response = h
+                .client
+                .get(h.url("/metrics"))
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            let answer = common::answer(response).await;
+            assert_eq!(answer.status, 200, "{}", answer.text);
+            assert!(answer.content_type().starts_with(media), "{answer:?}");
+            assert!(answer.text.contains("chatter_"), "{}", answer.text);
+            conforms(&doc, "get", "/metrics", &answer, &mut errs);
+        }
+
+        // The global events stream: its answer's status and media type (it never ends; the
+        // client goes after the headers).
+        let opened = h
+            .client
+            .get(h.url("/api/v1/events/stream"))
+            .bearer_auth(ann.key.as_str())
+            .send()
+            .await
+            .unwrap();
+        let headers_only = Answer {
+            status: opened.status().as_u16(),
+            headers: opened.headers().clone(),
+            body: Value::Null,
+            text: String::new(),
+        };
+        drop(opened);
+        assert_eq!(headers_only.status, 200);
+        conforms(
+            &doc,
+            "get",
+            "/api/v1/events/stream",
+            &headers_only,
+            &mut errs,
+        );
+        seen.insert("get /api/v1/events/stream".to_owned());
+        let future = ulid::Ulid::from_parts(u64::MAX >> 20, 0).to_string();
+        let refused = h
+            .client
+            .get(h.url("/api/v1/events/stream"))
+            .bearer_auth(ann.key.as_str())
+            .header("Last-Event-ID", future)
+            .send()
+            .await
+            .unwrap();
+        let refused = common::answer(refused).await;
+        refused.assert_problem(422);
+        conforms(&doc, "get", "/api/v1/events/stream", &refused, &mut errs);
 
         // Authentication
         let login = call!(
@@ -1433,6 +1504,97 @@ async fn documented_answers_match_the_real_answers() {
             "{}",
             finished.text
         );
+        // The OpenAI-compatible API, on the definition above.
+        let models = call!("GET", "/v1/models", "/v1/models", key, None);
+        assert_eq!(models.status, 200, "{}", models.text);
+        let model = format!("workflow:{id}");
+        assert!(
+            models.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == model.as_str()),
+            "{}",
+            models.text
+        );
+        call!(
+            "GET",
+            "/v1/models/{model}",
+            format!("/v1/models/{model}"),
+            key,
+            None
+        );
+        let anonymous = call!("GET", "/v1/models", "/v1/models", None, None);
+        assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+        assert_eq!(anonymous.body["error"]["code"], "invalid_api_key");
+        let unknown = call!(
+            "GET",
+            "/v1/models/{model}",
+            "/v1/models/workflow:nope",
+            key,
+            None
+        );
+        assert_eq!(unknown.status, 404, "{}", unknown.text);
+        assert_eq!(unknown.body["error"]["code"], "model_not_found");
+        let messages = json!([{"role": "user", "content": "hello"}]);
+        let completion = call!(
+            "POST",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            key,
+            Some(json!({"model": model, "messages": messages}))
+        );
+        assert_eq!(completion.status, 200, "{}", completion.text);
+        assert_eq!(completion.body["object"], "chat.completion");
+        let streamed = call!(
+            "POST",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            key,
+            Some(json!({"model": model, "messages": messages, "stream": true,
+                        "stream_options": {"include_usage": true}}))
+        );
+        assert_eq!(streamed.status, 200, "{}", streamed.text);
+        assert!(
+            streamed.text.ends_with("data: [DONE]\n\n"),
+            "{}",
+            streamed.text
+        );
+        // Each frame but `[DONE]` is a documented ChatCompletionChunk.
+        let chunk_schema = &doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]
+            ["content"]["text/event-stream"]["schema"];
+        let frames: Vec<&str> = streamed
+            .text
+            .split("\n\n")
+            .filter_map(|f| f.strip_prefix("data: "))
+            .filter(|f| *f != "[DONE]")
+            .collect();
+        assert!(frames.len() >= 3, "{}", streamed.text);
+        for (i, frame) in frames.iter().enumerate() {
+            let chunk: Value = serde_json::from_str(frame).unwrap();
+            check(
+                &chunk,
+                chunk_schema,
+                &doc,
+                &format!("POST /v1/chat/completions chunk {i}"),
+                true,
+                &mut errs,
+            );
+        }
+        assert!(
+            frames.last().unwrap().contains("\"total_tokens\""),
+            "{}",
+            streamed.text
+        );
+        let bad = call!(
+            "POST",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            key,
+            Some(json!({"model": model, "messages": messages, "n": 2}))
+        );
+        assert_eq!(bad.status, 400, "{}", bad.text);
+        assert_eq!(bad.body["error"]["param"], "n");
 
         // The end: audit trail, deletion, logout.
         call!(
@@ -1469,6 +1631,85 @@ async fn documented_answers_match_the_real_answers() {
         assert!(
             missed.is_empty(),
             "documented but not called here: {missed:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limit_headers_are_sent_where_documented() {
+    use chatter_http::server::ratelimit::{CHAT_ROUTE, Limit};
+    let mut config = common::config();
+    config.rate_limits.enabled = true;
+    config.rate_limits.routes.insert(
+        CHAT_ROUTE.to_owned(),
+        Limit {
+            per_minute: 1,
+            per_hour: 100,
+        },
+    );
+    common::run_sqlite_with(config, |h| async move {
+        let doc = served_document(&h).await;
+        let ann = h.user("ann", &["user"]).await;
+        let key = Some(ann.key.as_str());
+        let mut errs = Vec::new();
+        let limit_headers = [
+            "x-ratelimit-limit-minute",
+            "x-ratelimit-limit-hour",
+            "x-ratelimit-remaining-minute",
+            "x-ratelimit-remaining-hour",
+        ];
+
+        // A limited route: the headers are sent and documented.
+        let listed = h.get("/api/v1/workflows/definitions", key).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        for name in limit_headers {
+            assert!(listed.headers.contains_key(name), "{name}: {listed:?}");
+        }
+        conforms(
+            &doc,
+            "get",
+            "/api/v1/workflows/definitions",
+            &listed,
+            &mut errs,
+        );
+
+        // Probes and metrics: neither sent nor documented.
+        for path in ["/healthz", "/metrics"] {
+            let answer = h.get(path, None).await;
+            assert_eq!(answer.status, 200, "{}", answer.text);
+            assert!(
+                !answer.headers.contains_key("x-ratelimit-limit-minute"),
+                "{answer:?}"
+            );
+            assert!(
+                doc["paths"][path]["get"]["responses"]["200"]["headers"]
+                    .get("X-RateLimit-Limit-Minute")
+                    .is_none()
+            );
+            conforms(&doc, "get", path, &answer, &mut errs);
+        }
+
+        // Beyond the limit: a documented 429 with `Retry-After` and the headers.
+        let chat = "/api/v1/workflows/execute/chat";
+        let first = h.post(chat, key, &json!({"message": "hello"})).await;
+        assert_eq!(first.status, 200, "{}", first.text);
+        assert_eq!(first.headers["x-ratelimit-remaining-minute"], "0");
+        conforms(&doc, "post", chat, &first, &mut errs);
+        let refused = h.post(chat, key, &json!({"message": "again"})).await;
+        refused.assert_problem(429);
+        assert!(refused.headers.contains_key("retry-after"), "{refused:?}");
+        let documented = &doc["paths"][chat]["post"]["responses"]["429"];
+        assert!(
+            documented["headers"].get("Retry-After").is_some(),
+            "{documented}"
+        );
+        conforms(&doc, "post", chat, &refused, &mut errs);
+
+        assert!(
+            errs.is_empty(),
+            "answers that differ from the document:\n  {}",
+            errs.join("\n  ")
         );
     })
     .await;

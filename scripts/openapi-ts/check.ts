@@ -81,14 +81,47 @@ const urgent: Schemas["JobSubmit"] = { workflow_id: "01ABC", priority: "urgent" 
 // @ts-expect-error `inputs` is required
 const emptyBatch: Schemas["JobBatch"] = { template_id: "universal_chat" };
 
+// The OpenAI-compatible API and the metrics.
+type Completion = Json<paths["/v1/chat/completions"]["post"]["responses"][200]>;
+const ask: Schemas["ChatCompletionRequest"] = {
+  model: "template:universal_chat",
+  messages: [{ role: "user", content: "Hello" }],
+  stream: false,
+};
+// @ts-expect-error `model` is required
+const noModel: Schemas["ChatCompletionRequest"] = { messages: [] };
+
+function answerOf(completion: Completion): string {
+  const choice = completion.choices[0];
+  return `${choice?.message.content ?? ""} (${completion.usage.total_tokens} tokens, ${completion.execution_id})`;
+}
+
+function deltaOf(chunk: Schemas["ChatCompletionChunk"]): string {
+  return chunk.choices.map((c) => c.delta.content ?? "").join("");
+}
+
+function errorOf(error: Schemas["OpenAIError"]): string {
+  return `${error.error.type}: ${error.error.message} (${error.error.code ?? "no code"})`;
+}
+
+function errorRate(metrics: Schemas["MetricsResponse"]): number {
+  return metrics.performance.error_rate;
+}
+
 export {
+  answerOf,
+  ask,
   chat,
   create,
+  deltaOf,
   emptyBatch,
+  errorOf,
+  errorRate,
   explain,
   incomplete,
   lastNode,
   names,
+  noModel,
   progress,
   role,
   silent,

@@ -308,6 +308,26 @@ impl TrackerObserver for WorkflowEvents {
     }
 }
 
+/// `GET /api/v1/events/stream`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    operation_id = "events_stream_api_v1_events_stream_get",
+    tag = "Events",
+    description = "The workflow events of the caller's executions as Server-Sent Events, in the old \
+                   platform's frame format: a `: connected` comment, then `id:` (the event's id), \
+                   `event:` (`workflow.started`, `workflow.completed`, `workflow.failed`, \
+                   `workflow.status`) and `data:` (the event as JSON) per event, and `: keep-alive` \
+                   comments while nothing happens. `Last-Event-ID` resumes after that event.",
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (an `id:` of this stream)"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events stream for real-time updates", body = String, content_type = "text/event-stream"),
+        (status = 422, description = "A `Last-Event-ID` that is not an event id of this server (or from the future)", body = super::schemas::Problem, content_type = "application/problem+json"),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn stream(
     State(state): State<AppState>,
     p: Principal,

@@ -634,6 +634,24 @@ fn negotiate(headers: &HeaderMap) -> Format {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "get_metrics_metrics_get",
+    tag = "Health",
+    description = "The server's metrics, in the format the `Accept` header asks for: Prometheus text \
+                   (`text/plain`), OpenMetrics (`application/openmetrics-text`), or else the old \
+                   platform's JSON document. When the server has a metrics token, requests need \
+                   `Authorization: Bearer <metrics token>` (else 401). Not rate limited.",
+    responses(
+        (status = 200, description = "The metrics", content(
+            (super::schemas::MetricsResponse = "application/json"),
+            (String = "text/plain"),
+            (String = "application/openmetrics-text"),
+        )),
+        (status = 401, description = "The server has a metrics token and the request did not present it", body = super::schemas::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = state.config().metrics_token.as_deref() {
         let given = auth::bearer(&headers).unwrap_or("");

@@ -56,6 +56,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::auth::{Principal, now_ms};
 use super::problem::{ApiError, ApiPath};
+use super::schemas;
 use super::workflows::{
     Template, readable_definition, readable_definitions, readable_template, readable_templates,
     run_live, stored_definition, template_definition,
@@ -306,6 +307,21 @@ async fn resolve(state: &AppState, p: &Principal, model: &str) -> Result<Target,
     only(model, found)
 }
 
+/// `GET /v1/models`.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "openai_list_models",
+    tag = "OpenAI",
+    description = "The workflow definitions and templates the caller may read, as OpenAI models \
+                   (`workflow:<definition id>`, `template:<template id>`). Errors are OpenAI's shape.",
+    responses(
+        (status = 200, description = "The models", body = schemas::ModelList),
+        (status = 401, description = "No or a bad key (`invalid_api_key`)", body = schemas::OpenAIError),
+        (status = 403, description = "The key lacks the permission (`permission_denied`)", body = schemas::OpenAIError),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn list_models(
     State(state): State<AppState>,
     principal: Result<Principal, ApiError>,
@@ -319,6 +335,22 @@ async fn list_models(
     Ok(super::ok(json!({"object": "list", "data": data})))
 }
 
+/// `GET /v1/models/{model}`.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    operation_id = "openai_get_model",
+    tag = "OpenAI",
+    params(("model" = String, Path, description = "A model id, or a definition's or template's name (with or without its `workflow:`/`template:` prefix) naming exactly one")),
+    responses(
+        (status = 200, description = "The model", body = schemas::Model),
+        (status = 400, description = "A name that names several (`ambiguous_model`)", body = schemas::OpenAIError),
+        (status = 401, description = "No or a bad key (`invalid_api_key`)", body = schemas::OpenAIError),
+        (status = 403, description = "The key lacks the permission (`permission_denied`)", body = schemas::OpenAIError),
+        (status = 404, description = "No such model readable by the caller (`model_not_found`)", body = schemas::OpenAIError),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn get_model(
     State(state): State<AppState>,
     principal: Result<Principal, ApiError>,
@@ -788,6 +820,30 @@ fn usage_json(result: &ExecutionResult) -> Value {
     })
 }
 
+/// `POST /v1/chat/completions`.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    operation_id = "openai_create_chat_completion",
+    tag = "OpenAI",
+    description = "Runs the workflow the `model` names with the conversation as its input; each \
+                   completion is a recorded execution. With `stream: true` the answer is Server-Sent \
+                   Events: `data: <ChatCompletionChunk>` frames, then `data: [DONE]`. Errors are \
+                   OpenAI's shape (`{\"error\": {message, type, param, code}}`).",
+    request_body = schemas::ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion, or with `stream: true` its chunks", content(
+            (schemas::ChatCompletion = "application/json"),
+            (schemas::ChatCompletionChunk = "text/event-stream"),
+        )),
+        (status = 400, description = "A bad request: bad JSON, bad messages, `tools` for a workflow without client tools, `n` other than 1, ...", body = schemas::OpenAIError),
+        (status = 401, description = "No or a bad key (`invalid_api_key`)", body = schemas::OpenAIError),
+        (status = 403, description = "The key lacks the permission (`permission_denied`)", body = schemas::OpenAIError),
+        (status = 404, description = "No such model readable by the caller (`model_not_found`)", body = schemas::OpenAIError),
+        (status = 502, description = "The workflow failed (`workflow_failed`, with its `execution_id`)", body = schemas::OpenAIError),
+    ),
+    security(("CustomHTTPBearer" = [])),
+)]
 async fn completions(
     State(state): State<AppState>,
     principal: Result<Principal, ApiError>,

@@ -115,6 +115,12 @@ pub const SECURITY_SCHEME: &str = "CustomHTTPBearer";
         super::workspaces::remove_member,
         super::workspaces::share,
         super::workspaces::unshare,
+        // Operations: metrics, the global events stream, the OpenAI-compatible API
+        super::metrics::metrics,
+        super::events::stream,
+        super::openai::list_models,
+        super::openai::get_model,
+        super::openai::completions,
     ),
     components(schemas(Problem)),
     modifiers(&Conventions),
@@ -126,14 +132,69 @@ pub const SECURITY_SCHEME: &str = "CustomHTTPBearer";
         (name = "Jobs", description = "The durable priority job queue: asynchronous executions, batches, cancellation and counts"),
         (name = "Workspaces", description = "Team workspaces sharing definitions and templates"),
         (name = "Admin", description = "User administration and the audit trail"),
+        (name = "Events", description = "The global stream of workflow events"),
+        (name = "OpenAI", description = "The OpenAI-compatible API: workflows as models"),
     )
 )]
 pub struct ApiDoc;
 
 /// What every operation shares, added after the annotations: the bearer security scheme, the
-/// `x-request-id` header on every answer, and a `default` answer (any other status) that is a
-/// problem document.
+/// request id headers (`x-correlation-id`, `x-request-id`) on every answer, a `default` answer
+/// (any other status) that is a problem document, and on the rate-limited operations (all but
+/// the probes and `/metrics`, see [`super::ratelimit`]) the `X-RateLimit-*` headers on every
+/// answer and a `429` answer with `Retry-After`.
 struct Conventions;
+
+/// A header whose value is a string.
+fn string_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String),
+        )
+        .description(Some(description))
+        .build()
+}
+
+/// A header whose value is an integer.
+fn integer_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::Integer),
+        )
+        .description(Some(description))
+        .build()
+}
+
+/// The headers every answer of a rate-limited operation carries when the rate limits are
+/// enabled (the default), as `super::ratelimit::limit` sends them.
+fn rate_limit_headers() -> [(&'static str, utoipa::openapi::header::Header); 4] {
+    [
+        (
+            "X-RateLimit-Limit-Minute",
+            integer_header(
+                "Requests allowed per minute (on this route, for this client); sent when the \
+                 server limits requests (the default)",
+            ),
+        ),
+        (
+            "X-RateLimit-Limit-Hour",
+            integer_header(
+                "Requests allowed per hour (on this route, for this client); sent when the \
+                 server limits requests (the default)",
+            ),
+        ),
+        (
+            "X-RateLimit-Remaining-Minute",
+            integer_header("Requests remaining this minute"),
+        ),
+        (
+            "X-RateLimit-Remaining-Hour",
+            integer_header("Requests remaining this hour"),
+        ),
+    ]
+}
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -143,17 +204,30 @@ impl Modify for Conventions {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        let request_id = HeaderBuilder::new()
-            .schema(
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String),
+        let request_id = string_header(
+            "The request id: the client's `x-correlation-id` (or else `x-request-id`) when it \
+             sent a sane one, else a new ULID (also the `request_id` of problem documents)",
+        );
+        let correlation_id =
+            string_header("Request correlation ID for tracing: the same value as `x-request-id`");
+        let rate_limited = ResponseBuilder::new()
+            .description(
+                "Too many requests: the client's rate limit on this route is spent \
+                 (`application/problem+json` with `retry_after`)",
             )
-            .description(Some(
-                "The request id: the client's `x-request-id` when it sent a sane one, else a \
-                 new ULID (also the `request_id` of problem documents)",
-            ))
+            .content(
+                super::problem::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .header(
+                "Retry-After",
+                integer_header("Seconds until the request would be allowed"),
+            )
             .build();
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let limited = super::ratelimit::is_limited(path);
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -163,6 +237,11 @@ impl Modify for Conventions {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
+                if limited {
+                    responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| RefOr::T(rate_limited.clone()));
+                }
                 responses.entry("default".to_owned()).or_insert_with(|| {
                     RefOr::T(
                         ResponseBuilder::new()
@@ -180,8 +259,17 @@ impl Modify for Conventions {
                     if let RefOr::T(response) = response {
                         response
                             .headers
+                            .entry("x-correlation-id".to_owned())
+                            .or_insert_with(|| correlation_id.clone());
+                        response
+                            .headers
                             .entry("x-request-id".to_owned())
                             .or_insert_with(|| request_id.clone());
+                        if limited {
+                            for (name, header) in rate_limit_headers() {
+                                response.headers.entry(name.to_owned()).or_insert(header);
+                            }
+                        }
                     }
                 }
             }

@@ -31,6 +31,13 @@ pub const CHAT_STREAMING_ROUTE: &str = "/api/v1/workflows/execute/chat/streaming
 /// Routes never limited: probes and metrics scrapes.
 const UNLIMITED: [&str; 4] = ["/live", "/healthz", "/readyz", "/metrics"];
 
+/// Whether requests on `route` (an axum route template) are rate limited when the limits are
+/// enabled: every route but the probes and `/metrics` (the OpenAPI document's conventions
+/// use it).
+pub(crate) fn is_limited(route: &str) -> bool {
+    !UNLIMITED.contains(&route)
+}
+
 /// Requests allowed per minute and per hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -321,7 +328,7 @@ pub(crate) async fn limit(State(state): State<AppState>, request: Request, next:
         return next.run(request).await;
     };
     let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) if UNLIMITED.contains(&path.as_str()) => return next.run(request).await,
+        Some(path) if !is_limited(path.as_str()) => return next.run(request).await,
         Some(path) => path.as_str().to_owned(),
         // No route matched: a 404 or 405 on the default buckets.
         None => String::new(),

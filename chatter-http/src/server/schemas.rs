@@ -46,6 +46,10 @@ pub struct Problem {
     /// How to fix an invalid workflow (with `errors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggestions: Option<Vec<String>>,
+    /// Seconds until the request would be allowed (a 429 of the rate limits; also in the
+    /// `Retry-After` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// One validation issue: where (`loc`), what (`msg`) and its kind (`type`).
@@ -137,11 +141,121 @@ pub struct MetricsResponse {
     /// The environment name.
     pub environment: String,
     /// Health summary.
-    pub health: Object,
+    pub health: MetricsHealth,
     /// Performance figures.
-    pub performance: Object,
-    /// Per-endpoint figures.
-    pub endpoints: Object,
+    pub performance: MetricsPerformance,
+    /// Per endpoint (`"{METHOD} {route template}"`, e.g. `"GET /api/v1/workflows/definitions"`).
+    pub endpoints: BTreeMap<String, EndpointMetrics>,
+}
+
+/// `health` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsHealth {
+    /// Always `healthy` (the server answers).
+    pub status: String,
+    /// Seconds since the server started.
+    pub uptime_seconds: u64,
+    /// The store.
+    pub database: MetricsDatabase,
+}
+
+/// `health.database` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsDatabase {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// The connection pool.
+    pub pool: MetricsPool,
+}
+
+/// `health.database.pool` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsPool {
+    /// Most connections.
+    pub max_size: u64,
+    /// Connections open.
+    pub size: u64,
+    /// Open connections not in use.
+    pub available: u64,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
+}
+
+/// `performance` of [`MetricsResponse`] (since the server started).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsPerformance {
+    /// HTTP requests answered.
+    pub total_requests: u64,
+    /// Of which answered with a status of 400 or more.
+    pub total_errors: u64,
+    /// `total_errors / total_requests` (0 without requests).
+    pub error_rate: f64,
+    /// Mean answer time (ms).
+    pub average_response_time_ms: f64,
+    /// 95th percentile of the answer times (ms; a histogram bucket's upper bound).
+    pub p95_response_time_ms: f64,
+    /// 99th percentile of the answer times (ms; a histogram bucket's upper bound).
+    pub p99_response_time_ms: f64,
+    /// Requests refused by the rate limits (429).
+    pub rate_limited: u64,
+    /// Workflow executions.
+    pub executions: MetricsExecutions,
+    /// Model requests.
+    pub models: MetricsModels,
+    /// The store's read cache.
+    pub cache: MetricsCache,
+}
+
+/// `performance.executions` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsExecutions {
+    /// Executions started.
+    pub started: u64,
+    /// Executions completed.
+    pub completed: u64,
+    /// Executions failed.
+    pub failed: u64,
+    /// Executions cancelled.
+    pub cancelled: u64,
+    /// Executions running now.
+    pub in_progress: u64,
+}
+
+/// `performance.models` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsModels {
+    /// Model requests.
+    pub requests: u64,
+    /// Model requests that failed.
+    pub failures: u64,
+    /// Tokens used.
+    pub tokens: u64,
+    /// Estimated cost (USD).
+    pub cost_usd: f64,
+}
+
+/// `performance.cache` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsCache {
+    /// Reads answered from the cache.
+    pub hits: u64,
+    /// Reads that went to the database.
+    pub misses: u64,
+    /// `hits / (hits + misses)` (0 without reads).
+    pub hit_rate: f64,
+}
+
+/// One entry of `endpoints` of [`MetricsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EndpointMetrics {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which answered with a status of 400 or more.
+    pub errors: u64,
+    /// Mean answer time (ms).
+    pub average_response_time_ms: f64,
+    /// Requests per status code (`"200"`, `"404"`, ...).
+    pub status_codes: BTreeMap<String, u64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1653,4 +1767,227 @@ pub struct JobStats {
     pub by_status: BTreeMap<String, i64>,
     /// Count by priority (`low`, `normal`, `high`, `critical`).
     pub by_priority: BTreeMap<String, i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`)
+// ---------------------------------------------------------------------------------------------
+
+/// Body of `POST /v1/chat/completions` (OpenAI's shape; the fields this server reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// A model id of `GET /v1/models`: `workflow:<definition>` or `template:<template>` (by id,
+    /// or by name when one has it), or a bare id or name naming exactly one.
+    pub model: String,
+    /// The conversation: `system`/`developer`, `user`, `assistant` (with `tool_calls`) and
+    /// `tool` messages, each `{role, content}` with string content or an array of `text` parts.
+    pub messages: Vec<Object>,
+    /// Answer as Server-Sent Events of [`ChatCompletionChunk`]s, ending with `data: [DONE]`.
+    #[serde(default)]
+    pub stream: bool,
+    /// `{"include_usage": true}`: a last chunk with the usage (streaming only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<Object>,
+    /// 0..=2, passed to a template that has a `temperature` parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// At least 1, passed to a template that has a `max_tokens` parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// As `max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u64>,
+    /// Only 1 is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
+    /// Function tools (`{"type": "function", "function": {name, description, parameters}}`),
+    /// passed to the workflow's `llm` nodes with `client_tools: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Object>>,
+    /// `auto`, `none`, `required` (or OpenAI's object form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+}
+
+/// A tool call the model asks for (in a message or a chunk's delta).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionToolCall {
+    /// Its position (chunk deltas only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    /// The call id (the `tool_call_id` of the answering `tool` message).
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub call_type: String,
+    /// The function and its arguments.
+    pub function: ChatCompletionFunctionCall,
+}
+
+/// The function of a [`ChatCompletionToolCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionFunctionCall {
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments, a JSON text.
+    pub arguments: String,
+}
+
+/// The assistant's message of a [`ChatCompletion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionMessage {
+    /// Always `assistant`.
+    pub role: String,
+    /// The answer (null when the model only asks for tool calls).
+    pub content: Option<String>,
+    /// The tool calls the model asks for (with `finish_reason: "tool_calls"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ChatCompletionToolCall>>,
+}
+
+/// A choice of a [`ChatCompletion`] (always one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionChoice {
+    /// Always 0.
+    pub index: u64,
+    /// The answer.
+    pub message: ChatCompletionMessage,
+    /// Always null.
+    pub logprobs: Option<Object>,
+    /// `stop`, `length` or `tool_calls`.
+    pub finish_reason: String,
+}
+
+/// Token usage of a completion (the execution's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompletionUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Both.
+    pub total_tokens: u64,
+}
+
+/// Answer of `POST /v1/chat/completions` without `stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletion {
+    /// `chatcmpl-<execution id>`.
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// The model id as requested.
+    pub model: String,
+    /// One choice.
+    pub choices: Vec<ChatCompletionChoice>,
+    /// Token usage.
+    pub usage: CompletionUsage,
+    /// Always null.
+    pub system_fingerprint: Option<String>,
+    /// The recorded execution (see the executions endpoints).
+    pub execution_id: String,
+}
+
+/// The `delta` of a [`ChatCompletionChunkChoice`]: the role (first chunk), a piece of content,
+/// or the tool calls; empty in the chunk with the `finish_reason`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionDelta {
+    /// `assistant` (first chunk only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A piece of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The tool calls the model asks for, with their `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ChatCompletionToolCall>>,
+}
+
+/// A choice of a [`ChatCompletionChunk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionChunkChoice {
+    /// Always 0.
+    pub index: u64,
+    /// What this chunk adds.
+    pub delta: ChatCompletionDelta,
+    /// Always null.
+    pub logprobs: Option<Object>,
+    /// `stop`, `length` or `tool_calls` in the last chunk, else null.
+    pub finish_reason: Option<String>,
+}
+
+/// One item of the event stream of `POST /v1/chat/completions` with `stream: true`: each
+/// frame is `data: <ChatCompletionChunk JSON>`, and the stream ends with `data: [DONE]`. A
+/// run that fails sends a `data:` frame with an [`OpenAIError`] before `[DONE]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionChunk {
+    /// `chatcmpl-<execution id>`, the same in every chunk.
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// The model id as requested.
+    pub model: String,
+    /// Always null.
+    pub system_fingerprint: Option<String>,
+    /// One choice; none in the usage chunk.
+    pub choices: Vec<ChatCompletionChunkChoice>,
+    /// With `stream_options.include_usage`: null in every chunk but the last, which has the
+    /// usage and no choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<CompletionUsage>,
+}
+
+/// A model of `GET /v1/models`: a workflow definition or template the caller may read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Model {
+    /// `workflow:<definition id>` or `template:<template id>`.
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Creation time, Unix seconds (0 for built-in templates).
+    pub created: i64,
+    /// The owner's user id (`system` for built-in templates).
+    pub owned_by: String,
+    /// The definition's or template's name.
+    pub name: String,
+    /// Its description.
+    pub description: Option<String>,
+}
+
+/// Answer of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// The caller's definitions, then the templates it may read.
+    pub data: Vec<Model>,
+}
+
+/// An error of the OpenAI-compatible endpoints (OpenAI's shape, `application/json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OpenAIError {
+    /// What went wrong.
+    pub error: OpenAIErrorDetail,
+}
+
+/// The `error` of an [`OpenAIError`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OpenAIErrorDetail {
+    /// What went wrong.
+    pub message: String,
+    /// `invalid_request_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// The request field at fault (`model`, `messages`, `tools`, ...).
+    pub param: Option<String>,
+    /// `invalid_api_key`, `permission_denied`, `not_found`, `model_not_found`,
+    /// `ambiguous_model`, `workflow_failed`, ...
+    pub code: Option<String>,
+    /// The failed execution (with `workflow_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
