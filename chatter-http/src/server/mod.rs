@@ -94,6 +94,11 @@ pub struct ServerConfig {
     pub resume_interval: Duration,
     /// Interval of the `: keep-alive` comments of event streams. Default 15 s.
     pub sse_heartbeat: Duration,
+    /// How long a verified API key or access token is trusted without looking it up again.
+    /// Changes made through this server apply at once; a key revoked or a user disabled by
+    /// another process (the `chatter` command, another server) stops working within this
+    /// time. Zero: every request is checked against the store. Default 2 s.
+    pub auth_cache_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -114,6 +119,7 @@ impl ServerConfig {
             secure_cookies: false,
             resume_interval: Duration::from_secs(5),
             sse_heartbeat: Duration::from_secs(15),
+            auth_cache_ttl: Duration::from_secs(2),
         }
     }
 
@@ -234,6 +240,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Cancellation tokens of the executions running in this server, by id.
     live: Mutex<HashMap<String, CancellationToken>>,
+    /// Recently verified credentials.
+    principals: auth::PrincipalCache,
 }
 
 /// Removes an execution from the live registry when dropped.
@@ -295,6 +303,16 @@ impl AppState {
 
     pub(crate) fn dummy_hash(&self) -> &str {
         &self.0.dummy_hash
+    }
+
+    pub(crate) fn principals(&self) -> &auth::PrincipalCache {
+        &self.0.principals
+    }
+
+    /// Forgets every cached credential: call after revoking a key or session or changing a
+    /// user, so the change applies to the next request.
+    pub(crate) fn forget_principals(&self) {
+        self.0.principals.clear();
     }
 
     /// Cancelled when the server shuts down (streams end early).
@@ -455,6 +473,7 @@ impl Server {
             model_names,
             shutdown: shutdown.clone(),
             live: Mutex::new(HashMap::new()),
+            principals: auth::PrincipalCache::default(),
         }));
         let resumer = tokio::spawn(resume_due_loop(state.clone()));
         let app = router(state.clone());
