@@ -690,3 +690,68 @@ impl FromRequestParts<AppState> for MaybePrincipal {
             .map(|p| MaybePrincipal(Some(p)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(id: &str) -> Principal {
+        Principal {
+            user: UserRecord {
+                id: id.to_owned(),
+                email: format!("{id}@example.com"),
+                display_name: None,
+                roles: vec!["user".to_owned()],
+                is_active: true,
+                created_at: 0,
+                updated_at: 0,
+            },
+            permissions: BTreeSet::new(),
+            credential: Credential::ApiKey {
+                key_id: format!("key-{id}"),
+            },
+        }
+    }
+
+    fn cached_user(cache: &PrincipalCache, key: &str) -> Option<String> {
+        cache.get(key).ok().map(|p| p.user.id)
+    }
+
+    #[test]
+    fn principal_cache_serves_until_expiry_and_clear() {
+        let cache = PrincipalCache::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let Err(generation) = cache.get("k") else {
+            panic!("an empty cache has nothing");
+        };
+        cache.put("k".into(), principal("ann"), later, generation);
+        assert_eq!(cached_user(&cache, "k").as_deref(), Some("ann"));
+        assert_eq!(cached_user(&cache, "other"), None);
+
+        // Past its instant an entry is gone.
+        cache.put("old".into(), principal("bob"), Instant::now(), generation);
+        assert_eq!(cached_user(&cache, "old"), None);
+
+        cache.clear();
+        assert_eq!(cached_user(&cache, "k"), None);
+    }
+
+    #[test]
+    fn a_verification_that_raced_a_clear_is_not_cached() {
+        let cache = PrincipalCache::default();
+        let Err(before) = cache.get("k") else {
+            panic!("an empty cache has nothing");
+        };
+        // The key is revoked while its verification is in flight ...
+        cache.clear();
+        // ... so what that verification read must not be served afterwards.
+        let later = Instant::now() + Duration::from_secs(60);
+        cache.put("k".into(), principal("ann"), later, before);
+        assert_eq!(cached_user(&cache, "k"), None);
+        let Err(now) = cache.get("k") else {
+            panic!("nothing was cached");
+        };
+        cache.put("k".into(), principal("ann"), later, now);
+        assert_eq!(cached_user(&cache, "k").as_deref(), Some("ann"));
+    }
+}
