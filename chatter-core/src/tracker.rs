@@ -415,7 +415,7 @@ impl WorkflowTracker {
             .await
     }
 
-    /// Creates an execution's row, moves it to `running` and takes its lease; a row that
+    /// Creates an execution's row, takes its lease and moves it to `running`; a row that
     /// cannot be started is marked failed.
     async fn open_row(&self, engine: &Engine, new: NewExecution) -> Result<()> {
         let clock = engine.services().clock.clone();

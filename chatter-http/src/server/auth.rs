@@ -502,6 +502,7 @@ const MAX_CACHED_PRINCIPALS: usize = 10_000;
 
 /// The principals of recently verified credentials, by the SHA-256 of the bearer token, each
 /// until an instant no later than the credential's own expiry.
+///
 /// A verification that started before a [`PrincipalCache::clear`] is not cached: the
 /// generation it read no longer matches.
 #[derive(Debug, Default)]
