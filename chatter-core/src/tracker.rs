@@ -494,7 +494,7 @@ impl WorkflowTracker {
             .await
     }
 
-    /// Creates an execution's row, moves it to `running` and takes its lease; a row that
+    /// Creates an execution's row, takes its lease and moves it to `running`; a row that
     /// cannot be started is marked failed.
     async fn open_row(&self, engine: &Engine, new: NewExecution) -> Result<ExecutionRecord> {
         let clock = engine.services().clock.clone();
@@ -502,16 +502,19 @@ impl WorkflowTracker {
         let id = record.id.as_str();
         crate::failpoint::hit("tracker.after_create");
         let now = clock.now_ms();
+        // The lease is taken while the row is still `pending`: a `running` row without a
+        // lease is what `resume_due` takes over, so another worker (or this server's resumer)
+        // could otherwise start it a second time in between.
         let started = match self
             .store
-            .set_execution_status(id, ExecutionStatus::Running, now)
+            .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
             .await
         {
-            Ok(_) => {
-                self.store
-                    .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
-                    .await
-            }
+            Ok(_) => self
+                .store
+                .set_execution_status(id, ExecutionStatus::Running, now)
+                .await
+                .map(|_| ()),
             Err(error) => Err(error),
         };
         if let Err(error) = started {
@@ -961,13 +964,23 @@ impl WorkflowTracker {
         let result = handle.result().await;
         renewer.abort();
         let result = result?;
-        let _ = self.store.release_lease(id, &self.worker_id).await;
         let store_error = durability.take_failure().or_else(|| {
             result
                 .storage_error
                 .clone()
                 .map(|message| Error::store(StoreErrorKind::Backend, message))
         });
+        // An ended execution's lease was cleared with its outcome (`complete_execution`):
+        // one store round trip less per run.
+        let ended = matches!(
+            result.status,
+            crate::engine::ExecutionStatus::Completed
+                | crate::engine::ExecutionStatus::Failed
+                | crate::engine::ExecutionStatus::Cancelled
+        );
+        if !ended || store_error.is_some() {
+            let _ = self.store.release_lease(id, &self.worker_id).await;
+        }
         Ok(TrackedRun {
             result,
             store_error,

@@ -796,6 +796,12 @@ mod cases {
         s.complete_execution(&run.id, outcome(ExecutionStatus::Cancelled))
             .await
             .unwrap();
+        let ended = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!(
+            (ended.lease_owner, ended.lease_expires_at),
+            (None, None),
+            "ending an execution releases its lease"
+        );
         assert!(
             !s.acquire_lease(&run.id, "w9", 99_000, 90_000)
                 .await

@@ -490,7 +490,8 @@ pub trait ExecutionStore: Send + Sync {
     ) -> StoreResult<ExecutionRecord>;
 
     /// Ends an execution: status, output, usage, error, final events, and (for template
-    /// executions) the template's analytics, in one transaction.
+    /// executions) the template's analytics, in one transaction. Its lease is released
+    /// (`lease_owner` and `lease_expires_at` cleared).
     ///
     /// # Errors
     ///

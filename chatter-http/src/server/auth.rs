@@ -9,10 +9,18 @@
 //!   session and with it every access token carrying its `sid`. Refresh tokens are opaque
 //!   random strings, never JWTs, so one can never be used as an access token.
 //! - **Passwords** are hashed with Argon2id (PHC strings in `user_credentials`).
+//! - **Verified credentials are cached** for [`ServerConfig::auth_cache_ttl`] (default 2 s;
+//!   zero turns the cache off), so a client sending many requests with one key or token costs
+//!   the store one lookup per interval, not two per request. Changes made through this server
+//!   (revoking a key, logging out, refreshing, changing or deactivating a user) empty the cache
+//!   at once; a change made elsewhere (the `chatter apikeys` command, another server sharing
+//!   the database) takes effect within that interval.
+//!
+//! [`ServerConfig::auth_cache_ttl`]: super::ServerConfig::auth_cache_ttl
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -499,16 +507,117 @@ pub(crate) fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// Most credentials kept in a [`PrincipalCache`]; past it, expired entries are dropped, and
+/// if that is not enough, all of them.
+const MAX_CACHED_PRINCIPALS: usize = 10_000;
+
+/// The principals of recently verified credentials, by the SHA-256 of the bearer token, each
+/// until an instant no later than the credential's own expiry.
+///
+/// A verification that started before a [`PrincipalCache::clear`] is not cached: the
+/// generation it read no longer matches.
+#[derive(Debug, Default)]
+pub(crate) struct PrincipalCache {
+    entries: Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    /// Bumped by every `clear`.
+    generation: u64,
+    by_token: HashMap<String, (Principal, Instant)>,
+}
+
+impl PrincipalCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached principal of a token, or the generation to pass to [`PrincipalCache::put`].
+    fn get(&self, key: &str) -> Result<Principal, u64> {
+        let mut cached = self.lock();
+        match cached.by_token.get(key) {
+            Some((principal, until)) if *until > Instant::now() => Ok(principal.clone()),
+            Some(_) => {
+                cached.by_token.remove(key);
+                Err(cached.generation)
+            }
+            None => Err(cached.generation),
+        }
+    }
+
+    /// Caches a principal verified since `generation` was read, unless the cache was cleared
+    /// in between.
+    fn put(&self, key: String, principal: Principal, until: Instant, generation: u64) {
+        let mut cached = self.lock();
+        if cached.generation != generation {
+            return;
+        }
+        if cached.by_token.len() >= MAX_CACHED_PRINCIPALS {
+            let now = Instant::now();
+            cached.by_token.retain(|_, (_, until)| *until > now);
+            if cached.by_token.len() >= MAX_CACHED_PRINCIPALS {
+                cached.by_token.clear();
+            }
+        }
+        cached.by_token.insert(key, (principal, until));
+    }
+
+    /// Forgets every cached principal (after a change to keys, sessions or users).
+    pub(crate) fn clear(&self) {
+        let mut cached = self.lock();
+        cached.generation = cached.generation.wrapping_add(1);
+        cached.by_token.clear();
+    }
+}
+
+/// The caller of a bearer token: from the cache when it was verified recently, else verified
+/// against the store (and cached).
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::unauthorized(
             "authentication required: send `Authorization: Bearer <token or API key>`",
         ));
     };
+    let ttl = state.config().auth_cache_ttl;
+    if ttl.is_zero() {
+        return verify_bearer(state, token, &sha256_hex(token))
+            .await
+            .map(|(principal, _)| principal);
+    }
+    let hash = sha256_hex(token);
+    let generation = match state.principals().get(&hash) {
+        Ok(principal) => return Ok(principal),
+        Err(generation) => generation,
+    };
+    let (principal, expires_at_ms) = verify_bearer(state, token, &hash).await?;
+    let mut lifetime = ttl;
+    if let Some(at) = expires_at_ms {
+        let left = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+        lifetime = lifetime.min(Duration::from_millis(left));
+    }
+    state.principals().put(
+        hash,
+        principal.clone(),
+        Instant::now() + lifetime,
+        generation,
+    );
+    Ok(principal)
+}
+
+/// Verifies a bearer token (`hash`: its SHA-256) against the store; returns the principal and
+/// when the credential expires (ms since the epoch), if it does.
+async fn verify_bearer(
+    state: &AppState,
+    token: &str,
+    hash: &str,
+) -> Result<(Principal, Option<i64>), ApiError> {
     let store = state.store();
-    let (user_id, credential) = if token.starts_with(API_KEY_PREFIX) {
+    let (user_id, credential, expires_at) = if token.starts_with(API_KEY_PREFIX) {
         let key = store
-            .find_api_key(&sha256_hex(token))
+            .find_api_key(hash)
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
         if key.revoked_at.is_some() {
@@ -517,7 +626,11 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
         if key.expires_at.is_some_and(|at| at <= now_ms()) {
             return Err(ApiError::unauthorized("this API key has expired"));
         }
-        (key.user_id.clone(), Credential::ApiKey { key_id: key.id })
+        (
+            key.user_id.clone(),
+            Credential::ApiKey { key_id: key.id },
+            key.expires_at,
+        )
     } else {
         let claims = verify(state.jwt_secret(), token).map_err(ApiError::unauthorized)?;
         if claims.get("type").and_then(Value::as_str) != Some("access") {
@@ -542,6 +655,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
             Credential::Access {
                 session_id: sid.to_owned(),
             },
+            Some(exp.saturating_mul(1000)),
         )
     };
     let user = store
@@ -550,11 +664,14 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
         .filter(|u| u.is_active)
         .ok_or_else(|| ApiError::unauthorized("the account is disabled or gone"))?;
     let permissions = state.permissions_of(&user.roles);
-    Ok(Principal {
-        user,
-        permissions,
-        credential,
-    })
+    Ok((
+        Principal {
+            user,
+            permissions,
+            credential,
+        },
+        expires_at,
+    ))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -583,5 +700,70 @@ impl FromRequestParts<AppState> for MaybePrincipal {
         Principal::from_request_parts(parts, state)
             .await
             .map(|p| MaybePrincipal(Some(p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(id: &str) -> Principal {
+        Principal {
+            user: UserRecord {
+                id: id.to_owned(),
+                email: format!("{id}@example.com"),
+                display_name: None,
+                roles: vec!["user".to_owned()],
+                is_active: true,
+                created_at: 0,
+                updated_at: 0,
+            },
+            permissions: BTreeSet::new(),
+            credential: Credential::ApiKey {
+                key_id: format!("key-{id}"),
+            },
+        }
+    }
+
+    fn cached_user(cache: &PrincipalCache, key: &str) -> Option<String> {
+        cache.get(key).ok().map(|p| p.user.id)
+    }
+
+    #[test]
+    fn principal_cache_serves_until_expiry_and_clear() {
+        let cache = PrincipalCache::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        let Err(generation) = cache.get("k") else {
+            panic!("an empty cache has nothing");
+        };
+        cache.put("k".into(), principal("ann"), later, generation);
+        assert_eq!(cached_user(&cache, "k").as_deref(), Some("ann"));
+        assert_eq!(cached_user(&cache, "other"), None);
+
+        // Past its instant an entry is gone.
+        cache.put("old".into(), principal("bob"), Instant::now(), generation);
+        assert_eq!(cached_user(&cache, "old"), None);
+
+        cache.clear();
+        assert_eq!(cached_user(&cache, "k"), None);
+    }
+
+    #[test]
+    fn a_verification_that_raced_a_clear_is_not_cached() {
+        let cache = PrincipalCache::default();
+        let Err(before) = cache.get("k") else {
+            panic!("an empty cache has nothing");
+        };
+        // The key is revoked while its verification is in flight ...
+        cache.clear();
+        // ... so what that verification read must not be served afterwards.
+        let later = Instant::now() + Duration::from_secs(60);
+        cache.put("k".into(), principal("ann"), later, before);
+        assert_eq!(cached_user(&cache, "k"), None);
+        let Err(now) = cache.get("k") else {
+            panic!("nothing was cached");
+        };
+        cache.put("k".into(), principal("ann"), later, now);
+        assert_eq!(cached_user(&cache, "k").as_deref(), Some("ann"));
     }
 }

@@ -215,7 +215,10 @@ async fn refresh(
         return Err(ApiError::unauthorized("the refresh token has expired"));
     }
     // Rotation: the old session ends here; of two refreshes with one token only one wins.
-    if session.revoked_at.is_some() || !store.revoke_session(&session.id, now_ms()).await? {
+    let revoked =
+        session.revoked_at.is_none() && store.revoke_session(&session.id, now_ms()).await?;
+    state.forget_principals();
+    if !revoked {
         state
             .audit(
                 Some(&session.user_id),
@@ -278,6 +281,7 @@ async fn logout(
     {
         revoked.push(session.id);
     }
+    state.forget_principals();
     state
         .audit(
             Some(principal.id()),
@@ -559,6 +563,7 @@ async fn revoke_key(
         return Err(ApiError::not_found(format!("no API key `{key_id}`")));
     }
     let revoked = store.revoke_api_key(&key_id, now_ms()).await?;
+    state.forget_principals();
     if !revoked && owned {
         return Err(ApiError::conflict("this API key is already revoked"));
     }
@@ -746,6 +751,7 @@ async fn admin_update_user(
     let after = store
         .update_user(&user_id, body.roles.clone(), body.is_active)
         .await?;
+    state.forget_principals();
     if body.roles.is_some() {
         state
             .audit(

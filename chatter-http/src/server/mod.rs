@@ -117,6 +117,11 @@ pub struct ServerConfig {
     /// When set, `/metrics` answers only requests with `Authorization: Bearer <this token>`.
     /// Default `None`: open, as in the old platform (serve it on a private network).
     pub metrics_token: Option<String>,
+    /// How long a verified API key or access token is trusted without looking it up again.
+    /// Changes made through this server apply at once; a key revoked or a user disabled by
+    /// another process (the `chatter` command, another server) stops working within this
+    /// time. Zero: every request is checked against the store. Default 2 s.
+    pub auth_cache_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -143,6 +148,7 @@ impl ServerConfig {
             job_retry_base: Duration::from_secs(1),
             rate_limits: RateLimitConfig::default(),
             metrics_token: None,
+            auth_cache_ttl: Duration::from_secs(2),
         }
     }
 
@@ -335,6 +341,8 @@ struct Inner {
     workflow_events: events::WorkflowEvents,
     metrics: Arc<metrics::ServerMetrics>,
     rate_limiter: Option<ratelimit::RateLimiter>,
+    /// Recently verified credentials.
+    principals: auth::PrincipalCache,
 }
 
 /// Removes an execution from the live registry when dropped.
@@ -396,6 +404,16 @@ impl AppState {
 
     pub(crate) fn dummy_hash(&self) -> &str {
         &self.0.dummy_hash
+    }
+
+    pub(crate) fn principals(&self) -> &auth::PrincipalCache {
+        &self.0.principals
+    }
+
+    /// Forgets every cached credential: call after revoking a key or session or changing a
+    /// user, so the change applies to the next request.
+    pub(crate) fn forget_principals(&self) {
+        self.0.principals.clear();
     }
 
     /// Cancelled when the server shuts down (streams end early).
@@ -656,6 +674,7 @@ impl Server {
             workflow_events,
             metrics,
             rate_limiter,
+            principals: auth::PrincipalCache::default(),
         }));
         let resumer = tokio::spawn(resume_due_loop(state.clone()));
         let workers = jobs::start_workers(&state);

@@ -423,7 +423,7 @@ impl ExecutionStore for PostgresStore {
             .query_opt(
                 "UPDATE workflow_executions SET status = $2, output = $3, response = $4, error = $5,
                      prompt_tokens = $6, completion_tokens = $7, total_tokens = $6::bigint + $7::bigint, cost = $8,
-                     finished_at = $9, updated_at = $9,
+                     finished_at = $9, updated_at = $9, lease_owner = NULL, lease_expires_at = NULL,
                      duration_ms = GREATEST(0, $9 - COALESCE(started_at, created_at)),
                      last_event_seq = last_event_seq + $10
                  WHERE id = $1 AND status = ANY($11) RETURNING *",

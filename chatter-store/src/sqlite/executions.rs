@@ -682,7 +682,7 @@ impl ExecutionStore for SqliteStore {
                 &format!(
                     "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
                          prompt_tokens = ?6, completion_tokens = ?7, total_tokens = ?6 + ?7, cost = ?8,
-                         finished_at = ?9, updated_at = ?9,
+                         finished_at = ?9, updated_at = ?9, lease_owner = NULL, lease_expires_at = NULL,
                          duration_ms = MAX(0, ?9 - COALESCE(started_at, created_at)),
                          last_event_seq = last_event_seq + ?10
                      WHERE id = ?1 AND status IN (SELECT value FROM json_each(?11)) RETURNING {COLUMNS}"
