@@ -612,20 +612,7 @@ impl WorkflowTracker {
         // A forked execution applies its edits again at the same point.
         let edits = fork_edits(&record.params)?;
 
-        if !self
-            .store
-            .acquire_lease(execution_id, &self.worker_id, now + self.lease_ms, now)
-            .await?
-        {
-            return Err(Error::store(
-                StoreErrorKind::Conflict,
-                format!(
-                    "execution `{execution_id}` is being run by `{}` (lease until {} ms)",
-                    record.lease_owner.as_deref().unwrap_or("another worker"),
-                    record.lease_expires_at.unwrap_or_default()
-                ),
-            ));
-        }
+        self.take_lease(&record, now, "").await?;
         if record.status == ExecutionStatus::Waiting {
             self.store
                 .set_execution_status(execution_id, ExecutionStatus::Running, now)
@@ -725,20 +712,7 @@ impl WorkflowTracker {
             });
         }
         // Taking the lease shuts out a worker that would resume it meanwhile.
-        if !self
-            .store
-            .acquire_lease(execution_id, &self.worker_id, now + self.lease_ms, now)
-            .await?
-        {
-            return Err(Error::store(
-                StoreErrorKind::Conflict,
-                format!(
-                    "execution `{execution_id}` is being run by `{}` (lease until {} ms); cancel it there",
-                    record.lease_owner.as_deref().unwrap_or("another worker"),
-                    record.lease_expires_at.unwrap_or_default()
-                ),
-            ));
-        }
+        self.take_lease(&record, now, "; cancel it there").await?;
         let event = crate::engine::new_event(&Event {
             execution_id: execution_id.to_owned(),
             seq: 0,
@@ -1012,6 +986,30 @@ impl WorkflowTracker {
     }
 
     /// The execution, when it exists and (if `options.owner` is set) belongs to that owner.
+    /// Takes the lease of `record`'s execution for this worker.
+    ///
+    /// # Errors
+    ///
+    /// `Conflict` (storage) naming the worker that holds it, then `hint`.
+    async fn take_lease(&self, record: &ExecutionRecord, now: i64, hint: &str) -> Result<()> {
+        let id = &record.id;
+        if self
+            .store
+            .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
+            .await?
+        {
+            return Ok(());
+        }
+        Err(Error::store(
+            StoreErrorKind::Conflict,
+            format!(
+                "execution `{id}` is being run by `{}` (lease until {} ms){hint}",
+                record.lease_owner.as_deref().unwrap_or("another worker"),
+                record.lease_expires_at.unwrap_or_default()
+            ),
+        ))
+    }
+
     async fn owned_execution(&self, id: &str, options: &RunOptions) -> Result<ExecutionRecord> {
         let record = self
             .store

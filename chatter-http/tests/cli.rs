@@ -261,8 +261,19 @@ fn run_text_mode_streams_progress_and_tokens() {
     ]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
-    let expected_start = "> start (start)\n< start completed in 0 ms\n> chat (llm)\n  [chat] Hello! I am a scripted assistant: I answer offline, the same way every time.\n";
-    assert!(text.starts_with(expected_start), "{text}");
+    // The durations depend on the machine's load: every line but theirs is exact.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "> start (start)", "{text}");
+    let took = lines[1]
+        .strip_prefix("< start completed in ")
+        .and_then(|rest| rest.strip_suffix(" ms"));
+    assert!(took.is_some_and(|ms| ms.parse::<u64>().is_ok()), "{text}");
+    assert_eq!(lines[2], "> chat (llm)", "{text}");
+    assert_eq!(
+        lines[3],
+        "  [chat] Hello! I am a scripted assistant: I answer offline, the same way every time.",
+        "{text}"
+    );
     assert!(
         text.contains("\nresponse: Hello! I am a scripted assistant"),
         "{text}"

@@ -507,6 +507,12 @@ async fn chat_streaming(
         }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
     });
+    Ok(event_stream(rx))
+}
+
+/// A `text/event-stream` answer (not cached, not buffered by proxies) whose body is the frames
+/// sent on `rx`, ending when its sender is dropped.
+pub(super) fn event_stream(rx: mpsc::UnboundedReceiver<Bytes>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -520,5 +526,5 @@ async fn chat_streaming(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }

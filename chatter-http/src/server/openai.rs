@@ -35,10 +35,8 @@
 //! (`model_not_found`), 400 for a bad request (bad JSON, bad messages), 502 when the workflow
 //! failed (`workflow_failed`, with its `execution_id`).
 
-use std::convert::Infallible;
-
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -977,18 +975,5 @@ fn streaming(state: AppState, prepared: Prepared) -> Response {
         }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n"));
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<Bytes, Infallible>(chunk), rx))
-    });
-    let mut response = Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    super::chat::event_stream(rx)
 }
