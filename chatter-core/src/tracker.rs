@@ -59,6 +59,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::Message;
 use crate::WorkflowDefinition;
 use crate::engine::{
     Durability, DurabilityMode, Engine, ExecutionResult, PreparedWorkflow, Replay, RunOptions,
@@ -293,6 +294,7 @@ impl GraphSource for StoreGraphSource {
             let mut params = execution.params.clone();
             if let Value::Object(map) = &mut params {
                 map.remove("fork");
+                map.remove(HISTORY_PARAM);
             }
             return spec.generate(&spec.merge_params(&params)?);
         }
@@ -478,6 +480,20 @@ impl WorkflowTracker {
         let graph = (matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat)
             || (meta.kind == ExecutionKind::Template && meta.template_id.is_none()))
         .then(|| def.to_value());
+        // The thread's earlier messages are part of the starting state: a resume, the steps
+        // listing and a fork start from them too.
+        let mut params = meta.params;
+        if !options.history.is_empty() {
+            if !params.is_object() {
+                params = Value::Object(Map::new());
+            }
+            if let Value::Object(map) = &mut params {
+                map.insert(
+                    HISTORY_PARAM.to_owned(),
+                    serde_json::to_value(&options.history).unwrap_or(Value::Null),
+                );
+            }
+        }
         let new = NewExecution {
             id: Some(id.clone()),
             owner_id: meta.owner_id,
@@ -485,7 +501,7 @@ impl WorkflowTracker {
             template_id: meta.template_id,
             kind: meta.kind,
             input: input.clone(),
-            params: meta.params,
+            params,
             conversation_id: meta.conversation_id,
             graph,
         };
@@ -625,6 +641,7 @@ impl WorkflowTracker {
         }
         options.execution_id = Some(execution_id.to_owned());
         options.owner = Some(record.owner_id.clone());
+        options.history = history_of(&record)?;
         let replay = Replay {
             runs: recorded,
             events,
@@ -760,7 +777,7 @@ impl WorkflowTracker {
         runs.retain(|r| r.step.is_some());
         runs.sort_by_key(|r| r.step);
         let checkpoints = self.store.list_checkpoints(execution_id).await?;
-        let mut state = State::new(record.input.clone(), Vec::new());
+        let mut state = State::new(record.input.clone(), history_of(&record)?);
         let mut checkpoints = checkpoints.into_iter().peekable();
         let mut snapshot_step = 0;
         let mut out = Vec::with_capacity(runs.len());
@@ -877,6 +894,7 @@ impl WorkflowTracker {
         let mut options = options;
         options.execution_id = Some(id.clone());
         options.owner = Some(record.owner_id.clone());
+        options.history = history_of(&record)?;
         let replay = Replay {
             runs: recorded,
             events: Vec::new(),
@@ -1167,6 +1185,22 @@ fn approval_config(
 }
 
 /// A fork's edits as recorded in its parameters.
+/// The key of an execution's `params` holding the thread history it started with.
+const HISTORY_PARAM: &str = "history";
+
+/// The thread history an execution started with (recorded in its `params`), oldest first.
+fn history_of(record: &ExecutionRecord) -> Result<Vec<Message>> {
+    match record.params.get(HISTORY_PARAM) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            stored(format!(
+                "the history of execution `{}` is unreadable: {e}",
+                record.id
+            ))
+        }),
+    }
+}
+
 fn fork_edits(params: &Value) -> Result<Option<(usize, StateDelta)>> {
     let Some(fork) = params.get("fork") else {
         return Ok(None);

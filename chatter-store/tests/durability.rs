@@ -22,7 +22,7 @@ use chatter_core::engine::{
 };
 use chatter_core::store::*;
 use chatter_core::tracker::{Decision, ExecutionMeta, StoreGraphSource, WorkflowTracker};
-use chatter_core::{Error, NodeSpec, StateDelta, VariableOp, WorkflowDefinition};
+use chatter_core::{Error, Message, NodeSpec, StateDelta, VariableOp, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
@@ -109,6 +109,7 @@ on_every_backend!(
     steps_list_states_and_fork_leaves_the_original_untouched,
     every_durability_mode_records_the_same_steps,
     retention_deletes_only_ended_executions,
+    thread_history_survives_a_pause_the_steps_and_a_fork,
 );
 
 fn now_ms() -> i64 {
@@ -514,6 +515,65 @@ mod cases {
         );
         let events = stored_events(&s, &id).await;
         assert_eq!(count_of(&events, "execution_cancelled"), 1);
+    }
+
+    /// A run given the thread's earlier messages starts from them; so do its resume (in
+    /// another process, which does not have them), its steps and a fork of it.
+    pub async fn thread_history_survives_a_pause_the_steps_and_a_fork(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let def = approval_flow();
+        let history = vec![
+            Message::user("What did I order?"),
+            Message::assistant("The invoice for March."),
+        ];
+        let first = WorkflowTracker::new(s.clone())
+            .run(
+                &engine,
+                &def,
+                json!({"item": "the invoice"}),
+                RunOptions::default().history(history.clone()),
+                meta(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(first.status, RunStatus::Waiting);
+        assert_eq!(first.messages, history);
+        let id = first.execution_id.clone();
+
+        // Another process: a new tracker, no history given.
+        let done = WorkflowTracker::new(s.clone())
+            .resume(
+                &engine,
+                &def,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Completed);
+        assert_eq!(done.messages, history, "the resume lost the thread");
+
+        let tracker = WorkflowTracker::new(s.clone());
+        let steps = tracker.steps(&id).await.unwrap();
+        let expected = serde_json::to_value(&history).unwrap();
+        for step in &steps {
+            assert_eq!(step.state["messages"], expected, "step {}", step.step);
+        }
+        let forked = tracker
+            .fork(&engine, &def, &id, 1, None, RunOptions::default())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(forked.status, RunStatus::Waiting);
+        assert_eq!(forked.messages, history, "the fork lost the thread");
     }
 
     pub async fn approval_pauses_and_resumes_with_a_decision(backend: Backend) {
