@@ -553,7 +553,9 @@ pub trait ExecutionStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>>;
 
-    /// Node runs of an execution by start time (then node id, iteration, attempt).
+    /// Node runs of an execution by start time, then by the step they were committed in (runs
+    /// started in the same millisecond keep the order they ran in; intents, with no step yet,
+    /// last), then node id, iteration, attempt.
     ///
     /// # Errors
     ///

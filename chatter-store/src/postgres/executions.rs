@@ -580,7 +580,7 @@ impl ExecutionStore for PostgresStore {
         let rows = client
             .query(
                 "SELECT * FROM workflow_node_runs WHERE execution_id = $1
-                 ORDER BY started_at, node_id COLLATE \"C\", iteration, attempt",
+                 ORDER BY started_at, step NULLS LAST, node_id COLLATE \"C\", iteration, attempt",
                 &[&execution_id],
             )
             .await

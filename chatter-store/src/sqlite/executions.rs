@@ -827,7 +827,7 @@ impl ExecutionStore for SqliteStore {
                 "SELECT r.*, e.payload AS ref_payload FROM workflow_node_runs r
                  LEFT JOIN workflow_events e ON e.execution_id = r.execution_id AND e.seq = r.output_seq
                  WHERE r.execution_id = ?1
-                 ORDER BY r.started_at, r.node_id, r.iteration, r.attempt",
+                 ORDER BY r.started_at, r.step IS NULL, r.step, r.node_id, r.iteration, r.attempt",
                 [key],
                 node_run_row,
             )
