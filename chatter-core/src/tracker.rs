@@ -243,6 +243,9 @@ pub trait TrackerObserver: Send + Sync {
     }
 }
 
+/// "No `observe` callback" for the internal run, resume and fork paths.
+const NO_OBSERVER: Option<fn(&Event)> = None;
+
 /// The graph of an execution from the store: the graph recorded on the row (ad-hoc and chat
 /// executions), else its stored definition, else its template generated again with its
 /// recorded parameters.
@@ -446,7 +449,7 @@ impl WorkflowTracker {
         options: RunOptions,
         meta: ExecutionMeta,
     ) -> Result<TrackedRun> {
-        self.run_observed(engine, def, input, options, meta, |_| {})
+        self.run_with(engine, def, input, options, meta, NO_OBSERVER)
             .await
     }
 
@@ -461,9 +464,23 @@ impl WorkflowTracker {
         engine: &Engine,
         def: &WorkflowDefinition,
         input: Value,
-        mut options: RunOptions,
+        options: RunOptions,
         meta: ExecutionMeta,
         observe: F,
+    ) -> Result<TrackedRun> {
+        self.run_with(engine, def, input, options, meta, Some(observe))
+            .await
+    }
+
+    /// [`WorkflowTracker::run_observed`], or [`WorkflowTracker::run`] when `observe` is `None`.
+    async fn run_with<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        input: Value,
+        mut options: RunOptions,
+        meta: ExecutionMeta,
+        observe: Option<F>,
     ) -> Result<TrackedRun> {
         let prepared = engine.prepare(def)?;
         let id = options
@@ -563,8 +580,17 @@ impl WorkflowTracker {
         decision: Option<Decision>,
         options: RunOptions,
     ) -> Result<TrackedRun> {
-        self.resume_observed(engine, def, execution_id, decision, options, |_| {})
-            .await
+        let now = engine.services().clock.now_ms();
+        self.resume_at(
+            engine,
+            def,
+            execution_id,
+            decision,
+            options,
+            NO_OBSERVER,
+            now,
+        )
+        .await
     }
 
     /// As [`WorkflowTracker::resume`], calling `observe` with each new event (those after the
@@ -584,8 +610,16 @@ impl WorkflowTracker {
         observe: F,
     ) -> Result<TrackedRun> {
         let now = engine.services().clock.now_ms();
-        self.resume_at(engine, def, execution_id, decision, options, observe, now)
-            .await
+        self.resume_at(
+            engine,
+            def,
+            execution_id,
+            decision,
+            options,
+            Some(observe),
+            now,
+        )
+        .await
     }
 
     /// [`WorkflowTracker::resume_observed`] with `now` the time wake-up times are compared with.
@@ -597,7 +631,7 @@ impl WorkflowTracker {
         execution_id: &str,
         decision: Option<Decision>,
         mut options: RunOptions,
-        observe: F,
+        observe: Option<F>,
         due: i64,
     ) -> Result<TrackedRun> {
         // Claimed before anything is read: a second resume racing this one is refused here,
@@ -684,7 +718,7 @@ impl WorkflowTracker {
             let outcome = match source.definition_for(&record).await {
                 Ok(def) => {
                     let options = RunOptions::default();
-                    self.resume_at(engine, &def, &record.id, None, options, |_| {}, now)
+                    self.resume_at(engine, &def, &record.id, None, options, NO_OBSERVER, now)
                         .await
                 }
                 Err(error) => Err(error),
@@ -909,7 +943,7 @@ impl WorkflowTracker {
             record.input.clone(),
             options,
             Some(replay),
-            |_| {},
+            NO_OBSERVER,
         )
         .await
     }
@@ -926,7 +960,7 @@ impl WorkflowTracker {
         input: Value,
         mut options: RunOptions,
         replay: Option<Replay>,
-        mut observe: F,
+        mut observe: Option<F>,
     ) -> Result<TrackedRun> {
         let id = record.id.as_str();
         let clock = engine.services().clock.clone();
@@ -946,11 +980,18 @@ impl WorkflowTracker {
             }
         };
         let renewer = self.renew_lease(id, clock.clone());
-        let mut events = handle.subscribe_from(known);
-        while let Some(event) = events.next().await {
-            observe(&event);
-            if let Some(observer) = &self.observer {
-                observer.on_event(record, &event);
+        // Unwatched (no `observe`, no observer), the caller sleeps until the result: a caller
+        // on another thread than the run (a `block_on` from Python or a CLI) is not woken
+        // for each event.
+        if observe.is_some() || self.observer.is_some() {
+            let mut events = handle.subscribe_from(known);
+            while let Some(event) = events.next().await {
+                if let Some(observe) = &mut observe {
+                    observe(&event);
+                }
+                if let Some(observer) = &self.observer {
+                    observer.on_event(record, &event);
+                }
             }
         }
         let result = handle.result().await;

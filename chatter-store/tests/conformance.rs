@@ -59,6 +59,20 @@ where
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+async fn run_sqlite_writer_thread<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = temp_dir();
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    let store = connect_with(&url, options().sqlite_inline_writes(false))
+        .await
+        .unwrap();
+    case(store).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn temp_dir() -> std::path::PathBuf {
     support::temp_dir("chatter-store-test")
 }
@@ -90,6 +104,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() { super::run_sqlite_file(super::cases::$case).await; })*
         }
+        /// Every write through the SQLite writer thread (`inline_writes=false`): the path
+        /// `synchronous=full` takes, and the one a busy connection falls back to.
+        mod sqlite_writer_thread {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::run_sqlite_writer_thread(super::cases::$case).await; })*
+        }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() { super::run_postgres(super::cases::$case).await; })*
@@ -112,6 +132,7 @@ conformance!(
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
     concurrent_failures_leave_other_commits_intact,
+    many_concurrent_executions_commit_every_step,
     events_paging_and_append,
     conversations_and_messages,
     documents_ingestion_and_search,
@@ -1216,6 +1237,67 @@ mod cases {
         assert_eq!(s.list_checkpoints(&run.id).await.unwrap().len(), 8);
         let record = s.get_execution(&run.id).await.unwrap().unwrap();
         assert_eq!((record.last_event_seq, record.step_count), (16, 8));
+    }
+
+    /// 24 executions committing 30 steps each at the same time, on as many tasks: every step
+    /// lands once, in order, whichever caller ends up committing it (on SQLite, callers that
+    /// find the write connection busy are committed in a group by whoever holds it). A step
+    /// left behind in a queue would hang here, so the whole case has a deadline.
+    pub async fn many_concurrent_executions_commit_every_step(s: Arc<dyn Store>) {
+        const EXECUTIONS: usize = 24;
+        const STEPS: i64 = 30;
+        let mut ids = Vec::new();
+        for _ in 0..EXECUTIONS {
+            ids.push(running_execution(&s, "alice").await.id);
+        }
+        let mut tasks = Vec::new();
+        for id in ids.clone() {
+            let s = Arc::clone(&s);
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..STEPS {
+                    let mut st = step(&id, &format!("n{i}"), 1 + (i as usize % 3));
+                    st.node_run.iteration = i;
+                    let receipt = s.commit_step(&st).await.unwrap();
+                    seqs.push((receipt.step, receipt.first_seq, receipt.last_seq));
+                }
+                seqs
+            }));
+        }
+        let all = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            let mut all = Vec::new();
+            for task in tasks {
+                all.push(task.await.unwrap());
+            }
+            all
+        })
+        .await
+        .expect("every concurrent step commit is answered");
+        let events_per_run: i64 = (0..STEPS).map(|i| 1 + i % 3).sum();
+        for (id, seqs) in ids.iter().zip(all) {
+            // Steps numbered 1..=30 and event sequences contiguous, in the order committed.
+            let mut next_seq = 1;
+            for (i, (step, first, last)) in seqs.into_iter().enumerate() {
+                assert_eq!(step, i as i64 + 1);
+                assert_eq!(first, next_seq);
+                assert_eq!(last - first, i as i64 % 3);
+                next_seq = last + 1;
+            }
+            let record = s.get_execution(id).await.unwrap().unwrap();
+            assert_eq!(
+                (record.step_count, record.last_event_seq),
+                (STEPS, events_per_run)
+            );
+            let seqs: Vec<_> = s
+                .list_events(id, 0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(seqs, (1..=events_per_run).collect::<Vec<_>>());
+            assert_eq!(s.list_node_runs(id).await.unwrap().len(), STEPS as usize);
+        }
     }
 
     pub async fn events_paging_and_append(s: Arc<dyn Store>) {

@@ -545,7 +545,7 @@ impl ExecutionStore for SqliteStore {
         self.limits.opt_json("graph", new.graph.as_ref())?;
         let id = self.ids.or_new(new.id)?;
         let now = now_ms();
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
                      input, params, conversation_id, created_at, updated_at, graph)
@@ -633,7 +633,7 @@ impl ExecutionStore for SqliteStore {
             )));
         }
         let key = id.to_owned();
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             let from: Vec<&str> = status.allowed_predecessors().iter().map(|s| s.as_str()).collect();
             let from = serde_json::to_string(&from).unwrap_or_default();
             let updated = query_opt(
@@ -671,7 +671,7 @@ impl ExecutionStore for SqliteStore {
         self.limits.opt_text("error", outcome.error.as_deref())?;
         check_events(&self.limits, &outcome.events)?;
         let key = id.to_owned();
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).db()?;
             let status = outcome.status;
             let from: Vec<&str> = status.allowed_predecessors().iter().map(|s| s.as_str()).collect();
@@ -756,7 +756,7 @@ impl ExecutionStore for SqliteStore {
         if steps.is_empty() {
             return Ok(Vec::new());
         }
-        self.commit_on_writer(steps.to_vec()).await
+        self.commit(steps).await
     }
 
     async fn append_events(
@@ -770,7 +770,7 @@ impl ExecutionStore for SqliteStore {
         }
         let key = execution_id.to_owned();
         let events = events.to_vec();
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .db()?;
@@ -870,7 +870,7 @@ impl ExecutionStore for SqliteStore {
         require("node_run.execution_id", &run.execution_id)?;
         require("node_run.node_id", &run.node_id)?;
         let run = run.clone();
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .db()?;
@@ -917,7 +917,7 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<bool> {
         require("lease owner", owner)?;
         let (key, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             let updated = conn
                 .prepare_cached(
                     "UPDATE workflow_executions SET lease_owner = ?2, lease_expires_at = ?3
@@ -938,7 +938,7 @@ impl ExecutionStore for SqliteStore {
 
     async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
         let (key, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             conn.prepare_cached(
                 "UPDATE workflow_executions SET lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = ?1 AND lease_owner = ?2",
@@ -953,7 +953,7 @@ impl ExecutionStore for SqliteStore {
 
     async fn set_wake_at(&self, id: &str, wake_at: Option<i64>) -> StoreResult<()> {
         let key = id.to_owned();
-        self.write(move |conn| {
+        self.write_short(move |conn| {
             let updated = conn
                 .prepare_cached("UPDATE workflow_executions SET wake_at = ?2 WHERE id = ?1")
                 .db()?

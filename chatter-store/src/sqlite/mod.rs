@@ -1,20 +1,31 @@
 //! The SQLite backend.
 //!
-//! One dedicated writer thread owns the read-write connection and runs boxed closures sent
-//! over a channel, one at a time (so every write transaction is serialised without lock
-//! contention); a small pool of reader threads, each with its own read-only connection, serves
-//! reads concurrently thanks to WAL. Results come back over oneshot channels, so no tokio
-//! worker ever blocks on SQLite. An in-memory database is private to one connection, so an
-//! in-memory store has no readers: the writer thread serves reads too.
+//! One read-write connection serialises every write transaction. A dedicated writer thread
+//! runs the writes sent to it over a channel, one at a time; short writes on the hot path of
+//! an execution (its row, lease and status, and above all its step commits) are run on the
+//! calling thread instead whenever the connection is free, which saves the two thread
+//! wake-ups of a round trip to the writer (two thirds of a durable step on a small VM).
+//! Step commits that find the connection busy wait in a queue, and whoever holds the
+//! connection next commits the queued ones as ONE group (see [`WriteSide`]). A small pool of
+//! reader threads, each with its own read-only connection, serves reads concurrently thanks to
+//! WAL. Results come back over oneshot channels. An in-memory database is private to one
+//! connection, so an in-memory store has no readers: the writer serves reads too.
+//!
+//! Inline writes never wait for the connection (they only `try_lock` it), and they are used
+//! only when a commit does not sync to disk (`synchronous` OFF or NORMAL in WAL mode), so a
+//! tokio worker runs a write of tens of microseconds at most, never an `fsync`. They can be
+//! turned off (`StoreOptions::sqlite_inline_writes`).
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use chatter_core::Error;
 use chatter_core::store::{
-    CacheStats, DefinitionRecord, PoolStats, Store, StoreErrorKind, StoreResult, TemplateRecord,
+    CacheStats, DefinitionRecord, PoolStats, StepCommit, StepReceipt, Store, StoreErrorKind,
+    StoreResult, TemplateRecord,
 };
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
@@ -40,23 +51,154 @@ mod workspaces;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// What the writer thread runs: any closure, or step commits, which it groups.
+/// What the writer thread runs.
 pub(crate) enum WriterJob {
     /// Run a closure.
     Run(Job),
-    /// Commit these steps (one `commit_steps` call) and reply once they are durable.
-    Steps {
-        steps: Vec<chatter_core::store::StepCommit>,
-        reply: oneshot::Sender<StoreResult<Vec<chatter_core::store::StepReceipt>>>,
-    },
+    /// Commit the queued step commits ([`WriteSide::pending`]).
+    Drain,
 }
 
 /// Most step-commit calls grouped into one transaction.
 const MAX_GROUP: usize = 64;
 
+/// A `commit_steps` call waiting for the write connection.
+struct PendingSteps {
+    steps: Vec<StepCommit>,
+    reply: oneshot::Sender<StoreResult<Vec<StepReceipt>>>,
+}
+
+/// The write connection, and the step commits waiting for it.
+///
+/// Whoever holds `conn` commits the waiting step commits before or after its own work, and
+/// after releasing it looks at `pending` once more: anything queued meanwhile (by a caller
+/// whose `try_lock` failed) is handed to the writer thread with [`WriterJob::Drain`], which a
+/// queuing caller also sends itself. So a queued commit is never left behind.
+pub(crate) struct WriteSide {
+    conn: Mutex<Connection>,
+    pending: Mutex<VecDeque<PendingSteps>>,
+}
+
+impl WriteSide {
+    fn new(conn: Connection) -> Self {
+        WriteSide {
+            conn: Mutex::new(conn),
+            pending: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Waits for the connection (the writer thread only).
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // Every use of the connection catches panics, so a poisoned lock only means a panic
+        // was caught while it was held: the connection is still consistent (SQLite rolls back
+        // an unfinished transaction when the next one begins).
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection, when no one holds it.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<PendingSteps>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes up to `max` queued calls, oldest first.
+    fn take(&self, max: usize) -> Vec<PendingSteps> {
+        let mut queue = self.queue();
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.queue().is_empty()
+    }
+
+    /// Commits `own` (when given) and `others` in one transaction, answering `others`;
+    /// returns `own`'s result.
+    fn commit(
+        conn: &mut Connection,
+        own: Option<&[StepCommit]>,
+        others: Vec<PendingSteps>,
+    ) -> Option<StoreResult<Vec<StepReceipt>>> {
+        let mut calls: Vec<&[StepCommit]> = Vec::with_capacity(others.len() + 1);
+        calls.extend(own);
+        calls.extend(others.iter().map(|p| p.steps.as_slice()));
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| executions::commit_group(conn, &calls)))
+                .unwrap_or_else(|_| {
+                    Err(Error::store(
+                        StoreErrorKind::Backend,
+                        "a SQLite step commit panicked",
+                    ))
+                });
+        let mut results: Vec<StoreResult<Vec<StepReceipt>>> = match outcome {
+            Ok(results) => results,
+            Err(e) => calls.iter().map(|_| Err(copy_error(&e))).collect(),
+        };
+        let own_result = own.map(|_| results.remove(0));
+        for (pending, result) in others.into_iter().zip(results) {
+            let _ = pending.reply.send(result);
+        }
+        own_result
+    }
+
+    /// Commits everything queued, in groups, then gives the connection up; commits queued
+    /// after that are taken again as long as the connection is free (the writer thread).
+    fn drain<'a>(&'a self, mut conn: MutexGuard<'a, Connection>) {
+        loop {
+            loop {
+                let group = self.take(MAX_GROUP);
+                if group.is_empty() {
+                    break;
+                }
+                Self::commit(&mut conn, None, group);
+            }
+            drop(conn);
+            if !self.has_pending() {
+                return;
+            }
+            match self.try_lock() {
+                Some(guard) => conn = guard,
+                // Its holder drains (or hands over) after it.
+                None => return,
+            }
+        }
+    }
+}
+
+/// Runs `f` on the connection; a panic becomes a `Backend` error.
+fn guarded<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+        Err(Error::store(
+            StoreErrorKind::Backend,
+            "a SQLite operation panicked",
+        ))
+    })
+}
+
+/// A store error copied for every caller of a failed group.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::Store { kind, message } => Error::store(*kind, message.clone()),
+        other => Error::store(StoreErrorKind::Backend, other.to_string()),
+    }
+}
+
 /// The SQLite store. Build it with [`crate::connect`] or [`SqliteStore::open`].
 pub struct SqliteStore {
     writer: mpsc::Sender<WriterJob>,
+    write_side: Arc<WriteSide>,
+    /// Whether short writes run on the calling thread when the connection is free.
+    inline: bool,
     readers: Option<mpsc::Sender<Job>>,
     reader_count: usize,
     /// Dropping it stops the checkpointer thread.
@@ -190,65 +332,15 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     tx.commit().db()
 }
 
-/// The writer loop. Step commits waiting in the queue are grouped (up to [`MAX_GROUP`] calls)
-/// into ONE transaction, each call in its own savepoint: a failing call rolls back alone, the
-/// others share one commit, and every caller hears back only after that commit. Jobs keep
-/// their order: grouping stops at the first job that is not a step commit.
-fn run_writer(mut conn: Connection, jobs: &mpsc::Receiver<WriterJob>, spin: Duration) {
-    let mut next: Option<WriterJob> = None;
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match recv_spinning(jobs, spin) {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-        };
-        match job {
-            WriterJob::Run(f) => f(&mut conn),
-            WriterJob::Steps { steps, reply } => {
-                let mut group = vec![(steps, reply)];
-                while group.len() < MAX_GROUP {
-                    match jobs.try_recv() {
-                        Ok(WriterJob::Steps { steps, reply }) => group.push((steps, reply)),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let calls: Vec<&[chatter_core::store::StepCommit]> =
-                        group.iter().map(|(steps, _)| steps.as_slice()).collect();
-                    executions::commit_group(&mut conn, &calls)
-                }))
-                .unwrap_or_else(|_| {
-                    Err(Error::store(
-                        StoreErrorKind::Backend,
-                        "a SQLite step commit panicked",
-                    ))
-                });
-                match outcome {
-                    Ok(results) => {
-                        for ((_, reply), result) in group.into_iter().zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        for (_, reply) in group {
-                            let copy = match &e {
-                                Error::Store { kind, message } => {
-                                    Error::store(*kind, message.clone())
-                                }
-                                other => Error::store(StoreErrorKind::Backend, other.to_string()),
-                            };
-                            let _ = reply.send(Err(copy));
-                        }
-                    }
-                }
-            }
+/// The writer thread: runs the closures sent to it, and commits the queued step commits
+/// after each (and on [`WriterJob::Drain`]), grouped.
+fn run_writer(side: &WriteSide, jobs: &mpsc::Receiver<WriterJob>, spin: Duration) {
+    while let Ok(job) = recv_spinning(jobs, spin) {
+        let mut conn = side.lock();
+        if let WriterJob::Run(f) = job {
+            f(&mut conn);
         }
+        side.drain(conn);
     }
 }
 
@@ -317,7 +409,7 @@ impl SqliteStore {
 
     async fn start(path: Option<String>, options: StoreOptions) -> StoreResult<Self> {
         let (writer_tx, writer_rx) = mpsc::channel::<WriterJob>();
-        let (ready_tx, ready_rx) = oneshot::channel::<StoreResult<()>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<StoreResult<Arc<WriteSide>>>();
         let writer_options = options.clone();
         let writer_path = path.clone();
         std::thread::Builder::new()
@@ -361,8 +453,9 @@ impl SqliteStore {
                 })();
                 match opened {
                     Ok(conn) => {
-                        let _ = ready_tx.send(Ok(()));
-                        run_writer(conn, &writer_rx, writer_options.sqlite_commit_spin);
+                        let side = Arc::new(WriteSide::new(conn));
+                        let _ = ready_tx.send(Ok(Arc::clone(&side)));
+                        run_writer(&side, &writer_rx, writer_options.sqlite_commit_spin);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -375,7 +468,12 @@ impl SqliteStore {
                     format!("cannot start the SQLite thread: {e}"),
                 )
             })?;
-        ready_rx.await.map_err(|_| closed())??;
+        let write_side = ready_rx.await.map_err(|_| closed())??;
+        let inline = options.sqlite_inline_writes
+            && matches!(
+                options.sqlite_synchronous,
+                crate::SqliteSynchronous::Off | crate::SqliteSynchronous::Normal
+            );
 
         let mut readers = None;
         let mut reader_count = 0;
@@ -431,6 +529,8 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             writer: writer_tx,
+            write_side,
+            inline,
             readers,
             reader_count,
             _checkpointer: checkpointer,
@@ -449,27 +549,30 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut Connection| {
-            let result =
-                std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-                    Err(Error::store(
-                        StoreErrorKind::Backend,
-                        "a SQLite operation panicked",
-                    ))
-                });
-            let _ = tx.send(result);
+            let _ = tx.send(guarded(conn, f));
         });
         (job, rx)
     }
 
-    /// Sends step commits to the writer, which may group them with other callers'.
-    pub(crate) async fn commit_on_writer(
-        &self,
-        steps: Vec<chatter_core::store::StepCommit>,
-    ) -> StoreResult<Vec<chatter_core::store::StepReceipt>> {
+    /// Commits one `commit_steps` call: on this thread when the write connection is free
+    /// (with the calls queued meanwhile, in one transaction), else queued for whoever holds
+    /// it next, which groups it with the others.
+    pub(crate) async fn commit(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>> {
+        let side = &self.write_side;
+        if self.inline
+            && let Some(mut conn) = side.try_lock()
+        {
+            let others = side.take(MAX_GROUP - 1);
+            let result = WriteSide::commit(&mut conn, Some(steps), others);
+            self.release(conn);
+            return result.unwrap_or_else(|| Err(closed()));
+        }
         let (reply, mut rx) = oneshot::channel();
-        self.writer
-            .send(WriterJob::Steps { steps, reply })
-            .map_err(|_| closed())?;
+        side.queue().push_back(PendingSteps {
+            steps: steps.to_vec(),
+            reply,
+        });
+        self.writer.send(WriterJob::Drain).map_err(|_| closed())?;
         // Spin briefly (yielding the CPU) before parking the task: the commit usually ends
         // within the spin, which saves waking this worker thread (see
         // `StoreOptions::sqlite_commit_spin`).
@@ -488,6 +591,33 @@ impl SqliteStore {
             }
         }
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Gives the write connection up after an inline write; step commits queued meanwhile go
+    /// to the writer thread.
+    fn release(&self, conn: MutexGuard<'_, Connection>) {
+        drop(conn);
+        if self.write_side.has_pending() {
+            let _ = self.writer.send(WriterJob::Drain);
+        }
+    }
+
+    /// Runs a short write (a few statements) on this thread when the write connection is
+    /// free, else on the writer thread. For the writes on an execution's hot path only: a
+    /// long one would hold a tokio worker.
+    pub(crate) async fn write_short<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if self.inline
+            && let Some(mut conn) = self.write_side.try_lock()
+        {
+            let result = guarded(&mut conn, f);
+            self.release(conn);
+            return result;
+        }
+        self.write(f).await
     }
 
     /// Runs `f` on the writer connection.
