@@ -527,33 +527,16 @@ impl WorkflowTracker {
             .await
     }
 
-    /// Creates an execution's row, takes its lease and moves it to `running`; a row that
-    /// cannot be started is marked failed.
+    /// Creates an execution's row, `running` under this worker's lease, in one write. The
+    /// lease is taken with the row: a `running` row without a lease is what `resume_due` takes
+    /// over, so another worker (or this server's resumer) could otherwise start it a second
+    /// time.
     async fn open_row(&self, engine: &Engine, new: NewExecution) -> Result<ExecutionRecord> {
-        let clock = engine.services().clock.clone();
-        let record = self.store.create_execution(new).await?;
-        let id = record.id.as_str();
-        crate::failpoint::hit("tracker.after_create");
-        let now = clock.now_ms();
-        // The lease is taken while the row is still `pending`: a `running` row without a
-        // lease is what `resume_due` takes over, so another worker (or this server's resumer)
-        // could otherwise start it a second time in between.
-        let started = match self
+        let now = engine.services().clock.now_ms();
+        let record = self
             .store
-            .acquire_lease(id, &self.worker_id, now + self.lease_ms, now)
-            .await
-        {
-            Ok(_) => self
-                .store
-                .set_execution_status(id, ExecutionStatus::Running, now)
-                .await
-                .map(|_| ()),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = started {
-            self.abandon(id, &error, clock.now_ms()).await;
-            return Err(error);
-        }
+            .start_execution(new, &self.worker_id, now + self.lease_ms, now)
+            .await?;
         crate::failpoint::hit("tracker.after_running");
         Ok(record)
     }
@@ -1195,20 +1178,7 @@ impl WorkflowTracker {
     async fn abandon(&self, id: &str, error: &Error, at: i64) {
         let _ = self
             .store
-            .complete_execution(
-                id,
-                ExecutionOutcome {
-                    status: ExecutionStatus::Failed,
-                    output: None,
-                    response: None,
-                    error: Some(error.to_string()),
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    cost: 0.0,
-                    finished_at: at,
-                    events: Vec::new(),
-                },
-            )
+            .complete_execution(id, ExecutionOutcome::failed(error, at))
             .await;
     }
 }

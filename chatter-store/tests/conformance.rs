@@ -128,6 +128,7 @@ conformance!(
     commit_step_writes_run_events_and_checkpoints,
     model_steps_read_back_exactly,
     intents_leases_and_resumable_executions,
+    start_execution_is_running_under_its_lease,
     commit_steps_groups_and_is_atomic,
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
@@ -736,6 +737,73 @@ mod cases {
                 .len(),
             6
         );
+    }
+
+    /// `start_execution`: the row is `running` under the lease from the first read, exactly
+    /// as the three calls it replaces leave it; bad input writes nothing.
+    pub async fn start_execution_is_running_under_its_lease(s: Arc<dyn Store>) {
+        let mut new = NewExecution::new("alice", ExecutionKind::Adhoc, json!({"message": "hi"}));
+        new.id = Some("exec-started".into());
+        let row = s.start_execution(new, "w1", 5_000, 1_000).await.unwrap();
+        assert_eq!(row.id, "exec-started");
+        assert_eq!(row.status, ExecutionStatus::Running);
+        assert_eq!(
+            (row.lease_owner.as_deref(), row.lease_expires_at),
+            (Some("w1"), Some(5_000))
+        );
+        assert_eq!((row.started_at, row.updated_at), (Some(1_000), 1_000));
+        assert_eq!(s.get_execution(&row.id).await.unwrap().unwrap(), row);
+        // Another worker cannot take it before the lease ends; then it is due.
+        assert!(!s.acquire_lease(&row.id, "w2", 6_000, 4_999).await.unwrap());
+        assert!(s.list_resumable(4_999, 10).await.unwrap().is_empty());
+        assert_eq!(s.list_resumable(5_001, 10).await.unwrap().len(), 1);
+        // It goes on like any running execution.
+        let done = s
+            .complete_execution(&row.id, outcome(ExecutionStatus::Completed))
+            .await
+            .unwrap();
+        assert_eq!(done.lease_owner, None);
+
+        // Bad input: nothing written.
+        let mut again = NewExecution::new("alice", ExecutionKind::Adhoc, json!({}));
+        again.id = Some("exec-started".into());
+        assert_eq!(
+            kind(
+                &s.start_execution(again, "w1", 5_000, 1_000)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::Conflict)
+        );
+        let mut no_owner = NewExecution::new("alice", ExecutionKind::Adhoc, json!({}));
+        no_owner.id = Some("exec-no-lease-owner".into());
+        assert_eq!(
+            kind(
+                &s.start_execution(no_owner, "", 5_000, 1_000)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::InvalidInput)
+        );
+        let mut missing = NewExecution::new("alice", ExecutionKind::Definition, json!({}));
+        missing.id = Some("exec-missing-definition".into());
+        missing.definition_id = Some("no-such-definition".into());
+        assert_eq!(
+            kind(
+                &s.start_execution(missing, "w1", 5_000, 1_000)
+                    .await
+                    .unwrap_err()
+            ),
+            Some(StoreErrorKind::NotFound)
+        );
+        for id in ["exec-no-lease-owner", "exec-missing-definition"] {
+            assert!(s.get_execution(id).await.unwrap().is_none(), "{id}");
+        }
+        let all = s
+            .list_executions(&ExecutionFilter::default(), Page::default())
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1);
     }
 
     pub async fn intents_leases_and_resumable_executions(s: Arc<dyn Store>) {

@@ -413,6 +413,24 @@ pub struct ExecutionOutcome {
     pub events: Vec<NewEvent>,
 }
 
+impl ExecutionOutcome {
+    /// An execution that failed with `error` at `finished_at` (ms) before it produced
+    /// anything: no output, no usage, no events.
+    pub fn failed(error: &crate::Error, finished_at: i64) -> ExecutionOutcome {
+        ExecutionOutcome {
+            status: ExecutionStatus::Failed,
+            output: None,
+            response: None,
+            error: Some(error.to_string()),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost: 0.0,
+            finished_at,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// Which ended executions [`ExecutionStore::apply_retention`] deletes. Rules combine: an ended
 /// execution is deleted when any rule says so. Running and waiting executions are never deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -456,6 +474,42 @@ pub trait ExecutionStore: Send + Sync {
     /// `InvalidInput` for an empty owner, `PayloadTooLarge`, `Conflict` for a duplicate id,
     /// `NotFound` when the definition/template/conversation does not exist.
     async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord>;
+
+    /// Records a new execution already `running` (started at `at`, ms) under the lease of
+    /// `lease_owner` until `lease_until`: what [`ExecutionStore::create_execution`],
+    /// [`ExecutionStore::acquire_lease`] and [`ExecutionStore::set_execution_status`] to
+    /// `running` do in turn, so a run starts with one write. The SQLite and Postgres stores
+    /// write it in one statement (all or nothing); this default makes the three calls and,
+    /// when a later one fails, marks the new row failed.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExecutionStore::create_execution`]; `InvalidInput` for an empty lease owner.
+    async fn start_execution(
+        &self,
+        new: NewExecution,
+        lease_owner: &str,
+        lease_until: i64,
+        at: i64,
+    ) -> StoreResult<ExecutionRecord> {
+        let record = self.create_execution(new).await?;
+        let started = match self
+            .acquire_lease(&record.id, lease_owner, lease_until, at)
+            .await
+        {
+            Ok(_) => {
+                self.set_execution_status(&record.id, ExecutionStatus::Running, at)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &started {
+            let _ = self
+                .complete_execution(&record.id, ExecutionOutcome::failed(error, at))
+                .await;
+        }
+        started
+    }
 
     /// Reads an execution.
     ///

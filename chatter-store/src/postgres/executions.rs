@@ -285,21 +285,36 @@ fn predecessors(status: ExecutionStatus) -> Vec<&'static str> {
         .collect()
 }
 
-#[async_trait]
-impl ExecutionStore for PostgresStore {
-    async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
+impl PostgresStore {
+    /// Inserts an execution row: `pending`, or with `start` (lease owner, lease end, start
+    /// time) `running` under that lease.
+    async fn insert_execution(
+        &self,
+        new: NewExecution,
+        start: Option<(&str, i64, i64)>,
+    ) -> StoreResult<ExecutionRecord> {
         require("owner_id", &new.owner_id)?;
         self.limits.json("input", &new.input)?;
         self.limits.json("params", &new.params)?;
         self.limits.opt_json("graph", new.graph.as_ref())?;
         let id = self.ids.or_new(new.id)?;
         let now = now_ms();
+        let status = if start.is_some() {
+            ExecutionStatus::Running
+        } else {
+            ExecutionStatus::Pending
+        };
+        let (lease_owner, lease_until, started_at) = match start {
+            Some((owner, until, at)) => (Some(owner), Some(until), Some(at)),
+            None => (None, None, None),
+        };
         let client = self.client().await?;
         let row = client
             .query_one(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status, input, params,
-                     conversation_id, created_at, updated_at, graph)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $9, $10) RETURNING *",
+                     conversation_id, created_at, updated_at, graph, lease_owner, lease_expires_at, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $15, $10, $12, $13, $14)
+                 RETURNING *",
                 &[
                     &id,
                     &new.owner_id,
@@ -311,6 +326,11 @@ impl ExecutionStore for PostgresStore {
                     &new.conversation_id,
                     &now,
                     &new.graph,
+                    &status.as_str(),
+                    &lease_owner,
+                    &lease_until,
+                    &started_at,
+                    &started_at.unwrap_or(now),
                 ],
             )
             .await
@@ -324,6 +344,25 @@ impl ExecutionStore for PostgresStore {
                 _ => e,
             })?;
         execution_row(&row)
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for PostgresStore {
+    async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
+        self.insert_execution(new, None).await
+    }
+
+    async fn start_execution(
+        &self,
+        new: NewExecution,
+        lease_owner: &str,
+        lease_until: i64,
+        at: i64,
+    ) -> StoreResult<ExecutionRecord> {
+        require("lease owner", lease_owner)?;
+        self.insert_execution(new, Some((lease_owner, lease_until, at)))
+            .await
     }
 
     async fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {

@@ -536,20 +536,36 @@ pub(crate) fn commit_group(
     Ok(results)
 }
 
-#[async_trait]
-impl ExecutionStore for SqliteStore {
-    async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
+impl SqliteStore {
+    /// Inserts an execution row: `pending`, or with `start` (lease owner, lease end, start
+    /// time) `running` under that lease.
+    async fn insert_execution(
+        &self,
+        new: NewExecution,
+        start: Option<(String, i64, i64)>,
+    ) -> StoreResult<ExecutionRecord> {
         require("owner_id", &new.owner_id)?;
         self.limits.json("input", &new.input)?;
         self.limits.json("params", &new.params)?;
         self.limits.opt_json("graph", new.graph.as_ref())?;
         let id = self.ids.or_new(new.id)?;
         let now = now_ms();
+        let status = if start.is_some() {
+            ExecutionStatus::Running
+        } else {
+            ExecutionStatus::Pending
+        };
+        let (lease_owner, lease_until, started_at) = match start {
+            Some((owner, until, at)) => (Some(owner), Some(until), Some(at)),
+            None => (None, None, None),
+        };
         self.write_short(move |conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
-                     input, params, conversation_id, created_at, updated_at, graph)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?10) RETURNING {COLUMNS}"
+                     input, params, conversation_id, created_at, updated_at, graph, lease_owner,
+                     lease_expires_at, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14)
+                 RETURNING {COLUMNS}"
             ))
             .db()?
             .query_row(
@@ -563,7 +579,12 @@ impl ExecutionStore for SqliteStore {
                     to_json_text(&object_or_empty(new.params)),
                     new.conversation_id,
                     now,
-                    new.graph.as_ref().map(to_json_text)
+                    new.graph.as_ref().map(to_json_text),
+                    status.as_str(),
+                    lease_owner,
+                    lease_until,
+                    started_at,
+                    started_at.unwrap_or(now)
                 ],
                 execution_row,
             )
@@ -580,6 +601,25 @@ impl ExecutionStore for SqliteStore {
             })
         })
         .await
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for SqliteStore {
+    async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
+        self.insert_execution(new, None).await
+    }
+
+    async fn start_execution(
+        &self,
+        new: NewExecution,
+        lease_owner: &str,
+        lease_until: i64,
+        at: i64,
+    ) -> StoreResult<ExecutionRecord> {
+        require("lease owner", lease_owner)?;
+        self.insert_execution(new, Some((lease_owner.to_owned(), lease_until, at)))
+            .await
     }
 
     async fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {
