@@ -488,52 +488,16 @@ fn commit_one(
 }
 
 /// Writes the steps of one `commit_steps` call (inside the caller's transaction).
-fn commit_call(conn: &Connection, steps: &[StepCommit], now: i64) -> StoreResult<Vec<StepReceipt>> {
+pub(crate) fn commit_call(
+    conn: &Connection,
+    steps: &[StepCommit],
+    now: i64,
+) -> StoreResult<Vec<StepReceipt>> {
     let plan = CallPlan::new(steps);
     let mut first_seqs = Vec::with_capacity(steps.len());
     (0..steps.len())
         .map(|index| commit_one(conn, steps, index, &plan, &mut first_seqs, now))
         .collect()
-}
-
-/// Commits a group of `commit_steps` calls in ONE transaction, each call in its own savepoint
-/// (all of a call's steps or none of them); returns each call's result. An error here means
-/// the transaction itself failed and nothing was written.
-pub(crate) fn commit_group(
-    conn: &mut Connection,
-    calls: &[&[StepCommit]],
-) -> StoreResult<Vec<StoreResult<Vec<StepReceipt>>>> {
-    let now = now_ms();
-    let mut tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .db()?;
-    if let [steps] = calls {
-        // One call: the transaction is its all-or-nothing, no savepoint needed (two fewer
-        // statements per step in the common case of one execution committing alone).
-        let receipts = commit_call(&tx, steps, now);
-        if receipts.is_err() {
-            tx.rollback().db()?;
-            return Ok(vec![receipts]);
-        }
-        chatter_core::failpoint::hit("sqlite.before_commit");
-        tx.commit().db()?;
-        chatter_core::failpoint::hit("sqlite.after_commit");
-        return Ok(vec![receipts]);
-    }
-    let mut results = Vec::with_capacity(calls.len());
-    for steps in calls {
-        let savepoint = tx.savepoint().db()?;
-        let receipts = commit_call(&savepoint, steps, now);
-        if receipts.is_ok() {
-            savepoint.commit().db()?;
-        }
-        // Dropping an uncommitted savepoint rolls it back.
-        results.push(receipts);
-    }
-    chatter_core::failpoint::hit("sqlite.before_commit");
-    tx.commit().db()?;
-    chatter_core::failpoint::hit("sqlite.after_commit");
-    Ok(results)
 }
 
 impl SqliteStore {
@@ -712,13 +676,14 @@ impl ExecutionStore for SqliteStore {
         check_events(&self.limits, &outcome.events)?;
         let key = id.to_owned();
         self.write_short(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).db()?;
+            // Inside the transaction of the group this write is part of.
+            let tx = conn;
             let status = outcome.status;
             let from: Vec<&str> = status.allowed_predecessors().iter().map(|s| s.as_str()).collect();
             let from = serde_json::to_string(&from).unwrap_or_default();
             let count = outcome.events.len() as i64;
             let updated = query_opt(
-                &tx,
+                tx,
                 &format!(
                     "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
                          prompt_tokens = ?6, completion_tokens = ?7, total_tokens = ?6 + ?7, cost = ?8,
@@ -743,9 +708,9 @@ impl ExecutionStore for SqliteStore {
                 execution_row,
             )?;
             let Some(record) = updated else {
-                return Err(explain_no_row(&tx, &key, Some(status)));
+                return Err(explain_no_row(tx, &key, Some(status)));
             };
-            insert_events(&tx, &key, record.last_event_seq - count + 1, &outcome.events)?;
+            insert_events(tx, &key, record.last_event_seq - count + 1, &outcome.events)?;
             if let Some(template_id) = &record.template_id {
                 let success = i64::from(status == ExecutionStatus::Completed);
                 tx.prepare_cached(
@@ -772,7 +737,6 @@ impl ExecutionStore for SqliteStore {
                 ])
                 .db()?;
             }
-            tx.commit().db()?;
             Ok(record)
         })
         .await
@@ -811,13 +775,11 @@ impl ExecutionStore for SqliteStore {
         let key = execution_id.to_owned();
         let events = events.to_vec();
         self.write_short(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .db()?;
-            let (last_seq, _) = reserve(&tx, &key, events.len(), false, now_ms())?;
+            // Inside the transaction of the group this write is part of.
+            let tx = conn;
+            let (last_seq, _) = reserve(tx, &key, events.len(), false, now_ms())?;
             let first_seq = last_seq - events.len() as i64 + 1;
-            insert_events(&tx, &key, first_seq, &events)?;
-            tx.commit().db()?;
+            insert_events(tx, &key, first_seq, &events)?;
             Ok((first_seq..=last_seq).collect())
         })
         .await
@@ -911,10 +873,9 @@ impl ExecutionStore for SqliteStore {
         require("node_run.node_id", &run.node_id)?;
         let run = run.clone();
         self.write_short(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .db()?;
-            match status_of(&tx, &run.execution_id)? {
+            // Inside the transaction of the group this write is part of.
+            let tx = conn;
+            match status_of(tx, &run.execution_id)? {
                 None => return Err(not_found("execution", &run.execution_id)),
                 Some(status) if status.is_terminal() => {
                     return Err(conflict(format!(
@@ -942,7 +903,6 @@ impl ExecutionStore for SqliteStore {
                 run.idempotency_key
             ])
             .db()?;
-            tx.commit().db()?;
             Ok(())
         })
         .await

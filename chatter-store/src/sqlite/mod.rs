@@ -55,28 +55,52 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub(crate) enum WriterJob {
     /// Run a closure.
     Run(Job),
-    /// Commit the queued step commits ([`WriteSide::pending`]).
+    /// Run the queued short writes ([`WriteSide::pending`]).
     Drain,
 }
 
-/// Most step-commit calls grouped into one transaction.
+/// Most queued writes grouped into one transaction.
 const MAX_GROUP: usize = 64;
 
-/// A `commit_steps` call waiting for the write connection.
-struct PendingSteps {
-    steps: Vec<StepCommit>,
-    reply: oneshot::Sender<StoreResult<Vec<StepReceipt>>>,
+/// What a grouped write answers once its transaction's fate is known: `None` when it
+/// committed, else the error that rolled the whole transaction back.
+type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// A short write waiting for the write connection. It runs inside the group's transaction
+/// (in its own savepoint when the group has several) and returns whether it succeeded, and
+/// its answer, sent once the transaction committed or failed.
+type PendingWrite = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// A write run by whoever holds the connection, answered through `reply`.
+fn pending_write<T, F>(f: F, reply: oneshot::Sender<StoreResult<T>>) -> PendingWrite
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    Box::new(move |conn: &Connection| {
+        let result = guarded(conn, f);
+        let ok = result.is_ok();
+        let answer: Reply = Box::new(move |failure: Option<&Error>| {
+            let _ = reply.send(match failure {
+                Some(error) if ok => Err(copy_error(error)),
+                _ => result,
+            });
+        });
+        (ok, answer)
+    })
 }
 
-/// The write connection, and the step commits waiting for it.
+/// The write connection, and the short writes waiting for it.
 ///
-/// Whoever holds `conn` commits the waiting step commits before or after its own work, and
-/// after releasing it looks at `pending` once more: anything queued meanwhile (by a caller
-/// whose `try_lock` failed) is handed to the writer thread with [`WriterJob::Drain`], which a
-/// queuing caller also sends itself. So a queued commit is never left behind.
+/// Whoever holds `conn` runs the waiting writes with its own, in ONE transaction, and after
+/// releasing it looks at `pending` once more: anything queued meanwhile (by a caller whose
+/// `try_lock` failed) is handed to the writer thread with [`WriterJob::Drain`], which a
+/// queuing caller also sends itself. So a queued write is never left behind. Grouping is what
+/// keeps a busy server's commits few: concurrent executions' rows and steps share pages, and a
+/// group writes each page once.
 pub(crate) struct WriteSide {
     conn: Mutex<Connection>,
-    pending: Mutex<VecDeque<PendingSteps>>,
+    pending: Mutex<VecDeque<PendingWrite>>,
 }
 
 impl WriteSide {
@@ -104,12 +128,12 @@ impl WriteSide {
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, VecDeque<PendingSteps>> {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<PendingWrite>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes up to `max` queued calls, oldest first.
-    fn take(&self, max: usize) -> Vec<PendingSteps> {
+    /// Takes up to `max` queued writes, oldest first.
+    fn take(&self, max: usize) -> Vec<PendingWrite> {
         let mut queue = self.queue();
         let n = queue.len().min(max);
         queue.drain(..n).collect()
@@ -119,37 +143,73 @@ impl WriteSide {
         !self.queue().is_empty()
     }
 
-    /// Commits `own` (when given) and `others` in one transaction, answering `others`;
-    /// returns `own`'s result.
-    fn commit(
+    /// Runs `own` (when given; it returns whether it succeeded) and `others` in ONE
+    /// transaction, each in its own savepoint when there are several (a failing write rolls
+    /// back alone), then commits and answers `others`. A lone write needs no savepoint: the
+    /// transaction is its all-or-nothing. `Err` when the transaction itself failed: then
+    /// nothing was written, and `others` were told so.
+    fn run_group(
         conn: &mut Connection,
-        own: Option<&[StepCommit]>,
-        others: Vec<PendingSteps>,
-    ) -> Option<StoreResult<Vec<StepReceipt>>> {
-        let mut calls: Vec<&[StepCommit]> = Vec::with_capacity(others.len() + 1);
-        calls.extend(own);
-        calls.extend(others.iter().map(|p| p.steps.as_slice()));
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| executions::commit_group(conn, &calls)))
-                .unwrap_or_else(|_| {
-                    Err(Error::store(
-                        StoreErrorKind::Backend,
-                        "a SQLite step commit panicked",
-                    ))
-                });
-        let mut results: Vec<StoreResult<Vec<StepReceipt>>> = match outcome {
-            Ok(results) => results,
-            Err(e) => calls.iter().map(|_| Err(copy_error(&e))).collect(),
-        };
-        let own_result = own.map(|_| results.remove(0));
-        for (pending, result) in others.into_iter().zip(results) {
-            let _ = pending.reply.send(result);
+        own: Option<&mut dyn FnMut(&Connection) -> bool>,
+        others: Vec<PendingWrite>,
+    ) -> StoreResult<()> {
+        let mut replies: Vec<Reply> = Vec::with_capacity(others.len());
+        let outcome = Self::transact(conn, own, others, &mut replies);
+        let failure = outcome.as_ref().err();
+        for reply in replies {
+            reply(failure);
         }
-        own_result
+        outcome
     }
 
-    /// Commits everything queued, in groups, then gives the connection up; commits queued
-    /// after that are taken again as long as the connection is free (the writer thread).
+    fn transact(
+        conn: &mut Connection,
+        own: Option<&mut dyn FnMut(&Connection) -> bool>,
+        others: Vec<PendingWrite>,
+        replies: &mut Vec<Reply>,
+    ) -> StoreResult<()> {
+        let mut tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .db()?;
+        if own.is_some() as usize + others.len() == 1 {
+            let ok = match own {
+                Some(own) => own(&tx),
+                None => {
+                    let mut others = others;
+                    let (ok, reply) = (others.remove(0))(&tx);
+                    replies.push(reply);
+                    ok
+                }
+            };
+            if !ok {
+                // Its answer is its own error; nothing of it stays.
+                return tx.rollback().db();
+            }
+        } else {
+            if let Some(own) = own {
+                let savepoint = tx.savepoint().db()?;
+                if own(&savepoint) {
+                    savepoint.commit().db()?;
+                }
+            }
+            for write in others {
+                let savepoint = tx.savepoint().db()?;
+                let (ok, reply) = write(&savepoint);
+                replies.push(reply);
+                if ok {
+                    savepoint.commit().db()?;
+                }
+                // Dropping an uncommitted savepoint rolls it back.
+            }
+        }
+        chatter_core::failpoint::hit("sqlite.before_commit");
+        tx.commit().db()?;
+        chatter_core::failpoint::hit("sqlite.after_commit");
+        Ok(())
+    }
+
+    /// Runs everything queued, in groups, then gives the connection up; writes queued after
+    /// that are taken again as long as the connection is free (the writer thread).
     fn drain<'a>(&'a self, mut conn: MutexGuard<'a, Connection>) {
         loop {
             loop {
@@ -157,7 +217,7 @@ impl WriteSide {
                 if group.is_empty() {
                     break;
                 }
-                Self::commit(&mut conn, None, group);
+                let _ = Self::run_group(&mut conn, None, group);
             }
             drop(conn);
             if !self.has_pending() {
@@ -173,16 +233,12 @@ impl WriteSide {
 }
 
 /// Runs `f` on the connection; a panic becomes a `Backend` error.
-fn guarded<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&mut Connection) -> StoreResult<T>,
-) -> StoreResult<T> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-        Err(Error::store(
-            StoreErrorKind::Backend,
-            "a SQLite operation panicked",
-        ))
-    })
+fn guarded<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| Err(panicked()))
+}
+
+fn panicked() -> Error {
+    Error::store(StoreErrorKind::Backend, "a SQLite operation panicked")
 }
 
 /// A store error copied for every caller of a failed group.
@@ -549,29 +605,83 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut Connection| {
-            let _ = tx.send(guarded(conn, f));
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(panicked()));
+            let _ = tx.send(result);
         });
         (job, rx)
     }
 
-    /// Commits one `commit_steps` call: on this thread when the write connection is free
-    /// (with the calls queued meanwhile, in one transaction), else queued for whoever holds
-    /// it next, which groups it with the others.
+    /// Commits one `commit_steps` call as a short write ([`SqliteStore::write_short`]); run
+    /// on this thread, it reads the steps where they are (no copy).
     pub(crate) async fn commit(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>> {
-        let side = &self.write_side;
         if self.inline
-            && let Some(mut conn) = side.try_lock()
+            && let Some(conn) = self.write_side.try_lock()
         {
-            let others = side.take(MAX_GROUP - 1);
-            let result = WriteSide::commit(&mut conn, Some(steps), others);
-            self.release(conn);
-            return result.unwrap_or_else(|| Err(closed()));
+            return self.run_inline(conn, |conn| {
+                executions::commit_call(conn, steps, crate::common::now_ms())
+            });
         }
+        let steps = steps.to_vec();
+        self.queue_write(move |conn| executions::commit_call(conn, &steps, crate::common::now_ms()))
+            .await
+    }
+
+    /// Runs a short write (a few statements, no transaction of its own: it runs inside one)
+    /// on this thread when the write connection is free, with the writes queued meanwhile in
+    /// the same transaction; else queues it for whoever holds the connection next, which
+    /// groups it with the others. For the writes on an execution's hot path only: a long one
+    /// would hold a tokio worker.
+    pub(crate) async fn write_short<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if self.inline
+            && let Some(conn) = self.write_side.try_lock()
+        {
+            return self.run_inline(conn, f);
+        }
+        self.queue_write(f).await
+    }
+
+    /// Runs `f` and up to `MAX_GROUP - 1` queued writes in one transaction on this thread.
+    fn run_inline<T>(
+        &self,
+        mut conn: MutexGuard<'_, Connection>,
+        f: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let others = self.write_side.take(MAX_GROUP - 1);
+        let mut f = Some(f);
+        let mut result: Option<StoreResult<T>> = None;
+        let mut own = |conn: &Connection| {
+            let outcome = match f.take() {
+                Some(f) => guarded(conn, f),
+                None => Err(closed()),
+            };
+            let ok = outcome.is_ok();
+            result = Some(outcome);
+            ok
+        };
+        let group = WriteSide::run_group(&mut conn, Some(&mut own), others);
+        self.release(conn);
+        match (group, result) {
+            // The write's own answer, unless the transaction around it failed.
+            (Ok(()), Some(result)) | (Err(_), Some(result @ Err(_))) => result,
+            (Err(error), _) => Err(error),
+            (Ok(()), None) => Err(closed()),
+        }
+    }
+
+    /// Queues a short write for whoever holds the connection next (the writer thread is
+    /// told), and waits for its answer.
+    async fn queue_write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, mut rx) = oneshot::channel();
-        side.queue().push_back(PendingSteps {
-            steps: steps.to_vec(),
-            reply,
-        });
+        self.write_side.queue().push_back(pending_write(f, reply));
         self.writer.send(WriterJob::Drain).map_err(|_| closed())?;
         // Spin briefly (yielding the CPU) before parking the task: the commit usually ends
         // within the spin, which saves waking this worker thread (see
@@ -593,31 +703,13 @@ impl SqliteStore {
         rx.await.map_err(|_| closed())?
     }
 
-    /// Gives the write connection up after an inline write; step commits queued meanwhile go
-    /// to the writer thread.
+    /// Gives the write connection up after an inline write; writes queued meanwhile go to
+    /// the writer thread.
     fn release(&self, conn: MutexGuard<'_, Connection>) {
         drop(conn);
         if self.write_side.has_pending() {
             let _ = self.writer.send(WriterJob::Drain);
         }
-    }
-
-    /// Runs a short write (a few statements) on this thread when the write connection is
-    /// free, else on the writer thread. For the writes on an execution's hot path only: a
-    /// long one would hold a tokio worker.
-    pub(crate) async fn write_short<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
-    {
-        if self.inline
-            && let Some(mut conn) = self.write_side.try_lock()
-        {
-            let result = guarded(&mut conn, f);
-            self.release(conn);
-            return result;
-        }
-        self.write(f).await
     }
 
     /// Runs `f` on the writer connection.
