@@ -93,6 +93,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "compact_steps",
         sql: include_str!("../migrations/sqlite/0008_compact_steps.sql"),
     },
+    Migration {
+        version: 9,
+        name: "lean_execution_indexes",
+        sql: include_str!("../migrations/sqlite/0009_lean_execution_indexes.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -136,6 +141,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "compact_steps",
         sql: include_str!("../migrations/postgres/0008_compact_steps.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "lean_execution_indexes",
+        sql: include_str!("../migrations/postgres/0009_lean_execution_indexes.sql"),
     },
 ];
 
