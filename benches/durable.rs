@@ -8,7 +8,8 @@
 //! chain run in memory (no store) is measured in the same run, alternating with the durable
 //! run, and the paired medians are printed with their ratio. Also `async` and `exit` on
 //! SQLite for comparison. Targets: SQLite ≤ 50 µs, Postgres ≤ 2.5 ms per step.
-//! `CHATTER_BENCH_SQLITE_PARAMS` adds SQLite URL parameters (e.g. `commit_spin_us=0`).
+//! `CHATTER_BENCH_SQLITE_PARAMS` adds SQLite URL parameters (e.g. `inline_writes=false`, every
+//! write through the writer thread, or `commit_spin_us=150`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -298,6 +298,7 @@ impl GraphSource for StoreGraphSource {
             if let Value::Object(map) = &mut params {
                 map.remove("fork");
                 map.remove(HISTORY_PARAM);
+                map.remove(GRAPH_DIGEST_PARAM);
             }
             return spec.generate(&spec.merge_params(&params)?);
         }
@@ -500,15 +501,26 @@ impl WorkflowTracker {
         // The thread's earlier messages are part of the starting state: a resume, the steps
         // listing and a fork start from them too.
         let mut params = meta.params;
+        let mut extra = Vec::new();
         if !options.history.is_empty() {
+            extra.push((
+                HISTORY_PARAM,
+                serde_json::to_value(&options.history).unwrap_or(Value::Null),
+            ));
+        }
+        // A graph read again from its source on resume (a stored definition, a template) must
+        // be the one this run started with: its digest is recorded to check it.
+        if graph.is_none() {
+            extra.push((GRAPH_DIGEST_PARAM, Value::String(graph_digest(def))));
+        }
+        if !extra.is_empty() {
             if !params.is_object() {
                 params = Value::Object(Map::new());
             }
             if let Value::Object(map) = &mut params {
-                map.insert(
-                    HISTORY_PARAM.to_owned(),
-                    serde_json::to_value(&options.history).unwrap_or(Value::Null),
-                );
+                for (key, value) in extra {
+                    map.insert(key.to_owned(), value);
+                }
             }
         }
         let new = NewExecution {
@@ -629,6 +641,7 @@ impl WorkflowTracker {
                 ),
             });
         }
+        same_graph(&record, def)?;
         let prepared = engine.prepare(def)?;
         let clock = engine.services().clock.clone();
         let now = clock.now_ms();
@@ -861,6 +874,7 @@ impl WorkflowTracker {
                 ),
             });
         }
+        same_graph(&record, def)?;
         let prepared = engine.prepare(def)?;
         let runs = self.store.list_node_runs(execution_id).await?;
         let deltas = self.deltas_of(execution_id).await?;
@@ -1195,9 +1209,76 @@ fn approval_config(
     crate::nodes::ApprovalConfig::from_spec(spec)
 }
 
-/// A fork's edits as recorded in its parameters.
 /// The key of an execution's `params` holding the thread history it started with.
 const HISTORY_PARAM: &str = "history";
+
+/// The key of an execution's `params` holding the digest of the graph it started with, when
+/// that graph is read again from its source on resume (a stored definition, a template).
+const GRAPH_DIGEST_PARAM: &str = "graph_digest";
+
+/// A stable digest of a graph: FNV-1a (64 bits) over its JSON form with every object's keys
+/// in sorted order (a store may give them back in another order: Postgres `jsonb`), as 16
+/// hex digits.
+fn graph_digest(def: &WorkflowDefinition) -> String {
+    fn feed(hash: &mut u64, bytes: &[u8]) {
+        for byte in bytes {
+            *hash = (*hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn walk(hash: &mut u64, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                feed(hash, b"{");
+                for key in keys {
+                    feed(hash, Value::String(key.clone()).to_string().as_bytes());
+                    feed(hash, b":");
+                    walk(hash, &map[key]);
+                    feed(hash, b",");
+                }
+                feed(hash, b"}");
+            }
+            Value::Array(items) => {
+                feed(hash, b"[");
+                for item in items {
+                    walk(hash, item);
+                    feed(hash, b",");
+                }
+                feed(hash, b"]");
+            }
+            scalar => feed(hash, scalar.to_string().as_bytes()),
+        }
+    }
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    walk(&mut hash, &def.to_value());
+    format!("{hash:016x}")
+}
+
+/// Refuses to resume or fork an execution on a graph other than the one it started with
+/// (its definition or template was edited since): its recorded steps would be replayed
+/// against other nodes.
+fn same_graph(record: &ExecutionRecord, def: &WorkflowDefinition) -> Result<()> {
+    match record
+        .params
+        .get(GRAPH_DIGEST_PARAM)
+        .and_then(Value::as_str)
+    {
+        Some(digest) if digest != graph_digest(def) => Err(Error::InvalidInput {
+            message: format!(
+                "execution `{}` started on another version of its {}; its steps cannot be \
+                 replayed on the graph it has now",
+                record.id,
+                if record.template_id.is_some() {
+                    "template"
+                } else {
+                    "definition"
+                }
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// The thread history an execution started with (recorded in its `params`), oldest first.
 fn history_of(record: &ExecutionRecord) -> Result<Vec<Message>> {
@@ -1212,6 +1293,7 @@ fn history_of(record: &ExecutionRecord) -> Result<Vec<Message>> {
     }
 }
 
+/// A fork's edits as recorded in its parameters.
 fn fork_edits(params: &Value) -> Result<Option<(usize, StateDelta)>> {
     let Some(fork) = params.get("fork") else {
         return Ok(None);

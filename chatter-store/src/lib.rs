@@ -109,8 +109,10 @@ pub struct StoreOptions {
     /// commits) run on the calling thread when the write connection is free, instead of a
     /// round trip to the writer thread: about twice as fast per durable step. Only when
     /// `sqlite_synchronous` is `Off` or `Normal`, where a WAL commit does not sync to disk;
-    /// with `Full`/`Extra` every write goes to the writer thread. Default `true`; URL
-    /// parameter `inline_writes=false`.
+    /// with `Full`/`Extra` every write goes to the writer thread. When another process
+    /// writes the same database file, a write waiting for its lock (up to
+    /// `sqlite_busy_timeout`) would hold a tokio worker meanwhile: turn this off there.
+    /// Default `true`; URL parameter `inline_writes=false`.
     pub sqlite_inline_writes: bool,
     /// Postgres pool size. Default 16.
     pub pg_pool_size: usize,

@@ -21,7 +21,9 @@ use chatter_core::engine::{
     DurabilityMode, Engine, ExecutionStatus as RunStatus, Node, NodeContext, NodeOutput, RunOptions,
 };
 use chatter_core::store::*;
-use chatter_core::tracker::{Decision, ExecutionMeta, StoreGraphSource, WorkflowTracker};
+use chatter_core::tracker::{
+    Decision, ExecutionMeta, GraphSource, StoreGraphSource, WorkflowTracker,
+};
 use chatter_core::{Error, Message, NodeSpec, StateDelta, VariableOp, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
@@ -110,6 +112,7 @@ on_every_backend!(
     every_durability_mode_records_the_same_steps,
     retention_deletes_only_ended_executions,
     thread_history_survives_a_pause_the_steps_and_a_fork,
+    an_edited_definition_is_not_resumed_or_forked,
 );
 
 fn now_ms() -> i64 {
@@ -574,6 +577,115 @@ mod cases {
             .unwrap();
         assert_eq!(forked.status, RunStatus::Waiting);
         assert_eq!(forked.messages, history, "the fork lost the thread");
+    }
+
+    /// An execution of a stored definition resumes on the definition read again from the
+    /// store: once the definition is edited, resuming (or forking) it is refused with a clear
+    /// error and nothing changes; the original graph back, it resumes.
+    pub async fn an_edited_definition_is_not_resumed_or_forked(backend: Backend) {
+        let s = backend.connect().await;
+        let kit = Kit::new();
+        let engine = kit.engine();
+        let tracker = WorkflowTracker::new(s.clone());
+        let original = approval_flow();
+        let stored = s
+            .create_definition(NewDefinition {
+                owner_id: "alice".into(),
+                name: "approval".into(),
+                definition: original.to_value(),
+                ..NewDefinition::default()
+            })
+            .await
+            .unwrap();
+        let first = tracker
+            .run(
+                &engine,
+                &original,
+                json!({"item": "the invoice"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Definition).definition(&stored.id),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(first.status, RunStatus::Waiting);
+        let id = first.execution_id.clone();
+        let before = s.get_execution(&id).await.unwrap().unwrap();
+
+        // The approval's branches are swapped in the stored definition.
+        let mut edited = original.to_value();
+        edited["edges"][1]["target"] = json!("no");
+        edited["edges"][2]["target"] = json!("yes");
+        s.update_definition(
+            &stored.id,
+            DefinitionUpdate {
+                definition: Some(edited),
+                ..DefinitionUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+        let source = StoreGraphSource::new(s.clone());
+        let current = source.definition_for(&before).await.unwrap();
+        let refused = tracker
+            .resume(
+                &engine,
+                &current,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "invalid request: execution `{id}` started on another version of its definition; \
+                 its steps cannot be replayed on the graph it has now"
+            )
+        );
+        let err = tracker
+            .fork(&engine, &current, &id, 1, None, RunOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), refused.to_string());
+        let unchanged = s.get_execution(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                unchanged.status,
+                unchanged.step_count,
+                unchanged.last_event_seq
+            ),
+            (before.status, before.step_count, before.last_event_seq)
+        );
+        assert_eq!(kit.calls(), HashMap::new(), "no effect ran");
+
+        // The original graph back in the store, it resumes and takes the approved branch.
+        s.update_definition(
+            &stored.id,
+            DefinitionUpdate {
+                definition: Some(original.to_value()),
+                ..DefinitionUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+        let restored = source.definition_for(&before).await.unwrap();
+        let done = tracker
+            .resume(
+                &engine,
+                &restored,
+                &id,
+                Some(Decision::new("approve")),
+                RunOptions::default(),
+            )
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Completed);
+        assert_eq!(kit.calls(), HashMap::from([(format!("{id}:yes:0:1"), 1)]));
     }
 
     pub async fn approval_pauses_and_resumes_with_a_decision(backend: Backend) {
