@@ -613,7 +613,16 @@ impl NativeEngine {
             py,
             INTERRUPT.scope(interrupt, async move {
                 match &durable {
-                    Some(d) => d.run(&engine, &def, input, options, |_| {}).await,
+                    Some(d) => {
+                        d.run(
+                            &engine,
+                            &def,
+                            input,
+                            options,
+                            None::<fn(&chatter_core::Event)>,
+                        )
+                        .await
+                    }
                     None => Ok(engine.run_prepared(&prepared, input, options).await),
                 }
             }),
@@ -655,7 +664,16 @@ impl NativeEngine {
             let _live = live;
             let run = async move {
                 match &durable {
-                    Some(d) => d.run(&engine, &def, input, options, |_| {}).await,
+                    Some(d) => {
+                        d.run(
+                            &engine,
+                            &def,
+                            input,
+                            options,
+                            None::<fn(&chatter_core::Event)>,
+                        )
+                        .await
+                    }
                     None => Ok(engine.run_prepared(&prepared, input, options).await),
                 }
             };
@@ -923,10 +941,16 @@ impl NativeEngine {
         let task = runtime().spawn(async move {
             let _live = live;
             durable
-                .run(&engine, &def, input, options, move |event| {
-                    // The reader may be gone; the run goes on.
-                    let _ = tx.unbounded_send(event.clone());
-                })
+                .run(
+                    &engine,
+                    &def,
+                    input,
+                    options,
+                    Some(move |event: &chatter_core::Event| {
+                        // The reader may be gone; the run goes on.
+                        let _ = tx.unbounded_send(event.clone());
+                    }),
+                )
                 .await
         });
         let result = async move {

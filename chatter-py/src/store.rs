@@ -72,7 +72,8 @@ async fn graph_of(
 }
 
 impl Durable {
-    /// Runs `def` durably; calls `observe` with each event.
+    /// Runs `def` durably; calls `observe` (when given) with each event. Unobserved, the
+    /// calling thread is not woken for each event (`WorkflowTracker::run`).
     ///
     /// # Errors
     ///
@@ -83,19 +84,18 @@ impl Durable {
         def: &WorkflowDefinition,
         input: Value,
         options: RunOptions,
-        observe: impl FnMut(&chatter_core::Event),
+        observe: Option<impl FnMut(&chatter_core::Event)>,
     ) -> Result<ExecutionResult> {
-        self.tracker
-            .run_observed(
-                engine,
-                def,
-                input,
-                options,
-                ExecutionMeta::new(OWNER, ExecutionKind::Adhoc),
-                observe,
-            )
-            .await?
-            .into_result()
+        let meta = ExecutionMeta::new(OWNER, ExecutionKind::Adhoc);
+        match observe {
+            Some(observe) => {
+                self.tracker
+                    .run_observed(engine, def, input, options, meta, observe)
+                    .await
+            }
+            None => self.tracker.run(engine, def, input, options, meta).await,
+        }?
+        .into_result()
     }
 
     /// Resumes execution `id` (with a decision for a waiting approval).
