@@ -173,7 +173,7 @@ mod cases {
         }
     }
 
-    async fn running_execution(s: &Arc<dyn Store>, owner: &str) -> ExecutionRecord {
+    pub async fn running_execution(s: &Arc<dyn Store>, owner: &str) -> ExecutionRecord {
         let run = s
             .create_execution(NewExecution::new(
                 owner,
@@ -187,7 +187,7 @@ mod cases {
             .unwrap()
     }
 
-    fn step(execution_id: &str, node: &str, events: usize) -> StepCommit {
+    pub fn step(execution_id: &str, node: &str, events: usize) -> StepCommit {
         let mut run = NodeRunRecord::started(execution_id, node, 0, 1, 1_000);
         run.status = NodeRunStatus::Completed;
         run.finished_at = Some(1_010);
@@ -2852,6 +2852,44 @@ mod cases {
 
 mod sqlite_specific {
     use super::*;
+
+    /// Under a steady stream of commits the WAL is not left to grow: past 16 MiB the
+    /// checkpointer empties it (a passive checkpoint alone never lets SQLite start the file
+    /// over, and nothing shrinks it). 400 steps of about 50 KB each write well over 16 MiB of
+    /// WAL; once the writes stop, the file comes back under the limit, and every step reads
+    /// back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_truncated_past_its_limit() {
+        const LIMIT: u64 = 16 * 1024 * 1024;
+        let dir = temp_dir();
+        let url = format!("sqlite://{}/chatter.db", dir.display());
+        let s = connect_with(&url, options()).await.unwrap();
+        let run = cases::running_execution(&s, "alice").await;
+        for i in 0..400_i64 {
+            let mut st = cases::step(&run.id, &format!("n{i}"), 0);
+            st.events.push(NewEvent::new(
+                i,
+                "big",
+                json!({"text": format!("{i}:{}", "x".repeat(50_000))}),
+            ));
+            s.commit_step(&st).await.unwrap();
+        }
+        let wal = dir.join("chatter.db-wal");
+        let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let mut waited = 0;
+        while size() > LIMIT && waited < 600 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            waited += 1;
+        }
+        assert!(size() <= LIMIT, "the WAL holds {} bytes", size());
+        let record = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((record.step_count, record.last_event_seq), (400, 400));
+        let last = s.list_events(&run.id, 399, 10).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].payload["text"].as_str().map(str::len), Some(50_004));
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Migration 0007 rebuilds `jobs` (to allow `cancelled`): the rows of a database at
     /// version 6 are kept, and so are the indexes.

@@ -433,14 +433,32 @@ fn run_jobs(mut conn: Connection, jobs: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
+/// WAL size (bytes) past which the checkpointer truncates the WAL.
+pub(crate) const WAL_TRUNCATE_BYTES: i64 = 16 * 1024 * 1024;
+
 /// Copies the WAL back into the database every 100 ms without blocking the writer or the
-/// readers (`PASSIVE`), until the store is dropped.
+/// readers (`PASSIVE`), until the store is dropped. Under a steady stream of commits a
+/// passive checkpoint never catches up with the last frame, so SQLite never starts the WAL
+/// over and the file would grow without bound: once it holds more than
+/// [`WAL_TRUNCATE_BYTES`], the checkpoint is a `TRUNCATE` one, which waits (busy timeout) for a
+/// gap between writes, copies what is left and empties the file.
 fn run_checkpoints(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .unwrap_or(4096);
+    let limit_frames = WAL_TRUNCATE_BYTES / (page_size + 24);
     while let Err(mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(std::time::Duration::from_millis(100))
     {
         // A busy database just means the next round does the work.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        let frames = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                row.get::<_, i64>(1)
+            })
+            .unwrap_or(0);
+        if frames > limit_frames {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     }
 }
 
