@@ -6,7 +6,7 @@
 //! calling thread instead whenever the connection is free, which saves the two thread
 //! wake-ups of a round trip to the writer (two thirds of a durable step on a small VM).
 //! Step commits that find the connection busy wait in a queue, and whoever holds the
-//! connection next commits the queued ones as ONE group (see [`WriteSide`]). A small pool of
+//! connection next commits the queued ones as ONE group (see `WriteSide`). A small pool of
 //! reader threads, each with its own read-only connection, serves reads concurrently thanks to
 //! WAL. Results come back over oneshot channels. An in-memory database is private to one
 //! connection, so an in-memory store has no readers: the writer serves reads too.
