@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chatter_core::Error;
 use chatter_core::store::documents::query_terms;
-use chatter_core::store::{NewJob, SearchQuery};
+use chatter_core::store::{ExecutionStatus, NewExecution, NewJob, SearchQuery};
 use chatter_core::store::{StoreErrorKind, StoreResult, check_payload_size, json_size};
 use serde_json::Value;
 
@@ -57,6 +57,62 @@ pub(crate) fn require(field: &str, value: &str) -> StoreResult<()> {
         return Err(invalid(format!("{field} must not be empty")));
     }
     Ok(())
+}
+
+/// The columns of a new execution row that say how it starts: `pending`, or `running` under
+/// a lease.
+pub(crate) struct StartColumns {
+    pub(crate) status: &'static str,
+    pub(crate) lease_owner: Option<String>,
+    pub(crate) lease_until: Option<i64>,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) updated_at: i64,
+}
+
+/// Checks a new execution before anything is written (owner, payload sizes) and gives its
+/// starting columns at `now`: `pending`, or with `start` (lease owner, lease end, start time)
+/// `running` under that lease.
+pub(crate) fn new_execution_row(
+    limits: &Limits,
+    new: &NewExecution,
+    start: Option<(&str, i64, i64)>,
+    now: i64,
+) -> StoreResult<StartColumns> {
+    require("owner_id", &new.owner_id)?;
+    limits.json("input", &new.input)?;
+    limits.json("params", &new.params)?;
+    limits.opt_json("graph", new.graph.as_ref())?;
+    Ok(match start {
+        Some((owner, until, at)) => {
+            require("lease owner", owner)?;
+            StartColumns {
+                status: ExecutionStatus::Running.as_str(),
+                lease_owner: Some(owner.to_owned()),
+                lease_until: Some(until),
+                started_at: Some(at),
+                updated_at: at,
+            }
+        }
+        None => StartColumns {
+            status: ExecutionStatus::Pending.as_str(),
+            lease_owner: None,
+            lease_until: None,
+            started_at: None,
+            updated_at: now,
+        },
+    })
+}
+
+/// A failed insert of execution `id`, in the store's words.
+pub(crate) fn execution_insert_error(id: &str, e: Error) -> Error {
+    match e.store_kind() {
+        Some(StoreErrorKind::Conflict) => conflict(format!("execution `{id}` already exists")),
+        Some(StoreErrorKind::NotFound) => Error::store(
+            StoreErrorKind::NotFound,
+            "the execution's definition, template or conversation does not exist",
+        ),
+        _ => e,
+    }
 }
 
 /// `null` becomes `{}` (for metadata-like columns).

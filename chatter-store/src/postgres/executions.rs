@@ -4,13 +4,15 @@ use async_trait::async_trait;
 use chatter_core::store::{
     CheckpointKind, CheckpointRecord, EventRecord, ExecutionFilter, ExecutionKind,
     ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreErrorKind,
-    StoreResult,
+    NodeRunRecord, NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreResult,
 };
 use tokio_postgres::{GenericClient, Row, Statement};
 
 use super::{Pg, PostgresStore, col, enum_col};
-use crate::common::{Limits, conflict, invalid, not_found, now_ms, object_or_empty, require};
+use crate::common::{
+    Limits, conflict, execution_insert_error, invalid, new_execution_row, not_found, now_ms,
+    object_or_empty, require,
+};
 
 fn execution_row(row: &Row) -> StoreResult<ExecutionRecord> {
     Ok(ExecutionRecord {
@@ -293,21 +295,9 @@ impl PostgresStore {
         new: NewExecution,
         start: Option<(&str, i64, i64)>,
     ) -> StoreResult<ExecutionRecord> {
-        require("owner_id", &new.owner_id)?;
-        self.limits.json("input", &new.input)?;
-        self.limits.json("params", &new.params)?;
-        self.limits.opt_json("graph", new.graph.as_ref())?;
-        let id = self.ids.or_new(new.id)?;
         let now = now_ms();
-        let status = if start.is_some() {
-            ExecutionStatus::Running
-        } else {
-            ExecutionStatus::Pending
-        };
-        let (lease_owner, lease_until, started_at) = match start {
-            Some((owner, until, at)) => (Some(owner), Some(until), Some(at)),
-            None => (None, None, None),
-        };
+        let start = new_execution_row(&self.limits, &new, start, now)?;
+        let id = self.ids.or_new(new.id)?;
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -326,23 +316,16 @@ impl PostgresStore {
                     &new.conversation_id,
                     &now,
                     &new.graph,
-                    &status.as_str(),
-                    &lease_owner,
-                    &lease_until,
-                    &started_at,
-                    &started_at.unwrap_or(now),
+                    &start.status,
+                    &start.lease_owner,
+                    &start.lease_until,
+                    &start.started_at,
+                    &start.updated_at,
                 ],
             )
             .await
             .pg()
-            .map_err(|e| match e.store_kind() {
-                Some(StoreErrorKind::Conflict) => conflict(format!("execution `{id}` already exists")),
-                Some(StoreErrorKind::NotFound) => chatter_core::Error::store(
-                    StoreErrorKind::NotFound,
-                    "the execution's definition, template or conversation does not exist",
-                ),
-                _ => e,
-            })?;
+            .map_err(|e| execution_insert_error(&id, e))?;
         execution_row(&row)
     }
 }
@@ -360,7 +343,6 @@ impl ExecutionStore for PostgresStore {
         lease_until: i64,
         at: i64,
     ) -> StoreResult<ExecutionRecord> {
-        require("lease owner", lease_owner)?;
         self.insert_execution(new, Some((lease_owner, lease_until, at)))
             .await
     }

@@ -10,7 +10,10 @@ use rusqlite::{Connection, params};
 
 use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
 use crate::common::Limits;
-use crate::common::{conflict, invalid, not_found, now_ms, object_or_empty, require, to_json_text};
+use crate::common::{
+    conflict, execution_insert_error, invalid, new_execution_row, not_found, now_ms,
+    object_or_empty, require, to_json_text,
+};
 
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
     response, error, prompt_tokens, completion_tokens, total_tokens, cost, conversation_id, \
@@ -506,23 +509,11 @@ impl SqliteStore {
     async fn insert_execution(
         &self,
         new: NewExecution,
-        start: Option<(String, i64, i64)>,
+        start: Option<(&str, i64, i64)>,
     ) -> StoreResult<ExecutionRecord> {
-        require("owner_id", &new.owner_id)?;
-        self.limits.json("input", &new.input)?;
-        self.limits.json("params", &new.params)?;
-        self.limits.opt_json("graph", new.graph.as_ref())?;
-        let id = self.ids.or_new(new.id)?;
         let now = now_ms();
-        let status = if start.is_some() {
-            ExecutionStatus::Running
-        } else {
-            ExecutionStatus::Pending
-        };
-        let (lease_owner, lease_until, started_at) = match start {
-            Some((owner, until, at)) => (Some(owner), Some(until), Some(at)),
-            None => (None, None, None),
-        };
+        let row = new_execution_row(&self.limits, &new, start, now)?;
+        let id = self.ids.or_new(new.id)?;
         self.write_short(move |conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
@@ -544,25 +535,16 @@ impl SqliteStore {
                     new.conversation_id,
                     now,
                     new.graph.as_ref().map(to_json_text),
-                    status.as_str(),
-                    lease_owner,
-                    lease_until,
-                    started_at,
-                    started_at.unwrap_or(now)
+                    row.status,
+                    row.lease_owner,
+                    row.lease_until,
+                    row.started_at,
+                    row.updated_at
                 ],
                 execution_row,
             )
             .db()
-            .map_err(|e| match e.store_kind() {
-                Some(chatter_core::store::StoreErrorKind::Conflict) => {
-                    conflict(format!("execution `{id}` already exists"))
-                }
-                Some(chatter_core::store::StoreErrorKind::NotFound) => chatter_core::Error::store(
-                    chatter_core::store::StoreErrorKind::NotFound,
-                    "the execution's definition, template or conversation does not exist",
-                ),
-                _ => e,
-            })
+            .map_err(|e| execution_insert_error(&id, e))
         })
         .await
     }
@@ -581,8 +563,7 @@ impl ExecutionStore for SqliteStore {
         lease_until: i64,
         at: i64,
     ) -> StoreResult<ExecutionRecord> {
-        require("lease owner", lease_owner)?;
-        self.insert_execution(new, Some((lease_owner.to_owned(), lease_until, at)))
+        self.insert_execution(new, Some((lease_owner, lease_until, at)))
             .await
     }
 
