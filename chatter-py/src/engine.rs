@@ -315,6 +315,31 @@ fn parse_limits(mut limits: Limits, given: &Bound<'_, PyDict>) -> PyResult<Limit
     Ok(limits)
 }
 
+/// Runs a workflow to its end without observing its events (`run` and `arun`): durably
+/// through `durable` when the engine has a store, else in memory on `prepared`.
+async fn run_unobserved(
+    durable: Option<Durable>,
+    engine: Engine,
+    def: Arc<WorkflowDefinition>,
+    prepared: PreparedWorkflow,
+    input: Value,
+    options: RunOptions,
+) -> chatter_core::Result<chatter_core::ExecutionResult> {
+    match durable {
+        Some(d) => {
+            d.run(
+                &engine,
+                &def,
+                input,
+                options,
+                None::<fn(&chatter_core::Event)>,
+            )
+            .await
+        }
+        None => Ok(engine.run_prepared(&prepared, input, options).await),
+    }
+}
+
 fn result_to_py(py: Python<'_>, result: chatter_core::ExecutionResult) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, NativeResult { inner: result })?.into_any())
 }
@@ -611,21 +636,10 @@ impl NativeEngine {
         let hit = interrupt.hit.clone();
         let outcome = block_on_interruptible(
             py,
-            INTERRUPT.scope(interrupt, async move {
-                match &durable {
-                    Some(d) => {
-                        d.run(
-                            &engine,
-                            &def,
-                            input,
-                            options,
-                            None::<fn(&chatter_core::Event)>,
-                        )
-                        .await
-                    }
-                    None => Ok(engine.run_prepared(&prepared, input, options).await),
-                }
-            }),
+            INTERRUPT.scope(
+                interrupt,
+                run_unobserved(durable, engine, def, prepared, input, options),
+            ),
             || cancel.cancel(),
         )?;
         if hit.load(Ordering::SeqCst) {
@@ -662,21 +676,7 @@ impl NativeEngine {
         let def = wf.def.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let _live = live;
-            let run = async move {
-                match &durable {
-                    Some(d) => {
-                        d.run(
-                            &engine,
-                            &def,
-                            input,
-                            options,
-                            None::<fn(&chatter_core::Event)>,
-                        )
-                        .await
-                    }
-                    None => Ok(engine.run_prepared(&prepared, input, options).await),
-                }
-            };
+            let run = run_unobserved(durable, engine, def, prepared, input, options);
             let mut result = ASYNC_LOCALS.scope(locals, run).await.map_err(to_py_err)?;
             if !events {
                 result.events = Vec::new();
