@@ -24,7 +24,9 @@ use chatter_core::store::*;
 use chatter_core::tracker::{
     Decision, ExecutionMeta, GraphSource, StoreGraphSource, WorkflowTracker,
 };
-use chatter_core::{Error, Message, NodeSpec, StateDelta, VariableOp, WorkflowDefinition};
+use chatter_core::{
+    Error, ExecutionResult, Message, NodeSpec, StateDelta, VariableOp, WorkflowDefinition,
+};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
@@ -267,6 +269,22 @@ fn meta() -> ExecutionMeta {
 }
 
 /// The stored events of an execution, checked contiguous from 1.
+/// Resumes waiting execution `id` with `decision` (default options) and gives its result.
+async fn decide(
+    tracker: &WorkflowTracker,
+    engine: &Engine,
+    def: &WorkflowDefinition,
+    id: &str,
+    decision: Decision,
+) -> ExecutionResult {
+    tracker
+        .resume(engine, def, id, Some(decision), RunOptions::default())
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap()
+}
+
 async fn stored_events(s: &Arc<dyn Store>, id: &str) -> Vec<EventRecord> {
     let events = s.list_events(id, 0, 10_000).await.unwrap();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
@@ -548,18 +566,8 @@ mod cases {
         let id = first.execution_id.clone();
 
         // Another process: a new tracker, no history given.
-        let done = WorkflowTracker::new(s.clone())
-            .resume(
-                &engine,
-                &def,
-                &id,
-                Some(Decision::new("approve")),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let other = WorkflowTracker::new(s.clone());
+        let done = decide(&other, &engine, &def, &id, Decision::new("approve")).await;
         assert_eq!(done.status, RunStatus::Completed);
         assert_eq!(done.messages, history, "the resume lost the thread");
 
@@ -672,18 +680,7 @@ mod cases {
         .await
         .unwrap();
         let restored = source.definition_for(&before).await.unwrap();
-        let done = tracker
-            .resume(
-                &engine,
-                &restored,
-                &id,
-                Some(Decision::new("approve")),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let done = decide(&tracker, &engine, &restored, &id, Decision::new("approve")).await;
         assert_eq!(done.status, RunStatus::Completed);
         assert_eq!(kit.calls(), HashMap::from([(format!("{id}:yes:0:1"), 1)]));
     }
@@ -862,35 +859,13 @@ mod cases {
             .unwrap();
         assert_eq!(first.status, RunStatus::Waiting);
         let id = first.execution_id;
-        let second = tracker
-            .resume(
-                &engine,
-                &def,
-                &id,
-                Some(Decision::new("approve")),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let second = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
         assert_eq!(
             second.status,
             RunStatus::Waiting,
             "the second pass asks again"
         );
-        let third = tracker
-            .resume(
-                &engine,
-                &def,
-                &id,
-                Some(Decision::new("approve")),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let third = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
         assert_eq!(third.status, RunStatus::Completed);
         assert_eq!(third.variables["trail"], json!(["work", "work"]));
         let calls = kit.calls();
@@ -926,31 +901,23 @@ mod cases {
             .unwrap()
             .result
             .execution_id;
-        let after_first = tracker
-            .resume(
-                &engine,
-                &def,
-                &id,
-                Some(Decision::new("approve").input(json!("looks good"))),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let after_first = decide(
+            &tracker,
+            &engine,
+            &def,
+            &id,
+            Decision::new("approve").input(json!("looks good")),
+        )
+        .await;
         assert_eq!(after_first.status, RunStatus::Waiting);
-        let done = tracker
-            .resume(
-                &engine,
-                &def,
-                &id,
-                Some(Decision::new("reject").at("second")),
-                RunOptions::default(),
-            )
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        let done = decide(
+            &tracker,
+            &engine,
+            &def,
+            &id,
+            Decision::new("reject").at("second"),
+        )
+        .await;
         assert_eq!(done.status, RunStatus::Completed);
         assert_eq!(done.variables["first"]["decision"], "approve");
         assert_eq!(done.variables["first"]["input"], "looks good");
