@@ -117,6 +117,41 @@ async fn chain_runs_in_order_with_contiguous_events() {
 }
 
 #[tokio::test]
+async fn discarded_events_leave_the_result_whole_and_the_stream_empty() {
+    let def = graph(
+        json!([["start", "start"], ["a", "noop"], ["b", "emit", {"tokens": ["Hel", "lo"]}], ["end", "end"]]),
+        json!([["start", "a"], ["a", "b"], ["b", "end"]]),
+    );
+    let engine = engine();
+    let kept = engine
+        .run(&def, json!({"message": "hi"}), RunOptions::default())
+        .await
+        .unwrap();
+    let handle = engine
+        .start(
+            &def,
+            json!({"message": "hi"}),
+            RunOptions::default().discard_events(true),
+        )
+        .unwrap();
+    let streamed: Vec<_> = handle.subscribe().collect().await;
+    let quiet = handle.result().await.unwrap();
+    assert!(streamed.is_empty(), "{streamed:?}");
+    assert!(quiet.events.is_empty(), "{:?}", quiet.events);
+    assert_eq!(quiet.status, ExecutionStatus::Completed);
+    assert_eq!(quiet.response.as_deref(), Some("Hello"));
+    assert_eq!(quiet.usage.total_tokens, kept.usage.total_tokens);
+    assert_eq!(quiet.messages, kept.messages);
+    assert_eq!(trace(&quiet), trace(&kept));
+    // The next run of the same engine keeps its events again.
+    let again = engine
+        .run(&def, json!({"message": "hi"}), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(event_types(&again), event_types(&kept));
+}
+
+#[tokio::test]
 async fn default_execution_id_is_a_ulid() {
     let def = graph(json!([["a", "noop"]]), json!([]));
     let r = run(&def).await;

@@ -626,7 +626,9 @@ impl NativeEngine {
         let cancel = CancellationToken::new();
         let execution_id = execution_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
         let _live = self.live.register(&execution_id, &cancel);
-        let options = Self::options(limits, Some(execution_id), &engine)?.cancel(cancel.clone());
+        let options = Self::options(limits, Some(execution_id), &engine)?
+            .cancel(cancel.clone())
+            .discard_events(!events);
         let durable = self.durable.clone();
         let def = wf.def.clone();
         let interrupt = Interrupt {
@@ -670,7 +672,9 @@ impl NativeEngine {
         let cancel = CancellationToken::new();
         let execution_id = execution_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
         let live = self.live.register(&execution_id, &cancel);
-        let options = Self::options(limits, Some(execution_id), &engine)?.cancel(cancel);
+        let options = Self::options(limits, Some(execution_id), &engine)?
+            .cancel(cancel)
+            .discard_events(!events);
         let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
         let durable = self.durable.clone();
         let def = wf.def.clone();

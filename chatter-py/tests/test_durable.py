@@ -220,6 +220,19 @@ def test_durability_modes_record_the_whole_run(store: dict[str, Any], mode: str)
     assert len(engine.steps(result.execution_id)) == 4
 
 
+def test_a_stored_run_records_its_events_when_the_caller_leaves_them_out(
+    store: dict[str, Any],
+) -> None:
+    engine = _engine(store)
+    result = engine.run(CHAIN, "go", events=False)
+    assert result.events == []
+    stored = engine.get_execution(result.execution_id)
+    assert stored is not None
+    types = [e["event_type"] for e in stored["events"]]
+    assert types[0] == "execution_started" and types[-1] == "execution_completed"
+    assert types.count("node_completed") == len(result.node_runs)
+
+
 def test_sync_commits_each_step_before_the_next_node_and_exit_at_the_end(tmp_path: Path) -> None:
     seen: dict[str, list[tuple[str, str]]] = {}
     for mode in ("sync", "exit"):

@@ -334,3 +334,16 @@ def test_engine_survives_every_failure(react: chatter.Workflow, model: WeatherMo
             engine.run(wf)
     engine.register_node("flaky", lambda s: {"ok": True})
     assert engine.run(wf).variables == {"ok": True}
+
+
+def test_events_false_leaves_out_only_the_events() -> None:
+    engine = chatter.Engine()
+    wf = chain(engine, 3)
+    kept = engine.run(wf, "go")
+    quiet = engine.run(wf, "go", events=False)
+    assert quiet.events == []
+    assert quiet.variables == kept.variables == {"count": 3, "last": "n2"}
+    assert [r.node_id for r in quiet.node_runs] == [r.node_id for r in kept.node_runs]
+    assert [e.type for e in kept.events][0] == "execution_started"
+    again = asyncio.run(engine.arun(wf, "go", events=False))
+    assert again.events == [] and again.variables == kept.variables

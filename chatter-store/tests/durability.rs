@@ -1079,14 +1079,17 @@ mod cases {
         let engine = kit.engine();
         let def = effects_chain();
         let mut shapes = Vec::new();
-        for mode in [
-            DurabilityMode::Sync,
-            DurabilityMode::Async,
-            DurabilityMode::Exit,
+        // The last run's caller discards events: a durable run records them all the same.
+        for (mode, discard) in [
+            (DurabilityMode::Sync, false),
+            (DurabilityMode::Async, false),
+            (DurabilityMode::Exit, false),
+            (DurabilityMode::Sync, true),
         ] {
+            let options = RunOptions::default().discard_events(discard);
             let run = WorkflowTracker::new(s.clone())
                 .durability(mode)
-                .run(&engine, &def, json!({}), RunOptions::default(), meta())
+                .run(&engine, &def, json!({}), options, meta())
                 .await
                 .unwrap()
                 .into_result()
@@ -1109,6 +1112,7 @@ mod cases {
         }
         assert_eq!(shapes[0], shapes[1], "async differs from sync");
         assert_eq!(shapes[0], shapes[2], "exit differs from sync");
+        assert_eq!(shapes[0], shapes[3], "discarded events were not recorded");
         assert_eq!(shapes[0].2, 6);
     }
 

@@ -202,6 +202,10 @@ pub struct RunOptions {
     /// execution's row must exist and be `running`; [`crate::tracker::WorkflowTracker`] sets
     /// this up.
     pub durability: Option<Durability>,
+    /// Keeps no events: [`ExecutionResult::events`] comes back empty and streams of the
+    /// execution end without an event, which saves building two events per step that the
+    /// caller would throw away. Ignored by durable executions, whose events are their record.
+    pub discard_events: bool,
 }
 
 impl RunOptions {
@@ -240,6 +244,12 @@ impl RunOptions {
     #[must_use]
     pub fn cancel(mut self, token: CancellationToken) -> RunOptions {
         self.cancel = Some(token);
+        self
+    }
+    /// Keeps no events (see [`RunOptions::discard_events`]).
+    #[must_use]
+    pub fn discard_events(mut self, discard: bool) -> RunOptions {
+        self.discard_events = discard;
         self
     }
 }

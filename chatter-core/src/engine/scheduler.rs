@@ -197,6 +197,9 @@ pub(crate) struct Run {
     /// Node runs paused by an interrupt, and the earliest time one must be woken.
     waiting: u32,
     wake_at: Option<i64>,
+    /// The caller keeps no events (`RunOptions::discard_events`, not durable): the log is
+    /// muted and the hot path does not build them.
+    quiet: bool,
 }
 
 impl Run {
@@ -231,7 +234,15 @@ impl Run {
                 .load(Ordering::Relaxed)
                 .min(SIZE_HINT_CAP),
         );
-        let log = Arc::new(EventLog::new(&exec_id, services.clock.clone(), capacity));
+        let quiet = options.discard_events && options.durability.is_none();
+        let log = Arc::new(EventLog::new(
+            &exec_id,
+            services.clock.clone(),
+            if quiet { 0 } else { capacity },
+        ));
+        if quiet {
+            log.set_muted(true);
+        }
         let sink: Arc<dyn EventSink> = match parent_sink {
             Some(parent) => Arc::new(Tee {
                 log: log.clone(),
@@ -313,6 +324,7 @@ impl Run {
             resume_inputs,
             waiting: 0,
             wake_at: None,
+            quiet,
         }
     }
 
@@ -575,7 +587,7 @@ impl Run {
         if !replay.record {
             // The replayed runs are stored already; their events were muted. (Events pushed
             // before the replay, an `execution_started` never stored, are still to be staged.)
-            self.log.set_muted(false);
+            self.log.set_muted(self.quiet);
             self.staged_runs = self.node_runs.len();
         }
     }
@@ -680,15 +692,17 @@ impl Run {
         }
         self.steps += 1;
         let started_at_ms = self.now();
-        self.log.push_at(
-            started_at_ms,
-            EventKind::NodeStarted {
-                node_id: n.spec.id.0.clone(),
-                kind: n.spec.kind.0.clone(),
-                iteration: act.iteration,
-                attempt: act.attempt,
-            },
-        );
+        if !self.quiet {
+            self.log.push_at(
+                started_at_ms,
+                EventKind::NodeStarted {
+                    node_id: n.spec.id.0.clone(),
+                    kind: n.spec.kind.0.clone(),
+                    iteration: act.iteration,
+                    attempt: act.attempt,
+                },
+            );
+        }
         let usage = *self.state.usage();
         let ctx = NodeContext {
             execution_id: self.exec_id.clone(),
@@ -836,15 +850,17 @@ impl Run {
             }
             Ok(output) => {
                 self.apply_delta(&output.delta);
-                self.log.push_at(
-                    now,
-                    EventKind::NodeCompleted {
-                        node_id: n.spec.id.0.clone(),
-                        iteration: done.act.iteration,
-                        duration_ms,
-                        output: output.output.clone(),
-                    },
-                );
+                if !self.quiet {
+                    self.log.push_at(
+                        now,
+                        EventKind::NodeCompleted {
+                            node_id: n.spec.id.0.clone(),
+                            iteration: done.act.iteration,
+                            duration_ms,
+                            output: output.output.clone(),
+                        },
+                    );
+                }
                 self.node_runs.push(NodeRun {
                     node_id: n.spec.id.0.clone(),
                     kind: n.spec.kind.0.clone(),
@@ -1461,7 +1477,9 @@ impl Run {
         drop(self.sink);
         let events = self.log.take_or_clone();
         let sizes = &self.plan.last_sizes;
-        sizes.events.store(events.len(), Ordering::Relaxed);
+        if !self.quiet {
+            sizes.events.store(events.len(), Ordering::Relaxed);
+        }
         sizes
             .node_runs
             .store(self.node_runs.len(), Ordering::Relaxed);

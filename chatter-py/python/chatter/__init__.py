@@ -1083,7 +1083,8 @@ class Engine:
         """Runs a workflow to its end; blocks with the GIL released. ``input`` is a dict or a
         user message. Ctrl-C cancels the execution cleanly and raises KeyboardInterrupt.
 
-        ``events=False`` leaves the result's ``events`` empty (less to convert for big graphs).
+        ``events=False`` leaves the result's ``events`` empty: an execution that is not stored
+        does not build them at all (less work per step); a stored one still records them.
 
         Raises:
             ValidationError: the workflow cannot run.
