@@ -764,6 +764,9 @@ impl SubgraphRunner for Engine {
             )),
             limits: Some(limits),
             cancel: Some(parent.cancel.child_token()),
+            // Only the sub-graph's state, response and usage are read; the tokens and tool
+            // calls its nodes emit reach the parent through the sink, not through this log.
+            discard_events: true,
             ..RunOptions::default()
         };
         let run = scheduler::Run::new(
