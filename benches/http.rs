@@ -44,6 +44,11 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+/// The allocator of the `chatter` binary (`chatter-http/src/bin/chatter.rs`), so the server
+/// in this process allocates as `chatter serve` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Job workers of the benchmarked server (its default).
 const JOB_WORKERS: usize = 2;
 const ADMIN_KEY: &str = "chatter_api_bench0123456789abcdef0123456789abcdef";
