@@ -1220,39 +1220,54 @@ const GRAPH_DIGEST_PARAM: &str = "graph_digest";
 /// in sorted order (a store may give them back in another order: Postgres `jsonb`), as 16
 /// hex digits.
 fn graph_digest(def: &WorkflowDefinition) -> String {
-    fn feed(hash: &mut u64, bytes: &[u8]) {
-        for byte in bytes {
-            *hash = (*hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    /// FNV-1a fed through `io::Write`, so keys and scalars are hashed as `serde_json` writes
+    /// them, without a string per key or per scalar (the digest is taken on every execution
+    /// of a stored definition).
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            for byte in bytes {
+                self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
-    fn walk(hash: &mut u64, value: &Value) {
+    fn json(hash: &mut Fnv, value: &(impl serde::Serialize + ?Sized)) {
+        // Writing a string or a scalar to this writer cannot fail.
+        let _ = serde_json::to_writer(&mut *hash, value);
+    }
+    fn walk(hash: &mut Fnv, value: &Value) {
+        use std::io::Write as _;
         match value {
             Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                feed(hash, b"{");
-                for key in keys {
-                    feed(hash, Value::String(key.clone()).to_string().as_bytes());
-                    feed(hash, b":");
-                    walk(hash, &map[key]);
-                    feed(hash, b",");
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let _ = hash.write(b"{");
+                for (key, item) in entries {
+                    json(hash, key);
+                    let _ = hash.write(b":");
+                    walk(hash, item);
+                    let _ = hash.write(b",");
                 }
-                feed(hash, b"}");
+                let _ = hash.write(b"}");
             }
             Value::Array(items) => {
-                feed(hash, b"[");
+                let _ = hash.write(b"[");
                 for item in items {
                     walk(hash, item);
-                    feed(hash, b",");
+                    let _ = hash.write(b",");
                 }
-                feed(hash, b"]");
+                let _ = hash.write(b"]");
             }
-            scalar => feed(hash, scalar.to_string().as_bytes()),
+            scalar => json(hash, scalar),
         }
     }
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
     walk(&mut hash, &def.to_value());
-    format!("{hash:016x}")
+    format!("{:016x}", hash.0)
 }
 
 /// Refuses to resume or fork an execution on a graph other than the one it started with
@@ -1338,4 +1353,82 @@ fn not_found(id: &str) -> Error {
 
 fn stored(message: String) -> Error {
     Error::store(StoreErrorKind::InvalidInput, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest as first written (a string per key and per scalar): stored executions carry
+    /// digests made by it, so any faster version must give the same 16 hex digits.
+    fn reference_digest(def: &WorkflowDefinition) -> String {
+        fn feed(hash: &mut u64, bytes: &[u8]) {
+            for byte in bytes {
+                *hash = (*hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        fn walk(hash: &mut u64, value: &Value) {
+            match value {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    feed(hash, b"{");
+                    for key in keys {
+                        feed(hash, Value::String(key.clone()).to_string().as_bytes());
+                        feed(hash, b":");
+                        walk(hash, &map[key]);
+                        feed(hash, b",");
+                    }
+                    feed(hash, b"}");
+                }
+                Value::Array(items) => {
+                    feed(hash, b"[");
+                    for item in items {
+                        walk(hash, item);
+                        feed(hash, b",");
+                    }
+                    feed(hash, b"]");
+                }
+                scalar => feed(hash, scalar.to_string().as_bytes()),
+            }
+        }
+        let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+        walk(&mut hash, &def.to_value());
+        format!("{hash:016x}")
+    }
+
+    #[test]
+    fn graph_digest_is_stable_and_ignores_key_order() {
+        let def = |nodes: Value| {
+            WorkflowDefinition::from_value(&serde_json::json!({
+                "name": "digest \"quoted\" \u{e9}\\ \n",
+                "nodes": nodes,
+                "edges": [{"source": "start", "target": "llm"}, {"source": "llm", "target": "end"}],
+            }))
+            .expect("a valid definition")
+        };
+        let a = def(serde_json::json!([
+            {"id": "start", "type": "start"},
+            {"id": "llm", "type": "llm", "config": {"temperature": 0.25, "max_tokens": 300,
+             "stop": ["\u{1}", "é"], "prompt": "Say {{ input.message }}", "nested": {"z": null, "a": [1, -2, 3.5e10, true]}}},
+            {"id": "end", "type": "end"},
+        ]));
+        // The same graph with its config keys in another order (as Postgres `jsonb` returns them).
+        let b = def(serde_json::json!([
+            {"type": "start", "id": "start"},
+            {"config": {"nested": {"a": [1, -2, 3.5e10, true], "z": null}, "prompt": "Say {{ input.message }}",
+             "stop": ["\u{1}", "é"], "max_tokens": 300, "temperature": 0.25}, "type": "llm", "id": "llm"},
+            {"type": "end", "id": "end"},
+        ]));
+        assert_eq!(graph_digest(&a), reference_digest(&a));
+        assert_eq!(graph_digest(&a), graph_digest(&b));
+        let edited = def(serde_json::json!([
+            {"id": "start", "type": "start"},
+            {"id": "llm", "type": "llm", "config": {"temperature": 0.5}},
+            {"id": "end", "type": "end"},
+        ]));
+        assert_eq!(graph_digest(&edited), reference_digest(&edited));
+        assert_ne!(graph_digest(&a), graph_digest(&edited));
+        assert_eq!(graph_digest(&a).len(), 16);
+    }
 }
