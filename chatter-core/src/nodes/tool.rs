@@ -155,18 +155,20 @@ pub struct ToolNode {
     config: ToolConfig,
 }
 
-/// A call's identity for limits: tool name and canonical arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CallKey {
-    name: String,
-    arguments: String,
+/// A call's identity for limits: tool name and arguments. Two keys are equal when their
+/// arguments are equal as JSON values, whatever the order of their object keys (`serde_json`
+/// compares objects by their entries), so nothing is copied or serialised to compare calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallKey<'a> {
+    name: &'a str,
+    arguments: &'a Value,
 }
 
-impl CallKey {
-    fn of(call: &ToolCall) -> CallKey {
+impl<'a> CallKey<'a> {
+    fn of(call: &'a ToolCall) -> CallKey<'a> {
         CallKey {
-            name: call.name.clone(),
-            arguments: canonical_json(&call.arguments),
+            name: &call.name,
+            arguments: &call.arguments,
         }
     }
 }
@@ -210,7 +212,7 @@ enum Plan {
 impl ToolNode {
     /// The first limit the call `next` would trip, given the execution's calls so far (`seq`,
     /// oldest first) and the number of calls counted so far.
-    fn check(&self, seq: &[CallKey], counted: u64, next: &CallKey) -> Option<Stop> {
+    fn check(&self, seq: &[CallKey<'_>], counted: u64, next: &CallKey<'_>) -> Option<Stop> {
         let c = &self.config;
         if counted >= c.max_total_calls {
             return Some(Stop {
@@ -252,7 +254,7 @@ impl ToolNode {
                     message: format!(
                         "the same call `{}({})` was already made {} ({} detection)",
                         next.name,
-                        next.arguments,
+                        canonical_json(next.arguments),
                         if n == 1 {
                             "once".to_owned()
                         } else {
@@ -391,7 +393,7 @@ impl Node for ToolNode {
 
         // The execution's calls so far, oldest first: those of earlier assistant messages, then
         // those of this message already answered.
-        let earlier: Vec<CallKey> = messages[..at]
+        let earlier: Vec<CallKey<'_>> = messages[..at]
             .iter()
             .filter(|m| m.role == Role::Assistant)
             .flat_map(|m| m.tool_calls.iter())
@@ -407,7 +409,7 @@ impl Node for ToolNode {
         let skip = earlier
             .len()
             .saturating_sub(usize::try_from(counted).unwrap_or(usize::MAX));
-        let mut seq: Vec<CallKey> = earlier[skip..].to_vec();
+        let mut seq: Vec<CallKey<'_>> = earlier[skip..].to_vec();
 
         // Plan every call before running any.
         let mut stop: Option<Stop> = None;
