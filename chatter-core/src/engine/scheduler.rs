@@ -1085,6 +1085,13 @@ impl Run {
                 continue;
             }
             if let Some(condition) = &plan.edges[e as usize].condition {
+                if let Some(holds) = condition.eval_state(&self.state) {
+                    if holds {
+                        chosen = Some(e);
+                        break;
+                    }
+                    continue;
+                }
                 let ctx = context.get_or_insert_with(|| {
                     // Only the state variables the node's conditions read are built.
                     self.state.to_context_keys(

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use crate::state::State;
+
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Op {
@@ -126,22 +128,47 @@ impl Fast {
                     Operand::ToolCalls => map.get("tool_calls")?,
                     Operand::Variable(name) => map.get("variables")?.as_object()?.get(name)?,
                 };
-                let Value::Number(number) = value else {
-                    return None;
-                };
-                if let Some(i) = number.as_i64() {
-                    Some(op.holds(i, *literal))
-                } else if number.is_f64() {
-                    let f = number.as_f64()?;
-                    if f.is_nan() || literal.abs() >= EXACT_F64 {
-                        return None;
-                    }
-                    #[allow(clippy::cast_precision_loss)]
-                    Some(op.holds(f, *literal as f64))
-                } else {
-                    None
-                }
+                compare(value, *op, *literal)
             }
         }
+    }
+
+    /// The value of the condition read straight from the state, without building a context:
+    /// the same answer as [`Fast::eval`] on the state's context (`last_message` is the state's
+    /// last message as JSON, whose `tool_calls` is a list, absent when empty).
+    pub(super) fn eval_state(&self, state: &State) -> Option<bool> {
+        match self {
+            Fast::HasToolCalls(has) => Some(
+                state
+                    .last_message()
+                    .is_some_and(|m| !m.tool_calls.is_empty())
+                    == *has,
+            ),
+            Fast::Compare(Operand::ToolCalls, op, literal) => {
+                compare(&Value::from(state.tool_calls()), *op, *literal)
+            }
+            Fast::Compare(Operand::Variable(name), op, literal) => {
+                compare(state.variables().get(name)?, *op, *literal)
+            }
+        }
+    }
+}
+
+/// `value <op> literal` when `value` is a number whose comparison is certain.
+fn compare(value: &Value, op: Op, literal: i64) -> Option<bool> {
+    let Value::Number(number) = value else {
+        return None;
+    };
+    if let Some(i) = number.as_i64() {
+        Some(op.holds(i, literal))
+    } else if number.is_f64() {
+        let f = number.as_f64()?;
+        if f.is_nan() || literal.abs() >= EXACT_F64 {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        Some(op.holds(f, literal as f64))
+    } else {
+        None
     }
 }

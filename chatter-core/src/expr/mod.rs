@@ -334,6 +334,18 @@ impl Expression {
         self.eval_value(&root)
     }
 
+    /// The value on `state` when it is known without building a context: a constant, or one of
+    /// the shapes with a fast path (`has_tool_calls`, `no_tool_calls`, `tool_calls < 10`,
+    /// `variables.i < 100`) meeting values whose result is certain. `None` means: evaluate
+    /// [`Expression::eval`] on the state's context. A loop or an agent evaluates its condition
+    /// on every pass; this spares converting the state (its last message) to JSON each time.
+    pub fn eval_state(&self, state: &crate::state::State) -> Option<bool> {
+        if let Some(constant) = self.inner.constant {
+            return Some(constant);
+        }
+        self.inner.fast.as_ref().and_then(|f| f.eval_state(state))
+    }
+
     /// Evaluates against a context already converted to an engine value (a map whose keys are
     /// the state variables), for callers that evaluate many expressions on one state.
     ///

@@ -1395,3 +1395,76 @@ fn fast_paths_agree_with_minijinja() {
     let e = Expression::compile("has_tool_calls").unwrap();
     assert!(e.eval(&with_tool_calls()).unwrap());
 }
+
+/// `eval_state` (no context built) gives what `eval` gives on the state's context, for every
+/// shape with a fast path, on states with and without messages, tool calls and variables; where
+/// it cannot be certain (a string where a number is compared) it defers.
+#[test]
+fn evaluation_on_the_state_agrees_with_evaluation_on_its_context() {
+    use crate::model::{Message, Role, ToolCall};
+    use crate::state::{State, StateDelta, VariableOp};
+
+    let asking = Message {
+        tool_calls: vec![ToolCall {
+            id: "c1".into(),
+            name: "lookup".into(),
+            arguments: json!({"q": "x"}),
+        }],
+        ..Message::new(Role::Assistant, "")
+    };
+    let mut states = vec![
+        State::default(),
+        State::new(json!({"message": "hi"}), vec![Message::user("hi")]),
+        State::new(json!({}), vec![Message::user("hi"), asking.clone()]),
+    ];
+    let mut busy = State::new(json!({}), vec![asking]);
+    busy.apply(&StateDelta {
+        tool_calls: 12,
+        variables: vec![
+            ("i".into(), VariableOp::Set(json!(100))),
+            ("f".into(), VariableOp::Set(json!(2.5))),
+            ("s".into(), VariableOp::Set(json!("7"))),
+        ],
+        ..StateDelta::default()
+    });
+    states.push(busy);
+
+    let sources = [
+        "has_tool_calls",
+        "no_tool_calls",
+        "tool_calls < 10",
+        "tool_calls >= 12",
+        "variables.i < 100",
+        "variables.i == 100",
+        "variables.f > 2",
+        "variables.s > 5",
+        "variables.missing < 3",
+        "true",
+    ];
+    for source in sources {
+        let expr = Expression::compile(source).unwrap();
+        for state in &states {
+            let full = expr.eval(&state.to_context(None));
+            match expr.eval_state(state) {
+                Some(fast) => assert_eq!(fast, full.unwrap(), "`{source}` on {state:?}"),
+                // Only a variable that is absent or not a number defers to the full evaluation.
+                None => {
+                    let name = source
+                        .strip_prefix("variables.")
+                        .and_then(|rest| rest.split_whitespace().next());
+                    assert!(
+                        name.is_some_and(|n| !state.variable(n).is_some_and(Value::is_number)),
+                        "`{source}` deferred on {state:?}"
+                    );
+                }
+            }
+        }
+    }
+    // The busy state answers every shape whose variable is a number without a context.
+    let busy = states.last().unwrap();
+    let answered = sources
+        .iter()
+        .filter(|s| Expression::compile(s).unwrap().eval_state(busy).is_some())
+        .count();
+    assert_eq!(answered, sources.len() - 2);
+}
