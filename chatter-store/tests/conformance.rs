@@ -2854,18 +2854,21 @@ mod sqlite_specific {
     use super::*;
 
     /// Under a steady stream of commits the WAL is not left to grow: past 16 MiB the
-    /// checkpointer empties it (a passive checkpoint alone never lets SQLite start the file
-    /// over, and nothing shrinks it). 400 steps of about 50 KB each write well over 16 MiB of
-    /// WAL; once the writes stop, the file comes back under the limit, and every step reads
-    /// back.
+    /// checkpointer has SQLite start it over (a passive checkpoint alone never lets it), so
+    /// the file stays near the limit while the writes go on, and it is emptied once they stop.
+    /// 1 500 steps of about 50 KB each write about 80 MiB of WAL; every step reads back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_is_truncated_past_its_limit() {
+    async fn the_wal_is_started_over_past_its_limit_and_emptied_when_writes_stop() {
         const LIMIT: u64 = 16 * 1024 * 1024;
+        const STEPS: i64 = 1500;
         let dir = temp_dir();
         let url = format!("sqlite://{}/chatter.db", dir.display());
         let s = connect_with(&url, options()).await.unwrap();
         let run = cases::running_execution(&s, "alice").await;
-        for i in 0..400_i64 {
+        let wal = dir.join("chatter.db-wal");
+        let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let mut largest = 0;
+        for i in 0..STEPS {
             let mut st = cases::step(&run.id, &format!("n{i}"), 0);
             st.events.push(NewEvent::new(
                 i,
@@ -2873,9 +2876,14 @@ mod sqlite_specific {
                 json!({"text": format!("{i}:{}", "x".repeat(50_000))}),
             ));
             s.commit_step(&st).await.unwrap();
+            largest = largest.max(size());
         }
-        let wal = dir.join("chatter.db-wal");
-        let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        // Without starting over, the file would have reached four times the limit before
+        // being emptied.
+        assert!(
+            largest < 3 * LIMIT,
+            "the WAL reached {largest} bytes while the writes went on"
+        );
         let mut waited = 0;
         while size() > LIMIT && waited < 600 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -2883,10 +2891,13 @@ mod sqlite_specific {
         }
         assert!(size() <= LIMIT, "the WAL holds {} bytes", size());
         let record = s.get_execution(&run.id).await.unwrap().unwrap();
-        assert_eq!((record.step_count, record.last_event_seq), (400, 400));
-        let last = s.list_events(&run.id, 399, 10).await.unwrap();
+        assert_eq!((record.step_count, record.last_event_seq), (STEPS, STEPS));
+        let last = s.list_events(&run.id, STEPS - 1, 10).await.unwrap();
         assert_eq!(last.len(), 1);
-        assert_eq!(last[0].payload["text"].as_str().map(str::len), Some(50_004));
+        assert_eq!(
+            last[0].payload["text"].as_str(),
+            Some(format!("{}:{}", STEPS - 1, "x".repeat(50_000)).as_str())
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
