@@ -9,8 +9,11 @@ measured is the framework's own overhead per step):
 * ``react``: a ReAct agent loop with a fake model (5 tool rounds, then an answer).
 
 Modes: ``memory`` (both), ``sqlite`` (LangGraph's SqliteSaver, a checkpoint per superstep;
-Chatter's SQLite store in its default ``sync`` durability: each step — node run, state delta,
-events — committed before the next node starts; see docs/performance.md).
+Chatter's SQLite store: each step — node run, state delta, events — recorded). ``--durability``
+(``sync``, the default, ``async`` or ``exit``) is passed to both: Chatter's ``Engine(durability=)``
+and LangGraph's ``invoke(durability=)``, whose meanings match (``sync``: each step committed
+before the next starts; ``async``: committed while the next runs; ``exit``: when the run ends).
+LangGraph's own default is ``async``; Chatter's is ``sync``. See docs/performance.md.
 
 Each (framework, scenario, mode) runs in its own process so peak RSS is its own. Timing: warm
 up, then ``--reps`` repetitions of a batch of runs; the table shows medians over repetitions.
@@ -68,11 +71,17 @@ def lookup(q: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def chatter_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any]:
+def chatter_runner(scenario: str, mode: str, db_path: str, durability: str = "sync") -> Callable[[], Any]:
     import chatter
 
     store = f"sqlite://{db_path}" if mode == "sqlite" else None
-    engine = chatter.Engine(max_nodes=1100, max_edges=1100, limits={"max_steps": 5000}, store=store)
+    engine = chatter.Engine(
+        max_nodes=1100,
+        max_edges=1100,
+        limits={"max_steps": 5000},
+        store=store,
+        durability=durability if store else None,
+    )
     engine.register_node("noop", lambda s: None)
     b = chatter.Workflow.builder().node("start", "start")
     inp: Any = None
@@ -131,7 +140,7 @@ def chatter_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def langgraph_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any]:
+def langgraph_runner(scenario: str, mode: str, db_path: str, durability: str = "sync") -> Callable[[], Any]:
     from langgraph.graph import END, START, StateGraph
 
     class S(TypedDict, total=False):
@@ -196,9 +205,10 @@ def langgraph_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any
 
     def run() -> Any:
         config = dict(base)
-        if checkpointer is not None:
-            config["configurable"] = {"thread_id": uuid.uuid4().hex}
-        return app.invoke(dict(inp), config)
+        if checkpointer is None:
+            return app.invoke(dict(inp), config)
+        config["configurable"] = {"thread_id": uuid.uuid4().hex}
+        return app.invoke(dict(inp), config, durability=durability)
 
     r = run()
     if scenario == "loop100":
@@ -213,15 +223,17 @@ def langgraph_runner(scenario: str, mode: str, db_path: str) -> Callable[[], Any
 # ---------------------------------------------------------------------------------------------
 
 
-def worker(framework: str, scenario: str, mode: str, reps: int, min_batch_s: float, clock: str) -> dict[str, Any]:
+def worker(
+    framework: str, scenario: str, mode: str, reps: int, min_batch_s: float, clock: str, durability: str
+) -> dict[str, Any]:
     now = time.process_time if clock == "cpu" else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         try:
             if framework == "chatter":
-                run = chatter_runner(scenario, mode, db)
+                run = chatter_runner(scenario, mode, db, durability)
             else:
-                run = langgraph_runner(scenario, mode, db)
+                run = langgraph_runner(scenario, mode, db, durability)
         except NotImplementedError as e:
             return {"error": str(e)}
         # Calibrate a batch size so one repetition lasts at least min_batch_s.
@@ -275,12 +287,18 @@ def main() -> None:
         help="time runs by the wall clock (default) or by the process's CPU time (steadier on a "
         "machine other jobs load: both frameworks run their graphs on the calling thread)",
     )
+    ap.add_argument(
+        "--durability",
+        choices=("sync", "async", "exit"),
+        default="sync",
+        help="durability of the sqlite mode, the same for both frameworks (default sync)",
+    )
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.batch_seconds = 3, 0.1
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.reps, args.batch_seconds, args.clock)))
+        print(json.dumps(worker(*args.worker, args.reps, args.batch_seconds, args.clock, args.durability)))
         return
 
     import importlib.metadata as md
@@ -293,7 +311,8 @@ def main() -> None:
             for fw in ("chatter", "langgraph"):
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", fw, scenario, mode, "--reps", str(args.reps),
-                     "--batch-seconds", str(args.batch_seconds), "--clock", args.clock],
+                     "--batch-seconds", str(args.batch_seconds), "--clock", args.clock,
+                     "--durability", args.durability],
                     capture_output=True, text=True,
                 )
                 if out.returncode != 0:
@@ -306,7 +325,8 @@ def main() -> None:
         f"Versions: chatter {versions['chatter']}, langgraph {versions['langgraph']}, "
         f"langgraph-checkpoint-sqlite {versions['langgraph-checkpoint-sqlite']}; "
         f"Python {sys.version.split()[0]}; {os.cpu_count()} cores; medians of {args.reps} repetitions; "
-        f"{'process CPU time' if args.clock == 'cpu' else 'wall-clock time'}.",
+        f"{'process CPU time' if args.clock == 'cpu' else 'wall-clock time'}; "
+        f"sqlite durability `{args.durability}` on both sides.",
         "",
         "| mode | graph | steps | Chatter per step | LangGraph per step | overhead ratio | Chatter runs/s | LangGraph runs/s | Chatter peak RSS | LangGraph peak RSS | Chatter disk / run | LangGraph disk / run |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
