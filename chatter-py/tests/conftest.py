@@ -29,6 +29,23 @@ REACT: dict[str, Any] = {
 }
 
 
+def counting_loop() -> chatter.Workflow:
+    """A conditional loop: the Python node kind `inc` (adds 1 to the variable `i`; each test
+    registers it) runs until `i` is 100, then the run ends."""
+    return (
+        chatter.Workflow.builder()
+        .node("start", "start")
+        .node("inc", "inc")
+        .node("check", "conditional", condition="variables.i < 100")
+        .node("end", "end")
+        .edge("start", "inc")
+        .edge("inc", "check")
+        .edge("check", "inc", branch="true")
+        .edge("check", "end", branch="false")
+        .build()
+    )
+
+
 @pytest.fixture
 def react() -> chatter.Workflow:
     return chatter.Workflow.from_dict(REACT)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import gc
+import os
 import resource
+import subprocess
+import sys
 from typing import Any
 
 import chatter
+
+from conftest import counting_loop
 
 
 def rss_kib() -> int:
@@ -56,18 +61,7 @@ import chatter
 assert "MIMALLOC_ARENA_EAGER_COMMIT" not in os.environ, "the import left its setting behind"
 engine = chatter.Engine(store=f"sqlite://{sys.argv[1]}")
 engine.register_node("inc", lambda s: {"i": s["variables"].get("i", 0) + 1})
-wf = (
-    chatter.Workflow.builder()
-    .node("start", "start")
-    .node("inc", "inc")
-    .node("check", "conditional", condition="variables.i < 100")
-    .node("end", "end")
-    .edge("start", "inc")
-    .edge("inc", "check")
-    .edge("check", "inc", branch="true")
-    .edge("check", "end", branch="false")
-    .build()
-)
+wf = chatter.Workflow.from_json(sys.argv[2])
 for _ in range(150):
     assert engine.run(wf, {}, events=False).variables["i"] == 100
 # The peak of this process's own memory (`ru_maxrss` would include the parent's at the fork).
@@ -82,13 +76,9 @@ def test_durable_runs_keep_a_small_footprint(tmp_path: Any) -> None:
     90 MiB (130 MiB over 800 runs) where transparent huge pages are on; the package turns that
     off while the extension loads (45 MiB), leaves the environment as it found it, and keeps a
     value the user set."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ARENA_EAGER_COMMIT"}
     out = subprocess.run(
-        [sys.executable, "-c", DURABLE_LOOP, str(tmp_path / "loop.db")],
+        [sys.executable, "-c", DURABLE_LOOP, str(tmp_path / "loop.db"), counting_loop().to_json()],
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,7 +11,7 @@ import pytest
 
 import chatter
 
-from conftest import REACT, WeatherModel
+from conftest import REACT, WeatherModel, counting_loop
 
 
 def chain(engine: chatter.Engine, n: int) -> chatter.Workflow:
@@ -176,19 +176,7 @@ def test_python_node_kind_chain(chat: chatter.Workflow) -> None:
 def test_conditional_loop_with_python_node() -> None:
     engine = chatter.Engine()
     engine.register_node("inc", lambda s: {"i": s["variables"].get("i", 0) + 1})
-    wf = (
-        chatter.Workflow.builder()
-        .node("start", "start")
-        .node("inc", "inc")
-        .node("check", "conditional", condition="variables.i < 100")
-        .node("end", "end")
-        .edge("start", "inc")
-        .edge("inc", "check")
-        .edge("check", "inc", branch="true")
-        .edge("check", "end", branch="false")
-        .build()
-    )
-    result = engine.run(wf, limits={"max_steps": 1000})
+    result = engine.run(counting_loop(), limits={"max_steps": 1000})
     assert result.variables["i"] == 100
     assert sum(1 for r in result.node_runs if r.node_id == "inc") == 100
 
