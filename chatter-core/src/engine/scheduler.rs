@@ -1085,21 +1085,17 @@ impl Run {
                 continue;
             }
             if let Some(condition) = &plan.edges[e as usize].condition {
-                if let Some(holds) = condition.eval_state(&self.state) {
-                    if holds {
-                        chosen = Some(e);
-                        break;
-                    }
-                    continue;
-                }
-                let ctx = context.get_or_insert_with(|| {
-                    // Only the state variables the node's conditions read are built.
-                    self.state.to_context_keys(
-                        &plan.condition_reads[node as usize],
-                        Some((n.spec.id.as_str(), n.spec.kind.as_str(), iteration)),
-                    )
-                });
-                if condition.eval(ctx)? {
+                let state = &self.state;
+                let holds = condition.eval_on(state, || {
+                    // Only the state variables the node's conditions read are built, once.
+                    context.get_or_insert_with(|| {
+                        state.to_context_keys(
+                            &plan.condition_reads[node as usize],
+                            Some((n.spec.id.as_str(), n.spec.kind.as_str(), iteration)),
+                        )
+                    })
+                })?;
+                if holds {
                     chosen = Some(e);
                     break;
                 }

@@ -346,6 +346,24 @@ impl Expression {
         self.inner.fast.as_ref().and_then(|f| f.eval_state(state))
     }
 
+    /// Evaluates on `state`: straight from it when [`Expression::eval_state`] can, else by
+    /// [`Expression::eval`] on the context `context` gives (called only then, so a caller
+    /// builds, or reuses, a context only when one is needed).
+    ///
+    /// # Errors
+    ///
+    /// As [`Expression::eval`].
+    pub fn eval_on<'c>(
+        &self,
+        state: &crate::state::State,
+        context: impl FnOnce() -> &'c Value,
+    ) -> Result<bool> {
+        match self.eval_state(state) {
+            Some(result) => Ok(result),
+            None => self.eval(context()),
+        }
+    }
+
     /// Evaluates against a context already converted to an engine value (a map whose keys are
     /// the state variables), for callers that evaluate many expressions on one state.
     ///

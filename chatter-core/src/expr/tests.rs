@@ -1444,7 +1444,14 @@ fn evaluation_on_the_state_agrees_with_evaluation_on_its_context() {
     for source in sources {
         let expr = Expression::compile(source).unwrap();
         for state in &states {
-            let full = expr.eval(&state.to_context(None));
+            let context = state.to_context(None);
+            let full = expr.eval(&context);
+            // `eval_on` (what the engine calls) gives the full evaluation's answer either way.
+            assert_eq!(
+                expr.eval_on(state, || &context).ok(),
+                full.as_ref().ok().copied(),
+                "`{source}` on {state:?}"
+            );
             match expr.eval_state(state) {
                 Some(fast) => assert_eq!(fast, full.unwrap(), "`{source}` on {state:?}"),
                 // Only a variable that is absent or not a number defers to the full evaluation.

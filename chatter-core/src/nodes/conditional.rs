@@ -84,10 +84,10 @@ impl Node for ConditionalNode {
                 ..NodeOutput::default()
             });
         };
-        let result = match condition.eval_state(&ctx.state) {
-            Some(result) => result,
-            None => condition.eval(&ctx.expr_context_for(condition.state_reads()))?,
-        };
+        let mut context = None;
+        let result = condition.eval_on(&ctx.state, || {
+            context.insert(ctx.expr_context_for(condition.state_reads()))
+        })?;
         Ok(NodeOutput {
             route: Route::Branch(if result { "true" } else { "false" }.to_owned()),
             output: json!({"condition": condition.source(), "result": result}),

@@ -164,18 +164,21 @@ impl Node for LoopNode {
         let holds = match &self.config.condition {
             None => true,
             Some(condition) => {
-                let mut keys = condition.state_reads().to_vec();
-                if !keys.contains(&"loop") {
-                    keys.push("loop");
-                }
-                let mut context = ctx.expr_context_for(&keys);
-                if let Some(loops) = context.get_mut("loop").and_then(Value::as_object_mut) {
-                    loops.insert(
-                        self.id.clone(),
-                        serde_json::to_value(this_pass).unwrap_or_default(),
-                    );
-                }
-                condition.eval(&context)?
+                let mut built = None;
+                condition.eval_on(&ctx.state, || {
+                    let mut keys = condition.state_reads().to_vec();
+                    if !keys.contains(&"loop") {
+                        keys.push("loop");
+                    }
+                    let context = built.insert(ctx.expr_context_for(&keys));
+                    if let Some(loops) = context.get_mut("loop").and_then(Value::as_object_mut) {
+                        loops.insert(
+                            self.id.clone(),
+                            serde_json::to_value(this_pass).unwrap_or_default(),
+                        );
+                    }
+                    context
+                })?
             }
         };
         let go_on = holds && iteration < max;
