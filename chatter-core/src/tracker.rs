@@ -143,6 +143,9 @@ pub struct TrackedRun {
     pub result: ExecutionResult,
     /// Why the execution was not fully recorded, if it was not.
     pub store_error: Option<Error>,
+    /// The execution's row as its end wrote it (status, output, usage, times), so a host
+    /// need not read it back; `None` when it paused (`waiting`) or was not fully recorded.
+    pub record: Option<ExecutionRecord>,
 }
 
 impl TrackedRun {
@@ -1011,9 +1014,11 @@ impl WorkflowTracker {
         if !ended || store_error.is_some() {
             let _ = self.store.release_lease(id, &self.worker_id).await;
         }
+        let record = durability.take_ended().filter(|_| store_error.is_none());
         Ok(TrackedRun {
             result,
             store_error,
+            record,
         })
     }
 

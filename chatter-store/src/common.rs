@@ -5,7 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chatter_core::Error;
 use chatter_core::store::documents::query_terms;
-use chatter_core::store::{ExecutionStatus, NewExecution, NewJob, SearchQuery};
+use chatter_core::store::{
+    ExecutionOutcome, ExecutionStatus, NewEvent, NewExecution, NewJob, SearchQuery, StepCommit,
+};
 use chatter_core::store::{StoreErrorKind, StoreResult, check_payload_size, json_size};
 use serde_json::Value;
 
@@ -143,6 +145,65 @@ impl Limits {
     pub(crate) fn opt_text(&self, what: &str, value: Option<&str>) -> StoreResult<()> {
         value.map_or(Ok(()), |v| self.text(what, v))
     }
+}
+
+/// Checks the events of a write (types present, payloads within the limit).
+pub(crate) fn check_events(limits: &Limits, events: &[NewEvent]) -> StoreResult<()> {
+    for event in events {
+        require("event type", &event.event_type)?;
+        limits.json("event payload", &event.payload)?;
+    }
+    Ok(())
+}
+
+/// Checks a step of `commit_steps` before the transaction starts.
+pub(crate) fn check_step(limits: &Limits, step: &StepCommit) -> StoreResult<()> {
+    let run = &step.node_run;
+    require("node_run.execution_id", &run.execution_id)?;
+    require("node_run.node_id", &run.node_id)?;
+    limits.json("state delta", &step.state_delta)?;
+    limits.opt_json("snapshot", step.snapshot.as_ref())?;
+    limits.opt_json("node output", run.output.as_ref())?;
+    limits.opt_text("node error", run.error.as_deref())?;
+    check_events(limits, &step.events)
+}
+
+/// Checks the outcome of `complete_execution` before the transaction starts: a terminal
+/// status, no negative usage, payloads within the limit.
+pub(crate) fn check_outcome(limits: &Limits, outcome: &ExecutionOutcome) -> StoreResult<()> {
+    if !outcome.status.is_terminal() {
+        return Err(invalid(format!(
+            "complete_execution needs completed, failed or cancelled (got {})",
+            outcome.status
+        )));
+    }
+    if outcome.prompt_tokens < 0 || outcome.completion_tokens < 0 || outcome.cost < 0.0 {
+        return Err(invalid("token counts and cost must not be negative"));
+    }
+    limits.opt_json("output", outcome.output.as_ref())?;
+    limits.opt_text("response", outcome.response.as_deref())?;
+    limits.opt_text("error", outcome.error.as_deref())?;
+    check_events(limits, &outcome.events)
+}
+
+/// Checks a `finish_execution` call: every step is execution `id`'s and valid, and so is
+/// the outcome.
+pub(crate) fn check_finish(
+    limits: &Limits,
+    id: &str,
+    steps: &[StepCommit],
+    outcome: &ExecutionOutcome,
+) -> StoreResult<()> {
+    for step in steps {
+        if step.node_run.execution_id != id {
+            return Err(invalid(format!(
+                "finish_execution of `{id}` got a step of execution `{}`",
+                step.node_run.execution_id
+            )));
+        }
+        check_step(limits, step)?;
+    }
+    check_outcome(limits, outcome)
 }
 
 /// A conversation's usage: the sums over its executions, one row when it exists (both

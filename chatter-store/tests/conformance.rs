@@ -130,6 +130,7 @@ conformance!(
     intents_leases_and_resumable_executions,
     start_execution_is_running_under_its_lease,
     commit_steps_groups_and_is_atomic,
+    finish_execution_writes_the_last_steps_with_the_end,
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
     concurrent_failures_leave_other_commits_intact,
@@ -1165,6 +1166,116 @@ mod cases {
         let a_now = s.get_execution(&a.id).await.unwrap().unwrap();
         assert_eq!((a_now.last_event_seq, a_now.step_count), (3, 2));
         assert_eq!(s.list_checkpoints(&a.id).await.unwrap().len(), 2);
+    }
+
+    pub async fn finish_execution_writes_the_last_steps_with_the_end(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        s.commit_step(&step(&run.id, "first", 1)).await.unwrap();
+        let other = running_execution(&s, "alice").await;
+
+        // A step of another execution, or one the database refuses (attempt 0 breaks a
+        // CHECK constraint after its events were inserted): nothing of the call is written.
+        let err = s
+            .finish_execution(
+                &run.id,
+                &[step(&run.id, "second", 2), step(&other.id, "elsewhere", 1)],
+                outcome(ExecutionStatus::Completed),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        let mut bad = step(&run.id, "third", 1);
+        bad.node_run.attempt = 0;
+        let err = s
+            .finish_execution(
+                &run.id,
+                &[step(&run.id, "second", 2), bad],
+                outcome(ExecutionStatus::Completed),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        // An end the store refuses keeps the steps out too.
+        let mut negative = outcome(ExecutionStatus::Completed);
+        negative.prompt_tokens = -1;
+        let err = s
+            .finish_execution(&run.id, &[step(&run.id, "second", 2)], negative)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        let unchanged = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!(unchanged.status, ExecutionStatus::Running);
+        assert_eq!((unchanged.last_event_seq, unchanged.step_count), (1, 1));
+        assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 1);
+        assert!(s.list_events(&other.id, 0, 100).await.unwrap().is_empty());
+
+        // The steps, then the end: one call, the row as it was written.
+        let ended = s
+            .finish_execution(
+                &run.id,
+                &[step(&run.id, "second", 2), step(&run.id, "third", 1)],
+                outcome(ExecutionStatus::Completed),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ended.status, ExecutionStatus::Completed);
+        assert_eq!((ended.last_event_seq, ended.step_count), (5, 3));
+        assert_eq!(ended.response.as_deref(), Some("done"));
+        assert_eq!(ended.lease_owner, None);
+        assert_eq!(s.get_execution(&run.id).await.unwrap().unwrap(), ended);
+        let events = s.list_events(&run.id, 0, 100).await.unwrap();
+        let seqs: Vec<(i64, &str)> = events
+            .iter()
+            .map(|e| (e.seq, e.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            seqs,
+            [
+                (1, "token"),
+                (2, "token"),
+                (3, "token"),
+                (4, "token"),
+                (5, "execution_completed")
+            ]
+        );
+        let nodes: Vec<(String, Option<i64>)> = s
+            .list_node_runs(&run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.node_id, r.step))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("first".to_owned(), Some(1)),
+                ("second".to_owned(), Some(2)),
+                ("third".to_owned(), Some(3))
+            ]
+        );
+        assert_eq!(s.list_checkpoints(&run.id).await.unwrap().len(), 3);
+
+        // An ended execution takes neither steps nor a second end.
+        let err = s
+            .finish_execution(
+                &run.id,
+                &[step(&run.id, "late", 1)],
+                outcome(ExecutionStatus::Completed),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::Conflict), "{err}");
+        assert_eq!(s.list_events(&run.id, 0, 100).await.unwrap().len(), 5);
+        assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 3);
+
+        // With no steps it is `complete_execution`.
+        let ended = s
+            .finish_execution(&other.id, &[], outcome(ExecutionStatus::Failed))
+            .await
+            .unwrap();
+        assert_eq!(ended.status, ExecutionStatus::Failed);
+        assert_eq!(ended.error.as_deref(), Some("model timed out"));
+        assert_eq!(ended.last_event_seq, 1);
     }
 
     pub async fn failed_transaction_leaves_nothing(s: Arc<dyn Store>) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatter_core::engine::{Engine, ExecutionStatus as RunStatus, RunOptions};
+use chatter_core::engine::{DurabilityMode, Engine, ExecutionStatus as RunStatus, RunOptions};
 use chatter_core::model::ModelRegistry;
 use chatter_core::providers::scripted::ScriptedModel;
 use chatter_core::retriever::{RetrievalQuery, Retriever, RetrieverRegistry};
@@ -90,6 +90,7 @@ on_every_backend!(
     template_run_updates_analytics,
     store_failure_mid_run_keeps_the_result,
     retries_skips_and_grouped_commits,
+    the_last_steps_are_written_with_the_end,
     retriever_ranks_owner_scoped_chunks,
     rag_workflow_puts_ranked_context_into_the_prompt,
     orchestrated_costs_routing_and_fallbacks_reach_every_record,
@@ -150,13 +151,14 @@ impl TrackerObserver for Recorder {
 }
 
 /// An execution store that delegates to a real one but fails `commit_steps` from the
-/// `fail_from`-th call on; it counts the calls and the steps, and holds the first call for
-/// `first_delay` (so completions pile up meanwhile).
+/// `fail_from`-th call on; it counts the calls, the `finish_execution` calls and the steps
+/// of both, and holds the first call for `first_delay` (so completions pile up meanwhile).
 struct FailingCommits {
     inner: Arc<dyn Store>,
     calls: std::sync::atomic::AtomicUsize,
     fail_from: usize,
     steps: std::sync::atomic::AtomicUsize,
+    finishes: std::sync::atomic::AtomicUsize,
     first_delay: Duration,
 }
 
@@ -167,6 +169,7 @@ impl FailingCommits {
             calls: std::sync::atomic::AtomicUsize::new(0),
             fail_from,
             steps: std::sync::atomic::AtomicUsize::new(0),
+            finishes: std::sync::atomic::AtomicUsize::new(0),
             first_delay,
         }
     }
@@ -219,6 +222,18 @@ impl ExecutionStore for FailingCommits {
         self.steps
             .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
         self.inner.commit_steps(steps).await
+    }
+    async fn finish_execution(
+        &self,
+        id: &str,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        self.finishes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.steps
+            .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.finish_execution(id, steps, outcome).await
     }
     async fn append_events(
         &self,
@@ -642,6 +657,68 @@ mod cases {
         );
     }
 
+    pub async fn the_last_steps_are_written_with_the_end(s: Arc<dyn Store>) {
+        // start -> chat -> end: `sync` commits start and chat each before the next node runs,
+        // and writes end's step with the outcome; `exit` writes all three with it; `async`
+        // hands steps to its writer task and writes what is left with the outcome.
+        // (`commit_steps` calls: one step each; the rest of the 3 steps go with the end.)
+        for (mode, commits) in [
+            (DurabilityMode::Sync, Some(2)),
+            (DurabilityMode::Exit, Some(0)),
+            (DurabilityMode::Async, None),
+        ] {
+            let (engine, _) = engine_with(json!({"default": {"content": "Hello."}}));
+            let counting = Arc::new(FailingCommits::new(s.clone(), usize::MAX, Duration::ZERO));
+            let run = WorkflowTracker::new(counting.clone())
+                .durability(mode)
+                .run(
+                    &engine,
+                    &chat_definition(),
+                    json!({"message": "hi"}),
+                    RunOptions::default(),
+                    ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+                )
+                .await
+                .unwrap();
+            assert!(run.store_error.is_none(), "{mode:?}: {:?}", run.store_error);
+            let id = &run.result.execution_id;
+            let stored = s.get_execution(id).await.unwrap().unwrap();
+            assert_eq!(stored.status, ExecutionStatus::Completed, "{mode:?}");
+            assert_eq!(stored.step_count, 3, "{mode:?}");
+            assert_eq!(stored.response.as_deref(), Some("Hello."), "{mode:?}");
+            assert_eq!(run.record.as_ref(), Some(&stored), "{mode:?}");
+            let load =
+                |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(load(&counting.finishes), 1, "{mode:?}");
+            assert_eq!(load(&counting.steps), 3, "{mode:?}");
+            if let Some(commits) = commits {
+                assert_eq!(load(&counting.calls), commits, "{mode:?}");
+            }
+            let nodes: Vec<(String, Option<i64>)> = s
+                .list_node_runs(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.node_id, r.step))
+                .collect();
+            assert_eq!(
+                nodes,
+                [
+                    ("start".to_owned(), Some(1)),
+                    ("chat".to_owned(), Some(2)),
+                    ("end".to_owned(), Some(3))
+                ],
+                "{mode:?}"
+            );
+            let events = s.list_events(id, 0, 100).await.unwrap();
+            assert_eq!(events.len(), run.result.events.len(), "{mode:?}");
+            assert_eq!(
+                events.last().map(|e| e.event_type.as_str()),
+                Some("execution_completed")
+            );
+        }
+    }
+
     pub async fn retries_skips_and_grouped_commits(s: Arc<dyn Store>) {
         // `flaky` fails once (retryable) then answers; `no` is on the dead branch; the fan-out
         // a/b/c completes while the first commit is held, so later steps share a transaction.
@@ -692,6 +769,7 @@ mod cases {
             .await
             .unwrap();
         assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        let ended = run.record.clone().expect("the ended row");
         let result = run.result;
         assert_eq!(result.status, RunStatus::Completed, "{:?}", result.error);
         let id = &result.execution_id;
@@ -738,6 +816,13 @@ mod cases {
         );
         let record = s.get_execution(id).await.unwrap().unwrap();
         assert_eq!(record.step_count, i64::try_from(steps).unwrap());
+        // The last steps were written with the end, in one call; the run hands back the row
+        // that call wrote.
+        assert_eq!(
+            counting.finishes.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(ended, record);
 
         // Events: all of them, contiguous, retry events included.
         let events = s.list_events(id, 0, 1000).await.unwrap();

@@ -27,7 +27,9 @@ use super::node::Route;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::state::StateDelta;
-use crate::store::{ExecutionStore, NewEvent, NodeRunRecord, StepCommit, StoreErrorKind};
+use crate::store::{
+    ExecutionRecord, ExecutionStore, NewEvent, NodeRunRecord, StepCommit, StoreErrorKind,
+};
 
 /// How soon the engine writes each step (DESIGN §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -99,12 +101,23 @@ pub struct Durability {
     pub snapshot_every: u32,
     /// Where the first storage failure is left for the host (the result carries its text).
     pub(crate) failure: Arc<std::sync::Mutex<Option<Error>>>,
+    /// Where the ended execution's row, as the store wrote it, is left for the host.
+    pub(crate) ended: Arc<std::sync::Mutex<Option<ExecutionRecord>>>,
 }
 
 impl Durability {
     /// Takes the first storage failure of the execution, once it has ended.
     pub(crate) fn take_failure(&self) -> Option<Error> {
         self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Takes the execution's row as its end wrote it (none when it paused or was not
+    /// fully recorded).
+    pub(crate) fn take_ended(&self) -> Option<ExecutionRecord> {
+        self.ended
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
@@ -131,6 +144,7 @@ impl Durability {
             mode,
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             failure: Arc::default(),
+            ended: Arc::default(),
         }
     }
 }
@@ -380,6 +394,8 @@ pub(crate) struct StepWriter {
     pub(crate) failed: Option<Error>,
     /// Where the first failure is handed to the host.
     failure_slot: Arc<std::sync::Mutex<Option<Error>>>,
+    /// Where the ended execution's row is handed to the host.
+    ended_slot: Arc<std::sync::Mutex<Option<ExecutionRecord>>>,
 }
 
 impl StepWriter {
@@ -393,6 +409,7 @@ impl StepWriter {
             background: None,
             failed: None,
             failure_slot: durability.failure,
+            ended_slot: durability.ended,
         }
     }
 
@@ -405,6 +422,14 @@ impl StepWriter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         slot.get_or_insert(error);
         text
+    }
+
+    /// Hands the ended execution's row, as the store wrote it, to the host.
+    pub(crate) fn ended(&self, record: ExecutionRecord) {
+        *self
+            .ended_slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record);
     }
 
     /// Whether a snapshot is due with the next step.
@@ -454,6 +479,23 @@ impl StepWriter {
     /// Flushes everything and waits for the async writer; returns the first failure.
     pub(crate) async fn finish(&mut self) -> Option<Error> {
         self.flush(true).await;
+        self.wait_background().await;
+        self.failed.take()
+    }
+
+    /// Waits for the async writer and hands back the steps still staged (in `exit` mode all
+    /// of them), for the store to write with the execution's end in one transaction
+    /// ([`crate::store::ExecutionStore::finish_execution`]); the first failure instead.
+    pub(crate) async fn settle(&mut self) -> Result<Vec<StepCommit>> {
+        self.wait_background().await;
+        match self.failed.take() {
+            Some(error) => Err(error),
+            None => Ok(std::mem::take(&mut self.staged)),
+        }
+    }
+
+    /// Closes the async writer's channel and waits for it to write what it was sent.
+    async fn wait_background(&mut self) {
         if let Some((sender, task)) = self.background.take() {
             drop(sender);
             match task.await {
@@ -468,7 +510,6 @@ impl StepWriter {
                 }
             }
         }
-        self.failed.take()
     }
 }
 

@@ -428,7 +428,8 @@ impl Run {
                                     let attempt = launch.act.attempt;
                                     let done = launch.completion(attempt, Ok(output));
                                     self.complete(plan, done);
-                                    self.commit_point().await;
+                                    let last = self.ends_here(running.is_empty());
+                                    self.commit_point(last).await;
                                 }
                                 Err(error) if launch.may_retry(&error, launch.act.attempt) => {
                                     let log = self.log.clone();
@@ -439,7 +440,8 @@ impl Run {
                                     let attempt = launch.act.attempt;
                                     let done = launch.completion(attempt, Err(error));
                                     self.complete(plan, done);
-                                    self.commit_point().await;
+                                    let last = self.ends_here(running.is_empty());
+                                    self.commit_point(last).await;
                                 }
                             }
                         }
@@ -476,7 +478,8 @@ impl Run {
                     while let Some(Some(done)) = running.next().now_or_never() {
                         self.complete(plan, done);
                     }
-                    self.commit_point().await;
+                    let last = self.ends_here(running.is_empty());
+                    self.commit_point(last).await;
                 }
             }
         }
@@ -570,7 +573,7 @@ impl Run {
             }
             self.complete_recorded(plan, act, run.attempt, run.started_at_ms, result);
             if record {
-                self.commit_point().await;
+                self.commit_point(false).await;
             }
         }
         let Some(replay) = self.replay.take() else {
@@ -592,10 +595,21 @@ impl Run {
         }
     }
 
+    /// Whether the execution ends once the completions just applied are committed: it has
+    /// ended, or nothing is ready and (`idle`) nothing runs.
+    fn ends_here(&self, idle: bool) -> bool {
+        self.end.is_some() || (idle && self.ready.is_empty())
+    }
+
     /// A durable execution's commit point: stages the node runs ended since the last one as
-    /// steps, and in `sync` mode writes them before anything else starts.
-    async fn commit_point(&mut self) {
+    /// steps, and in `sync` mode writes them before anything else starts. At the `last` one
+    /// nothing else starts: the steps stay staged and are written with the execution's end,
+    /// in the same transaction ([`Run::record_end`]).
+    async fn commit_point(&mut self, last: bool) {
         self.stage_steps();
+        if last {
+            return;
+        }
         if let Some(writer) = self.writer.as_mut() {
             writer.flush(false).await;
             if let Some(error) = &writer.failed
@@ -1517,11 +1531,18 @@ impl Run {
         self.writer.as_ref()?;
         self.stage_steps();
         let writer = self.writer.as_mut()?;
-        if let Some(error) = writer.finish().await {
+        // Ending, the last steps are written with the outcome (one transaction); pausing, first.
+        let written = if status == ExecutionStatus::Waiting {
+            writer.finish().await.map_or(Ok(Vec::new()), Err)
+        } else {
+            writer.settle().await
+        };
+        let last_steps = match written {
+            Ok(steps) => steps,
             // Steps are missing: the execution is not ended in the store, so it stays
             // resumable once the store is back.
-            return Some(writer.report(error));
-        }
+            Err(error) => return Some(writer.report(error)),
+        };
         let store = writer.store.clone();
         let events = self.take_unstaged_events();
         let id = &*self.exec_id;
@@ -1563,7 +1584,14 @@ impl Run {
                 events,
             };
             crate::failpoint::hit("engine.before_complete");
-            let written = store.complete_execution(id, outcome).await.map(|_| ());
+            let written = store.finish_execution(id, &last_steps, outcome).await;
+            let written = match (written, self.writer.as_ref()) {
+                (Ok(record), Some(writer)) => {
+                    writer.ended(record);
+                    Ok(())
+                }
+                (written, _) => written.map(|_| ()),
+            };
             crate::failpoint::hit("engine.after_complete");
             written
         };

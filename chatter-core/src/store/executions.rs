@@ -572,6 +572,39 @@ pub trait ExecutionStore: Send + Sync {
     /// (checked before the transaction starts).
     async fn commit_steps(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>>;
 
+    /// Commits an execution's last steps (possibly none, all of execution `id`) and ends it
+    /// with `outcome`: what [`ExecutionStore::commit_steps`] then
+    /// [`ExecutionStore::complete_execution`] do, in ONE transaction, so either both are
+    /// written or neither. The engine ends a durable execution with it: in `sync` mode the
+    /// final step is committed with the outcome, not in a transaction of its own just before.
+    ///
+    /// The default makes the two calls (two transactions); the backends override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExecutionStore::commit_steps`] and [`ExecutionStore::complete_execution`];
+    /// `InvalidInput` for a step of another execution.
+    async fn finish_execution(
+        &self,
+        id: &str,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        if let Some(other) = steps.iter().find(|s| s.node_run.execution_id != id) {
+            return Err(crate::Error::store(
+                super::StoreErrorKind::InvalidInput,
+                format!(
+                    "finish_execution of `{id}` got a step of execution `{}`",
+                    other.node_run.execution_id
+                ),
+            ));
+        }
+        if !steps.is_empty() {
+            self.commit_steps(steps).await?;
+        }
+        self.complete_execution(id, outcome).await
+    }
+
     /// Commits one step in one transaction.
     ///
     /// # Errors

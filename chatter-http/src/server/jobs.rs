@@ -1136,6 +1136,9 @@ async fn try_attempt(
             if let Some(error) = run.store_error {
                 return Err(retry("the execution was not fully recorded", &error));
             }
+            if let Some(record) = run.record {
+                return Ok(record);
+            }
         }
         Some(record)
             if record.status.is_terminal() || record.status == ExecutionStatus::Waiting =>
@@ -1156,6 +1159,9 @@ async fn try_attempt(
                 Ok(run) => {
                     if let Some(error) = run.store_error {
                         return Err(retry("the execution was not fully recorded", &error));
+                    }
+                    if let Some(record) = run.record {
+                        return Ok(record);
                     }
                 }
                 Err(e) => {

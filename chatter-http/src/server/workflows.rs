@@ -917,6 +917,9 @@ pub(super) async fn run_recorded(
     if let Some(error) = run.store_error {
         return Err(ApiError::from(error));
     }
+    if let Some(record) = run.record {
+        return Ok(record);
+    }
     state
         .store()
         .get_execution(&id)

@@ -10,8 +10,8 @@ use tokio_postgres::{GenericClient, Row, Statement};
 
 use super::{Pg, PostgresStore, col, enum_col};
 use crate::common::{
-    Limits, conflict, execution_insert_error, invalid, new_execution_row, not_found, now_ms,
-    object_or_empty, require,
+    check_events, check_finish, check_outcome, check_step, conflict, execution_insert_error,
+    invalid, new_execution_row, not_found, now_ms, object_or_empty, require,
 };
 
 fn execution_row(row: &Row) -> StoreResult<ExecutionRecord> {
@@ -154,25 +154,6 @@ async fn insert_events(
         .pg()?;
     }
     Ok(())
-}
-
-fn check_events(limits: &Limits, events: &[NewEvent]) -> StoreResult<()> {
-    for event in events {
-        require("event type", &event.event_type)?;
-        limits.json("event payload", &event.payload)?;
-    }
-    Ok(())
-}
-
-fn check_step(limits: &Limits, step: &StepCommit) -> StoreResult<()> {
-    let run = &step.node_run;
-    require("node_run.execution_id", &run.execution_id)?;
-    require("node_run.node_id", &run.node_id)?;
-    limits.json("state delta", &step.state_delta)?;
-    limits.opt_json("snapshot", step.snapshot.as_ref())?;
-    limits.opt_json("node output", run.output.as_ref())?;
-    limits.opt_text("node error", run.error.as_deref())?;
-    check_events(limits, &step.events)
 }
 
 /// One step in ONE statement: data-modifying CTEs reserve the sequence numbers and the step
@@ -330,6 +311,73 @@ impl PostgresStore {
     }
 }
 
+/// Ends execution `id` with `outcome` inside the caller's transaction: status, output,
+/// usage, final events, template analytics (`complete_execution`, `finish_execution`).
+async fn complete_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+    outcome: &ExecutionOutcome,
+) -> StoreResult<ExecutionRecord> {
+    let status = outcome.status;
+    let count = outcome.events.len() as i64;
+    let row = tx
+        .query_opt(
+            "UPDATE workflow_executions SET status = $2, output = $3, response = $4, error = $5,
+                 prompt_tokens = $6, completion_tokens = $7, total_tokens = $6::bigint + $7::bigint, cost = $8,
+                 finished_at = $9, updated_at = $9, lease_owner = NULL, lease_expires_at = NULL,
+                 duration_ms = GREATEST(0, $9 - COALESCE(started_at, created_at)),
+                 last_event_seq = last_event_seq + $10
+             WHERE id = $1 AND status = ANY($11) RETURNING *",
+            &[
+                &id,
+                &status.as_str(),
+                &outcome.output,
+                &outcome.response,
+                &outcome.error,
+                &outcome.prompt_tokens,
+                &outcome.completion_tokens,
+                &outcome.cost,
+                &outcome.finished_at,
+                &count,
+                &predecessors(status),
+            ],
+        )
+        .await
+        .pg()?;
+    let Some(row) = row else {
+        return Err(explain_no_row(&**tx, id, Some(status)).await);
+    };
+    let record = execution_row(&row)?;
+    insert_events(tx, id, record.last_event_seq - count + 1, &outcome.events).await?;
+    if let Some(template_id) = &record.template_id {
+        let success = i64::from(status == ExecutionStatus::Completed);
+        tx.execute(
+            "INSERT INTO template_analytics AS a (template_id, usage_count, success_count, failure_count,
+                 total_tokens, total_cost, total_duration_ms, last_used_at)
+             VALUES ($1, 1, $2::bigint, 1 - $2::bigint, $3, $4, $5, $6)
+             ON CONFLICT (template_id) DO UPDATE SET
+                 usage_count = a.usage_count + 1,
+                 success_count = a.success_count + excluded.success_count,
+                 failure_count = a.failure_count + excluded.failure_count,
+                 total_tokens = a.total_tokens + excluded.total_tokens,
+                 total_cost = a.total_cost + excluded.total_cost,
+                 total_duration_ms = a.total_duration_ms + excluded.total_duration_ms,
+                 last_used_at = GREATEST(a.last_used_at, excluded.last_used_at)",
+            &[
+                template_id,
+                &success,
+                &record.total_tokens,
+                &record.cost,
+                &record.duration_ms.unwrap_or(0),
+                &outcome.finished_at,
+            ],
+        )
+        .await
+        .pg()?;
+    }
+    Ok(record)
+}
+
 #[async_trait]
 impl ExecutionStore for PostgresStore {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
@@ -422,79 +470,10 @@ impl ExecutionStore for PostgresStore {
         id: &str,
         outcome: ExecutionOutcome,
     ) -> StoreResult<ExecutionRecord> {
-        if !outcome.status.is_terminal() {
-            return Err(invalid(format!(
-                "complete_execution needs completed, failed or cancelled (got {})",
-                outcome.status
-            )));
-        }
-        if outcome.prompt_tokens < 0 || outcome.completion_tokens < 0 || outcome.cost < 0.0 {
-            return Err(invalid("token counts and cost must not be negative"));
-        }
-        self.limits.opt_json("output", outcome.output.as_ref())?;
-        self.limits
-            .opt_text("response", outcome.response.as_deref())?;
-        self.limits.opt_text("error", outcome.error.as_deref())?;
-        check_events(&self.limits, &outcome.events)?;
-        let status = outcome.status;
-        let count = outcome.events.len() as i64;
+        check_outcome(&self.limits, &outcome)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.pg()?;
-        let row = tx
-            .query_opt(
-                "UPDATE workflow_executions SET status = $2, output = $3, response = $4, error = $5,
-                     prompt_tokens = $6, completion_tokens = $7, total_tokens = $6::bigint + $7::bigint, cost = $8,
-                     finished_at = $9, updated_at = $9, lease_owner = NULL, lease_expires_at = NULL,
-                     duration_ms = GREATEST(0, $9 - COALESCE(started_at, created_at)),
-                     last_event_seq = last_event_seq + $10
-                 WHERE id = $1 AND status = ANY($11) RETURNING *",
-                &[
-                    &id,
-                    &status.as_str(),
-                    &outcome.output,
-                    &outcome.response,
-                    &outcome.error,
-                    &outcome.prompt_tokens,
-                    &outcome.completion_tokens,
-                    &outcome.cost,
-                    &outcome.finished_at,
-                    &count,
-                    &predecessors(status),
-                ],
-            )
-            .await
-            .pg()?;
-        let Some(row) = row else {
-            return Err(explain_no_row(&*tx, id, Some(status)).await);
-        };
-        let record = execution_row(&row)?;
-        insert_events(&tx, id, record.last_event_seq - count + 1, &outcome.events).await?;
-        if let Some(template_id) = &record.template_id {
-            let success = i64::from(status == ExecutionStatus::Completed);
-            tx.execute(
-                "INSERT INTO template_analytics AS a (template_id, usage_count, success_count, failure_count,
-                     total_tokens, total_cost, total_duration_ms, last_used_at)
-                 VALUES ($1, 1, $2::bigint, 1 - $2::bigint, $3, $4, $5, $6)
-                 ON CONFLICT (template_id) DO UPDATE SET
-                     usage_count = a.usage_count + 1,
-                     success_count = a.success_count + excluded.success_count,
-                     failure_count = a.failure_count + excluded.failure_count,
-                     total_tokens = a.total_tokens + excluded.total_tokens,
-                     total_cost = a.total_cost + excluded.total_cost,
-                     total_duration_ms = a.total_duration_ms + excluded.total_duration_ms,
-                     last_used_at = GREATEST(a.last_used_at, excluded.last_used_at)",
-                &[
-                    template_id,
-                    &success,
-                    &record.total_tokens,
-                    &record.cost,
-                    &record.duration_ms.unwrap_or(0),
-                    &outcome.finished_at,
-                ],
-            )
-            .await
-            .pg()?;
-        }
+        let record = complete_in(&tx, id, &outcome).await?;
         tx.commit().await.pg()?;
         Ok(record)
     }
@@ -549,6 +528,30 @@ impl ExecutionStore for PostgresStore {
         tx.commit().await.pg()?;
         chatter_core::failpoint::hit("postgres.after_commit");
         Ok(receipts)
+    }
+
+    async fn finish_execution(
+        &self,
+        id: &str,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        check_finish(&self.limits, id, steps, &outcome)?;
+        let now = now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.pg()?;
+        if !steps.is_empty() {
+            // One execution: its row is locked by the first step, no ordering needed.
+            let stmt = tx.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
+            for step in steps {
+                commit_one(&*tx, &stmt, step, now).await?;
+            }
+        }
+        let record = complete_in(&tx, id, &outcome).await?;
+        chatter_core::failpoint::hit("postgres.before_commit");
+        tx.commit().await.pg()?;
+        chatter_core::failpoint::hit("postgres.after_commit");
+        Ok(record)
     }
 
     async fn append_events(

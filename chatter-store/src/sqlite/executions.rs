@@ -9,10 +9,9 @@ use chatter_core::store::{
 use rusqlite::{Connection, params};
 
 use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
-use crate::common::Limits;
 use crate::common::{
-    conflict, execution_insert_error, invalid, new_execution_row, not_found, now_ms,
-    object_or_empty, require, to_json_text,
+    check_events, check_finish, check_outcome, check_step, conflict, execution_insert_error,
+    invalid, new_execution_row, not_found, now_ms, object_or_empty, require, to_json_text,
 };
 
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
@@ -164,25 +163,6 @@ fn insert_events(
         .db()?;
     }
     Ok(())
-}
-
-fn check_events(limits: &Limits, events: &[NewEvent]) -> StoreResult<()> {
-    for event in events {
-        require("event type", &event.event_type)?;
-        limits.json("event payload", &event.payload)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn check_step(limits: &Limits, step: &StepCommit) -> StoreResult<()> {
-    let run = &step.node_run;
-    require("node_run.execution_id", &run.execution_id)?;
-    require("node_run.node_id", &run.node_id)?;
-    limits.json("state delta", &step.state_delta)?;
-    limits.opt_json("snapshot", step.snapshot.as_ref())?;
-    limits.opt_json("node output", run.output.as_ref())?;
-    limits.opt_text("node error", run.error.as_deref())?;
-    check_events(limits, &step.events)
 }
 
 /// How the steps of one `commit_steps` call are stored compactly (migration 0008), worked out
@@ -550,6 +530,79 @@ impl SqliteStore {
     }
 }
 
+/// Ends execution `key` with `outcome` inside the caller's transaction: status, output,
+/// usage, final events, template analytics (`complete_execution`, `finish_execution`).
+fn complete_in(
+    tx: &Connection,
+    key: &str,
+    outcome: &ExecutionOutcome,
+) -> StoreResult<ExecutionRecord> {
+    let status = outcome.status;
+    let from: Vec<&str> = status
+        .allowed_predecessors()
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let from = serde_json::to_string(&from).unwrap_or_default();
+    let count = outcome.events.len() as i64;
+    let updated = query_opt(
+        tx,
+        &format!(
+            "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
+                 prompt_tokens = ?6, completion_tokens = ?7, total_tokens = ?6 + ?7, cost = ?8,
+                 finished_at = ?9, updated_at = ?9, lease_owner = NULL, lease_expires_at = NULL,
+                 duration_ms = MAX(0, ?9 - COALESCE(started_at, created_at)),
+                 last_event_seq = last_event_seq + ?10
+             WHERE id = ?1 AND status IN (SELECT value FROM json_each(?11)) RETURNING {COLUMNS}"
+        ),
+        params![
+            key,
+            status.as_str(),
+            outcome.output.as_ref().map(to_json_text),
+            outcome.response,
+            outcome.error,
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            outcome.cost,
+            outcome.finished_at,
+            count,
+            from
+        ],
+        execution_row,
+    )?;
+    let Some(record) = updated else {
+        return Err(explain_no_row(tx, key, Some(status)));
+    };
+    insert_events(tx, key, record.last_event_seq - count + 1, &outcome.events)?;
+    if let Some(template_id) = &record.template_id {
+        let success = i64::from(status == ExecutionStatus::Completed);
+        tx.prepare_cached(
+            "INSERT INTO template_analytics (template_id, usage_count, success_count, failure_count,
+                 total_tokens, total_cost, total_duration_ms, last_used_at)
+             VALUES (?1, 1, ?2, 1 - ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (template_id) DO UPDATE SET
+                 usage_count = usage_count + 1,
+                 success_count = success_count + excluded.success_count,
+                 failure_count = failure_count + excluded.failure_count,
+                 total_tokens = total_tokens + excluded.total_tokens,
+                 total_cost = total_cost + excluded.total_cost,
+                 total_duration_ms = total_duration_ms + excluded.total_duration_ms,
+                 last_used_at = MAX(COALESCE(last_used_at, 0), excluded.last_used_at)",
+        )
+        .db()?
+        .execute(params![
+            template_id,
+            success,
+            record.total_tokens,
+            record.cost,
+            record.duration_ms.unwrap_or(0),
+            outcome.finished_at
+        ])
+        .db()?;
+    }
+    Ok(record)
+}
+
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
@@ -641,86 +694,11 @@ impl ExecutionStore for SqliteStore {
         id: &str,
         outcome: ExecutionOutcome,
     ) -> StoreResult<ExecutionRecord> {
-        if !outcome.status.is_terminal() {
-            return Err(invalid(format!(
-                "complete_execution needs completed, failed or cancelled (got {})",
-                outcome.status
-            )));
-        }
-        if outcome.prompt_tokens < 0 || outcome.completion_tokens < 0 || outcome.cost < 0.0 {
-            return Err(invalid("token counts and cost must not be negative"));
-        }
-        self.limits.opt_json("output", outcome.output.as_ref())?;
-        self.limits
-            .opt_text("response", outcome.response.as_deref())?;
-        self.limits.opt_text("error", outcome.error.as_deref())?;
-        check_events(&self.limits, &outcome.events)?;
+        check_outcome(&self.limits, &outcome)?;
         let key = id.to_owned();
-        self.write_short(move |conn| {
-            // Inside the transaction of the group this write is part of.
-            let tx = conn;
-            let status = outcome.status;
-            let from: Vec<&str> = status.allowed_predecessors().iter().map(|s| s.as_str()).collect();
-            let from = serde_json::to_string(&from).unwrap_or_default();
-            let count = outcome.events.len() as i64;
-            let updated = query_opt(
-                tx,
-                &format!(
-                    "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
-                         prompt_tokens = ?6, completion_tokens = ?7, total_tokens = ?6 + ?7, cost = ?8,
-                         finished_at = ?9, updated_at = ?9, lease_owner = NULL, lease_expires_at = NULL,
-                         duration_ms = MAX(0, ?9 - COALESCE(started_at, created_at)),
-                         last_event_seq = last_event_seq + ?10
-                     WHERE id = ?1 AND status IN (SELECT value FROM json_each(?11)) RETURNING {COLUMNS}"
-                ),
-                params![
-                    key,
-                    status.as_str(),
-                    outcome.output.as_ref().map(to_json_text),
-                    outcome.response,
-                    outcome.error,
-                    outcome.prompt_tokens,
-                    outcome.completion_tokens,
-                    outcome.cost,
-                    outcome.finished_at,
-                    count,
-                    from
-                ],
-                execution_row,
-            )?;
-            let Some(record) = updated else {
-                return Err(explain_no_row(tx, &key, Some(status)));
-            };
-            insert_events(tx, &key, record.last_event_seq - count + 1, &outcome.events)?;
-            if let Some(template_id) = &record.template_id {
-                let success = i64::from(status == ExecutionStatus::Completed);
-                tx.prepare_cached(
-                    "INSERT INTO template_analytics (template_id, usage_count, success_count, failure_count,
-                         total_tokens, total_cost, total_duration_ms, last_used_at)
-                     VALUES (?1, 1, ?2, 1 - ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (template_id) DO UPDATE SET
-                         usage_count = usage_count + 1,
-                         success_count = success_count + excluded.success_count,
-                         failure_count = failure_count + excluded.failure_count,
-                         total_tokens = total_tokens + excluded.total_tokens,
-                         total_cost = total_cost + excluded.total_cost,
-                         total_duration_ms = total_duration_ms + excluded.total_duration_ms,
-                         last_used_at = MAX(COALESCE(last_used_at, 0), excluded.last_used_at)",
-                )
-                .db()?
-                .execute(params![
-                    template_id,
-                    success,
-                    record.total_tokens,
-                    record.cost,
-                    record.duration_ms.unwrap_or(0),
-                    outcome.finished_at
-                ])
-                .db()?;
-            }
-            Ok(record)
-        })
-        .await
+        // Inside the transaction of the group this write is part of.
+        self.write_short(move |conn| complete_in(conn, &key, &outcome))
+            .await
     }
 
     async fn delete_execution(&self, id: &str) -> StoreResult<bool> {
@@ -742,6 +720,19 @@ impl ExecutionStore for SqliteStore {
             return Ok(Vec::new());
         }
         self.commit(steps).await
+    }
+
+    async fn finish_execution(
+        &self,
+        id: &str,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        check_finish(&self.limits, id, steps, &outcome)?;
+        let key = id.to_owned();
+        // The steps, then the end, in one write: a failure of either leaves neither.
+        self.commit_then(steps, move |conn, _| complete_in(conn, &key, &outcome))
+            .await
     }
 
     async fn append_events(

@@ -663,16 +663,31 @@ impl SqliteStore {
     /// Commits one `commit_steps` call as a short write ([`SqliteStore::write_short`]); run
     /// on this thread, it reads the steps where they are (no copy).
     pub(crate) async fn commit(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>> {
+        self.commit_then(steps, |_, receipts| Ok(receipts)).await
+    }
+
+    /// [`SqliteStore::commit`], then `then` with the receipts, in the same short write: both
+    /// are written or neither (`finish_execution`). With no steps, `then` alone.
+    pub(crate) async fn commit_then<T, F>(&self, steps: &[StepCommit], then: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, Vec<StepReceipt>) -> StoreResult<T> + Send + 'static,
+    {
+        let commit = |conn: &Connection, steps: &[StepCommit]| {
+            let receipts = if steps.is_empty() {
+                Vec::new()
+            } else {
+                executions::commit_call(conn, steps, crate::common::now_ms())?
+            };
+            then(conn, receipts)
+        };
         if self.inline
             && let Some(conn) = self.write_side.try_lock()
         {
-            return self.run_inline(conn, |conn| {
-                executions::commit_call(conn, steps, crate::common::now_ms())
-            });
+            return self.run_inline(conn, |conn| commit(conn, steps));
         }
         let steps = steps.to_vec();
-        self.queue_write(move |conn| executions::commit_call(conn, &steps, crate::common::now_ms()))
-            .await
+        self.queue_write(move |conn| commit(conn, &steps)).await
     }
 
     /// Runs a short write (a few statements, no transaction of its own: it runs inside one)
