@@ -476,17 +476,52 @@ impl WorkflowTracker {
             .await
     }
 
+    /// As [`WorkflowTracker::run_observed`], for a definition prepared once
+    /// ([`Engine::prepare`]) and run many times: a host that keeps the preparation of a
+    /// stored definition saves validating and compiling it (and taking its digest) again on
+    /// every execution.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::run`], except the preparation's.
+    pub async fn run_prepared_observed<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        prepared: &PreparedWorkflow,
+        input: Value,
+        options: RunOptions,
+        meta: ExecutionMeta,
+        observe: F,
+    ) -> Result<TrackedRun> {
+        self.run_prepared_with(engine, prepared, input, options, meta, Some(observe))
+            .await
+    }
+
     /// [`WorkflowTracker::run_observed`], or [`WorkflowTracker::run`] when `observe` is `None`.
     async fn run_with<F: FnMut(&Event)>(
         &self,
         engine: &Engine,
         def: &WorkflowDefinition,
         input: Value,
-        mut options: RunOptions,
+        options: RunOptions,
         meta: ExecutionMeta,
         observe: Option<F>,
     ) -> Result<TrackedRun> {
         let prepared = engine.prepare(def)?;
+        self.run_prepared_with(engine, &prepared, input, options, meta, observe)
+            .await
+    }
+
+    async fn run_prepared_with<F: FnMut(&Event)>(
+        &self,
+        engine: &Engine,
+        prepared: &PreparedWorkflow,
+        input: Value,
+        mut options: RunOptions,
+        meta: ExecutionMeta,
+        observe: Option<F>,
+    ) -> Result<TrackedRun> {
+        let def = prepared.definition();
         let id = options
             .execution_id
             .clone()
@@ -514,7 +549,8 @@ impl WorkflowTracker {
         // A graph read again from its source on resume (a stored definition, a template) must
         // be the one this run started with: its digest is recorded to check it.
         if graph.is_none() {
-            extra.push((GRAPH_DIGEST_PARAM, Value::String(graph_digest(def))));
+            let digest = prepared.digest.get_or_init(|| graph_digest(def));
+            extra.push((GRAPH_DIGEST_PARAM, Value::String(digest.clone())));
         }
         if !extra.is_empty() {
             if !params.is_object() {
@@ -538,7 +574,7 @@ impl WorkflowTracker {
             graph,
         };
         let record = self.open_row(engine, new).await?;
-        self.drive(engine, &prepared, &record, input, options, None, observe)
+        self.drive(engine, prepared, &record, input, options, None, observe)
             .await
     }
 

@@ -19,7 +19,7 @@ both_backends!(
 );
 
 mod cases {
-    use chatter_core::store::{DefinitionFilter, Page};
+    use chatter_core::store::{DefinitionFilter, ExecutionRecord, Page};
     use serde_json::{Value, json};
 
     use crate::common::{ADMIN_KEY, Harness};
@@ -399,6 +399,43 @@ mod cases {
             .await;
         assert_eq!(per_def.body.as_array().unwrap().len(), 1);
 
+        // An edited definition runs as edited (the server keeps definitions prepared, by
+        // version), and its executions record the new graph's digest.
+        let edited = h
+            .send(
+                "PUT",
+                &format!("{W}/definitions/{id}"),
+                Some(&alice.key),
+                Some(&json!({
+                    "nodes": [{"id": "start", "type": "start"}, {"id": "finish", "type": "end"}],
+                    "edges": [{"source": "start", "target": "finish"}]
+                })),
+            )
+            .await;
+        assert_eq!(edited.status, 200, "{}", edited.text);
+        let rerun = h
+            .post(
+                &format!("{W}/definitions/{id}/execute"),
+                Some(&alice.key),
+                &json!({"input_data": {"message": "again"}}),
+            )
+            .await;
+        assert_eq!(rerun.status, 200, "{}", rerun.text);
+        let rerun_id = rerun.body["id"].as_str().unwrap();
+        let nodes: Vec<String> = h
+            .store()
+            .list_node_runs(rerun_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.node_id)
+            .collect();
+        assert_eq!(nodes, ["start", "finish"]);
+        let digest = |record: &ExecutionRecord| record.params["graph_digest"].clone();
+        let rerun_record = h.store().get_execution(rerun_id).await.unwrap().unwrap();
+        assert!(digest(&rerun_record).is_string());
+        assert_ne!(digest(&rerun_record), digest(&stored));
+
         // A mismatching definition_id is refused; nothing runs.
         h.post(
             &format!("{W}/definitions/{id}/execute"),
@@ -419,8 +456,8 @@ mod cases {
         let all = h.get(&format!("{W}/executions"), Some(&alice.key)).await;
         assert_eq!(all.status, 200);
         let list = all.body["executions"].as_array().unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0]["definition_id"], id.as_str());
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|e| e["definition_id"] == id.as_str()));
         assert_eq!(all.body["limit"], 20);
         let still = h
             .get(

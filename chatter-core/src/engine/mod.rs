@@ -554,6 +554,7 @@ impl Engine {
         Ok(PreparedWorkflow {
             plan: Arc::new(plan),
             definition: Arc::new(def.clone()),
+            digest: Arc::default(),
         })
     }
 

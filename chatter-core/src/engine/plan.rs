@@ -108,6 +108,9 @@ pub(crate) struct RunSizes {
 pub struct PreparedWorkflow {
     pub(crate) plan: Arc<Plan>,
     pub(crate) definition: Arc<WorkflowDefinition>,
+    /// The definition's digest, taken once (by the tracker, which records it with each
+    /// execution of a stored definition).
+    pub(crate) digest: Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for PreparedWorkflow {

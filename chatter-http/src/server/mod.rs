@@ -343,6 +343,8 @@ struct Inner {
     rate_limiter: Option<ratelimit::RateLimiter>,
     /// Recently verified credentials.
     principals: auth::PrincipalCache,
+    /// Stored definitions prepared for running.
+    prepared: workflows::PreparedDefinitions,
 }
 
 /// Removes an execution from the live registry when dropped.
@@ -381,6 +383,11 @@ impl AppState {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.0.engine
+    }
+
+    /// Stored definitions prepared for running, by id and version.
+    pub(crate) fn prepared_definitions(&self) -> &workflows::PreparedDefinitions {
+        &self.0.prepared
     }
 
     /// The tracker recording executions into the store.
@@ -675,6 +682,7 @@ impl Server {
             metrics,
             rate_limiter,
             principals: auth::PrincipalCache::default(),
+            prepared: workflows::PreparedDefinitions::default(),
         }));
         let resumer = tokio::spawn(resume_due_loop(state.clone()));
         let workers = jobs::start_workers(&state);

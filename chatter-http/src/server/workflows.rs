@@ -5,12 +5,15 @@
 //! writes only their own. `workflow:admin` (admins) reads and writes everything. Another
 //! user's private resource answers 404, never 403, so ids do not leak.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chatter_core::definition::WorkflowDefinition;
-use chatter_core::engine::RunOptions;
+use chatter_core::engine::{PreparedWorkflow, RunOptions};
 use chatter_core::registry::NodeRegistry;
 use chatter_core::store::{
     DefinitionFilter, DefinitionRecord, DefinitionUpdate, EventRecord, ExecutionFilter,
@@ -891,6 +894,19 @@ pub(super) async fn run_live(
     meta: ExecutionMeta,
     observe: impl FnMut(&chatter_core::Event) + Send,
 ) -> Result<chatter_core::tracker::TrackedRun, ApiError> {
+    let prepared = state.engine().prepare(def)?;
+    run_live_prepared(state, &prepared, input, options, meta, observe).await
+}
+
+/// [`run_live`] of a definition prepared already.
+async fn run_live_prepared(
+    state: &AppState,
+    prepared: &PreparedWorkflow,
+    input: Value,
+    options: RunOptions,
+    meta: ExecutionMeta,
+    observe: impl FnMut(&chatter_core::Event) + Send,
+) -> Result<chatter_core::tracker::TrackedRun, ApiError> {
     let id = options
         .execution_id
         .clone()
@@ -901,18 +917,19 @@ pub(super) async fn run_live(
     options.cancel = Some(token);
     Ok(state
         .tracker()
-        .run_observed(state.engine(), def, input, options, meta, observe)
+        .run_prepared_observed(state.engine(), prepared, input, options, meta, observe)
         .await?)
 }
 
-/// Runs a definition recorded in the store; returns the stored execution.
+/// Runs a prepared definition recorded in the store; returns the stored execution.
 pub(super) async fn run_recorded(
     state: &AppState,
-    def: &WorkflowDefinition,
+    prepared: &PreparedWorkflow,
     input: Value,
     meta: ExecutionMeta,
 ) -> Result<ExecutionRecord, ApiError> {
-    let run = run_live(state, def, input, RunOptions::default(), meta, |_| {}).await?;
+    let run =
+        run_live_prepared(state, prepared, input, RunOptions::default(), meta, |_| {}).await?;
     let id = run.result.execution_id.clone();
     if let Some(error) = run.store_error {
         return Err(ApiError::from(error));
@@ -925,6 +942,49 @@ pub(super) async fn run_recorded(
         .get_execution(&id)
         .await?
         .ok_or_else(|| ApiError::internal(&format!("execution {id} was not recorded")))
+}
+
+/// Most stored definitions kept prepared in a [`PreparedDefinitions`]; past it, all are
+/// dropped.
+const MAX_PREPARED_DEFINITIONS: usize = 1024;
+
+/// Stored definitions validated and compiled, by id, each with the version and update time
+/// it was prepared from: executing a stored definition again neither parses, validates,
+/// compiles nor digests it again until it changes.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedDefinitions {
+    entries: Mutex<HashMap<String, (i64, i64, PreparedWorkflow)>>,
+}
+
+impl PreparedDefinitions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, i64, PreparedWorkflow)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The preparation of `record`, from the cache when it is of this version.
+    fn prepare(
+        &self,
+        engine: &chatter_core::Engine,
+        record: &DefinitionRecord,
+    ) -> Result<PreparedWorkflow, ApiError> {
+        if let Some((version, updated_at, prepared)) = self.lock().get(&record.id)
+            && (*version, *updated_at) == (record.version, record.updated_at)
+        {
+            return Ok(prepared.clone());
+        }
+        let prepared = engine.prepare(&stored_definition(record)?)?;
+        let mut entries = self.lock();
+        if entries.len() >= MAX_PREPARED_DEFINITIONS {
+            entries.clear();
+        }
+        entries.insert(
+            record.id.clone(),
+            (record.version, record.updated_at, prepared.clone()),
+        );
+        Ok(prepared)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -969,18 +1029,21 @@ async fn execute_definition(
         ));
     }
     let record = readable_definition(&state, &p, &id).await?;
-    let def = stored_definition(&record)?;
+    let prepared = state
+        .prepared_definitions()
+        .prepare(state.engine(), &record)?;
+    let def = prepared.definition();
     let input = Value::Object(body.input_data.unwrap_or_default());
     // The id is also kept in `params`: the column is cleared when the definition is deleted,
     // and the contract wants `definition_id` to stay a string.
     let meta = ExecutionMeta::new(p.id(), ExecutionKind::Definition)
         .definition(&record.id)
         .params(json!({"definition_id": record.id}));
-    let submission = || Submission::new(record.name.clone(), &def, input.clone(), meta.clone());
+    let submission = || Submission::new(record.name.clone(), def, input.clone(), meta.clone());
     if let Some(accepted) = enqueue_if_async(&state, &p, &job, submission).await? {
         return Ok(accepted);
     }
-    let execution = run_recorded(&state, &def, input, meta).await?;
+    let execution = run_recorded(&state, &prepared, input, meta).await?;
     Ok(ok(execution_json(&execution)))
 }
 
@@ -1059,7 +1122,8 @@ async fn execute_custom(
     if let Some(accepted) = enqueue_if_async(&state, &p, &job, submission).await? {
         return Ok(accepted);
     }
-    let execution = run_recorded(&state, &def, input, meta).await?;
+    let prepared = state.engine().prepare(&def)?;
+    let execution = run_recorded(&state, &prepared, input, meta).await?;
     let mut doc = execution_json(&execution);
     doc["execution_id"] = json!(execution.id);
     doc["response"] = json!(execution.response);
@@ -1901,7 +1965,8 @@ async fn run_template(
     if let Some(accepted) = enqueue_if_async(state, p, job, submission).await? {
         return Ok(accepted);
     }
-    let execution = run_recorded(state, &def, run_input, meta).await?;
+    let prepared = state.engine().prepare(&def)?;
+    let execution = run_recorded(state, &prepared, run_input, meta).await?;
     Ok(ok(execution_json(&execution)))
 }
 
