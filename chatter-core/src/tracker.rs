@@ -476,6 +476,24 @@ impl WorkflowTracker {
             .await
     }
 
+    /// As [`WorkflowTracker::run`], for a definition prepared once ([`Engine::prepare`]) and
+    /// run many times (see [`WorkflowTracker::run_prepared_observed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::run`], except the preparation's.
+    pub async fn run_prepared(
+        &self,
+        engine: &Engine,
+        prepared: &PreparedWorkflow,
+        input: Value,
+        options: RunOptions,
+        meta: ExecutionMeta,
+    ) -> Result<TrackedRun> {
+        self.run_prepared_with(engine, prepared, input, options, meta, NO_OBSERVER)
+            .await
+    }
+
     /// As [`WorkflowTracker::run_observed`], for a definition prepared once
     /// ([`Engine::prepare`]) and run many times: a host that keeps the preparation of a
     /// stored definition saves validating and compiling it (and taking its digest) again on

@@ -320,7 +320,6 @@ fn parse_limits(mut limits: Limits, given: &Bound<'_, PyDict>) -> PyResult<Limit
 async fn run_unobserved(
     durable: Option<Durable>,
     engine: Engine,
-    def: Arc<WorkflowDefinition>,
     prepared: PreparedWorkflow,
     input: Value,
     options: RunOptions,
@@ -329,7 +328,7 @@ async fn run_unobserved(
         Some(d) => {
             d.run(
                 &engine,
-                &def,
+                &prepared,
                 input,
                 options,
                 None::<fn(&chatter_core::Event)>,
@@ -630,7 +629,6 @@ impl NativeEngine {
             .cancel(cancel.clone())
             .discard_events(!events);
         let durable = self.durable.clone();
-        let def = wf.def.clone();
         let interrupt = Interrupt {
             cancel: cancel.clone(),
             hit: Arc::new(AtomicBool::new(false)),
@@ -640,7 +638,7 @@ impl NativeEngine {
             py,
             INTERRUPT.scope(
                 interrupt,
-                run_unobserved(durable, engine, def, prepared, input, options),
+                run_unobserved(durable, engine, prepared, input, options),
             ),
             || cancel.cancel(),
         )?;
@@ -677,10 +675,9 @@ impl NativeEngine {
             .discard_events(!events);
         let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
         let durable = self.durable.clone();
-        let def = wf.def.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let _live = live;
-            let run = run_unobserved(durable, engine, def, prepared, input, options);
+            let run = run_unobserved(durable, engine, prepared, input, options);
             let mut result = ASYNC_LOCALS.scope(locals, run).await.map_err(to_py_err)?;
             if !events {
                 result.events = Vec::new();
@@ -940,14 +937,13 @@ impl NativeEngine {
             .execution_id(execution_id.clone())
             .cancel(cancel.clone());
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let def = wf.def.clone();
         let live = self.live.register(&execution_id, &cancel);
         let task = runtime().spawn(async move {
             let _live = live;
             durable
                 .run(
                     &engine,
-                    &def,
+                    &prepared,
                     input,
                     options,
                     Some(move |event: &chatter_core::Event| {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chatter_core::engine::{DurabilityMode, Engine, RunOptions};
+use chatter_core::engine::{DurabilityMode, Engine, PreparedWorkflow, RunOptions};
 use chatter_core::store::{
     ExecutionFilter, ExecutionKind, ExecutionRecord, ExecutionStatus, Page, Store,
 };
@@ -81,7 +81,7 @@ impl Durable {
     pub(crate) async fn run(
         &self,
         engine: &Engine,
-        def: &WorkflowDefinition,
+        prepared: &PreparedWorkflow,
         input: Value,
         options: RunOptions,
         observe: Option<impl FnMut(&chatter_core::Event)>,
@@ -90,10 +90,14 @@ impl Durable {
         match observe {
             Some(observe) => {
                 self.tracker
-                    .run_observed(engine, def, input, options, meta, observe)
+                    .run_prepared_observed(engine, prepared, input, options, meta, observe)
                     .await
             }
-            None => self.tracker.run(engine, def, input, options, meta).await,
+            None => {
+                self.tracker
+                    .run_prepared(engine, prepared, input, options, meta)
+                    .await
+            }
         }?
         .into_result()
     }
