@@ -8,7 +8,9 @@ use chatter_core::store::documents::query_terms;
 use chatter_core::store::{
     ExecutionOutcome, ExecutionStatus, NewEvent, NewExecution, NewJob, SearchQuery, StepCommit,
 };
-use chatter_core::store::{StoreErrorKind, StoreResult, check_payload_size, json_size};
+use chatter_core::store::{
+    StoreErrorKind, StoreResult, check_payload_size, check_steps_of, json_size,
+};
 use serde_json::Value;
 
 /// Milliseconds since the Unix epoch.
@@ -194,13 +196,8 @@ pub(crate) fn check_finish(
     steps: &[StepCommit],
     outcome: &ExecutionOutcome,
 ) -> StoreResult<()> {
+    check_steps_of(id, steps)?;
     for step in steps {
-        if step.node_run.execution_id != id {
-            return Err(invalid(format!(
-                "finish_execution of `{id}` got a step of execution `{}`",
-                step.node_run.execution_id
-            )));
-        }
         check_step(limits, step)?;
     }
     check_outcome(limits, outcome)

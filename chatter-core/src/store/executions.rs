@@ -590,15 +590,7 @@ pub trait ExecutionStore: Send + Sync {
         steps: &[StepCommit],
         outcome: ExecutionOutcome,
     ) -> StoreResult<ExecutionRecord> {
-        if let Some(other) = steps.iter().find(|s| s.node_run.execution_id != id) {
-            return Err(crate::Error::store(
-                super::StoreErrorKind::InvalidInput,
-                format!(
-                    "finish_execution of `{id}` got a step of execution `{}`",
-                    other.node_run.execution_id
-                ),
-            ));
-        }
+        super::check_steps_of(id, steps)?;
         if !steps.is_empty() {
             self.commit_steps(steps).await?;
         }

@@ -290,6 +290,25 @@ pub fn check_payload_size(what: &str, size: usize, limit: usize) -> StoreResult<
     Ok(())
 }
 
+/// Refuses a `finish_execution` call of execution `id` that carries a step of another
+/// execution, before any database work.
+///
+/// # Errors
+///
+/// [`StoreErrorKind::InvalidInput`] naming the other execution.
+pub fn check_steps_of(id: &str, steps: &[StepCommit]) -> StoreResult<()> {
+    match steps.iter().find(|s| s.node_run.execution_id != id) {
+        Some(other) => Err(Error::store(
+            StoreErrorKind::InvalidInput,
+            format!(
+                "finish_execution of `{id}` got a step of execution `{}`",
+                other.node_run.execution_id
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Size in bytes of a JSON value once serialised.
 #[must_use]
 pub fn json_size(value: &serde_json::Value) -> usize {
