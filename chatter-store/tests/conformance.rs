@@ -1238,13 +1238,7 @@ mod cases {
                 (5, "execution_completed")
             ]
         );
-        let nodes: Vec<(String, Option<i64>)> = s
-            .list_node_runs(&run.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.node_id, r.step))
-            .collect();
+        let nodes = support::node_steps(&s, &run.id).await;
         assert_eq!(
             nodes,
             [

@@ -14,7 +14,7 @@ use chatter_core::model::ModelRegistry;
 use chatter_core::providers::scripted::ScriptedModel;
 use chatter_core::retriever::{RetrievalQuery, Retriever, RetrieverRegistry};
 use chatter_core::store::*;
-use chatter_core::tracker::{ExecutionMeta, TrackerObserver, WorkflowTracker};
+use chatter_core::tracker::{ExecutionMeta, TrackedRun, TrackerObserver, WorkflowTracker};
 use chatter_core::{ChatModel, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
@@ -116,6 +116,20 @@ fn chat_definition() -> WorkflowDefinition {
         }"#,
     )
     .unwrap()
+}
+
+/// `tracker` runs the chat definition for alice (ad hoc, message "hi", default options).
+async fn run_chat(tracker: &WorkflowTracker, engine: &Engine) -> TrackedRun {
+    tracker
+        .run(
+            engine,
+            &chat_definition(),
+            json!({"message": "hi"}),
+            RunOptions::default(),
+            ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+        )
+        .await
+        .unwrap()
 }
 
 fn engine_with(script: Value) -> (Engine, Arc<ScriptedModel>) {
@@ -463,16 +477,7 @@ mod cases {
             "default": {"error": {"class": "bad_request", "message": "context too long"}}
         }));
         let tracker = WorkflowTracker::new(s.clone());
-        let run = tracker
-            .run(
-                &engine,
-                &chat_definition(),
-                json!({"message": "hi"}),
-                RunOptions::default(),
-                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
-            )
-            .await
-            .unwrap();
+        let run = run_chat(&tracker, &engine).await;
         assert!(run.store_error.is_none(), "{:?}", run.store_error);
         let result = run.result;
         assert_eq!(result.status, RunStatus::Failed);
@@ -606,16 +611,7 @@ mod cases {
         let (engine, _) = engine_with(json!({"default": {"content": "Still answered."}}));
         let failing = Arc::new(FailingCommits::new(s.clone(), 0, Duration::ZERO));
         let tracker = WorkflowTracker::new(failing);
-        let run = tracker
-            .run(
-                &engine,
-                &chat_definition(),
-                json!({"message": "hi"}),
-                RunOptions::default(),
-                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
-            )
-            .await
-            .unwrap();
+        let run = run_chat(&tracker, &engine).await;
         assert_eq!(run.result.status, RunStatus::Failed);
         let failure = run.result.error.as_ref().unwrap();
         assert_eq!(failure.class, "storage");
@@ -669,17 +665,8 @@ mod cases {
         ] {
             let (engine, _) = engine_with(json!({"default": {"content": "Hello."}}));
             let counting = Arc::new(FailingCommits::new(s.clone(), usize::MAX, Duration::ZERO));
-            let run = WorkflowTracker::new(counting.clone())
-                .durability(mode)
-                .run(
-                    &engine,
-                    &chat_definition(),
-                    json!({"message": "hi"}),
-                    RunOptions::default(),
-                    ExecutionMeta::new("alice", ExecutionKind::Adhoc),
-                )
-                .await
-                .unwrap();
+            let tracker = WorkflowTracker::new(counting.clone()).durability(mode);
+            let run = run_chat(&tracker, &engine).await;
             assert!(run.store_error.is_none(), "{mode:?}: {:?}", run.store_error);
             let id = &run.result.execution_id;
             let stored = s.get_execution(id).await.unwrap().unwrap();
@@ -694,13 +681,7 @@ mod cases {
             if let Some(commits) = commits {
                 assert_eq!(load(&counting.calls), commits, "{mode:?}");
             }
-            let nodes: Vec<(String, Option<i64>)> = s
-                .list_node_runs(id)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.node_id, r.step))
-                .collect();
+            let nodes = support::node_steps(&s, id).await;
             assert_eq!(
                 nodes,
                 [
@@ -1304,16 +1285,7 @@ resilience:
         let (engine, _) = engine_with(json!({"default": {"content": "Hello there."}}));
         let recorder = Arc::new(Recorder::default());
         let tracker = WorkflowTracker::new(s.clone()).observer(recorder.clone());
-        let run = tracker
-            .run(
-                &engine,
-                &chat_definition(),
-                json!({"message": "hi"}),
-                RunOptions::default(),
-                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
-            )
-            .await
-            .unwrap();
+        let run = run_chat(&tracker, &engine).await;
         let id = run.result.execution_id.clone();
         let expected: Vec<(String, String, String, u64)> = run
             .result

@@ -107,3 +107,13 @@ pub async fn postgres_store(
     assert_eq!(store.backend(), "postgres");
     Some((store, url, schema))
 }
+
+/// An execution's node runs as (node id, step), in the store's order.
+pub async fn node_steps(s: &Arc<dyn Store>, execution_id: &str) -> Vec<(String, Option<i64>)> {
+    s.list_node_runs(execution_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.node_id, r.step))
+        .collect()
+}
