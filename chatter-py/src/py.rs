@@ -107,8 +107,8 @@ impl Callable {
 
     /// Runs `f`, a synchronous call of this callable. While its calls are quick they run
     /// where the execution runs: handing a runtime worker's other tasks to another thread
-    /// ([`blocking`]) costs more than a short call (about 15 % of a durable run of no-op
-    /// Python nodes). Once a call has taken [`SLOW_CALL`] or more (the function waits on
+    /// ([`blocking`]) costs more than a short call (about 20 % of the CPU of a durable run of
+    /// no-op Python nodes). Once a call has taken [`SLOW_CALL`] or more (the function waits on
     /// I/O, or on the GIL), its later calls are handed off, so a slow function holds a
     /// worker at most once.
     fn run_sync<T>(&self, f: impl FnOnce() -> T) -> T {
