@@ -131,6 +131,7 @@ conformance!(
     start_execution_is_running_under_its_lease,
     commit_steps_groups_and_is_atomic,
     finish_execution_writes_the_last_steps_with_the_end,
+    commit_steps_with_intent_writes_both_or_neither,
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
     concurrent_failures_leave_other_commits_intact,
@@ -1270,6 +1271,87 @@ mod cases {
         assert_eq!(ended.status, ExecutionStatus::Failed);
         assert_eq!(ended.error.as_deref(), Some("model timed out"));
         assert_eq!(ended.last_event_seq, 1);
+    }
+
+    pub async fn commit_steps_with_intent_writes_both_or_neither(s: Arc<dyn Store>) {
+        let run = running_execution(&s, "alice").await;
+        let mut intent = NodeRunRecord::started(&run.id, "pay", 0, 1, 2_000);
+        intent.idempotency_key = Some(format!("{}:pay:0:1", run.id));
+
+        // An intent the store refuses (an unknown execution, an empty node id) keeps the
+        // steps out, and a step the database refuses keeps the intent out.
+        let mut stray = intent.clone();
+        stray.execution_id = "01JNOSUCHEXECUTION00000000".into();
+        let err = s
+            .commit_steps_with_intent(&[step(&run.id, "first", 2)], &stray)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::NotFound), "{err}");
+        let mut unnamed = intent.clone();
+        unnamed.node_id = String::new();
+        let err = s
+            .commit_steps_with_intent(&[step(&run.id, "first", 2)], &unnamed)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        let mut bad = step(&run.id, "first", 2);
+        bad.node_run.attempt = 0;
+        let err = s
+            .commit_steps_with_intent(&[bad], &intent)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        let unchanged = s.get_execution(&run.id).await.unwrap().unwrap();
+        assert_eq!((unchanged.last_event_seq, unchanged.step_count), (0, 0));
+        assert!(s.list_node_runs(&run.id).await.unwrap().is_empty());
+        assert!(s.list_events(&run.id, 0, 100).await.unwrap().is_empty());
+
+        // Both in one call: the steps numbered as `commit_steps` numbers them, the intent a
+        // running node run with its key and no step.
+        let receipts = s
+            .commit_steps_with_intent(
+                &[step(&run.id, "first", 2), step(&run.id, "second", 1)],
+                &intent,
+            )
+            .await
+            .unwrap();
+        let numbered: Vec<(i64, i64, i64)> = receipts
+            .iter()
+            .map(|r| (r.step, r.first_seq, r.last_seq))
+            .collect();
+        assert_eq!(numbered, [(1, 1, 2), (2, 3, 3)]);
+        let runs = s.list_node_runs(&run.id).await.unwrap();
+        let pay = runs.iter().find(|r| r.node_id == "pay").unwrap();
+        assert_eq!(pay.status, NodeRunStatus::Running);
+        assert_eq!(pay.step, None);
+        assert_eq!(pay.idempotency_key, intent.idempotency_key);
+        assert_eq!(
+            support::node_steps(&s, &run.id).await,
+            [
+                ("first".to_owned(), Some(1)),
+                ("second".to_owned(), Some(2)),
+                ("pay".to_owned(), None)
+            ]
+        );
+        // With no steps it is `record_intent`; an ended execution takes neither.
+        let mut next = NodeRunRecord::started(&run.id, "ship", 0, 1, 3_000);
+        next.idempotency_key = Some(format!("{}:ship:0:1", run.id));
+        assert!(
+            s.commit_steps_with_intent(&[], &next)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 4);
+        s.complete_execution(&run.id, outcome(ExecutionStatus::Completed))
+            .await
+            .unwrap();
+        let err = s
+            .commit_steps_with_intent(&[step(&run.id, "late", 1)], &intent)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::Conflict), "{err}");
+        assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 4);
     }
 
     pub async fn failed_transaction_leaves_nothing(s: Arc<dyn Store>) {

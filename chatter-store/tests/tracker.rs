@@ -164,14 +164,16 @@ impl TrackerObserver for Recorder {
     }
 }
 
-/// An execution store that delegates to a real one but fails `commit_steps` from the
-/// `fail_from`-th call on; it counts the calls, the `finish_execution` calls and the steps
-/// of both, and holds the first call for `first_delay` (so completions pile up meanwhile).
+/// An execution store that delegates to a real one but fails step commits (`commit_steps`
+/// and `commit_steps_with_intent`) from the `fail_from`-th call on; it counts those calls,
+/// the ones that carried an intent, the `finish_execution` calls and the steps of all, and
+/// holds the first call for `first_delay` (so completions pile up meanwhile).
 struct FailingCommits {
     inner: Arc<dyn Store>,
     calls: std::sync::atomic::AtomicUsize,
     fail_from: usize,
     steps: std::sync::atomic::AtomicUsize,
+    intents: std::sync::atomic::AtomicUsize,
     finishes: std::sync::atomic::AtomicUsize,
     first_delay: Duration,
 }
@@ -183,9 +185,27 @@ impl FailingCommits {
             calls: std::sync::atomic::AtomicUsize::new(0),
             fail_from,
             steps: std::sync::atomic::AtomicUsize::new(0),
+            intents: std::sync::atomic::AtomicUsize::new(0),
             finishes: std::sync::atomic::AtomicUsize::new(0),
             first_delay,
         }
+    }
+
+    /// Counts a step commit of `steps`; fails it from the `fail_from`-th on.
+    async fn step_commit(&self, steps: &[StepCommit]) -> StoreResult<()> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= self.fail_from {
+            return Err(chatter_core::Error::store(
+                StoreErrorKind::Unavailable,
+                "database went away",
+            ));
+        }
+        if n == 0 {
+            tokio::time::sleep(self.first_delay).await;
+        }
+        self.steps
+            .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -223,19 +243,18 @@ impl ExecutionStore for FailingCommits {
         self.inner.delete_execution(id).await
     }
     async fn commit_steps(&self, steps: &[StepCommit]) -> StoreResult<Vec<StepReceipt>> {
-        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if n >= self.fail_from {
-            return Err(chatter_core::Error::store(
-                StoreErrorKind::Unavailable,
-                "database went away",
-            ));
-        }
-        if n == 0 {
-            tokio::time::sleep(self.first_delay).await;
-        }
-        self.steps
-            .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
+        self.step_commit(steps).await?;
         self.inner.commit_steps(steps).await
+    }
+    async fn commit_steps_with_intent(
+        &self,
+        steps: &[StepCommit],
+        intent: &NodeRunRecord,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        self.step_commit(steps).await?;
+        self.intents
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.commit_steps_with_intent(steps, intent).await
     }
     async fn finish_execution(
         &self,
@@ -654,13 +673,15 @@ mod cases {
     }
 
     pub async fn the_last_steps_are_written_with_the_end(s: Arc<dyn Store>) {
-        // start -> chat -> end: `sync` commits start and chat each before the next node runs,
-        // and writes end's step with the outcome; `exit` writes all three with it; `async`
-        // hands steps to its writer task and writes what is left with the outcome.
-        // (`commit_steps` calls: one step each; the rest of the 3 steps go with the end.)
+        // start -> chat -> end: `sync` writes start's step with chat's intent (one write),
+        // before chat calls the model; `end` is pure, so it runs before chat's step is
+        // written, and both steps go with the outcome. `exit` writes all three with it;
+        // `async` hands steps to its writer task and writes what is left with the outcome.
+        // (Step commit calls and, of those, the ones carrying an intent; the rest of the 3
+        // steps go with the end.)
         for (mode, commits) in [
-            (DurabilityMode::Sync, Some(2)),
-            (DurabilityMode::Exit, Some(0)),
+            (DurabilityMode::Sync, Some((1, 1))),
+            (DurabilityMode::Exit, Some((0, 0))),
             (DurabilityMode::Async, None),
         ] {
             let (engine, _) = engine_with(json!({"default": {"content": "Hello."}}));
@@ -678,8 +699,15 @@ mod cases {
                 |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
             assert_eq!(load(&counting.finishes), 1, "{mode:?}");
             assert_eq!(load(&counting.steps), 3, "{mode:?}");
-            if let Some(commits) = commits {
+            if let Some((commits, intents)) = commits {
                 assert_eq!(load(&counting.calls), commits, "{mode:?}");
+                assert_eq!(load(&counting.intents), intents, "{mode:?}");
+            }
+            if mode == DurabilityMode::Sync {
+                // The intent written with start's step holds chat's key.
+                let runs = s.list_node_runs(id).await.unwrap();
+                let chat = runs.iter().find(|r| r.node_id == "chat").unwrap();
+                assert_eq!(chat.idempotency_key, Some(format!("{id}:chat:0:1")));
             }
             let nodes = support::node_steps(&s, id).await;
             assert_eq!(

@@ -35,9 +35,11 @@ use crate::store::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DurabilityMode {
-    /// Each step is committed before the next node starts (completions that end together share
-    /// one transaction); side-effecting nodes record their intent first. A crash loses at most
-    /// the node runs in flight, which a resume runs again with the same idempotency key.
+    /// Each step is committed before the next node that is not [pure](crate::engine::Node::pure)
+    /// starts, with that node's intent when it acts on the outside world (completions that end
+    /// together share one transaction; a pure node's step rides with the next write). A crash
+    /// loses at most the node runs in flight, which a resume runs again with the same
+    /// idempotency key, and pure node runs, which it runs again at no cost.
     #[default]
     Sync,
     /// Steps are handed to a writer task and committed in batches while the execution goes on;
@@ -436,6 +438,21 @@ impl StepWriter {
     pub(crate) fn snapshot_due(&mut self) -> bool {
         self.steps += 1;
         self.snapshot_every > 0 && self.steps.is_multiple_of(u64::from(self.snapshot_every))
+    }
+
+    /// `sync` mode: writes the staged steps and then `intent` in one transaction
+    /// ([`crate::store::ExecutionStore::commit_steps_with_intent`]), before the node of
+    /// `intent` starts. Nothing is written once a write failed.
+    pub(crate) async fn write_with_intent(&mut self, intent: &crate::store::NodeRunRecord) {
+        if self.failed.is_some() {
+            return;
+        }
+        let steps = std::mem::take(&mut self.staged);
+        crate::failpoint::hit("engine.before_intent");
+        if let Err(error) = self.store.commit_steps_with_intent(&steps, intent).await {
+            self.failed = Some(error);
+        }
+        crate::failpoint::hit("engine.after_intent");
     }
 
     /// Writes (sync), hands over (async) or keeps (exit) the staged steps.

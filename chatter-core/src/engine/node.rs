@@ -33,6 +33,17 @@ pub trait Node: Send + Sync {
     fn side_effects(&self) -> bool {
         false
     }
+
+    /// Whether a run of this node only computes from the state, at once: no outside world, no
+    /// waiting, nothing a user could observe twice (`start`, `end`, `condition`, `variable`,
+    /// `loop`). With a durable execution in `sync` mode such a node starts without the steps
+    /// before it being written first, and its own step is written with the next write (the
+    /// next node's intent or steps, or the execution's end): a crash in between loses only
+    /// work that a resume does again at no cost. Default: `false` (a node that is not pure
+    /// starts only once every step before it is stored).
+    fn pure(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the [`Node`] for one node of a definition.

@@ -418,7 +418,25 @@ impl Run {
                     // A long run of nodes that never wait must not hold the thread.
                     tokio::task::yield_now().await;
                 }
-                if let Some(mut launch) = self.start(plan, act) {
+                // `sync`: the steps staged are written before a node that is not pure starts,
+                // with its intent when it acts on the outside world (one write, not two).
+                let node = &plan.nodes[act.node as usize].node;
+                let mut fuse = self.sync_steps_staged() && !node.pure();
+                if fuse && !(node.side_effects() && self.writer_ok()) {
+                    fuse = false;
+                    self.write_staged().await;
+                    if self.end.is_some() {
+                        break;
+                    }
+                }
+                if let Some(mut launch) = self.start(plan, act, fuse) {
+                    if let Some(intent) = launch.intent.take() {
+                        self.write_intent(&intent).await;
+                        if self.end.is_some() {
+                            // Not started: `finish` records it as cancelled.
+                            break;
+                        }
+                    }
                     // Most nodes finish without waiting: poll once here (no timer, no task), and
                     // only runs that wait or retry join the concurrent set.
                     match futures::poll!(&mut launch.fut) {
@@ -454,6 +472,11 @@ impl Run {
                 }
             }
             if self.end.is_some() || running.is_empty() {
+                break;
+            }
+            // `sync`: nothing is left staged while the execution waits.
+            self.write_staged().await;
+            if self.end.is_some() {
                 break;
             }
             tokio::select! {
@@ -605,23 +628,66 @@ impl Run {
     /// steps, and in `sync` mode writes them before anything else starts. At the `last` one
     /// nothing else starts: the steps stay staged and are written with the execution's end,
     /// in the same transaction ([`Run::record_end`]).
+    ///
+    /// In `sync` mode the staged steps are written later, but before anything that is not pure
+    /// happens: before a node that is not [pure](crate::engine::Node::pure) starts (with its
+    /// intent, when it acts on the outside world), before the execution waits for a running
+    /// node, or with the execution's end. A pure node's step so rides with the next write.
     async fn commit_point(&mut self, last: bool) {
         self.stage_steps();
-        if last {
+        if last || self.sync_steps_staged() {
             return;
         }
         if let Some(writer) = self.writer.as_mut() {
             writer.flush(false).await;
-            if let Some(error) = &writer.failed
-                && self.end.is_none()
-            {
-                let message = format!("the execution could not be recorded: {error}");
-                self.end = Some(End::Failed(ExecutionFailure {
-                    class: "storage".into(),
-                    message,
-                    node_id: None,
-                }));
-            }
+        }
+        self.check_writer();
+    }
+
+    /// Whether `sync` steps are staged, to be written before anything that is not pure.
+    fn sync_steps_staged(&self) -> bool {
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.mode == super::DurabilityMode::Sync && !w.staged.is_empty())
+    }
+
+    /// Whether the writer (if any) has not failed.
+    fn writer_ok(&self) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.failed.is_none())
+    }
+
+    /// Writes the staged steps now (`sync`; in the other modes the commit point handed them
+    /// over already).
+    async fn write_staged(&mut self) {
+        if !self.sync_steps_staged() {
+            return;
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            writer.flush(false).await;
+        }
+        self.check_writer();
+    }
+
+    /// Writes the staged steps and `intent` in one transaction, before its node starts.
+    async fn write_intent(&mut self, intent: &crate::store::NodeRunRecord) {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.write_with_intent(intent).await;
+        }
+        self.check_writer();
+    }
+
+    /// A failed write ends the execution as failed (it stays resumable in the store).
+    fn check_writer(&mut self) {
+        if let Some(writer) = &self.writer
+            && let Some(error) = &writer.failed
+            && self.end.is_none()
+        {
+            let message = format!("the execution could not be recorded: {error}");
+            self.end = Some(End::Failed(ExecutionFailure {
+                class: "storage".into(),
+                message,
+                node_id: None,
+            }));
         }
     }
 
@@ -678,7 +744,11 @@ impl Run {
     }
 
     /// Starts an activation: the step count, the `node_started` event, the node future.
-    fn start<'p>(&mut self, plan: &'p Plan, act: Activation) -> Option<Launch<'p>> {
+    ///
+    /// With `fuse` (`sync` mode, steps staged), the intent of a node that acts on the outside
+    /// world is not written inside its future but handed back in [`Launch::intent`], for the
+    /// caller to write with the staged steps ([`Run::write_intent`]) before polling it.
+    fn start<'p>(&mut self, plan: &'p Plan, act: Activation, fuse: bool) -> Option<Launch<'p>> {
         let n = &plan.nodes[act.node as usize];
         if self.steps >= self.limits.max_steps {
             let error = Error::LimitExceeded {
@@ -768,6 +838,10 @@ impl Run {
                 })
         });
         let span = node_span(&self.exec_id, &n.spec, act.iteration, act.attempt);
+        let (intent, fused) = match intent {
+            Some((_, run)) if fuse => (None, Some(run)),
+            other => (other, None),
+        };
         let fut: BoxFuture<'p, Result<NodeOutput>> = match intent {
             None => n.node.run(ctx),
             Some((store, run)) => {
@@ -796,6 +870,7 @@ impl Run {
             act,
             slot,
             started_at_ms,
+            intent: fused,
         })
     }
 
@@ -1616,6 +1691,9 @@ struct Launch<'p> {
     act: Activation,
     slot: u64,
     started_at_ms: i64,
+    /// Its intent, when it is to be written with the staged steps before the first poll
+    /// (`fuse` in [`Run::start`]).
+    intent: Option<crate::store::NodeRunRecord>,
 }
 
 impl Launch<'_> {

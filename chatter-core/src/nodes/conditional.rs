@@ -77,6 +77,11 @@ pub struct ConditionalNode {
 
 #[async_trait]
 impl Node for ConditionalNode {
+    /// It only computes from the state: in `sync` mode its step rides with the next write.
+    fn pure(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let Some(condition) = &self.config.condition else {
             return Ok(NodeOutput {

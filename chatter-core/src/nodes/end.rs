@@ -60,6 +60,11 @@ pub struct EndNode {
 
 #[async_trait]
 impl Node for EndNode {
+    /// It only computes from the state: in `sync` mode its step rides with the next write.
+    fn pure(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let response = match &self.config.output {
             Some(template) => Some(template.render(&ctx.expr_context_for(template.state_reads()))?),

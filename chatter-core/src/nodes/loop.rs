@@ -150,6 +150,11 @@ impl LoopNode {
 
 #[async_trait]
 impl Node for LoopNode {
+    /// It only computes from the state: in `sync` mode its step rides with the next write.
+    fn pure(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let max = self.config.max_iterations;
         let iteration = match ctx.state.loop_state(&self.id) {

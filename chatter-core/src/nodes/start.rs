@@ -27,6 +27,11 @@ pub struct StartNode;
 
 #[async_trait]
 impl Node for StartNode {
+    /// It only computes from the state: in `sync` mode its step rides with the next write.
+    fn pure(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         Ok(NodeOutput {
             output: serde_json::json!({ "input": ctx.state.input() }),

@@ -161,6 +161,11 @@ impl VariableNode {
 
 #[async_trait]
 impl Node for VariableNode {
+    /// It only computes from the state: in `sync` mode its step rides with the next write.
+    fn pure(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let name = &self.config.variable_name;
         let current = ctx.state.variable(name);

@@ -683,6 +683,27 @@ pub trait ExecutionStore: Send + Sync {
     /// `NotFound` for an unknown execution, `Conflict` when it has ended.
     async fn record_intent(&self, run: &NodeRunRecord) -> StoreResult<()>;
 
+    /// Commits `steps` (possibly none), then records `intent`
+    /// ([`ExecutionStore::record_intent`]), in ONE transaction: either both are written or
+    /// neither. In `sync` mode the engine writes the steps staged before a node that acts on
+    /// the outside world together with that node's intent, in one write instead of two.
+    ///
+    /// The default makes the two calls (two transactions, the steps first); the backends
+    /// override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExecutionStore::commit_steps`] and [`ExecutionStore::record_intent`].
+    async fn commit_steps_with_intent(
+        &self,
+        steps: &[StepCommit],
+        intent: &NodeRunRecord,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        let receipts = self.commit_steps(steps).await?;
+        self.record_intent(intent).await?;
+        Ok(receipts)
+    }
+
     /// Takes (or renews) the lease of a non-terminal execution for `owner` until `until` (ms):
     /// succeeds when nobody holds it, `owner` holds it, or the holder's lease expired before
     /// `now`. Returns whether `owner` holds it now.

@@ -378,6 +378,74 @@ async fn complete_in(
     Ok(record)
 }
 
+/// Writes `steps` (of one or more executions) inside transaction `tx`.
+async fn commit_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    steps: &[StepCommit],
+    now: i64,
+) -> StoreResult<Vec<StepReceipt>> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<&str> = steps
+        .iter()
+        .map(|s| s.node_run.execution_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > 1 {
+        // Lock the executions in one order so concurrent groups cannot deadlock.
+        tx.execute(
+            "SELECT 1 FROM workflow_executions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .pg()?;
+    }
+    let stmt = tx.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
+    let mut receipts = Vec::with_capacity(steps.len());
+    for step in steps {
+        receipts.push(commit_one(&**tx, &stmt, step, now).await?);
+        chatter_core::failpoint::hit("postgres.mid_group");
+    }
+    Ok(receipts)
+}
+
+/// Records node run `run`'s intent (`record_intent`, `commit_steps_with_intent`): one
+/// statement, whose insert selects from the execution row (locked, not ended), so an unknown
+/// or ended execution gets nothing written.
+async fn intent_in<C: GenericClient>(client: &C, run: &NodeRunRecord) -> StoreResult<()> {
+    let row = client
+        .query_opt(
+            "WITH ex AS (
+                 SELECT id FROM workflow_executions
+                 WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled') FOR UPDATE
+             ), ins AS (
+                 INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
+                     started_at, idempotency_key)
+                 SELECT $1, $2, $3, $4, 'running', $5, $6 FROM ex
+                 ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
+                     idempotency_key = excluded.idempotency_key
+                 WHERE workflow_node_runs.status = 'running'
+             )
+             SELECT id FROM ex",
+            &[
+                &run.execution_id,
+                &run.node_id,
+                &run.iteration,
+                &run.attempt,
+                &run.started_at,
+                &run.idempotency_key,
+            ],
+        )
+        .await
+        .pg()?;
+    if row.is_none() {
+        return Err(explain_no_row(client, &run.execution_id, None).await);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ExecutionStore for PostgresStore {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
@@ -504,27 +572,7 @@ impl ExecutionStore for PostgresStore {
             return Ok(vec![receipt]);
         }
         let tx = client.transaction().await.pg()?;
-        let mut ids: Vec<&str> = steps
-            .iter()
-            .map(|s| s.node_run.execution_id.as_str())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.len() > 1 {
-            // Lock the executions in one order so concurrent groups cannot deadlock.
-            tx.execute(
-                "SELECT 1 FROM workflow_executions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await
-            .pg()?;
-        }
-        let stmt = tx.prepare_cached(COMMIT_STEP_SQL).await.pg()?;
-        let mut receipts = Vec::with_capacity(steps.len());
-        for step in steps {
-            receipts.push(commit_one(&*tx, &stmt, step, now).await?);
-            chatter_core::failpoint::hit("postgres.mid_group");
-        }
+        let receipts = commit_in(&tx, steps, now).await?;
         tx.commit().await.pg()?;
         chatter_core::failpoint::hit("postgres.after_commit");
         Ok(receipts)
@@ -640,37 +688,28 @@ impl ExecutionStore for PostgresStore {
         require("node_run.execution_id", &run.execution_id)?;
         require("node_run.node_id", &run.node_id)?;
         let client = self.client().await?;
-        // One statement: the insert selects from the execution row (locked, not ended), so an
-        // unknown or ended execution gets nothing written.
-        let row = client
-            .query_opt(
-                "WITH ex AS (
-                     SELECT id FROM workflow_executions
-                     WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled') FOR UPDATE
-                 ), ins AS (
-                     INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
-                         started_at, idempotency_key)
-                     SELECT $1, $2, $3, $4, 'running', $5, $6 FROM ex
-                     ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
-                         idempotency_key = excluded.idempotency_key
-                     WHERE workflow_node_runs.status = 'running'
-                 )
-                 SELECT id FROM ex",
-                &[
-                    &run.execution_id,
-                    &run.node_id,
-                    &run.iteration,
-                    &run.attempt,
-                    &run.started_at,
-                    &run.idempotency_key,
-                ],
-            )
-            .await
-            .pg()?;
-        if row.is_none() {
-            return Err(explain_no_row(&**client, &run.execution_id, None).await);
+        intent_in(&**client, run).await
+    }
+
+    async fn commit_steps_with_intent(
+        &self,
+        steps: &[StepCommit],
+        intent: &NodeRunRecord,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        for step in steps {
+            check_step(&self.limits, step)?;
         }
-        Ok(())
+        require("node_run.execution_id", &intent.execution_id)?;
+        require("node_run.node_id", &intent.node_id)?;
+        let now = now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.pg()?;
+        let receipts = commit_in(&tx, steps, now).await?;
+        intent_in(&*tx, intent).await?;
+        chatter_core::failpoint::hit("postgres.before_commit");
+        tx.commit().await.pg()?;
+        chatter_core::failpoint::hit("postgres.after_commit");
+        Ok(receipts)
     }
 
     async fn acquire_lease(

@@ -603,6 +603,41 @@ fn complete_in(
     Ok(record)
 }
 
+/// Records node run `run`'s intent inside the caller's transaction (`record_intent`,
+/// `commit_steps_with_intent`): a `running` row with its idempotency key, unless the run has
+/// ended already. Fails on an unknown or ended execution.
+fn intent_in(tx: &Connection, run: &NodeRunRecord) -> StoreResult<()> {
+    match status_of(tx, &run.execution_id)? {
+        None => return Err(not_found("execution", &run.execution_id)),
+        Some(status) if status.is_terminal() => {
+            return Err(conflict(format!(
+                "execution `{}` has ended ({status})",
+                run.execution_id
+            )));
+        }
+        Some(_) => {}
+    }
+    tx.prepare_cached(
+        "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
+             started_at, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)
+         ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
+             idempotency_key = excluded.idempotency_key
+         WHERE status = 'running'",
+    )
+    .db()?
+    .execute(params![
+        run.execution_id,
+        run.node_id,
+        run.iteration,
+        run.attempt,
+        run.started_at,
+        run.idempotency_key
+    ])
+    .db()?;
+    Ok(())
+}
+
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create_execution(&self, new: NewExecution) -> StoreResult<ExecutionRecord> {
@@ -844,38 +879,25 @@ impl ExecutionStore for SqliteStore {
         require("node_run.execution_id", &run.execution_id)?;
         require("node_run.node_id", &run.node_id)?;
         let run = run.clone();
-        self.write_short(move |conn| {
-            // Inside the transaction of the group this write is part of.
-            let tx = conn;
-            match status_of(tx, &run.execution_id)? {
-                None => return Err(not_found("execution", &run.execution_id)),
-                Some(status) if status.is_terminal() => {
-                    return Err(conflict(format!(
-                        "execution `{}` has ended ({status})",
-                        run.execution_id
-                    )));
-                }
-                Some(_) => {}
-            }
-            tx.prepare_cached(
-                "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
-                     started_at, idempotency_key)
-                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)
-                 ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
-                     idempotency_key = excluded.idempotency_key
-                 WHERE status = 'running'",
-            )
-            .db()?
-            .execute(params![
-                run.execution_id,
-                run.node_id,
-                run.iteration,
-                run.attempt,
-                run.started_at,
-                run.idempotency_key
-            ])
-            .db()?;
-            Ok(())
+        // Inside the transaction of the group this write is part of.
+        self.write_short(move |conn| intent_in(conn, &run)).await
+    }
+
+    async fn commit_steps_with_intent(
+        &self,
+        steps: &[StepCommit],
+        intent: &NodeRunRecord,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        for step in steps {
+            check_step(&self.limits, step)?;
+        }
+        require("node_run.execution_id", &intent.execution_id)?;
+        require("node_run.node_id", &intent.node_id)?;
+        let intent = intent.clone();
+        // The steps, then the intent, in one write: a failure of either leaves neither.
+        self.commit_then(steps, move |conn, receipts| {
+            intent_in(conn, &intent)?;
+            Ok(receipts)
         })
         .await
     }
