@@ -6,7 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chatter_core::Error;
 use chatter_core::store::documents::query_terms;
 use chatter_core::store::{
-    ExecutionOutcome, ExecutionStatus, NewEvent, NewExecution, NewJob, SearchQuery, StepCommit,
+    ExecutionOutcome, ExecutionRecord, ExecutionStatus, NewEvent, NewExecution, NewJob,
+    SearchQuery, StepCommit,
 };
 use chatter_core::store::{
     StoreErrorKind, StoreResult, check_payload_size, check_steps_of, json_size,
@@ -66,7 +67,7 @@ pub(crate) fn require(field: &str, value: &str) -> StoreResult<()> {
 /// The columns of a new execution row that say how it starts: `pending`, or `running` under
 /// a lease.
 pub(crate) struct StartColumns {
-    pub(crate) status: &'static str,
+    pub(crate) status: ExecutionStatus,
     pub(crate) lease_owner: Option<String>,
     pub(crate) lease_until: Option<i64>,
     pub(crate) started_at: Option<i64>,
@@ -90,7 +91,7 @@ pub(crate) fn new_execution_row(
         Some((owner, until, at)) => {
             require("lease owner", owner)?;
             StartColumns {
-                status: ExecutionStatus::Running.as_str(),
+                status: ExecutionStatus::Running,
                 lease_owner: Some(owner.to_owned()),
                 lease_until: Some(until),
                 started_at: Some(at),
@@ -98,13 +99,54 @@ pub(crate) fn new_execution_row(
             }
         }
         None => StartColumns {
-            status: ExecutionStatus::Pending.as_str(),
+            status: ExecutionStatus::Pending,
             lease_owner: None,
             lease_until: None,
             started_at: None,
             updated_at: now,
         },
     })
+}
+
+/// The row an insert of `new` as execution `id` at `now` with `start` wrote, built from what
+/// was written (`input` and `params` as [`object_or_empty`] made them) instead of read back:
+/// a `RETURNING` would parse the row's JSON again, the whole graph of an ad-hoc execution
+/// included.
+pub(crate) fn new_execution_record(
+    id: String,
+    new: NewExecution,
+    start: StartColumns,
+    now: i64,
+) -> ExecutionRecord {
+    ExecutionRecord {
+        id,
+        owner_id: new.owner_id,
+        definition_id: new.definition_id,
+        template_id: new.template_id,
+        kind: new.kind,
+        status: start.status,
+        input: object_or_empty(new.input),
+        params: object_or_empty(new.params),
+        output: None,
+        response: None,
+        error: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        total_tokens: 0,
+        cost: 0.0,
+        conversation_id: new.conversation_id,
+        last_event_seq: 0,
+        step_count: 0,
+        created_at: now,
+        updated_at: start.updated_at,
+        started_at: start.started_at,
+        finished_at: None,
+        duration_ms: None,
+        lease_owner: start.lease_owner,
+        lease_expires_at: start.lease_until,
+        wake_at: None,
+        graph: new.graph,
+    }
 }
 
 /// A failed insert of execution `id`, in the store's words.
@@ -225,6 +267,15 @@ pub(crate) fn to_db_count(value: Option<u64>) -> Option<i64> {
 
 pub(crate) fn to_json_text(value: &Value) -> String {
     value.to_string()
+}
+
+/// The JSON text of `value` as [`object_or_empty`] makes it (`null` is `{}`).
+pub(crate) fn object_text(value: &Value) -> String {
+    if value.is_null() {
+        "{}".to_owned()
+    } else {
+        to_json_text(value)
+    }
 }
 
 pub(crate) fn strings_json(values: &[String]) -> String {

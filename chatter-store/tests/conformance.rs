@@ -746,7 +746,18 @@ mod cases {
     pub async fn start_execution_is_running_under_its_lease(s: Arc<dyn Store>) {
         let mut new = NewExecution::new("alice", ExecutionKind::Adhoc, json!({"message": "hi"}));
         new.id = Some("exec-started".into());
+        new.params = json!({"temperature": 0.7, "nested": {"list": [1, -2, 2.5, "x", null, true]}});
+        new.graph = Some(json!({
+            "nodes": [{"id": "start", "type": "start", "config": {"max": 1e300}}],
+            "edges": []
+        }));
         let row = s.start_execution(new, "w1", 5_000, 1_000).await.unwrap();
+        // The row returned is the row stored, JSON columns included.
+        assert_eq!(row.params["nested"]["list"][2], json!(2.5));
+        assert_eq!(
+            row.graph.as_ref().map(|g| g["nodes"][0]["config"]["max"].clone()),
+            Some(json!(1e300))
+        );
         assert_eq!(row.id, "exec-started");
         assert_eq!(row.status, ExecutionStatus::Running);
         assert_eq!(
@@ -765,6 +776,13 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(done.lease_owner, None);
+        // A pending execution with a `null` input and parameters stores (and returns) `{}`.
+        let mut pending = NewExecution::new("alice", ExecutionKind::Adhoc, Value::Null);
+        pending.params = Value::Null;
+        let row = s.create_execution(pending).await.unwrap();
+        assert_eq!((row.input.clone(), row.params.clone()), (json!({}), json!({})));
+        assert_eq!((row.status, row.started_at), (ExecutionStatus::Pending, None));
+        assert_eq!(s.get_execution(&row.id).await.unwrap().unwrap(), row);
 
         // Bad input: nothing written.
         let mut again = NewExecution::new("alice", ExecutionKind::Adhoc, json!({}));
@@ -805,7 +823,7 @@ mod cases {
             .list_executions(&ExecutionFilter::default(), Page::default())
             .await
             .unwrap();
-        assert_eq!(all.len(), 1);
+        assert_eq!(all.len(), 2, "the started one and the pending one");
     }
 
     pub async fn intents_leases_and_resumable_executions(s: Arc<dyn Store>) {

@@ -11,7 +11,7 @@ use tokio_postgres::{GenericClient, Row, Statement};
 use super::{Pg, PostgresStore, col, enum_col};
 use crate::common::{
     check_events, check_finish, check_outcome, check_step, conflict, execution_insert_error,
-    invalid, new_execution_row, not_found, now_ms, object_or_empty, require,
+    invalid, new_execution_record, new_execution_row, not_found, now_ms, object_or_empty, require,
 };
 
 fn execution_row(row: &Row) -> StoreResult<ExecutionRecord> {
@@ -273,31 +273,34 @@ impl PostgresStore {
     /// time) `running` under that lease.
     async fn insert_execution(
         &self,
-        new: NewExecution,
+        mut new: NewExecution,
         start: Option<(&str, i64, i64)>,
     ) -> StoreResult<ExecutionRecord> {
         let now = now_ms();
         let start = new_execution_row(&self.limits, &new, start, now)?;
-        let id = self.ids.or_new(new.id)?;
+        let id = self.ids.or_new(new.id.take())?;
+        new.input = object_or_empty(std::mem::take(&mut new.input));
+        new.params = object_or_empty(std::mem::take(&mut new.params));
         let client = self.client().await?;
-        let row = client
-            .query_one(
+        // No `RETURNING`: the record is built from what was written (see
+        // `new_execution_record`), not parsed back.
+        client
+            .execute(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status, input, params,
                      conversation_id, created_at, updated_at, graph, lease_owner, lease_expires_at, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $15, $10, $12, $13, $14)
-                 RETURNING *",
+                 VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $15, $10, $12, $13, $14)",
                 &[
                     &id,
                     &new.owner_id,
                     &new.definition_id,
                     &new.template_id,
                     &new.kind.as_str(),
-                    &object_or_empty(new.input),
-                    &object_or_empty(new.params),
+                    &new.input,
+                    &new.params,
                     &new.conversation_id,
                     &now,
                     &new.graph,
-                    &start.status,
+                    &start.status.as_str(),
                     &start.lease_owner,
                     &start.lease_until,
                     &start.started_at,
@@ -307,7 +310,7 @@ impl PostgresStore {
             .await
             .pg()
             .map_err(|e| execution_insert_error(&id, e))?;
-        execution_row(&row)
+        Ok(new_execution_record(id, new, start, now))
     }
 }
 

@@ -11,7 +11,8 @@ use rusqlite::{Connection, params};
 use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
 use crate::common::{
     check_events, check_finish, check_outcome, check_step, conflict, execution_insert_error,
-    invalid, new_execution_row, not_found, now_ms, object_or_empty, require, to_json_text,
+    invalid, new_execution_record, new_execution_row, not_found, now_ms, object_text, require,
+    to_json_text,
 };
 
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
@@ -488,43 +489,42 @@ impl SqliteStore {
     /// time) `running` under that lease.
     async fn insert_execution(
         &self,
-        new: NewExecution,
+        mut new: NewExecution,
         start: Option<(&str, i64, i64)>,
     ) -> StoreResult<ExecutionRecord> {
         let now = now_ms();
         let row = new_execution_row(&self.limits, &new, start, now)?;
-        let id = self.ids.or_new(new.id)?;
+        let id = self.ids.or_new(new.id.take())?;
         self.write_short(move |conn| {
-            conn.prepare_cached(&format!(
+            // No `RETURNING`: the record is built from what was written (see
+            // `new_execution_record`), not parsed back.
+            conn.prepare_cached(
                 "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
                      input, params, conversation_id, created_at, updated_at, graph, lease_owner,
                      lease_expires_at, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14)
-                 RETURNING {COLUMNS}"
-            ))
-            .db()?
-            .query_row(
-                params![
-                    id,
-                    new.owner_id,
-                    new.definition_id,
-                    new.template_id,
-                    new.kind.as_str(),
-                    to_json_text(&object_or_empty(new.input)),
-                    to_json_text(&object_or_empty(new.params)),
-                    new.conversation_id,
-                    now,
-                    new.graph.as_ref().map(to_json_text),
-                    row.status,
-                    row.lease_owner,
-                    row.lease_until,
-                    row.started_at,
-                    row.updated_at
-                ],
-                execution_row,
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14)",
             )
+            .db()?
+            .execute(params![
+                id,
+                new.owner_id,
+                new.definition_id,
+                new.template_id,
+                new.kind.as_str(),
+                object_text(&new.input),
+                object_text(&new.params),
+                new.conversation_id,
+                now,
+                new.graph.as_ref().map(to_json_text),
+                row.status.as_str(),
+                row.lease_owner,
+                row.lease_until,
+                row.started_at,
+                row.updated_at
+            ])
             .db()
-            .map_err(|e| execution_insert_error(&id, e))
+            .map_err(|e| execution_insert_error(&id, e))?;
+            Ok(new_execution_record(id, new, row, now))
         })
         .await
     }
