@@ -69,8 +69,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::state::{State, StateDelta, VariableOp};
 use crate::store::{
-    CheckpointKind, ExecutionKind, ExecutionOutcome, ExecutionRecord, ExecutionStatus,
-    ExecutionStore, NewExecution, NodeRunStatus, Store, StoreErrorKind,
+    CheckpointKind, ExecutionKind, ExecutionOutcome, ExecutionRecord, ExecutionStart,
+    ExecutionStatus, ExecutionStore, NewExecution, NodeRunRecord, NodeRunStatus, Store,
+    StoreErrorKind,
 };
 
 /// Events read per page when a resume loads an execution's events.
@@ -591,9 +592,30 @@ impl WorkflowTracker {
             conversation_id: meta.conversation_id,
             graph,
         };
-        let record = self.open_row(engine, new).await?;
-        self.drive(engine, prepared, &record, input, options, None, observe)
-            .await
+        if self.mode != DurabilityMode::Sync {
+            let record = self.open_row(engine, new).await?;
+            return self
+                .drive(
+                    engine, prepared, &record, input, options, None, observe, None,
+                )
+                .await;
+        }
+        // `sync`: nothing is written before the first node that is not pure, and the row,
+        // `running` under this worker's lease, comes with that write
+        // (`ExecutionStore::start_with_steps`), or with the end when only pure nodes ran.
+        let now = engine.services().clock.now_ms();
+        let start = ExecutionStart {
+            new,
+            lease_owner: self.worker_id.clone(),
+            lease_until: now + self.lease_ms,
+            at: now,
+        };
+        let record = start.record(&id, now);
+        let start = Some(Arc::new(start));
+        self.drive(
+            engine, prepared, &record, input, options, None, observe, start,
+        )
+        .await
     }
 
     /// Creates an execution's row, `running` under this worker's lease, in one write. The
@@ -686,29 +708,20 @@ impl WorkflowTracker {
         observe: Option<F>,
         due: i64,
     ) -> Result<TrackedRun> {
-        // Claimed before anything is read: a second resume racing this one is refused here,
-        // since the lease below would let the same worker id through.
+        // A request that is to be refused (an ended execution, a waiting one without a
+        // decision, a decision it does not expect) is refused before the claim: holding it,
+        // even briefly, would turn away a valid request racing this one.
+        self.resumable(def, execution_id, decision.clone(), &options, due)
+            .await?;
+        // Claimed before anything is read again: a second resume racing this one is refused
+        // here, since the lease below would let the same worker id through.
         let _claim = self.claim(execution_id)?;
-        let record = self.owned_execution(execution_id, &options).await?;
-        if record.status.is_terminal() {
-            return Err(Error::InvalidInput {
-                message: format!(
-                    "execution `{execution_id}` has ended ({}); it cannot be resumed",
-                    record.status
-                ),
-            });
-        }
-        same_graph(&record, def)?;
+        let (record, runs, resume_input) = self
+            .resumable(def, execution_id, decision, &options, due)
+            .await?;
         let prepared = engine.prepare(def)?;
         let clock = engine.services().clock.clone();
         let now = clock.now_ms();
-        let runs = self.store.list_node_runs(execution_id).await?;
-        let waiting: Vec<&str> = runs
-            .iter()
-            .filter(|r| r.status == NodeRunStatus::Waiting)
-            .map(|r| r.node_id.as_str())
-            .collect();
-        let resume_input = self.decision_input(&record, def, &waiting, decision, due)?;
         let deltas = self.deltas_of(execution_id).await?;
         let recorded = recorded_runs(runs, &deltas, None)?;
         let events = self.events_of(execution_id).await?;
@@ -747,6 +760,7 @@ impl WorkflowTracker {
             options,
             Some(replay),
             observe,
+            None,
         )
         .await
     }
@@ -998,13 +1012,16 @@ impl WorkflowTracker {
             options,
             Some(replay),
             NO_OBSERVER,
+            None,
         )
         .await
     }
 
     /// Runs a prepared execution whose row (`record`) is `running` and whose lease this worker
-    /// holds: durable engine run with the lease renewed, events to `observe` and the tracker's
-    /// observer, lease given up.
+    /// holds (or, with `start`, whose row the run's first write creates): durable engine run
+    /// with the lease renewed, events to `observe` and the tracker's observer, lease given up.
+    /// An execution whose row could not be created is an error, as when the row is written
+    /// before the run.
     #[allow(clippy::too_many_arguments)]
     async fn drive<F: FnMut(&Event)>(
         &self,
@@ -1015,11 +1032,13 @@ impl WorkflowTracker {
         mut options: RunOptions,
         replay: Option<Replay>,
         mut observe: Option<F>,
+        start: Option<Arc<ExecutionStart>>,
     ) -> Result<TrackedRun> {
         let id = record.id.as_str();
         let clock = engine.services().clock.clone();
         let mut durability = Durability::new(self.store.clone(), self.mode);
         durability.snapshot_every = self.snapshot_every;
+        durability.start.clone_from(&start);
         options.durability = Some(durability.clone());
         // A resumed execution's stored events are in its log already: observers get the new ones.
         let known = replay
@@ -1029,7 +1048,15 @@ impl WorkflowTracker {
         let handle = match engine.start_replaying(prepared, input, options, replay) {
             Ok(handle) => handle,
             Err(error) => {
-                self.abandon(id, &error, clock.now_ms()).await;
+                let at = clock.now_ms();
+                match &start {
+                    // The row is written failed, as `abandon` leaves a row written before.
+                    Some(start) => {
+                        let failed = ExecutionOutcome::failed(&error, at);
+                        let _ = self.store.start_and_finish(start, &[], failed).await;
+                    }
+                    None => self.abandon(id, &error, at).await,
+                }
                 return Err(error);
             }
         };
@@ -1057,6 +1084,16 @@ impl WorkflowTracker {
                 .clone()
                 .map(|message| Error::store(StoreErrorKind::Backend, message))
         });
+        if let Some(start) = start.as_deref()
+            && durability.never_started()
+            && store_error.is_some()
+            && !self.wrote_row(id, start).await
+            && let Some(error) = store_error
+        {
+            // The write that was to create the execution failed (a duplicate id, a deleted
+            // definition, the database gone): it does not exist, and only pure nodes ran.
+            return Err(error);
+        }
         // An ended execution's lease was cleared with its outcome (`complete_execution`):
         // one store round trip less per run.
         let ended = matches!(
@@ -1074,6 +1111,18 @@ impl WorkflowTracker {
             store_error,
             record,
         })
+    }
+
+    /// Whether execution `id`'s row, as `start` describes it, is stored: a store whose
+    /// `start_with_steps` is not one transaction may have written it and failed after it
+    /// (then the execution stays, resumable, as after any failed write). A row of the same id
+    /// written before (a duplicate) is not under this run's lease.
+    async fn wrote_row(&self, id: &str, start: &ExecutionStart) -> bool {
+        matches!(
+            self.store.get_execution(id).await,
+            Ok(Some(row)) if row.lease_owner.as_deref() == Some(start.lease_owner.as_str())
+                && row.lease_expires_at == Some(start.lease_until)
+        )
     }
 
     /// Renews the lease every third of its length until aborted.
@@ -1144,6 +1193,40 @@ impl WorkflowTracker {
 
     /// The input a waiting approval gets on resume, checked: the decision given, or on
     /// timeout the node's timeout decision.
+    /// Execution `execution_id` as a resume with `decision` at `due` finds it: its row, its
+    /// node runs and the input the resume gives its waiting approval.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::resume`].
+    async fn resumable(
+        &self,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        decision: Option<Decision>,
+        options: &RunOptions,
+        due: i64,
+    ) -> Result<(ExecutionRecord, Vec<NodeRunRecord>, Option<(String, Value)>)> {
+        let record = self.owned_execution(execution_id, options).await?;
+        if record.status.is_terminal() {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "execution `{execution_id}` has ended ({}); it cannot be resumed",
+                    record.status
+                ),
+            });
+        }
+        same_graph(&record, def)?;
+        let runs = self.store.list_node_runs(execution_id).await?;
+        let waiting: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.status == NodeRunStatus::Waiting)
+            .map(|r| r.node_id.as_str())
+            .collect();
+        let resume_input = self.decision_input(&record, def, &waiting, decision, due)?;
+        Ok((record, runs, resume_input))
+    }
+
     fn decision_input(
         &self,
         record: &ExecutionRecord,

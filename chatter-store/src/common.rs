@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chatter_core::Error;
 use chatter_core::store::documents::query_terms;
 use chatter_core::store::{
-    ExecutionOutcome, ExecutionRecord, ExecutionStatus, NewEvent, NewExecution, NewJob,
-    SearchQuery, StepCommit,
+    ExecutionOutcome, ExecutionRecord, ExecutionStart, ExecutionStatus, NewEvent, NewExecution,
+    NewJob, NodeRunRecord, SearchQuery, StepCommit,
 };
 use chatter_core::store::{
-    StoreErrorKind, StoreResult, check_payload_size, check_steps_of, json_size,
+    StoreErrorKind, StoreResult, check_payload_size, check_steps_of, json_size, start_id,
 };
 use serde_json::Value;
 
@@ -109,44 +109,19 @@ pub(crate) fn new_execution_row(
 }
 
 /// The row an insert of `new` as execution `id` at `now` with `start` wrote, built from what
-/// was written (`input` and `params` as [`object_or_empty`] made them) instead of read back:
-/// a `RETURNING` would parse the row's JSON again, the whole graph of an ad-hoc execution
-/// included.
+/// was written ([`ExecutionRecord::new_row`]) instead of read back: a `RETURNING` would parse
+/// the row's JSON again, the whole graph of an ad-hoc execution included.
 pub(crate) fn new_execution_record(
     id: String,
     new: NewExecution,
     start: StartColumns,
     now: i64,
 ) -> ExecutionRecord {
-    ExecutionRecord {
-        id,
-        owner_id: new.owner_id,
-        definition_id: new.definition_id,
-        template_id: new.template_id,
-        kind: new.kind,
-        status: start.status,
-        input: object_or_empty(new.input),
-        params: object_or_empty(new.params),
-        output: None,
-        response: None,
-        error: None,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        total_tokens: 0,
-        cost: 0.0,
-        conversation_id: new.conversation_id,
-        last_event_seq: 0,
-        step_count: 0,
-        created_at: now,
-        updated_at: start.updated_at,
-        started_at: start.started_at,
-        finished_at: None,
-        duration_ms: None,
-        lease_owner: start.lease_owner,
-        lease_expires_at: start.lease_until,
-        wake_at: None,
-        graph: new.graph,
-    }
+    let lease = match (start.lease_owner, start.lease_until, start.started_at) {
+        (Some(owner), Some(until), Some(at)) => Some((owner, until, at)),
+        _ => None,
+    };
+    ExecutionRecord::new_row(id, new, start.status, lease, now)
 }
 
 /// A failed insert of execution `id`, in the store's words.
@@ -232,6 +207,40 @@ pub(crate) fn check_outcome(limits: &Limits, outcome: &ExecutionOutcome) -> Stor
 
 /// Checks a `finish_execution` call: every step is execution `id`'s and valid, and so is
 /// the outcome.
+/// Checks a `start_with_steps` or `start_and_finish` call before anything is written: the
+/// execution as `start_execution` checks it, its steps (all of it), the intent (of it);
+/// gives its id and starting columns at `now`.
+pub(crate) fn check_start<'a>(
+    limits: &Limits,
+    start: &'a ExecutionStart,
+    steps: &[StepCommit],
+    intent: Option<&NodeRunRecord>,
+    now: i64,
+) -> StoreResult<(&'a str, StartColumns)> {
+    let id = start_id(start)?;
+    require("id", id)?;
+    check_steps_of(id, steps)?;
+    for step in steps {
+        check_step(limits, step)?;
+    }
+    if let Some(intent) = intent {
+        require("node_run.node_id", &intent.node_id)?;
+        if intent.execution_id != id {
+            return Err(invalid(format!(
+                "a write of execution `{id}` got the intent of execution `{}`",
+                intent.execution_id
+            )));
+        }
+    }
+    let row = new_execution_row(
+        limits,
+        &start.new,
+        Some((&start.lease_owner, start.lease_until, start.at)),
+        now,
+    )?;
+    Ok((id, row))
+}
+
 pub(crate) fn check_finish(
     limits: &Limits,
     id: &str,

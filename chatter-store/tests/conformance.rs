@@ -755,7 +755,9 @@ mod cases {
         // The row returned is the row stored, JSON columns included.
         assert_eq!(row.params["nested"]["list"][2], json!(2.5));
         assert_eq!(
-            row.graph.as_ref().map(|g| g["nodes"][0]["config"]["max"].clone()),
+            row.graph
+                .as_ref()
+                .map(|g| g["nodes"][0]["config"]["max"].clone()),
             Some(json!(1e300))
         );
         assert_eq!(row.id, "exec-started");
@@ -780,8 +782,14 @@ mod cases {
         let mut pending = NewExecution::new("alice", ExecutionKind::Adhoc, Value::Null);
         pending.params = Value::Null;
         let row = s.create_execution(pending).await.unwrap();
-        assert_eq!((row.input.clone(), row.params.clone()), (json!({}), json!({})));
-        assert_eq!((row.status, row.started_at), (ExecutionStatus::Pending, None));
+        assert_eq!(
+            (row.input.clone(), row.params.clone()),
+            (json!({}), json!({}))
+        );
+        assert_eq!(
+            (row.status, row.started_at),
+            (ExecutionStatus::Pending, None)
+        );
         assert_eq!(s.get_execution(&row.id).await.unwrap().unwrap(), row);
 
         // Bad input: nothing written.

@@ -91,6 +91,7 @@ on_every_backend!(
     store_failure_mid_run_keeps_the_result,
     retries_skips_and_grouped_commits,
     the_last_steps_are_written_with_the_end,
+    a_run_whose_row_cannot_be_written_is_an_error,
     retriever_ranks_owner_scoped_chunks,
     rag_workflow_puts_ranked_context_into_the_prompt,
     orchestrated_costs_routing_and_fallbacks_reach_every_record,
@@ -164,16 +165,19 @@ impl TrackerObserver for Recorder {
     }
 }
 
-/// An execution store that delegates to a real one but fails step commits (`commit_steps`
-/// and `commit_steps_with_intent`) from the `fail_from`-th call on; it counts those calls,
-/// the ones that carried an intent, the `finish_execution` calls and the steps of all, and
-/// holds the first call for `first_delay` (so completions pile up meanwhile).
+/// An execution store that delegates to a real one but fails step commits (`commit_steps`,
+/// `commit_steps_with_intent`, `start_with_steps`) from the `fail_from`-th call on; it counts
+/// those calls, the ones that carried an intent, the ones that created the execution's row
+/// (`start_with_steps`, `start_and_finish`), the ends (`finish_execution`,
+/// `start_and_finish`) and the steps of all, and holds the first call for `first_delay` (so
+/// completions pile up meanwhile).
 struct FailingCommits {
     inner: Arc<dyn Store>,
     calls: std::sync::atomic::AtomicUsize,
     fail_from: usize,
     steps: std::sync::atomic::AtomicUsize,
     intents: std::sync::atomic::AtomicUsize,
+    starts: std::sync::atomic::AtomicUsize,
     finishes: std::sync::atomic::AtomicUsize,
     first_delay: Duration,
 }
@@ -186,6 +190,7 @@ impl FailingCommits {
             fail_from,
             steps: std::sync::atomic::AtomicUsize::new(0),
             intents: std::sync::atomic::AtomicUsize::new(0),
+            starts: std::sync::atomic::AtomicUsize::new(0),
             finishes: std::sync::atomic::AtomicUsize::new(0),
             first_delay,
         }
@@ -255,6 +260,34 @@ impl ExecutionStore for FailingCommits {
         self.intents
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.commit_steps_with_intent(steps, intent).await
+    }
+    async fn start_with_steps(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        intent: Option<&NodeRunRecord>,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        self.step_commit(steps).await?;
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if intent.is_some() {
+            self.intents
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.start_with_steps(start, steps, intent).await
+    }
+    async fn start_and_finish(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        for counter in [&self.starts, &self.finishes] {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.steps
+            .fetch_add(steps.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.start_and_finish(start, steps, outcome).await
     }
     async fn finish_execution(
         &self,
@@ -624,14 +657,41 @@ mod cases {
     }
 
     pub async fn store_failure_mid_run_keeps_the_result(s: Arc<dyn Store>) {
-        // The database goes away before the first step: in sync mode nothing runs on without
-        // being recorded, so the execution stops (class `storage`), its row is left running
-        // (resumable), and once the database is back a resume completes it.
-        let (engine, _) = engine_with(json!({"default": {"content": "Still answered."}}));
-        let failing = Arc::new(FailingCommits::new(s.clone(), 0, Duration::ZERO));
-        let tracker = WorkflowTracker::new(failing);
-        let run = run_chat(&tracker, &engine).await;
+        // start -> one -> two -> end, two model calls. The database goes away after the first
+        // write (the row, start's step, one's intent): in sync mode nothing runs on without
+        // being recorded, so the execution stops (class `storage`) before `two` calls its
+        // model, its row is left running (resumable), and once the database is back a resume
+        // completes it.
+        let (engine, model) = engine_with(json!({"default": {"content": "Still answered."}}));
+        let def = WorkflowDefinition::from_json(
+            r#"{
+              "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "one", "type": "llm", "config": {"provider": "scripted"}},
+                {"id": "two", "type": "llm", "config": {"provider": "scripted"}},
+                {"id": "end", "type": "end"}
+              ],
+              "edges": [
+                {"source": "start", "target": "one"},
+                {"source": "one", "target": "two"},
+                {"source": "two", "target": "end"}
+              ]
+            }"#,
+        )
+        .unwrap();
+        let failing = Arc::new(FailingCommits::new(s.clone(), 1, Duration::ZERO));
+        let run = WorkflowTracker::new(failing)
+            .run(
+                &engine,
+                &def,
+                json!({"message": "hi"}),
+                RunOptions::default(),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            )
+            .await
+            .unwrap();
         assert_eq!(run.result.status, RunStatus::Failed);
+        assert_eq!(model.call_count(), 1, "`two` never called its model");
         let failure = run.result.error.as_ref().unwrap();
         assert_eq!(failure.class, "storage");
         assert_eq!(
@@ -648,10 +708,13 @@ mod cases {
         let record = s.get_execution(&id).await.unwrap().unwrap();
         assert_eq!(record.status, ExecutionStatus::Running);
         assert_eq!(record.lease_owner, None, "the lease was given up");
-        assert!(s.list_node_runs(&id).await.unwrap().is_empty());
+        assert_eq!(
+            support::node_steps(&s, &id).await,
+            [("start".to_owned(), Some(1)), ("one".to_owned(), None)],
+            "start's step and one's intent"
+        );
         assert!(run.into_result().is_err(), "{id}");
 
-        let def = chat_definition();
         let resumed = WorkflowTracker::new(s.clone())
             .resume(&engine, &def, &id, None, RunOptions::default())
             .await
@@ -672,16 +735,110 @@ mod cases {
         );
     }
 
+    pub async fn a_run_whose_row_cannot_be_written_is_an_error(s: Arc<dyn Store>) {
+        // In sync mode the execution's row is written with its first write. When that write
+        // fails, the execution does not exist: the run is an error, as when the row was
+        // written before the run, and the model was not called.
+        let (engine, model) = engine_with(json!({"default": {"content": "Hello."}}));
+        let tracker = WorkflowTracker::new(s.clone());
+        let first = run_chat(&tracker, &engine).await;
+        let id = first.result.execution_id.clone();
+        assert_eq!(model.call_count(), 1);
+        // The same id again: a conflict, and the first execution is left as it was.
+        let mut options = RunOptions::default();
+        options.execution_id = Some(id.clone());
+        let meta = || ExecutionMeta::new("alice", ExecutionKind::Adhoc);
+        let error = tracker
+            .run(
+                &engine,
+                &chat_definition(),
+                json!({"message": "again"}),
+                options,
+                meta(),
+            )
+            .await
+            .map(|run| run.result.status)
+            .unwrap_err();
+        assert_eq!(
+            error.store_kind(),
+            Some(StoreErrorKind::Conflict),
+            "{error}"
+        );
+        assert_eq!(model.call_count(), 1);
+        assert_eq!(s.get_execution(&id).await.unwrap(), first.record);
+        assert_eq!(s.list_node_runs(&id).await.unwrap().len(), 3);
+        // The database gone at the first write: nothing is stored under the new id.
+        let failing = Arc::new(FailingCommits::new(s.clone(), 0, Duration::ZERO));
+        let mut options = RunOptions::default();
+        options.execution_id = Some("01JNEVERWRITTEN000000000000".into());
+        let error = WorkflowTracker::new(failing)
+            .run(
+                &engine,
+                &chat_definition(),
+                json!({"message": "hi"}),
+                options,
+                meta(),
+            )
+            .await
+            .map(|run| run.result.status)
+            .unwrap_err();
+        assert_eq!(
+            error.store_kind(),
+            Some(StoreErrorKind::Unavailable),
+            "{error}"
+        );
+        assert_eq!(model.call_count(), 1);
+        assert_eq!(
+            s.get_execution("01JNEVERWRITTEN000000000000")
+                .await
+                .unwrap(),
+            None
+        );
+        // A run of pure nodes only is written once, at its end, row and all.
+        let counting = Arc::new(FailingCommits::new(s.clone(), usize::MAX, Duration::ZERO));
+        let pure = WorkflowDefinition::from_json(
+            r#"{"nodes": [{"id": "start", "type": "start"}, {"id": "end", "type": "end"}],
+                "edges": [{"source": "start", "target": "end"}]}"#,
+        )
+        .unwrap();
+        let run = WorkflowTracker::new(counting.clone())
+            .run(
+                &engine,
+                &pure,
+                json!({"message": "hi"}),
+                RunOptions::default(),
+                meta(),
+            )
+            .await
+            .unwrap();
+        let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            (
+                load(&counting.calls),
+                load(&counting.starts),
+                load(&counting.finishes)
+            ),
+            (0, 1, 1)
+        );
+        let stored = s.get_execution(&run.result.execution_id).await.unwrap();
+        assert_eq!(
+            stored.as_ref().map(|r| (r.status, r.step_count)),
+            Some((ExecutionStatus::Completed, 2))
+        );
+        assert_eq!(run.record, stored);
+    }
+
     pub async fn the_last_steps_are_written_with_the_end(s: Arc<dyn Store>) {
-        // start -> chat -> end: `sync` writes start's step with chat's intent (one write),
-        // before chat calls the model; `end` is pure, so it runs before chat's step is
-        // written, and both steps go with the outcome. `exit` writes all three with it;
-        // `async` hands steps to its writer task and writes what is left with the outcome.
-        // (Step commit calls and, of those, the ones carrying an intent; the rest of the 3
-        // steps go with the end.)
+        // start -> chat -> end: `sync` writes the execution's row, start's step and chat's
+        // intent in one write, before chat calls the model; `end` is pure, so it runs before
+        // chat's step is written, and both steps go with the outcome: two writes in all.
+        // `exit` writes the row first and the three steps with the outcome; `async` hands
+        // steps to its writer task and writes what is left with the outcome. (Step commit
+        // calls, those carrying an intent, those creating the row; the rest of the 3 steps go
+        // with the end.)
         for (mode, commits) in [
-            (DurabilityMode::Sync, Some((1, 1))),
-            (DurabilityMode::Exit, Some((0, 0))),
+            (DurabilityMode::Sync, Some((1, 1, 1))),
+            (DurabilityMode::Exit, Some((0, 0, 0))),
             (DurabilityMode::Async, None),
         ] {
             let (engine, _) = engine_with(json!({"default": {"content": "Hello."}}));
@@ -699,9 +856,10 @@ mod cases {
                 |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
             assert_eq!(load(&counting.finishes), 1, "{mode:?}");
             assert_eq!(load(&counting.steps), 3, "{mode:?}");
-            if let Some((commits, intents)) = commits {
+            if let Some((commits, intents, starts)) = commits {
                 assert_eq!(load(&counting.calls), commits, "{mode:?}");
                 assert_eq!(load(&counting.intents), intents, "{mode:?}");
+                assert_eq!(load(&counting.starts), starts, "{mode:?}");
             }
             if mode == DurabilityMode::Sync {
                 // The intent written with start's step holds chat's key.

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::state::StateDelta;
 use crate::store::{
-    ExecutionRecord, ExecutionStore, NewEvent, NodeRunRecord, StepCommit, StoreErrorKind,
+    ExecutionRecord, ExecutionStart, ExecutionStore, NewEvent, NodeRunRecord, StepCommit,
+    StoreErrorKind,
 };
 
 /// How soon the engine writes each step (DESIGN §8).
@@ -89,8 +90,9 @@ impl std::fmt::Display for DurabilityMode {
 /// Where and how an execution is made durable ([`super::RunOptions::durability`]).
 ///
 /// The execution's row must exist in the store and be `running` (the
-/// [`crate::tracker::WorkflowTracker`] creates it): the engine writes the steps, and the outcome
-/// when the execution ends (or the `waiting` status when it pauses).
+/// [`crate::tracker::WorkflowTracker`] creates it; in `sync` mode it hands the row over to be
+/// written with the execution's first write instead): the engine writes the steps, and the
+/// outcome when the execution ends (or the `waiting` status when it pauses).
 #[derive(Clone)]
 pub struct Durability {
     /// The store written to.
@@ -105,6 +107,11 @@ pub struct Durability {
     pub(crate) failure: Arc<std::sync::Mutex<Option<Error>>>,
     /// Where the ended execution's row, as the store wrote it, is left for the host.
     pub(crate) ended: Arc<std::sync::Mutex<Option<ExecutionRecord>>>,
+    /// The execution's row, when it is written with the execution's first write instead of
+    /// before the run (`sync` mode; the tracker sets it).
+    pub(crate) start: Option<Arc<ExecutionStart>>,
+    /// Set once that row is written.
+    pub(crate) started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Durability {
@@ -114,6 +121,12 @@ impl Durability {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+
+    /// Whether the execution's row was to be written with its first write and never was
+    /// (that write failed, or nothing was written): the execution does not exist.
+    pub(crate) fn never_started(&self) -> bool {
+        self.start.is_some() && !self.started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Takes the execution's row as its end wrote it (none when it paused or was not
@@ -147,6 +160,8 @@ impl Durability {
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             failure: Arc::default(),
             ended: Arc::default(),
+            start: None,
+            started: Arc::default(),
         }
     }
 }
@@ -398,6 +413,10 @@ pub(crate) struct StepWriter {
     failure_slot: Arc<std::sync::Mutex<Option<Error>>>,
     /// Where the ended execution's row is handed to the host.
     ended_slot: Arc<std::sync::Mutex<Option<ExecutionRecord>>>,
+    /// The execution's row, until the first write (which writes it) is made.
+    pub(crate) start: Option<Arc<ExecutionStart>>,
+    /// Set once it is written.
+    started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StepWriter {
@@ -412,6 +431,8 @@ impl StepWriter {
             failed: None,
             failure_slot: durability.failure,
             ended_slot: durability.ended,
+            start: durability.start,
+            started: durability.started,
         }
     }
 
@@ -449,22 +470,68 @@ impl StepWriter {
         }
         let steps = std::mem::take(&mut self.staged);
         crate::failpoint::hit("engine.before_intent");
-        if let Err(error) = self.store.commit_steps_with_intent(&steps, intent).await {
+        let written = match self.start.take() {
+            Some(start) => self
+                .store
+                .start_with_steps(&start, &steps, Some(intent))
+                .await
+                .map(|_| self.mark_started()),
+            None => self
+                .store
+                .commit_steps_with_intent(&steps, intent)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(error) = written {
             self.failed = Some(error);
         }
         crate::failpoint::hit("engine.after_intent");
     }
 
+    /// Notes that the execution's row is written.
+    fn mark_started(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `sync` mode: ends the execution whose row was never written (pure nodes only ran):
+    /// the row, its steps and its end in one write
+    /// ([`crate::store::ExecutionStore::start_and_finish`]); else the steps and the end
+    /// ([`crate::store::ExecutionStore::finish_execution`]).
+    pub(crate) async fn write_end(
+        &mut self,
+        id: &str,
+        steps: &[StepCommit],
+        outcome: crate::store::ExecutionOutcome,
+    ) -> Result<ExecutionRecord> {
+        match self.start.take() {
+            Some(start) => {
+                let record = self.store.start_and_finish(&start, steps, outcome).await?;
+                self.mark_started();
+                Ok(record)
+            }
+            None => self.store.finish_execution(id, steps, outcome).await,
+        }
+    }
+
     /// Writes (sync), hands over (async) or keeps (exit) the staged steps.
     pub(crate) async fn flush(&mut self, at_end: bool) {
-        if self.staged.is_empty() || self.failed.is_some() {
+        if (self.staged.is_empty() && self.start.is_none()) || self.failed.is_some() {
             return;
         }
         match self.mode {
             DurabilityMode::Sync => {
                 let steps = std::mem::take(&mut self.staged);
                 crate::failpoint::hit("engine.before_commit_steps");
-                if let Err(error) = self.store.commit_steps(&steps).await {
+                let written = match self.start.take() {
+                    Some(start) => self
+                        .store
+                        .start_with_steps(&start, &steps, None)
+                        .await
+                        .map(|_| self.mark_started()),
+                    None => self.store.commit_steps(&steps).await.map(|_| ()),
+                };
+                if let Err(error) = written {
                     self.failed = Some(error);
                 }
                 crate::failpoint::hit("engine.after_commit_steps");

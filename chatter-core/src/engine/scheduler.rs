@@ -418,20 +418,16 @@ impl Run {
                     // A long run of nodes that never wait must not hold the thread.
                     tokio::task::yield_now().await;
                 }
-                // `sync`: the steps staged are written before a node that is not pure starts,
-                // with its intent when it acts on the outside world (one write, not two).
-                let node = &plan.nodes[act.node as usize].node;
-                let mut fuse = self.sync_steps_staged() && !node.pure();
-                if fuse && !(node.side_effects() && self.writer_ok()) {
-                    fuse = false;
-                    self.write_staged().await;
-                    if self.end.is_some() {
-                        break;
-                    }
-                }
+                // `sync`: the steps staged are written before a node that is not pure starts
+                // (it is started, not yet polled), with its intent when it acts on the outside
+                // world (one write, not two).
+                let fuse = self.sync_steps_staged() && !plan.nodes[act.node as usize].node.pure();
                 if let Some(mut launch) = self.start(plan, act, fuse) {
-                    if let Some(intent) = launch.intent.take() {
-                        self.write_intent(&intent).await;
+                    if fuse {
+                        match launch.intent.take() {
+                            Some(intent) => self.write_intent(&intent).await,
+                            None => self.write_staged().await,
+                        }
                         if self.end.is_some() {
                             // Not started: `finish` records it as cancelled.
                             break;
@@ -644,16 +640,12 @@ impl Run {
         self.check_writer();
     }
 
-    /// Whether `sync` steps are staged, to be written before anything that is not pure.
+    /// Whether `sync` steps are staged (or the execution's row is not written yet), to be
+    /// written before anything that is not pure.
     fn sync_steps_staged(&self) -> bool {
-        self.writer
-            .as_ref()
-            .is_some_and(|w| w.mode == super::DurabilityMode::Sync && !w.staged.is_empty())
-    }
-
-    /// Whether the writer (if any) has not failed.
-    fn writer_ok(&self) -> bool {
-        self.writer.as_ref().is_none_or(|w| w.failed.is_none())
+        self.writer.as_ref().is_some_and(|w| {
+            w.mode == super::DurabilityMode::Sync && (!w.staged.is_empty() || w.start.is_some())
+        })
     }
 
     /// Writes the staged steps now (`sync`; in the other modes the commit point handed them
@@ -1659,7 +1651,10 @@ impl Run {
                 events,
             };
             crate::failpoint::hit("engine.before_complete");
-            let written = store.finish_execution(id, &last_steps, outcome).await;
+            let written = match self.writer.as_mut() {
+                Some(writer) => writer.write_end(id, &last_steps, outcome).await,
+                None => return None,
+            };
             let written = match (written, self.writer.as_ref()) {
                 (Ok(record), Some(writer)) => {
                     writer.ended(record);

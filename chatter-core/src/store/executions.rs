@@ -208,6 +208,93 @@ impl NewExecution {
     }
 }
 
+/// A new execution to record `running` under a lease: the arguments of
+/// [`ExecutionStore::start_execution`], kept to be written with the execution's first steps
+/// ([`ExecutionStore::start_with_steps`], [`ExecutionStore::start_and_finish`]). In `sync`
+/// mode the tracker starts an execution this way: nothing is written before the first node
+/// that is not pure, and the row comes with that write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionStart {
+    /// The execution (its id set).
+    pub new: NewExecution,
+    /// Who runs it.
+    pub lease_owner: String,
+    /// Until when (ms) the lease holds.
+    pub lease_until: i64,
+    /// When it started (ms).
+    pub at: i64,
+}
+
+impl ExecutionStart {
+    /// The row [`ExecutionStore::start_execution`] writes for it, with `created_at` at
+    /// `now`: `running` under its lease, `null` input and parameters as `{}`.
+    #[must_use]
+    pub fn record(&self, id: &str, now: i64) -> ExecutionRecord {
+        ExecutionRecord::new_row(
+            id.to_owned(),
+            self.new.clone(),
+            ExecutionStatus::Running,
+            Some((self.lease_owner.clone(), self.lease_until, self.at)),
+            now,
+        )
+    }
+}
+
+impl ExecutionRecord {
+    /// The row of `new` as a store inserts it with id `id` at `now`: `status`, with `lease`
+    /// (owner, until, start time) or without; `null` input and parameters as `{}`; nothing
+    /// run yet. The stores return it from an insert instead of reading the row back.
+    #[must_use]
+    pub fn new_row(
+        id: String,
+        new: NewExecution,
+        status: ExecutionStatus,
+        lease: Option<(String, i64, i64)>,
+        now: i64,
+    ) -> ExecutionRecord {
+        let object = |v: Value| {
+            if v.is_null() {
+                Value::Object(serde_json::Map::new())
+            } else {
+                v
+            }
+        };
+        let (lease_owner, lease_expires_at, started_at, updated_at) = match lease {
+            Some((owner, until, at)) => (Some(owner), Some(until), Some(at), at),
+            None => (None, None, None, now),
+        };
+        ExecutionRecord {
+            id,
+            owner_id: new.owner_id,
+            definition_id: new.definition_id,
+            template_id: new.template_id,
+            kind: new.kind,
+            status,
+            input: object(new.input),
+            params: object(new.params),
+            output: None,
+            response: None,
+            error: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            cost: 0.0,
+            conversation_id: new.conversation_id,
+            last_event_seq: 0,
+            step_count: 0,
+            created_at: now,
+            updated_at,
+            started_at,
+            finished_at: None,
+            duration_ms: None,
+            lease_owner,
+            lease_expires_at,
+            wake_at: None,
+            graph: new.graph,
+        }
+    }
+}
+
 /// Which executions [`ExecutionStore::list_executions`] returns; fields combine with AND.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ExecutionFilter {
@@ -464,6 +551,21 @@ impl RetentionPolicy {
     }
 }
 
+/// The id of the execution `start` describes, which it must carry (the steps written with it
+/// name it).
+///
+/// # Errors
+///
+/// `InvalidInput` when it has none.
+pub fn start_id(start: &ExecutionStart) -> StoreResult<&str> {
+    start.new.id.as_deref().ok_or_else(|| {
+        crate::Error::store(
+            super::StoreErrorKind::InvalidInput,
+            "an execution started with its first steps needs its id",
+        )
+    })
+}
+
 /// Storage of executions and everything recorded while they run.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
@@ -509,6 +611,66 @@ pub trait ExecutionStore: Send + Sync {
                 .await;
         }
         started
+    }
+
+    /// Records the execution `start` describes (as [`ExecutionStore::start_execution`]),
+    /// then commits `steps` (possibly none, all of that execution) and records `intent` when
+    /// given, in ONE transaction: all or nothing. In `sync` mode the engine writes an
+    /// execution's row with its first write (the steps of the pure nodes that ran first, and
+    /// the intent of the first node that acts on the outside world).
+    ///
+    /// The default makes the calls in turn; the backends override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExecutionStore::start_execution`], [`ExecutionStore::commit_steps`] and
+    /// [`ExecutionStore::record_intent`]; `InvalidInput` for a step of another execution.
+    async fn start_with_steps(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        intent: Option<&NodeRunRecord>,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        let id = start_id(start)?;
+        super::check_steps_of(id, steps)?;
+        self.start_execution(
+            start.new.clone(),
+            &start.lease_owner,
+            start.lease_until,
+            start.at,
+        )
+        .await?;
+        match intent {
+            Some(intent) => self.commit_steps_with_intent(steps, intent).await,
+            None => self.commit_steps(steps).await,
+        }
+    }
+
+    /// Records the execution `start` describes, commits its `steps` and ends it with
+    /// `outcome`, in ONE transaction: an execution of pure nodes only (or one that ended
+    /// before its first other node) is written once, when it ends.
+    ///
+    /// The default makes the calls in turn; the backends override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExecutionStore::start_execution`] and [`ExecutionStore::finish_execution`].
+    async fn start_and_finish(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        let id = start_id(start)?;
+        super::check_steps_of(id, steps)?;
+        self.start_execution(
+            start.new.clone(),
+            &start.lease_owner,
+            start.lease_until,
+            start.at,
+        )
+        .await?;
+        self.finish_execution(id, steps, outcome).await
     }
 
     /// Reads an execution.

@@ -71,8 +71,8 @@ pub use documents::{
 };
 pub use executions::{
     CheckpointKind, CheckpointRecord, CheckpointState, EventRecord, ExecutionFilter, ExecutionKind,
-    ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, RetentionPolicy, StepCommit, StepReceipt,
+    ExecutionOutcome, ExecutionRecord, ExecutionStart, ExecutionStatus, ExecutionStore, NewEvent,
+    NewExecution, NodeRunRecord, NodeRunStatus, RetentionPolicy, StepCommit, StepReceipt, start_id,
 };
 pub use jobs::{JobCount, JobFilter, JobRecord, JobStats, JobStatus, JobStore, NewJob};
 pub use marketplace::{
@@ -290,8 +290,8 @@ pub fn check_payload_size(what: &str, size: usize, limit: usize) -> StoreResult<
     Ok(())
 }
 
-/// Refuses a `finish_execution` call of execution `id` that carries a step of another
-/// execution, before any database work.
+/// Refuses a write of execution `id` (`finish_execution`, `start_with_steps`,
+/// `start_and_finish`) that carries a step of another execution, before any database work.
 ///
 /// # Errors
 ///
@@ -301,7 +301,7 @@ pub fn check_steps_of(id: &str, steps: &[StepCommit]) -> StoreResult<()> {
         Some(other) => Err(Error::store(
             StoreErrorKind::InvalidInput,
             format!(
-                "finish_execution of `{id}` got a step of execution `{}`",
+                "a write of execution `{id}` got a step of execution `{}`",
                 other.node_run.execution_id
             ),
         )),

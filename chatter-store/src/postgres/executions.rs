@@ -3,15 +3,17 @@
 use async_trait::async_trait;
 use chatter_core::store::{
     CheckpointKind, CheckpointRecord, EventRecord, ExecutionFilter, ExecutionKind,
-    ExecutionOutcome, ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
-    NodeRunRecord, NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreResult,
+    ExecutionOutcome, ExecutionRecord, ExecutionStart, ExecutionStatus, ExecutionStore, NewEvent,
+    NewExecution, NodeRunRecord, NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt,
+    StoreResult,
 };
 use tokio_postgres::{GenericClient, Row, Statement};
 
 use super::{Pg, PostgresStore, col, enum_col};
 use crate::common::{
-    check_events, check_finish, check_outcome, check_step, conflict, execution_insert_error,
-    invalid, new_execution_record, new_execution_row, not_found, now_ms, object_or_empty, require,
+    StartColumns, check_events, check_finish, check_outcome, check_start, check_step, conflict,
+    execution_insert_error, invalid, new_execution_record, new_execution_row, not_found, now_ms,
+    require,
 };
 
 fn execution_row(row: &Row) -> StoreResult<ExecutionRecord> {
@@ -268,6 +270,56 @@ fn predecessors(status: ExecutionStatus) -> Vec<&'static str> {
         .collect()
 }
 
+/// Inserts `new` as execution `id` at `now` with its starting columns (no `RETURNING`: the
+/// record is built from what was written, see `new_execution_record`).
+async fn insert_in<C: GenericClient>(
+    client: &C,
+    id: &str,
+    new: &NewExecution,
+    start: &StartColumns,
+    now: i64,
+) -> StoreResult<()> {
+    // `null` is stored as `{}`, as `object_or_empty` makes it.
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let input = if new.input.is_null() {
+        &empty
+    } else {
+        &new.input
+    };
+    let params = if new.params.is_null() {
+        &empty
+    } else {
+        &new.params
+    };
+    client
+        .execute(
+            "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status, input, params,
+                 conversation_id, created_at, updated_at, graph, lease_owner, lease_expires_at, started_at)
+             VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $15, $10, $12, $13, $14)",
+            &[
+                &id,
+                &new.owner_id,
+                &new.definition_id,
+                &new.template_id,
+                &new.kind.as_str(),
+                input,
+                params,
+                &new.conversation_id,
+                &now,
+                &new.graph,
+                &start.status.as_str(),
+                &start.lease_owner,
+                &start.lease_until,
+                &start.started_at,
+                &start.updated_at,
+            ],
+        )
+        .await
+        .pg()
+        .map_err(|e| execution_insert_error(id, e))?;
+    Ok(())
+}
+
 impl PostgresStore {
     /// Inserts an execution row: `pending`, or with `start` (lease owner, lease end, start
     /// time) `running` under that lease.
@@ -279,37 +331,8 @@ impl PostgresStore {
         let now = now_ms();
         let start = new_execution_row(&self.limits, &new, start, now)?;
         let id = self.ids.or_new(new.id.take())?;
-        new.input = object_or_empty(std::mem::take(&mut new.input));
-        new.params = object_or_empty(std::mem::take(&mut new.params));
         let client = self.client().await?;
-        // No `RETURNING`: the record is built from what was written (see
-        // `new_execution_record`), not parsed back.
-        client
-            .execute(
-                "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status, input, params,
-                     conversation_id, created_at, updated_at, graph, lease_owner, lease_expires_at, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $15, $10, $12, $13, $14)",
-                &[
-                    &id,
-                    &new.owner_id,
-                    &new.definition_id,
-                    &new.template_id,
-                    &new.kind.as_str(),
-                    &new.input,
-                    &new.params,
-                    &new.conversation_id,
-                    &now,
-                    &new.graph,
-                    &start.status.as_str(),
-                    &start.lease_owner,
-                    &start.lease_until,
-                    &start.started_at,
-                    &start.updated_at,
-                ],
-            )
-            .await
-            .pg()
-            .map_err(|e| execution_insert_error(&id, e))?;
+        insert_in(&**client, &id, &new, &start, now).await?;
         Ok(new_execution_record(id, new, start, now))
     }
 }
@@ -579,6 +602,47 @@ impl ExecutionStore for PostgresStore {
         tx.commit().await.pg()?;
         chatter_core::failpoint::hit("postgres.after_commit");
         Ok(receipts)
+    }
+
+    async fn start_with_steps(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        intent: Option<&NodeRunRecord>,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        let now = now_ms();
+        let (id, row) = check_start(&self.limits, start, steps, intent, now)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.pg()?;
+        insert_in(&*tx, id, &start.new, &row, now).await?;
+        let receipts = commit_in(&tx, steps, now).await?;
+        if let Some(intent) = intent {
+            intent_in(&*tx, intent).await?;
+        }
+        chatter_core::failpoint::hit("postgres.before_commit");
+        tx.commit().await.pg()?;
+        chatter_core::failpoint::hit("postgres.after_commit");
+        Ok(receipts)
+    }
+
+    async fn start_and_finish(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        let now = now_ms();
+        let (id, row) = check_start(&self.limits, start, steps, None, now)?;
+        check_outcome(&self.limits, &outcome)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.pg()?;
+        insert_in(&*tx, id, &start.new, &row, now).await?;
+        commit_in(&tx, steps, now).await?;
+        let record = complete_in(&tx, id, &outcome).await?;
+        chatter_core::failpoint::hit("postgres.before_commit");
+        tx.commit().await.pg()?;
+        chatter_core::failpoint::hit("postgres.after_commit");
+        Ok(record)
     }
 
     async fn finish_execution(

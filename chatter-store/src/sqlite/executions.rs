@@ -3,16 +3,16 @@
 use async_trait::async_trait;
 use chatter_core::store::{
     CheckpointKind, CheckpointRecord, EventRecord, ExecutionFilter, ExecutionOutcome,
-    ExecutionRecord, ExecutionStatus, ExecutionStore, NewEvent, NewExecution, NodeRunRecord,
-    NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreResult,
+    ExecutionRecord, ExecutionStart, ExecutionStatus, ExecutionStore, NewEvent, NewExecution,
+    NodeRunRecord, NodeRunStatus, Page, RetentionPolicy, StepCommit, StepReceipt, StoreResult,
 };
 use rusqlite::{Connection, params};
 
 use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
 use crate::common::{
-    check_events, check_finish, check_outcome, check_step, conflict, execution_insert_error,
-    invalid, new_execution_record, new_execution_row, not_found, now_ms, object_text, require,
-    to_json_text,
+    StartColumns, check_events, check_finish, check_outcome, check_start, check_step, conflict,
+    execution_insert_error, invalid, new_execution_record, new_execution_row, not_found, now_ms,
+    object_text, require, to_json_text,
 };
 
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
@@ -484,6 +484,76 @@ pub(crate) fn commit_call(
         .collect()
 }
 
+/// An execution row to insert, its JSON already text (so a queued write owns it, and the
+/// caller keeps the `NewExecution` to build the record from).
+struct InsertRow {
+    id: String,
+    owner_id: String,
+    definition_id: Option<String>,
+    template_id: Option<String>,
+    kind: &'static str,
+    status: &'static str,
+    input: String,
+    params: String,
+    conversation_id: Option<String>,
+    now: i64,
+    graph: Option<String>,
+    start: (Option<String>, Option<i64>, Option<i64>),
+    updated_at: i64,
+}
+
+impl InsertRow {
+    fn new(id: &str, new: &NewExecution, row: &StartColumns, now: i64) -> InsertRow {
+        InsertRow {
+            id: id.to_owned(),
+            owner_id: new.owner_id.clone(),
+            definition_id: new.definition_id.clone(),
+            template_id: new.template_id.clone(),
+            kind: new.kind.as_str(),
+            status: row.status.as_str(),
+            input: object_text(&new.input),
+            params: object_text(&new.params),
+            conversation_id: new.conversation_id.clone(),
+            now,
+            graph: new.graph.as_ref().map(to_json_text),
+            start: (row.lease_owner.clone(), row.lease_until, row.started_at),
+            updated_at: row.updated_at,
+        }
+    }
+
+    /// Inserts it (no `RETURNING`: the record is built from what was written, see
+    /// `new_execution_record`).
+    fn insert(&self, conn: &Connection) -> StoreResult<()> {
+        conn.prepare_cached(
+            "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
+                 input, params, conversation_id, created_at, updated_at, graph, lease_owner,
+                 lease_expires_at, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14)",
+        )
+        .db()?
+        .execute(params![
+            self.id,
+            self.owner_id,
+            self.definition_id,
+            self.template_id,
+            self.kind,
+            self.input,
+            self.params,
+            self.conversation_id,
+            self.now,
+            self.graph,
+            self.status,
+            self.start.0,
+            self.start.1,
+            self.start.2,
+            self.updated_at
+        ])
+        .db()
+        .map(|_| ())
+        .map_err(|e| execution_insert_error(&self.id, e))
+    }
+}
+
 impl SqliteStore {
     /// Inserts an execution row: `pending`, or with `start` (lease owner, lease end, start
     /// time) `running` under that lease.
@@ -495,38 +565,9 @@ impl SqliteStore {
         let now = now_ms();
         let row = new_execution_row(&self.limits, &new, start, now)?;
         let id = self.ids.or_new(new.id.take())?;
-        self.write_short(move |conn| {
-            // No `RETURNING`: the record is built from what was written (see
-            // `new_execution_record`), not parsed back.
-            conn.prepare_cached(
-                "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
-                     input, params, conversation_id, created_at, updated_at, graph, lease_owner,
-                     lease_expires_at, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14)",
-            )
-            .db()?
-            .execute(params![
-                id,
-                new.owner_id,
-                new.definition_id,
-                new.template_id,
-                new.kind.as_str(),
-                object_text(&new.input),
-                object_text(&new.params),
-                new.conversation_id,
-                now,
-                new.graph.as_ref().map(to_json_text),
-                row.status.as_str(),
-                row.lease_owner,
-                row.lease_until,
-                row.started_at,
-                row.updated_at
-            ])
-            .db()
-            .map_err(|e| execution_insert_error(&id, e))?;
-            Ok(new_execution_record(id, new, row, now))
-        })
-        .await
+        let insert = InsertRow::new(&id, &new, &row, now);
+        self.write_short(move |conn| insert.insert(conn)).await?;
+        Ok(new_execution_record(id, new, row, now))
     }
 }
 
@@ -653,6 +694,50 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<ExecutionRecord> {
         self.insert_execution(new, Some((lease_owner, lease_until, at)))
             .await
+    }
+
+    async fn start_with_steps(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        intent: Option<&NodeRunRecord>,
+    ) -> StoreResult<Vec<StepReceipt>> {
+        let now = now_ms();
+        let (id, row) = check_start(&self.limits, start, steps, intent, now)?;
+        let insert = InsertRow::new(id, &start.new, &row, now);
+        let intent = intent.cloned();
+        // The row, its steps, the intent: one write.
+        self.write_around(
+            move |conn| insert.insert(conn),
+            steps,
+            move |conn, receipts| {
+                if let Some(intent) = &intent {
+                    intent_in(conn, intent)?;
+                }
+                Ok(receipts)
+            },
+        )
+        .await
+    }
+
+    async fn start_and_finish(
+        &self,
+        start: &ExecutionStart,
+        steps: &[StepCommit],
+        outcome: ExecutionOutcome,
+    ) -> StoreResult<ExecutionRecord> {
+        let now = now_ms();
+        let (id, row) = check_start(&self.limits, start, steps, None, now)?;
+        check_outcome(&self.limits, &outcome)?;
+        let insert = InsertRow::new(id, &start.new, &row, now);
+        let key = id.to_owned();
+        // The row, its steps, its end: one write.
+        self.write_around(
+            move |conn| insert.insert(conn),
+            steps,
+            move |conn, _| complete_in(conn, &key, &outcome),
+        )
+        .await
     }
 
     async fn get_execution(&self, id: &str) -> StoreResult<Option<ExecutionRecord>> {

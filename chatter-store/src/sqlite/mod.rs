@@ -673,7 +673,24 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, Vec<StepReceipt>) -> StoreResult<T> + Send + 'static,
     {
+        self.write_around(|_| Ok(()), steps, then).await
+    }
+
+    /// `first`, then [`SqliteStore::commit`], then `then` with the receipts, in the same
+    /// short write: all are written or none (`start_with_steps`, `start_and_finish`).
+    pub(crate) async fn write_around<T, B, F>(
+        &self,
+        first: B,
+        steps: &[StepCommit],
+        then: F,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        B: FnOnce(&Connection) -> StoreResult<()> + Send + 'static,
+        F: FnOnce(&Connection, Vec<StepReceipt>) -> StoreResult<T> + Send + 'static,
+    {
         let commit = |conn: &Connection, steps: &[StepCommit]| {
+            first(conn)?;
             let receipts = if steps.is_empty() {
                 Vec::new()
             } else {
