@@ -586,17 +586,18 @@ fn complete_in(
         .collect();
     let from = serde_json::to_string(&from).unwrap_or_default();
     let count = outcome.events.len() as i64;
-    let updated = query_opt(
-        tx,
-        &format!(
+    // No `RETURNING` (see `reserve`): the row is read back from the page the UPDATE wrote.
+    let updated = tx
+        .prepare_cached(
             "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
                  prompt_tokens = ?6, completion_tokens = ?7, total_tokens = ?6 + ?7, cost = ?8,
                  finished_at = ?9, updated_at = ?9, lease_owner = NULL, lease_expires_at = NULL,
                  duration_ms = MAX(0, ?9 - COALESCE(started_at, created_at)),
                  last_event_seq = last_event_seq + ?10
-             WHERE id = ?1 AND status IN (SELECT value FROM json_each(?11)) RETURNING {COLUMNS}"
-        ),
-        params![
+             WHERE id = ?1 AND status IN (SELECT value FROM json_each(?11))",
+        )
+        .db()?
+        .execute(params![
             key,
             status.as_str(),
             outcome.output.as_ref().map(to_json_text),
@@ -608,12 +609,12 @@ fn complete_in(
             outcome.finished_at,
             count,
             from
-        ],
-        execution_row,
-    )?;
-    let Some(record) = updated else {
+        ])
+        .db()?;
+    if updated == 0 {
         return Err(explain_no_row(tx, key, Some(status)));
-    };
+    }
+    let record = select_one(tx, key)?.ok_or_else(|| not_found("execution", key))?;
     insert_events(tx, key, record.last_event_seq - count + 1, &outcome.events)?;
     if let Some(template_id) = &record.template_id {
         let success = i64::from(status == ExecutionStatus::Completed);
