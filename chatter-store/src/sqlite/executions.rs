@@ -108,16 +108,17 @@ fn explain_no_row(conn: &Connection, id: &str, to: Option<ExecutionStatus>) -> c
     }
 }
 
-/// Reserves `count` event sequence numbers (and a step number when `step`), returning
-/// (last_seq after the reservation, step_count after it). Fails on unknown or ended executions.
+/// Reserves `count` event sequence numbers and `steps` step numbers, returning (last_seq
+/// after the reservation, step_count after it). Fails on unknown or ended executions.
 fn reserve(
     conn: &Connection,
     id: &str,
     count: usize,
-    step: bool,
+    steps: usize,
     now: i64,
 ) -> StoreResult<(i64, i64)> {
     let count = i64::try_from(count).map_err(|_| invalid("too many events"))?;
+    let steps = i64::try_from(steps).map_err(|_| invalid("too many steps"))?;
     // No `RETURNING` here: SQLite buffers returned rows in an ephemeral table, and opening
     // and closing that table's b-tree (pager, page cache) cost more than the step's own
     // writes. The SELECT reads the page the UPDATE just wrote, from the page cache.
@@ -128,7 +129,7 @@ fn reserve(
              WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
         )
         .db()?
-        .execute(params![id, count, i64::from(step), now])
+        .execute(params![id, count, steps, now])
         .db()?;
     if updated == 0 {
         return Err(explain_no_row(conn, id, None));
@@ -328,10 +329,12 @@ fn restore_reply(delta: &mut serde_json::Value, output: &serde_json::Value) {
     }
 }
 
+/// Writes step `index` of `steps`, numbered `(last_seq, step_no)` by [`reserve_all`].
 fn commit_one(
     conn: &Connection,
     steps: &[StepCommit],
     index: usize,
+    (last_seq, step_no): (i64, i64),
     plan: &CallPlan<'_>,
     first_seqs: &mut Vec<i64>,
     now: i64,
@@ -339,7 +342,6 @@ fn commit_one(
     let step = &steps[index];
     let run = &step.node_run;
     let id = run.execution_id.as_str();
-    let (last_seq, step_no) = reserve(conn, id, step.events.len(), true, now)?;
     let first_seq = last_seq - step.events.len() as i64 + 1;
     first_seqs.push(first_seq);
     let seq_of = |(i, k): (usize, usize)| first_seqs[i] + k as i64;
@@ -478,10 +480,47 @@ pub(crate) fn commit_call(
     now: i64,
 ) -> StoreResult<Vec<StepReceipt>> {
     let plan = CallPlan::new(steps);
+    let numbers = reserve_all(conn, steps, now)?;
     let mut first_seqs = Vec::with_capacity(steps.len());
     (0..steps.len())
-        .map(|index| commit_one(conn, steps, index, &plan, &mut first_seqs, now))
+        .map(|index| {
+            commit_one(
+                conn,
+                steps,
+                index,
+                numbers[index],
+                &plan,
+                &mut first_seqs,
+                now,
+            )
+        })
         .collect()
+}
+
+/// Reserves every step's numbers, `(last_seq, step_no)` in step order: one reservation for
+/// each run of consecutive steps of the same execution (an execution's last steps, written
+/// with its end, are usually several), numbered as reserving them one by one would.
+fn reserve_all(conn: &Connection, steps: &[StepCommit], now: i64) -> StoreResult<Vec<(i64, i64)>> {
+    let mut numbers = Vec::with_capacity(steps.len());
+    let mut rest = steps;
+    while let Some(first) = rest.first() {
+        let id = first.node_run.execution_id.as_str();
+        let n = rest
+            .iter()
+            .take_while(|s| s.node_run.execution_id == id)
+            .count();
+        let (group, after) = rest.split_at(n);
+        let events: usize = group.iter().map(|s| s.events.len()).sum();
+        let (last_seq, step_count) = reserve(conn, id, events, n, now)?;
+        let (mut seq, mut step) = (last_seq - events as i64, step_count - n as i64);
+        for s in group {
+            seq += s.events.len() as i64;
+            step += 1;
+            numbers.push((seq, step));
+        }
+        rest = after;
+    }
+    Ok(numbers)
 }
 
 /// An execution row to insert, its JSON already text (so a queued write owns it, and the
@@ -870,7 +909,7 @@ impl ExecutionStore for SqliteStore {
         self.write_short(move |conn| {
             // Inside the transaction of the group this write is part of.
             let tx = conn;
-            let (last_seq, _) = reserve(tx, &key, events.len(), false, now_ms())?;
+            let (last_seq, _) = reserve(tx, &key, events.len(), 0, now_ms())?;
             let first_seq = last_seq - events.len() as i64 + 1;
             insert_events(tx, &key, first_seq, &events)?;
             Ok((first_seq..=last_seq).collect())
