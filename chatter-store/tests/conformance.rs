@@ -132,6 +132,7 @@ conformance!(
     commit_steps_groups_and_is_atomic,
     finish_execution_writes_the_last_steps_with_the_end,
     commit_steps_with_intent_writes_both_or_neither,
+    start_with_steps_writes_the_row_with_its_first_steps,
     failed_transaction_leaves_nothing,
     concurrent_writers_keep_sequences_contiguous,
     concurrent_failures_leave_other_commits_intact,
@@ -1378,6 +1379,113 @@ mod cases {
             .unwrap_err();
         assert_eq!(kind(&err), Some(StoreErrorKind::Conflict), "{err}");
         assert_eq!(s.list_node_runs(&run.id).await.unwrap().len(), 4);
+    }
+
+    pub async fn start_with_steps_writes_the_row_with_its_first_steps(s: Arc<dyn Store>) {
+        let start = |id: &str| {
+            let mut new =
+                NewExecution::new("alice", ExecutionKind::Adhoc, json!({"message": "hi"}));
+            new.id = Some(id.to_owned());
+            ExecutionStart {
+                new,
+                lease_owner: "w1".into(),
+                lease_until: 9_000,
+                at: 1_000,
+            }
+        };
+        let mut intent = NodeRunRecord::started("exec-a", "pay", 0, 1, 1_500);
+        intent.idempotency_key = Some("exec-a:pay:0:1".into());
+
+        // A step the database refuses, a step or an intent of another execution, a start
+        // without an id: nothing is written, not even the row.
+        let mut bad = step("exec-a", "second", 1);
+        bad.node_run.attempt = 0;
+        let mut stray = intent.clone();
+        stray.execution_id = "exec-b".into();
+        let mut anonymous = start("exec-a");
+        anonymous.new.id = None;
+        let refused = [
+            s.start_with_steps(&start("exec-a"), &[step("exec-a", "first", 2), bad], None)
+                .await,
+            s.start_with_steps(&start("exec-a"), &[step("exec-b", "first", 2)], None)
+                .await,
+            s.start_with_steps(&start("exec-a"), &[], Some(&stray))
+                .await,
+            s.start_with_steps(&anonymous, &[], None).await,
+        ];
+        for err in refused {
+            let err = err.unwrap_err();
+            assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        }
+        assert_eq!(s.get_execution("exec-a").await.unwrap(), None);
+        assert!(s.list_events("exec-a", 0, 100).await.unwrap().is_empty());
+
+        // The row, two steps and an intent in one call: numbered as `commit_steps` numbers
+        // them, the row running under its lease with its counters past them.
+        let receipts = s
+            .start_with_steps(
+                &start("exec-a"),
+                &[step("exec-a", "first", 2), step("exec-a", "second", 1)],
+                Some(&intent),
+            )
+            .await
+            .unwrap();
+        let numbered: Vec<(i64, i64, i64)> = receipts
+            .iter()
+            .map(|r| (r.step, r.first_seq, r.last_seq))
+            .collect();
+        assert_eq!(numbered, [(1, 1, 2), (2, 3, 3)]);
+        let row = s.get_execution("exec-a").await.unwrap().unwrap();
+        assert_eq!(row.status, ExecutionStatus::Running);
+        assert_eq!(
+            (
+                row.lease_owner.as_deref(),
+                row.lease_expires_at,
+                row.started_at
+            ),
+            (Some("w1"), Some(9_000), Some(1_000))
+        );
+        assert_eq!((row.last_event_seq, row.step_count), (3, 2));
+        assert_eq!(
+            support::node_steps(&s, "exec-a").await,
+            [
+                ("first".to_owned(), Some(1)),
+                ("second".to_owned(), Some(2)),
+                ("pay".to_owned(), None)
+            ]
+        );
+        // The next commit goes on from there; the same id again is a conflict.
+        let next = s.commit_step(&step("exec-a", "third", 1)).await.unwrap();
+        assert_eq!((next.step, next.first_seq), (3, 4));
+        let err = s
+            .start_with_steps(&start("exec-a"), &[step("exec-a", "again", 1)], None)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::Conflict), "{err}");
+        assert_eq!(s.list_events("exec-a", 0, 100).await.unwrap().len(), 4);
+
+        // `start_and_finish`: the row, its steps and its end in one write; an end the store
+        // refuses keeps the row out.
+        let mut negative = outcome(ExecutionStatus::Completed);
+        negative.prompt_tokens = -1;
+        let err = s
+            .start_and_finish(&start("exec-b"), &[step("exec-b", "only", 2)], negative)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), Some(StoreErrorKind::InvalidInput), "{err}");
+        assert_eq!(s.get_execution("exec-b").await.unwrap(), None);
+        let ended = s
+            .start_and_finish(
+                &start("exec-b"),
+                &[step("exec-b", "only", 2)],
+                outcome(ExecutionStatus::Completed),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ended.status, ExecutionStatus::Completed);
+        assert_eq!((ended.last_event_seq, ended.step_count), (3, 1));
+        assert_eq!(ended.lease_owner, None);
+        assert_eq!(s.get_execution("exec-b").await.unwrap(), Some(ended));
     }
 
     pub async fn failed_transaction_leaves_nothing(s: Arc<dyn Store>) {

@@ -479,8 +479,19 @@ pub(crate) fn commit_call(
     steps: &[StepCommit],
     now: i64,
 ) -> StoreResult<Vec<StepReceipt>> {
-    let plan = CallPlan::new(steps);
     let numbers = reserve_all(conn, steps, now)?;
+    commit_numbered(conn, steps, &numbers, now)
+}
+
+/// Writes the steps of one call numbered `numbers` (each step's `(last_seq, step_no)`,
+/// reserved by [`reserve_all`] or given by [`fresh_numbers`]).
+pub(crate) fn commit_numbered(
+    conn: &Connection,
+    steps: &[StepCommit],
+    numbers: &[(i64, i64)],
+    now: i64,
+) -> StoreResult<Vec<StepReceipt>> {
+    let plan = CallPlan::new(steps);
     let mut first_seqs = Vec::with_capacity(steps.len());
     (0..steps.len())
         .map(|index| {
@@ -495,6 +506,20 @@ pub(crate) fn commit_call(
             )
         })
         .collect()
+}
+
+/// The numbers of the first steps of a new execution (all of it), as [`reserve_all`] would
+/// reserve them on its new row, and the counters (`last_event_seq`, `step_count`) the row is
+/// inserted with so that no reservation is needed.
+fn fresh_numbers(steps: &[StepCommit]) -> (Vec<(i64, i64)>, (i64, i64)) {
+    let mut numbers = Vec::with_capacity(steps.len());
+    let (mut seq, mut step) = (0_i64, 0_i64);
+    for s in steps {
+        seq += s.events.len() as i64;
+        step += 1;
+        numbers.push((seq, step));
+    }
+    (numbers, (seq, step))
 }
 
 /// Reserves every step's numbers, `(last_seq, step_no)` in step order: one reservation for
@@ -539,6 +564,8 @@ struct InsertRow {
     graph: Option<String>,
     start: (Option<String>, Option<i64>, Option<i64>),
     updated_at: i64,
+    /// `last_event_seq` and `step_count` (past the steps written with the row).
+    counters: (i64, i64),
 }
 
 impl InsertRow {
@@ -557,6 +584,7 @@ impl InsertRow {
             graph: new.graph.as_ref().map(to_json_text),
             start: (row.lease_owner.clone(), row.lease_until, row.started_at),
             updated_at: row.updated_at,
+            counters: (0, 0),
         }
     }
 
@@ -566,8 +594,8 @@ impl InsertRow {
         conn.prepare_cached(
             "INSERT INTO workflow_executions (id, owner_id, definition_id, template_id, kind, status,
                  input, params, conversation_id, created_at, updated_at, graph, lease_owner,
-                 lease_expires_at, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14)",
+                 lease_expires_at, started_at, last_event_seq, step_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?11, ?6, ?7, ?8, ?9, ?15, ?10, ?12, ?13, ?14, ?16, ?17)",
         )
         .db()?
         .execute(params![
@@ -585,7 +613,9 @@ impl InsertRow {
             self.start.0,
             self.start.1,
             self.start.2,
-            self.updated_at
+            self.updated_at,
+            self.counters.0,
+            self.counters.1
         ])
         .db()
         .map(|_| ())
@@ -744,12 +774,15 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<Vec<StepReceipt>> {
         let now = now_ms();
         let (id, row) = check_start(&self.limits, start, steps, intent, now)?;
-        let insert = InsertRow::new(id, &start.new, &row, now);
+        let mut insert = InsertRow::new(id, &start.new, &row, now);
+        let (numbers, counters) = fresh_numbers(steps);
+        insert.counters = counters;
         let intent = intent.cloned();
-        // The row, its steps, the intent: one write.
+        // The row (its counters past the steps), its steps, the intent: one write.
         self.write_around(
             move |conn| insert.insert(conn),
             steps,
+            Some(numbers),
             move |conn, receipts| {
                 if let Some(intent) = &intent {
                     intent_in(conn, intent)?;
@@ -769,12 +802,15 @@ impl ExecutionStore for SqliteStore {
         let now = now_ms();
         let (id, row) = check_start(&self.limits, start, steps, None, now)?;
         check_outcome(&self.limits, &outcome)?;
-        let insert = InsertRow::new(id, &start.new, &row, now);
+        let mut insert = InsertRow::new(id, &start.new, &row, now);
+        let (numbers, counters) = fresh_numbers(steps);
+        insert.counters = counters;
         let key = id.to_owned();
-        // The row, its steps, its end: one write.
+        // The row (its counters past the steps), its steps, its end: one write.
         self.write_around(
             move |conn| insert.insert(conn),
             steps,
+            Some(numbers),
             move |conn, _| complete_in(conn, &key, &outcome),
         )
         .await

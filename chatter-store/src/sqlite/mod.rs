@@ -673,15 +673,19 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, Vec<StepReceipt>) -> StoreResult<T> + Send + 'static,
     {
-        self.write_around(|_| Ok(()), steps, then).await
+        self.write_around(|_| Ok(()), steps, None, then).await
     }
 
     /// `first`, then [`SqliteStore::commit`], then `then` with the receipts, in the same
-    /// short write: all are written or none (`start_with_steps`, `start_and_finish`).
+    /// short write: all are written or none (`start_with_steps`, `start_and_finish`). With
+    /// `numbers` (each step's `(last_seq, step_no)`), the steps are written with them instead
+    /// of reserving numbers: `first` inserted their execution's row with its counters past
+    /// them.
     pub(crate) async fn write_around<T, B, F>(
         &self,
         first: B,
         steps: &[StepCommit],
+        numbers: Option<Vec<(i64, i64)>>,
         then: F,
     ) -> StoreResult<T>
     where
@@ -689,12 +693,13 @@ impl SqliteStore {
         B: FnOnce(&Connection) -> StoreResult<()> + Send + 'static,
         F: FnOnce(&Connection, Vec<StepReceipt>) -> StoreResult<T> + Send + 'static,
     {
-        let commit = |conn: &Connection, steps: &[StepCommit]| {
+        let commit = move |conn: &Connection, steps: &[StepCommit]| {
             first(conn)?;
-            let receipts = if steps.is_empty() {
-                Vec::new()
-            } else {
-                executions::commit_call(conn, steps, crate::common::now_ms())?
+            let now = crate::common::now_ms();
+            let receipts = match &numbers {
+                _ if steps.is_empty() => Vec::new(),
+                Some(numbers) => executions::commit_numbered(conn, steps, numbers, now)?,
+                None => executions::commit_call(conn, steps, now)?,
             };
             then(conn, receipts)
         };
