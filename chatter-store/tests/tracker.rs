@@ -119,6 +119,26 @@ fn chat_definition() -> WorkflowDefinition {
     .unwrap()
 }
 
+/// `start -> one -> two -> end`, two model calls (`scripted`).
+fn two_model_calls() -> WorkflowDefinition {
+    WorkflowDefinition::from_json(
+        r#"{
+          "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "one", "type": "llm", "config": {"provider": "scripted"}},
+            {"id": "two", "type": "llm", "config": {"provider": "scripted"}},
+            {"id": "end", "type": "end"}
+          ],
+          "edges": [
+            {"source": "start", "target": "one"},
+            {"source": "one", "target": "two"},
+            {"source": "two", "target": "end"}
+          ]
+        }"#,
+    )
+    .unwrap()
+}
+
 /// `tracker` runs the chat definition for alice (ad hoc, message "hi", default options).
 async fn run_chat(tracker: &WorkflowTracker, engine: &Engine) -> TrackedRun {
     tracker
@@ -364,22 +384,7 @@ mod cases {
     pub async fn chat_snapshots_do_not_copy_the_messages(s: Arc<dyn Store>) {
         let reply = "A long answer that makes the messages most of the state. ".repeat(10);
         let (engine, _) = engine_with(json!({"default": {"content": reply}}));
-        let def = WorkflowDefinition::from_json(
-            r#"{
-              "nodes": [
-                {"id": "start", "type": "start"},
-                {"id": "one", "type": "llm", "config": {"provider": "scripted"}},
-                {"id": "two", "type": "llm", "config": {"provider": "scripted"}},
-                {"id": "end", "type": "end"}
-              ],
-              "edges": [
-                {"source": "start", "target": "one"},
-                {"source": "one", "target": "two"},
-                {"source": "two", "target": "end"}
-              ]
-            }"#,
-        )
-        .unwrap();
+        let def = two_model_calls();
         let tracker = WorkflowTracker::new(s.clone()).snapshot_every(1);
         let run = tracker
             .run(
@@ -663,22 +668,7 @@ mod cases {
         // model, its row is left running (resumable), and once the database is back a resume
         // completes it.
         let (engine, model) = engine_with(json!({"default": {"content": "Still answered."}}));
-        let def = WorkflowDefinition::from_json(
-            r#"{
-              "nodes": [
-                {"id": "start", "type": "start"},
-                {"id": "one", "type": "llm", "config": {"provider": "scripted"}},
-                {"id": "two", "type": "llm", "config": {"provider": "scripted"}},
-                {"id": "end", "type": "end"}
-              ],
-              "edges": [
-                {"source": "start", "target": "one"},
-                {"source": "one", "target": "two"},
-                {"source": "two", "target": "end"}
-              ]
-            }"#,
-        )
-        .unwrap();
+        let def = two_model_calls();
         let failing = Arc::new(FailingCommits::new(s.clone(), 1, Duration::ZERO));
         let run = WorkflowTracker::new(failing)
             .run(

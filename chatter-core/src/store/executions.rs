@@ -566,6 +566,22 @@ pub fn start_id(start: &ExecutionStart) -> StoreResult<&str> {
     })
 }
 
+/// Writes the row `start` describes with [`ExecutionStore::start_execution`] (the defaults of
+/// the combined writes).
+async fn start_row<S: ExecutionStore + ?Sized>(
+    store: &S,
+    start: &ExecutionStart,
+) -> StoreResult<ExecutionRecord> {
+    store
+        .start_execution(
+            start.new.clone(),
+            &start.lease_owner,
+            start.lease_until,
+            start.at,
+        )
+        .await
+}
+
 /// Storage of executions and everything recorded while they run.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
@@ -633,13 +649,7 @@ pub trait ExecutionStore: Send + Sync {
     ) -> StoreResult<Vec<StepReceipt>> {
         let id = start_id(start)?;
         super::check_steps_of(id, steps)?;
-        self.start_execution(
-            start.new.clone(),
-            &start.lease_owner,
-            start.lease_until,
-            start.at,
-        )
-        .await?;
+        start_row(self, start).await?;
         match intent {
             Some(intent) => self.commit_steps_with_intent(steps, intent).await,
             None => self.commit_steps(steps).await,
@@ -663,13 +673,7 @@ pub trait ExecutionStore: Send + Sync {
     ) -> StoreResult<ExecutionRecord> {
         let id = start_id(start)?;
         super::check_steps_of(id, steps)?;
-        self.start_execution(
-            start.new.clone(),
-            &start.lease_owner,
-            start.lease_until,
-            start.at,
-        )
-        .await?;
+        start_row(self, start).await?;
         self.finish_execution(id, steps, outcome).await
     }
 
