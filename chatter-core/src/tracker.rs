@@ -1045,39 +1045,49 @@ impl WorkflowTracker {
             .as_ref()
             .filter(|r| !r.record)
             .map_or(0, |r| r.events.len() as u64);
-        let handle = match engine.start_replaying(prepared, input, options, replay) {
-            Ok(handle) => handle,
-            Err(error) => {
-                let at = clock.now_ms();
-                match &start {
-                    // The row is written failed, as `abandon` leaves a row written before.
-                    Some(start) => {
-                        let failed = ExecutionOutcome::failed(&error, at);
-                        let _ = self.store.start_and_finish(start, &[], failed).await;
+        // Unwatched, a caller that drives the run to its end may have it run in its own task
+        // (`RunOptions::in_place`).
+        let in_place = options.in_place && observe.is_none() && self.observer.is_none();
+        let result = if in_place {
+            let renewer = self.renew_lease(id, clock.clone());
+            let result = engine.run_replaying(prepared, input, options, replay).await;
+            renewer.abort();
+            result
+        } else {
+            let handle = match engine.start_replaying(prepared, input, options, replay) {
+                Ok(handle) => handle,
+                Err(error) => {
+                    let at = clock.now_ms();
+                    match &start {
+                        // The row is written failed, as `abandon` leaves a row written before.
+                        Some(start) => {
+                            let failed = ExecutionOutcome::failed(&error, at);
+                            let _ = self.store.start_and_finish(start, &[], failed).await;
+                        }
+                        None => self.abandon(id, &error, at).await,
                     }
-                    None => self.abandon(id, &error, at).await,
+                    return Err(error);
                 }
-                return Err(error);
+            };
+            let renewer = self.renew_lease(id, clock.clone());
+            // Unwatched (no `observe`, no observer), the caller sleeps until the result: a
+            // caller on another thread than the run (a `block_on` from Python or a CLI) is not
+            // woken for each event.
+            if observe.is_some() || self.observer.is_some() {
+                let mut events = handle.subscribe_from(known);
+                while let Some(event) = events.next().await {
+                    if let Some(observe) = &mut observe {
+                        observe(&event);
+                    }
+                    if let Some(observer) = &self.observer {
+                        observer.on_event(record, &event);
+                    }
+                }
             }
+            let result = handle.result().await;
+            renewer.abort();
+            result?
         };
-        let renewer = self.renew_lease(id, clock.clone());
-        // Unwatched (no `observe`, no observer), the caller sleeps until the result: a caller
-        // on another thread than the run (a `block_on` from Python or a CLI) is not woken
-        // for each event.
-        if observe.is_some() || self.observer.is_some() {
-            let mut events = handle.subscribe_from(known);
-            while let Some(event) = events.next().await {
-                if let Some(observe) = &mut observe {
-                    observe(&event);
-                }
-                if let Some(observer) = &self.observer {
-                    observer.on_event(record, &event);
-                }
-            }
-        }
-        let result = handle.result().await;
-        renewer.abort();
-        let result = result?;
         let store_error = durability.take_failure().or_else(|| {
             result
                 .storage_error

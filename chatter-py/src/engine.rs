@@ -625,9 +625,12 @@ impl NativeEngine {
         let cancel = CancellationToken::new();
         let execution_id = execution_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
         let _live = self.live.register(&execution_id, &cancel);
+        // Driven to its end on this thread: a durable run runs here too, so its Python
+        // callables are called on the thread that called `run`.
         let options = Self::options(limits, Some(execution_id), &engine)?
             .cancel(cancel.clone())
-            .discard_events(!events);
+            .discard_events(!events)
+            .in_place(true);
         let durable = self.durable.clone();
         let interrupt = Interrupt {
             cancel: cancel.clone(),
@@ -982,7 +985,13 @@ impl NativeEngine {
         let cancel = CancellationToken::new();
         // A resumed execution can be cancelled by its id while it runs.
         let live = execution_id.map(|id| self.live.register(id, &cancel));
-        let fut = make(RunOptions::default().cancel(cancel.clone()));
+        // A blocking call drives the run to its end on this thread, where it runs
+        // (`RunOptions::in_place`).
+        let fut = make(
+            RunOptions::default()
+                .cancel(cancel.clone())
+                .in_place(!asynchronous),
+        );
         if asynchronous {
             let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
             let awaitable = pyo3_async_runtimes::tokio::future_into_py(py, async move {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -252,6 +253,44 @@ def test_sync_commits_each_step_before_the_next_node_and_exit_at_the_end(tmp_pat
         engine.run(CHAIN, "go", execution_id="run-" + mode)
     assert seen["sync"] == [("start", "completed"), ("a", "completed")]
     assert seen["exit"] == []
+
+
+def test_a_blocking_durable_call_runs_python_on_the_callers_thread(store: dict[str, Any]) -> None:
+    engine = _engine(store)
+    seen: list[tuple[str, int]] = []
+
+    def noting(name: str, out: dict[str, Any]) -> Any:
+        def node(state: dict[str, Any]) -> dict[str, Any]:
+            seen.append((name, threading.get_ident()))
+            return out
+
+        return node
+
+    engine.register_node("set_x", noting("set_x", {"x": 1}))
+    engine.register_node("mark", noting("mark", {"shipped": True}))
+    here = threading.get_ident()
+    assert engine.run(CHAIN, "go").status == "completed"
+    assert seen == [("set_x", here)]
+
+    # Another thread's `run` calls them on that thread.
+    other: dict[str, Any] = {}
+
+    def run_elsewhere() -> None:
+        other["ident"] = threading.get_ident()
+        other["status"] = engine.run(CHAIN, "go").status
+
+    thread = threading.Thread(target=run_elsewhere)
+    thread.start()
+    thread.join()
+    assert other["status"] == "completed"
+    assert seen[1:] == [("set_x", other["ident"])]
+
+    # So does the resume an approval makes.
+    waiting = engine.run(APPROVAL, "x")
+    assert waiting.status == "waiting"
+    done = engine.approve(waiting.execution_id, "approve")
+    assert done.status == "completed" and done.variables["shipped"] is True
+    assert seen[2:] == [("mark", here)]
 
 
 def test_durable_stream_records_what_it_yields(store: dict[str, Any]) -> None:

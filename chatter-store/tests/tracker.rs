@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatter_core::engine::{DurabilityMode, Engine, ExecutionStatus as RunStatus, RunOptions};
+use chatter_core::engine::{
+    DurabilityMode, Engine, ExecutionStatus as RunStatus, Node, NodeContext, NodeOutput, RunOptions,
+};
 use chatter_core::model::ModelRegistry;
 use chatter_core::providers::scripted::ScriptedModel;
 use chatter_core::retriever::{RetrievalQuery, Retriever, RetrieverRegistry};
 use chatter_core::store::*;
 use chatter_core::tracker::{ExecutionMeta, TrackedRun, TrackerObserver, WorkflowTracker};
-use chatter_core::{ChatModel, WorkflowDefinition};
+use chatter_core::{ChatModel, NodeSpec, WorkflowDefinition};
 use chatter_store::{StoreOptions, connect_with};
 use serde_json::{Value, json};
 
@@ -369,6 +371,100 @@ impl ExecutionStore for FailingCommits {
     async fn apply_retention(&self, policy: &RetentionPolicy, now: i64) -> StoreResult<u64> {
         self.inner.apply_retention(policy, now).await
     }
+}
+
+/// A node that notes the thread it ran on.
+struct NotesThread(Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+
+#[async_trait]
+impl Node for NotesThread {
+    async fn run(&self, _ctx: NodeContext) -> chatter_core::Result<NodeOutput> {
+        self.0.lock().unwrap().push(std::thread::current().id());
+        Ok(NodeOutput::default())
+    }
+}
+
+/// A caller that blocks on a tracked run (as Python's `Engine.run` does) has it run on its own
+/// thread with `RunOptions::in_place`, and on the runtime's workers without; both record the
+/// same steps and end the execution the same way.
+#[test]
+fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = support::temp_dir("chatter-tracker-in-place");
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = threads.clone();
+    let engine = Engine::builder()
+        .register_node("notes_thread", move |_: &NodeSpec| {
+            Ok(Arc::new(NotesThread(noted.clone())) as Arc<dyn Node>)
+        })
+        .build();
+    let def = WorkflowDefinition::from_json(
+        r#"{
+          "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "a", "type": "notes_thread"},
+            {"id": "b", "type": "notes_thread"},
+            {"id": "end", "type": "end"}
+          ],
+          "edges": [
+            {"source": "start", "target": "a"},
+            {"source": "a", "target": "b"},
+            {"source": "b", "target": "end"}
+          ]
+        }"#,
+    )
+    .unwrap();
+    let caller = std::thread::current().id();
+    let store = runtime
+        .block_on(connect_with(&url, StoreOptions::default()))
+        .unwrap();
+    let tracker = WorkflowTracker::new(store.clone());
+    let mut recorded = Vec::new();
+    for in_place in [true, false] {
+        let run = runtime
+            .block_on(tracker.run(
+                &engine,
+                &def,
+                json!({}),
+                RunOptions::default().in_place(in_place),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            ))
+            .unwrap();
+        assert!(run.store_error.is_none(), "{:?}", run.store_error);
+        assert_eq!(run.result.status, RunStatus::Completed);
+        let ran = std::mem::take(&mut *threads.lock().unwrap());
+        assert_eq!(ran.len(), 2, "in_place {in_place}");
+        assert_eq!(
+            ran.iter().all(|t| *t == caller),
+            in_place,
+            "in_place {in_place}: the nodes ran on {ran:?}, the caller is {caller:?}"
+        );
+        let id = run.result.execution_id.clone();
+        let record = runtime.block_on(store.get_execution(&id)).unwrap().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Completed);
+        assert_eq!(record.lease_owner, None);
+        assert_eq!(run.record.as_ref(), Some(&record));
+        let steps = runtime.block_on(support::node_steps(&store, &id));
+        let events = runtime.block_on(store.list_events(&id, 0, 100)).unwrap();
+        let kinds: Vec<(i64, String)> = events
+            .iter()
+            .map(|e| (e.seq, e.event_type.clone()))
+            .collect();
+        recorded.push((steps, kinds));
+    }
+    assert_eq!(recorded[0], recorded[1]);
+    assert_eq!(
+        recorded[0].0,
+        [("start", 1), ("a", 2), ("b", 3), ("end", 4)]
+            .map(|(node, step)| (node.to_owned(), Some(step)))
+    );
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -206,6 +206,16 @@ pub struct RunOptions {
     /// execution end without an event, which saves building two events per step that the
     /// caller would throw away. Ignored by durable executions, whose events are their record.
     pub discard_events: bool,
+    /// Runs a durable execution of [`crate::tracker::WorkflowTracker`] that nobody observes
+    /// in the caller's task instead of a task of its own: no task to spawn, no wake-up across
+    /// threads, and the nodes run on the thread that polls the caller's future (a host that
+    /// blocks on the run, as Python's `Engine.run` does, keeps its callbacks on its own
+    /// thread). Only for a caller that drives its future to the end: dropping it stops the
+    /// execution between two steps, where it stays, resumable, under its lease until that
+    /// expires. An execution that is observed, and every execution of
+    /// [`Engine::start`], gets its own task. Without a tracker, [`Engine::run`] always runs in
+    /// place.
+    pub in_place: bool,
 }
 
 impl RunOptions {
@@ -250,6 +260,12 @@ impl RunOptions {
     #[must_use]
     pub fn discard_events(mut self, discard: bool) -> RunOptions {
         self.discard_events = discard;
+        self
+    }
+    /// Runs a tracked execution in the caller's task (see [`RunOptions::in_place`]).
+    #[must_use]
+    pub fn in_place(mut self, in_place: bool) -> RunOptions {
+        self.in_place = in_place;
         self
     }
 }
@@ -581,13 +597,25 @@ impl Engine {
         input: Value,
         options: RunOptions,
     ) -> ExecutionResult {
+        self.run_replaying(workflow, input, options, None).await
+    }
+
+    /// Runs a prepared definition to its end in the caller's task, first replaying recorded
+    /// steps (a resume or a fork) when given.
+    pub(crate) async fn run_replaying(
+        &self,
+        workflow: &PreparedWorkflow,
+        input: Value,
+        options: RunOptions,
+        replay: Option<Replay>,
+    ) -> ExecutionResult {
         let run = scheduler::Run::new(
             self.clone(),
             workflow.plan.clone(),
             input,
             options,
             None,
-            None,
+            replay,
         );
         let span = execution_span(run.execution_id());
         run.execute().instrument(span).await.0
