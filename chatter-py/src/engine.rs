@@ -53,9 +53,14 @@ fn block_on_interruptible<T>(
 where
     T: Send,
 {
+    // A run's future is large: boxed once, it is moved as a pointer from here on.
+    let mut fut = Box::pin(fut);
     let (out, interrupted) = py.detach(|| {
         runtime().block_on(async {
-            let mut fut = std::pin::pin!(fut);
+            // Most runs end without waiting: polled once first, they need no timer.
+            if let std::task::Poll::Ready(out) = futures::poll!(&mut fut) {
+                return (out, None);
+            }
             let mut interrupted: Option<PyErr> = None;
             loop {
                 tokio::select! {

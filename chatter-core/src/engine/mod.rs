@@ -571,6 +571,7 @@ impl Engine {
             plan: Arc::new(plan),
             definition: Arc::new(def.clone()),
             digest: Arc::default(),
+            graph: Arc::default(),
         })
     }
 

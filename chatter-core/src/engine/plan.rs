@@ -111,6 +111,9 @@ pub struct PreparedWorkflow {
     /// The definition's digest, taken once (by the tracker, which records it with each
     /// execution of a stored definition).
     pub(crate) digest: Arc<std::sync::OnceLock<String>>,
+    /// The definition as JSON, made once (by the tracker, which stores it with each execution
+    /// that has no stored source, so that it can be resumed).
+    pub(crate) graph: Arc<std::sync::OnceLock<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for PreparedWorkflow {
