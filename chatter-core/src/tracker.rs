@@ -1045,12 +1045,26 @@ impl WorkflowTracker {
             .as_ref()
             .filter(|r| !r.record)
             .map_or(0, |r| r.events.len() as u64);
-        // Unwatched, a caller that drives the run to its end may have it run in its own task
-        // (`RunOptions::in_place`).
-        let in_place = options.in_place && observe.is_none() && self.observer.is_none();
-        let result = if in_place {
+        // A caller that drives the run to its end may have it run in its own task
+        // (`RunOptions::in_place`), with its observers.
+        let result = if options.in_place {
             let renewer = self.renew_lease(id, clock.clone());
-            let result = engine.run_replaying(prepared, input, options, replay).await;
+            let result = if observe.is_some() || self.observer.is_some() {
+                let observer = self.observer.as_deref();
+                let each = |event: &Event| {
+                    if let Some(observe) = &mut observe {
+                        observe(event);
+                    }
+                    if let Some(observer) = observer {
+                        observer.on_event(record, event);
+                    }
+                };
+                engine
+                    .run_replaying_observed(prepared, input, options, replay, known, each)
+                    .await
+            } else {
+                engine.run_replaying(prepared, input, options, replay).await
+            };
             renewer.abort();
             result
         } else {

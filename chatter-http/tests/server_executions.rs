@@ -380,7 +380,79 @@ mod cases {
 
 mod orphan {
     use super::*;
-    use chatter_core::store::{ExecutionKind, ExecutionStatus, NewExecution};
+    use chatter_core::store::{ExecutionKind, ExecutionRecord, ExecutionStatus, NewExecution};
+
+    /// The first `running` execution of `owner` in the store, waited for (up to 30 s).
+    async fn wait_for_running(h: &Harness, owner: &str) -> ExecutionRecord {
+        let filter = chatter_core::store::ExecutionFilter {
+            owner_id: Some(owner.to_owned()),
+            ..Default::default()
+        };
+        for _ in 0..600 {
+            let listed = h
+                .store()
+                .list_executions(&filter, chatter_core::store::Page::new(10, 0))
+                .await
+                .unwrap();
+            if let Some(r) = listed
+                .into_iter()
+                .find(|r| r.status == ExecutionStatus::Running)
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the execution never started");
+    }
+
+    /// A client that hangs up on `execute` before its answer leaves the execution running to
+    /// its end on the server, at once (not after its 30 s lease expired and the resumer took
+    /// it over).
+    pub async fn a_client_hanging_up_leaves_the_execution_running(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        let graph = json!({
+            "nodes": [
+                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
+                 "data": {"label": "Start", "nodeType": "start"}},
+                {"id": "wait", "type": "delay", "position": {"x": 200, "y": 0},
+                 "data": {"label": "Wait", "nodeType": "delay",
+                          "config": {"delay_type": "fixed", "delay_ms": 500}}},
+                {"id": "end", "type": "end", "position": {"x": 400, "y": 0},
+                 "data": {"label": "End", "nodeType": "end"}}
+            ],
+            "edges": [
+                {"id": "e1", "source": "start", "target": "wait"},
+                {"id": "e2", "source": "wait", "target": "end"}
+            ]
+        });
+        let request = h
+            .client
+            .post(h.url(&format!("{W}/definitions/custom/execute")))
+            .bearer_auth(alice.key.clone())
+            .header("content-type", "application/json")
+            .body(graph.to_string())
+            .send();
+        let client = tokio::spawn(request);
+        let running = wait_for_running(&h, &alice.id).await;
+        // The client goes away: its request (and connection) is dropped mid-execution.
+        client.abort();
+        assert!(client.await.unwrap_err().is_cancelled());
+        let mut ended = None;
+        for _ in 0..200 {
+            let record = h.store().get_execution(&running.id).await.unwrap().unwrap();
+            if record.status != ExecutionStatus::Running {
+                ended = Some(record);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let ended = ended.expect("the execution stopped with its client");
+        assert_eq!(ended.status, ExecutionStatus::Completed);
+        assert_eq!(ended.lease_owner, None);
+        let runs = h.store().list_node_runs(&running.id).await.unwrap();
+        let ran: Vec<&str> = runs.iter().map(|r| r.node_id.as_str()).collect();
+        assert_eq!(ran, ["start", "wait", "end"]);
+    }
 
     /// An execution left `running` by a dead server (its lease expired) is resumed by the
     /// server's periodic `resume_due` and completes.
@@ -502,27 +574,7 @@ mod orphan {
                 .unwrap();
             crate::common::answer(response).await
         });
-        let filter = chatter_core::store::ExecutionFilter {
-            owner_id: Some(alice.id.clone()),
-            ..Default::default()
-        };
-        let mut running = None;
-        for _ in 0..600 {
-            let listed = h
-                .store()
-                .list_executions(&filter, chatter_core::store::Page::new(10, 0))
-                .await
-                .unwrap();
-            if let Some(r) = listed
-                .into_iter()
-                .find(|r| r.status == ExecutionStatus::Running)
-            {
-                running = Some(r);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let running = running.expect("the execution never started");
+        let running = wait_for_running(&h, &alice.id).await;
         let cancelled = h
             .post(
                 &format!("{W}/executions/{}/cancel", running.id),
@@ -701,6 +753,15 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_hanging_up_leaves_the_execution_running() {
+        run_sqlite_with(
+            config(),
+            super::orphan::a_client_hanging_up_leaves_the_execution_running,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_approvals_run_it_once() {
         run_sqlite_with(config(), super::race::racing_approvals_run_it_once).await;
     }
@@ -793,6 +854,15 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancel_stops_a_running_execution() {
         run_postgres_with(config(), super::orphan::cancel_stops_a_running_execution).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_hanging_up_leaves_the_execution_running() {
+        run_postgres_with(
+            config(),
+            super::orphan::a_client_hanging_up_leaves_the_execution_running,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

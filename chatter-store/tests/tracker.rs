@@ -386,7 +386,9 @@ impl Node for NotesThread {
 
 /// A caller that blocks on a tracked run (as Python's `Engine.run` does) has it run on its own
 /// thread with `RunOptions::in_place`, and on the runtime's workers without; both record the
-/// same steps and end the execution the same way.
+/// same steps and end the execution the same way. Observed (an `observe` callback and the
+/// tracker's observer), a run in place hands both the same events, in the same order, as one
+/// in a task of its own.
 #[test]
 fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -423,17 +425,29 @@ fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
     let store = runtime
         .block_on(connect_with(&url, StoreOptions::default()))
         .unwrap();
-    let tracker = WorkflowTracker::new(store.clone());
+    let seen = Arc::new(Recorder::default());
     let mut recorded = Vec::new();
-    for in_place in [true, false] {
+    let mut observed = Vec::new();
+    for (in_place, observing) in [(true, false), (false, false), (true, true), (false, true)] {
+        let mut tracker = WorkflowTracker::new(store.clone());
+        if observing {
+            tracker = tracker.observer(seen.clone());
+        }
+        let mut called = Vec::new();
+        let options = RunOptions::default().in_place(in_place);
+        let meta = ExecutionMeta::new("alice", ExecutionKind::Adhoc);
         let run = runtime
-            .block_on(tracker.run(
-                &engine,
-                &def,
-                json!({}),
-                RunOptions::default().in_place(in_place),
-                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
-            ))
+            .block_on(async {
+                if observing {
+                    let observe =
+                        |e: &chatter_core::Event| called.push((e.seq, e.kind.type_name()));
+                    tracker
+                        .run_observed(&engine, &def, json!({}), options, meta, observe)
+                        .await
+                } else {
+                    tracker.run(&engine, &def, json!({}), options, meta).await
+                }
+            })
             .unwrap();
         assert!(run.store_error.is_none(), "{:?}", run.store_error);
         assert_eq!(run.result.status, RunStatus::Completed);
@@ -455,14 +469,37 @@ fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
             .iter()
             .map(|e| (e.seq, e.event_type.clone()))
             .collect();
+        if observing {
+            let to_observer: Vec<(u64, String)> = std::mem::take(&mut *seen.0.lock().unwrap())
+                .into_iter()
+                .map(|(execution, owner, kind, seq)| {
+                    assert_eq!((execution.as_str(), owner.as_str()), (id.as_str(), "alice"));
+                    (seq, kind)
+                })
+                .collect();
+            let called_owned: Vec<(u64, String)> = called
+                .iter()
+                .map(|(seq, kind)| (*seq, (*kind).to_owned()))
+                .collect();
+            assert_eq!(to_observer, called_owned, "in_place {in_place}");
+            let stored: Vec<(u64, &str)> = kinds
+                .iter()
+                .map(|(seq, kind)| (*seq as u64, kind.as_str()))
+                .collect();
+            assert_eq!(called, stored, "in_place {in_place}: every event, in order");
+            observed.push(called);
+        }
         recorded.push((steps, kinds));
     }
-    assert_eq!(recorded[0], recorded[1]);
+    assert!(recorded.iter().all(|r| *r == recorded[0]));
     assert_eq!(
         recorded[0].0,
         [("start", 1), ("a", 2), ("b", 3), ("end", 4)]
             .map(|(node, step)| (node.to_owned(), Some(step)))
     );
+    assert_eq!(observed[0], observed[1]);
+    assert_eq!(observed[0].first(), Some(&(1, "execution_started")));
+    assert_eq!(observed[0].last().map(|e| e.1), Some("execution_completed"));
     drop(runtime);
     let _ = std::fs::remove_dir_all(&dir);
 }

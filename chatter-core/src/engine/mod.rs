@@ -206,14 +206,15 @@ pub struct RunOptions {
     /// execution end without an event, which saves building two events per step that the
     /// caller would throw away. Ignored by durable executions, whose events are their record.
     pub discard_events: bool,
-    /// Runs a durable execution of [`crate::tracker::WorkflowTracker`] that nobody observes
-    /// in the caller's task instead of a task of its own: no task to spawn, no wake-up across
-    /// threads, and the nodes run on the thread that polls the caller's future (a host that
-    /// blocks on the run, as Python's `Engine.run` does, keeps its callbacks on its own
-    /// thread). Only for a caller that drives its future to the end: dropping it stops the
-    /// execution between two steps, where it stays, resumable, under its lease until that
-    /// expires. An execution that is observed, and every execution of
-    /// [`Engine::start`], gets its own task. Without a tracker, [`Engine::run`] always runs in
+    /// Runs a durable execution of [`crate::tracker::WorkflowTracker`] in the caller's task
+    /// instead of a task of its own: no task to spawn, and no wake-up across threads for its
+    /// events (its observers are called in that task too); the nodes run on the thread that
+    /// polls the caller's future (a host that blocks on the run, as Python's `Engine.run`
+    /// does, keeps its callbacks on its own thread). Only for a caller that drives its future
+    /// to the end: dropping it stops the execution between two steps, where it stays,
+    /// resumable, under its lease until that expires (a server that must not lose a run to a
+    /// client hanging up drives it in a task of its own). Every execution of
+    /// [`Engine::start`] gets its own task. Without a tracker, [`Engine::run`] always runs in
     /// place.
     pub in_place: bool,
 }
@@ -620,6 +621,43 @@ impl Engine {
         );
         let span = execution_span(run.execution_id());
         run.execute().instrument(span).await.0
+    }
+
+    /// [`Engine::run_replaying`], calling `observe` with each event after sequence number
+    /// `after`, in order, as the run makes it: the run and its observer share the caller's
+    /// task, so an event wakes no other task.
+    pub(crate) async fn run_replaying_observed(
+        &self,
+        workflow: &PreparedWorkflow,
+        input: Value,
+        options: RunOptions,
+        replay: Option<Replay>,
+        after: u64,
+        mut observe: impl FnMut(&Event),
+    ) -> ExecutionResult {
+        let run = scheduler::Run::new(
+            self.clone(),
+            workflow.plan.clone(),
+            input,
+            options,
+            None,
+            replay,
+        );
+        let log = run.log();
+        let mut events = log.stream(after);
+        // The log is closed when the run ends (or is dropped), which ends the stream.
+        let close = events::CloseOnDrop(log);
+        let span = execution_span(run.execution_id());
+        let execute = async move {
+            let _close = close;
+            run.execute().instrument(span).await.0
+        };
+        let forward = async move {
+            while let Some(event) = futures::StreamExt::next(&mut events).await {
+                observe(&event);
+            }
+        };
+        futures::join!(execute, forward).0
     }
 
     /// Starts a definition on the current tokio runtime and returns at once.

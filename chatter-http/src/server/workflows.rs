@@ -928,8 +928,16 @@ pub(super) async fn run_recorded(
     input: Value,
     meta: ExecutionMeta,
 ) -> Result<ExecutionRecord, ApiError> {
-    let run =
-        run_live_prepared(state, prepared, input, RunOptions::default(), meta, |_| {}).await?;
+    // The execution runs in a task of its own, which goes on when the client hangs up; its
+    // events reach the observers in that task (in place), waking no other task, and this one
+    // is woken once, with the result.
+    let (task_state, prepared) = (state.clone(), prepared.clone());
+    let options = RunOptions::default().in_place(true);
+    let run = tokio::spawn(async move {
+        run_live_prepared(&task_state, &prepared, input, options, meta, |_| {}).await
+    })
+    .await
+    .map_err(|e| ApiError::internal(&format!("the execution's task failed: {e}")))??;
     let id = run.result.execution_id.clone();
     if let Some(error) = run.store_error {
         return Err(ApiError::from(error));
