@@ -98,6 +98,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "lean_execution_indexes",
         sql: include_str!("../migrations/sqlite/0009_lean_execution_indexes.sql"),
     },
+    Migration {
+        version: 10,
+        name: "fold_completed",
+        sql: include_str!("../migrations/sqlite/0010_fold_completed.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -146,6 +151,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "lean_execution_indexes",
         sql: include_str!("../migrations/postgres/0009_lean_execution_indexes.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "fold_completed",
+        sql: include_str!("../migrations/postgres/0010_fold_completed.sql"),
     },
 ];
 

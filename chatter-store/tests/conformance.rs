@@ -3486,6 +3486,154 @@ mod sqlite_specific {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A step's `node_completed` event that holds nothing but what its node run row holds is
+    /// stored in that row (migration 0010), as its `node_started` event is: such steps write
+    /// no event row. Events, outputs and a later write under the same key read back exactly.
+    #[tokio::test]
+    async fn small_completions_are_folded_into_their_node_runs() {
+        let dir = temp_dir();
+        let path = dir.join("fold.db");
+        let store = connect_with(&format!("sqlite://{}", path.display()), options())
+            .await
+            .unwrap();
+        let run = store
+            .create_execution(NewExecution::new("alice", ExecutionKind::Adhoc, json!({})))
+            .await
+            .unwrap();
+        store
+            .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at)
+            .await
+            .unwrap();
+        // (node, output, started, finished, the completed event's time)
+        let cases: [(&str, Value, i64, i64, i64); 3] = [
+            (
+                "a",
+                json!({"text": "é \"quoted\" \u{1}", "n": 1.5, "big": u64::MAX}),
+                1_000,
+                1_003,
+                1_003,
+            ),
+            ("b", Value::Null, 1_003, 1_004, 1_004),
+            // Its event's time is not the run's end: it stays an event row.
+            ("c", json!({"short": true}), 1_004, 1_006, 1_007),
+        ];
+        let mut written = Vec::new();
+        let steps: Vec<StepCommit> = cases
+            .iter()
+            .map(|(node, output, started, finished, at)| {
+                let mut node_run = NodeRunRecord::started(&run.id, *node, 0, 1, *started);
+                node_run.status = NodeRunStatus::Completed;
+                node_run.finished_at = Some(*finished);
+                node_run.duration_ms = Some(finished - started);
+                node_run.output = (!output.is_null()).then(|| output.clone());
+                let events = vec![
+                    NewEvent::new(
+                        *started,
+                        "node_started",
+                        json!({"node_id": node, "kind": "noop", "iteration": 0, "attempt": 1}),
+                    ),
+                    NewEvent::new(
+                        *at,
+                        "node_completed",
+                        json!({"node_id": node, "iteration": 0,
+                               "duration_ms": finished - started, "output": output}),
+                    ),
+                ];
+                written.extend(events.iter().cloned());
+                StepCommit {
+                    node_run,
+                    state_delta: json!({"variables": [[node, {"set": 1}]]}),
+                    events,
+                    snapshot: None,
+                }
+            })
+            .collect();
+        store.commit_steps(&steps).await.unwrap();
+        let rows = |conn: &rusqlite::Connection| -> Vec<i64> {
+            conn.prepare("SELECT seq FROM workflow_events WHERE execution_id = ?1 ORDER BY seq")
+                .unwrap()
+                .query_map([&run.id], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            assert_eq!(rows(&conn), [6], "only c's completion is an event row");
+            let folded: Vec<(String, Option<i64>, Option<String>)> = conn
+                .prepare(
+                    "SELECT node_id, completed_seq, output FROM workflow_node_runs
+                     WHERE execution_id = ?1 ORDER BY node_id",
+                )
+                .unwrap()
+                .query_map([&run.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                folded
+                    .iter()
+                    .map(|(n, seq, _)| (n.as_str(), *seq))
+                    .collect::<Vec<_>>(),
+                [("a", Some(2)), ("b", Some(4)), ("c", None)]
+            );
+            assert_eq!(folded[1].2, None, "b's null output");
+        }
+        let read_back = |events: &[EventRecord]| -> Vec<(i64, i64, String, Value)> {
+            events
+                .iter()
+                .map(|e| (e.seq, e.ts, e.event_type.clone(), e.payload.clone()))
+                .collect()
+        };
+        let mut expected: Vec<(i64, i64, String, Value)> = (1_i64..)
+            .zip(&written)
+            .map(|(seq, e)| (seq, e.ts, e.event_type.clone(), e.payload.clone()))
+            .collect();
+        let events = store.list_events(&run.id, 0, 100).await.unwrap();
+        assert_eq!(read_back(&events), expected);
+        assert_eq!(
+            read_back(&store.list_events(&run.id, 3, 2).await.unwrap()),
+            expected[3..5]
+        );
+        let runs = store.list_node_runs(&run.id).await.unwrap();
+        let outputs: Vec<Option<Value>> = runs.iter().map(|r| r.output.clone()).collect();
+        assert_eq!(
+            outputs,
+            [Some(cases[0].1.clone()), None, Some(cases[2].1.clone())]
+        );
+
+        // Written again under the same key (as a decided approval is), `a` keeps the events it
+        // held as event rows.
+        let mut again = NodeRunRecord::started(&run.id, "a", 0, 1, 1_010);
+        again.status = NodeRunStatus::Completed;
+        again.finished_at = Some(1_012);
+        again.duration_ms = Some(2);
+        again.output = Some(json!({"second": 2}));
+        let completed = NewEvent::new(
+            1_012,
+            "node_completed",
+            json!({"node_id": "a", "iteration": 0, "duration_ms": 2, "output": {"second": 2}}),
+        );
+        store
+            .commit_step(&StepCommit {
+                node_run: again,
+                state_delta: Value::Null,
+                events: vec![completed.clone()],
+                snapshot: None,
+            })
+            .await
+            .unwrap();
+        expected.push((7, 1_012, "node_completed".into(), completed.payload.clone()));
+        let events = store.list_events(&run.id, 0, 100).await.unwrap();
+        assert_eq!(read_back(&events), expected);
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            assert_eq!(rows(&conn), [1, 2, 6], "a's first events became rows");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// With `commit_spin_us`, step commits wait for the writer by spinning first: the same
     /// receipts and rows as parking at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

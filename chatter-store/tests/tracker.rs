@@ -504,6 +504,83 @@ fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A run longer than its lease keeps it, in place or in a task of its own: the lease is
+/// renewed while the run waits, so another worker's `resume_due` finds nothing to take over,
+/// and the node runs once.
+#[test]
+fn a_long_run_renews_its_lease() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = support::temp_dir("chatter-tracker-renewal");
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    let engine = Engine::builder().build();
+    // 900 ms of waiting under a 300 ms lease, renewed every 100 ms.
+    let def = WorkflowDefinition::from_json(
+        r#"{
+          "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "wait", "type": "delay", "config": {"delay_type": "fixed", "delay_ms": 900}},
+            {"id": "end", "type": "end"}
+          ],
+          "edges": [
+            {"source": "start", "target": "wait"},
+            {"source": "wait", "target": "end"}
+          ]
+        }"#,
+    )
+    .unwrap();
+    let store = runtime
+        .block_on(connect_with(&url, StoreOptions::default()))
+        .unwrap();
+    for in_place in [true, false] {
+        let tracker = WorkflowTracker::new(store.clone())
+            .worker_id("w1")
+            .lease_ms(300);
+        let other = WorkflowTracker::new(store.clone())
+            .worker_id("w2")
+            .lease_ms(300);
+        let taken_over = runtime.block_on(async {
+            let run = tracker.run(
+                &engine,
+                &def,
+                json!({}),
+                RunOptions::default().in_place(in_place),
+                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+            );
+            let watch = async {
+                let mut taken = Vec::new();
+                for _ in 0..8 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let source = chatter_core::tracker::StoreGraphSource::new(store.clone());
+                    let now = engine.services().clock.now_ms();
+                    let due = other.resume_due(&engine, &source, now).await.unwrap();
+                    taken.extend(due.into_iter().map(|(id, _)| id));
+                }
+                taken
+            };
+            let (run, taken) = tokio::join!(run, watch);
+            let run = run.unwrap();
+            assert_eq!(
+                run.result.status,
+                RunStatus::Completed,
+                "in_place {in_place}"
+            );
+            let steps = support::node_steps(&store, &run.result.execution_id).await;
+            assert_eq!(steps.len(), 3, "in_place {in_place}: {steps:?}");
+            taken
+        });
+        assert!(
+            taken_over.is_empty(),
+            "in_place {in_place}: another worker took the execution over: {taken_over:?}"
+        );
+    }
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cases
 // ---------------------------------------------------------------------------------------------

@@ -174,8 +174,13 @@ fn insert_events(
 ///   exactly what the node run row holds (node, kind, iteration, attempt, `started_at`), is not
 ///   stored as an event row: the node run keeps its sequence number (`started_seq`) and
 ///   `kind`, and the event is rebuilt from them when events are read;
-/// * a node run whose output is the `output` of its `node_completed` event in the same call
-///   refers to that event (`output_seq`) instead of storing the output again.
+/// * a step's `node_completed` event in the same call, when its payload and time are exactly
+///   what the node run row holds (node, iteration, duration, output, `finished_at`), is not
+///   stored as an event row either (migration 0010): the node run keeps its sequence number
+///   (`completed_seq`) and its output, unless the step's delta repeats a long reply of that
+///   output (below), which is then kept once, in the event row;
+/// * otherwise, a node run whose output is the `output` of its `node_completed` event in the
+///   same call refers to that event (`output_seq`) instead of storing the output again.
 ///
 /// Events are named by (index of the step carrying them, index in its events).
 struct CallPlan<'a> {
@@ -183,6 +188,8 @@ struct CallPlan<'a> {
     started: Vec<Option<(usize, usize, &'a str)>>,
     /// Per step: the `node_completed` event holding its node run's output.
     completed: Vec<Option<(usize, usize)>>,
+    /// Per step: its `node_completed` event folded into its node run.
+    completed_in_row: Vec<Option<(usize, usize)>>,
     /// Events not stored as rows.
     folded: std::collections::HashSet<(usize, usize)>,
 }
@@ -196,6 +203,7 @@ impl<'a> CallPlan<'a> {
         let mut plan = CallPlan {
             started: vec![None; steps.len()],
             completed: vec![None; steps.len()],
+            completed_in_row: vec![None; steps.len()],
             folded: std::collections::HashSet::new(),
         };
         for (i, step) in steps.iter().enumerate() {
@@ -239,10 +247,30 @@ impl<'a> CallPlan<'a> {
                     plan.folded.insert((ei, ek));
                 }
             }
-            if let Some(output) = &run.output
-                && let Some(&(ei, ek)) = completed_events.get(&key)
-                && steps[ei].events[ek].payload.get("output") == Some(output)
-            {
+            let Some(&(ei, ek)) = completed_events.get(&key) else {
+                continue;
+            };
+            let event = &steps[ei].events[ek];
+            let output = event.payload.get("output");
+            // Folded only when the row rebuilds exactly this event: its time, and a payload of
+            // exactly node_id, iteration (checked above), duration_ms and the run's output.
+            let exact = Some(event.ts) == run.finished_at
+                && event.payload.as_object().is_some_and(|m| m.len() == 4)
+                && event
+                    .payload
+                    .get("duration_ms")
+                    .and_then(serde_json::Value::as_i64)
+                    == run.duration_ms
+                && output.is_some_and(|o| match &run.output {
+                    Some(run_output) => o == run_output,
+                    None => o.is_null(),
+                })
+                && !plan.folded.contains(&(ei, ek));
+            let referenced = output.is_some_and(|o| repeated_reply(&step.state_delta, o).is_some());
+            if exact && !referenced {
+                plan.completed_in_row[i] = Some((ei, ek));
+                plan.folded.insert((ei, ek));
+            } else if run.output.is_some() && output == run.output.as_ref() {
                 plan.completed[i] = Some((ei, ek));
             }
         }
@@ -261,33 +289,40 @@ fn encode_delta(
     delta: &serde_json::Value,
     source: Option<(i64, &serde_json::Value)>,
 ) -> (String, Option<i64>) {
-    let reply = source.and_then(|(seq, output)| {
-        let text = output.get("content")?.as_str()?;
-        (text.len() >= MIN_REFERENCED_REPLY).then_some((seq, text))
-    });
-    let messages = delta.get("messages").and_then(serde_json::Value::as_array);
-    if let (Some((seq, text)), Some(messages)) = (reply, messages) {
-        let contents = || messages.iter().map(|m| m.get("content"));
-        let repeats = contents().any(|c| c.and_then(serde_json::Value::as_str) == Some(text));
-        let has_null = contents().any(|c| c.is_some_and(serde_json::Value::is_null));
-        if repeats && !has_null {
-            let mut compact = delta.clone();
-            if let Some(messages) = compact
-                .get_mut("messages")
-                .and_then(serde_json::Value::as_array_mut)
-            {
-                for message in messages {
-                    if let Some(content) = message.get_mut("content")
-                        && content.as_str() == Some(text)
-                    {
-                        *content = serde_json::Value::Null;
-                    }
+    if let Some((seq, output)) = source
+        && let Some(text) = repeated_reply(delta, output)
+    {
+        let mut compact = delta.clone();
+        if let Some(messages) = compact
+            .get_mut("messages")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for message in messages {
+                if let Some(content) = message.get_mut("content")
+                    && content.as_str() == Some(text)
+                {
+                    *content = serde_json::Value::Null;
                 }
             }
-            return (to_json_text(&compact), Some(seq));
         }
+        return (to_json_text(&compact), Some(seq));
     }
     (to_json_text(delta), None)
+}
+
+/// The reply (`output.content`, at least [`MIN_REFERENCED_REPLY`] bytes) that the messages
+/// appended by `delta` repeat, when [`encode_delta`] stores it by reference: none of those
+/// messages holds a `null` content already.
+fn repeated_reply<'o>(delta: &serde_json::Value, output: &'o serde_json::Value) -> Option<&'o str> {
+    let text = output.get("content")?.as_str()?;
+    if text.len() < MIN_REFERENCED_REPLY {
+        return None;
+    }
+    let messages = delta.get("messages")?.as_array()?;
+    let contents = || messages.iter().map(|m| m.get("content"));
+    let repeats = contents().any(|c| c.and_then(serde_json::Value::as_str) == Some(text));
+    let has_null = contents().any(|c| c.is_some_and(serde_json::Value::is_null));
+    (repeats && !has_null).then_some(text)
 }
 
 /// The output stored in event payload `payload` (a `node_completed` event's `output`).
@@ -346,6 +381,7 @@ fn commit_one(
     first_seqs.push(first_seq);
     let seq_of = |(i, k): (usize, usize)| first_seqs[i] + k as i64;
     let started = plan.started[index].map(|(i, k, kind)| (seq_of((i, k)), kind));
+    let completed = plan.completed_in_row[index].map(seq_of);
     let source = plan.completed[index].and_then(|(i, k)| {
         let output = steps[i].events[k].payload.get("output")?;
         Some((seq_of((i, k)), output))
@@ -353,9 +389,10 @@ fn commit_one(
     conn.prepare_cached(
         "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
              finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output,
-             step, route, error_class, idempotency_key, output_seq, started_seq, kind)
+             step, route, error_class, idempotency_key, output_seq, started_seq, kind,
+             completed_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20)
+                 ?19, ?20, ?21)
          ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
              status = excluded.status, started_at = excluded.started_at,
              finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
@@ -364,7 +401,7 @@ fn commit_one(
              step = excluded.step, route = excluded.route, error_class = excluded.error_class,
              idempotency_key = COALESCE(excluded.idempotency_key, idempotency_key),
              output_seq = excluded.output_seq, started_seq = excluded.started_seq,
-             kind = excluded.kind",
+             kind = excluded.kind, completed_seq = excluded.completed_seq",
     )
     .db()?
     .execute(params![
@@ -391,7 +428,8 @@ fn commit_one(
         run.idempotency_key,
         source.map(|(seq, _)| seq),
         started.map(|(seq, _)| seq),
-        started.map(|(_, kind)| kind)
+        started.map(|(_, kind)| kind),
+        completed
     ])
     .db()?;
     if run.attempt > 1 {
@@ -414,24 +452,27 @@ fn commit_one(
     }
     // Killed here, the transaction is half-written: the store must come back without it.
     chatter_core::failpoint::hit("sqlite.mid_step");
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .db()?;
-    for (k, event) in step.events.iter().enumerate() {
-        if plan.folded.contains(&(index, k)) {
-            continue;
-        }
-        insert
-            .execute(params![
-                id,
-                first_seq + k as i64,
-                event.ts,
-                event.event_type,
-                to_json_text(&event.payload)
-            ])
+    let mut rows = (0..step.events.len())
+        .filter(|&k| !plan.folded.contains(&(index, k)))
+        .peekable();
+    if rows.peek().is_some() {
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
             .db()?;
+        for k in rows {
+            let event = &step.events[k];
+            insert
+                .execute(params![
+                    id,
+                    first_seq + k as i64,
+                    event.ts,
+                    event.event_type,
+                    to_json_text(&event.payload)
+                ])
+                .db()?;
+        }
     }
     let mut checkpoint = conn
         .prepare_cached(
@@ -973,6 +1014,11 @@ impl ExecutionStore for SqliteStore {
                          json_object('attempt', attempt, 'node_id', node_id, 'kind', kind,
                                      'iteration', iteration)
                      FROM workflow_node_runs WHERE execution_id = ?1 AND started_seq > ?2
+                     UNION ALL
+                     SELECT completed_seq, finished_at, 'node_completed',
+                         json_object('node_id', node_id, 'iteration', iteration,
+                                     'duration_ms', duration_ms, 'output', json(output))
+                     FROM workflow_node_runs WHERE execution_id = ?1 AND completed_seq > ?2
                  ) ORDER BY seq LIMIT ?3",
                 params![key, after_seq, limit],
                 |row| {
