@@ -1048,25 +1048,33 @@ impl WorkflowTracker {
         // A caller that drives the run to its end may have it run in its own task
         // (`RunOptions::in_place`), with its observers.
         let result = if options.in_place {
-            let renewer = self.renew_lease(id, clock.clone());
-            let result = if observe.is_some() || self.observer.is_some() {
-                let observer = self.observer.as_deref();
-                let each = |event: &Event| {
-                    if let Some(observe) = &mut observe {
-                        observe(event);
-                    }
-                    if let Some(observer) = observer {
-                        observer.on_event(record, event);
-                    }
-                };
-                engine
-                    .run_replaying_observed(prepared, input, options, replay, known, each)
-                    .await
-            } else {
-                engine.run_replaying(prepared, input, options, replay).await
+            let run = async {
+                if observe.is_some() || self.observer.is_some() {
+                    let observer = self.observer.as_deref();
+                    let each = |event: &Event| {
+                        if let Some(observe) = &mut observe {
+                            observe(event);
+                        }
+                        if let Some(observer) = observer {
+                            observer.on_event(record, event);
+                        }
+                    };
+                    engine
+                        .run_replaying_observed(prepared, input, options, replay, known, each)
+                        .await
+                } else {
+                    engine.run_replaying(prepared, input, options, replay).await
+                }
             };
-            renewer.abort();
-            result
+            // The lease is renewed in the same task, polled only once the run has waited: a
+            // run that ends in its first poll sets no timer and wakes no other thread.
+            let mut run = std::pin::pin!(run);
+            let renewal = std::pin::pin!(self.lease_renewal(id, clock.clone()));
+            tokio::select! {
+                biased;
+                result = &mut run => result,
+                () = renewal => run.await,
+            }
         } else {
             let handle = match engine.start_replaying(prepared, input, options, replay) {
                 Ok(handle) => handle,
@@ -1149,15 +1157,24 @@ impl WorkflowTracker {
         )
     }
 
-    /// Renews the lease every third of its length until aborted.
+    /// Renews the lease every third of its length, in a task of its own, until aborted.
     fn renew_lease(
         &self,
         id: &str,
         clock: Arc<dyn crate::engine::Clock>,
     ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.lease_renewal(id, clock))
+    }
+
+    /// Renews the lease every third of its length while polled; ends if the store refuses.
+    fn lease_renewal(
+        &self,
+        id: &str,
+        clock: Arc<dyn crate::engine::Clock>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let store = self.store.clone();
         let (id, worker, lease_ms) = (id.to_owned(), self.worker_id.clone(), self.lease_ms);
-        tokio::spawn(async move {
+        async move {
             let period = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1).max(1));
             loop {
                 tokio::time::sleep(period).await;
@@ -1170,7 +1187,7 @@ impl WorkflowTracker {
                     return;
                 }
             }
-        })
+        }
     }
 
     /// The execution, when it exists and (if `options.owner` is set) belongs to that owner.
