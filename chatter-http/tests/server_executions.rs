@@ -382,6 +382,25 @@ mod orphan {
     use super::*;
     use chatter_core::store::{ExecutionKind, ExecutionRecord, ExecutionStatus, NewExecution};
 
+    /// start → a `delay` node `wait` of `delay_ms` → end, as the old frontend sends it.
+    fn delay_graph(delay_ms: u64) -> Value {
+        json!({
+            "nodes": [
+                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
+                 "data": {"label": "Start", "nodeType": "start"}},
+                {"id": "wait", "type": "delay", "position": {"x": 200, "y": 0},
+                 "data": {"label": "Wait", "nodeType": "delay",
+                          "config": {"delay_type": "fixed", "delay_ms": delay_ms}}},
+                {"id": "end", "type": "end", "position": {"x": 400, "y": 0},
+                 "data": {"label": "End", "nodeType": "end"}}
+            ],
+            "edges": [
+                {"id": "e1", "source": "start", "target": "wait"},
+                {"id": "e2", "source": "wait", "target": "end"}
+            ]
+        })
+    }
+
     /// The first `running` execution of `owner` in the store, waited for (up to 30 s).
     async fn wait_for_running(h: &Harness, owner: &str) -> ExecutionRecord {
         let filter = chatter_core::store::ExecutionFilter {
@@ -410,21 +429,7 @@ mod orphan {
     /// it over).
     pub async fn a_client_hanging_up_leaves_the_execution_running(h: Harness) {
         let alice = h.user("alice", &["user"]).await;
-        let graph = json!({
-            "nodes": [
-                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
-                 "data": {"label": "Start", "nodeType": "start"}},
-                {"id": "wait", "type": "delay", "position": {"x": 200, "y": 0},
-                 "data": {"label": "Wait", "nodeType": "delay",
-                          "config": {"delay_type": "fixed", "delay_ms": 500}}},
-                {"id": "end", "type": "end", "position": {"x": 400, "y": 0},
-                 "data": {"label": "End", "nodeType": "end"}}
-            ],
-            "edges": [
-                {"id": "e1", "source": "start", "target": "wait"},
-                {"id": "e2", "source": "wait", "target": "end"}
-            ]
-        });
+        let graph = delay_graph(500);
         let request = h
             .client
             .post(h.url(&format!("{W}/definitions/custom/execute")))
@@ -545,21 +550,7 @@ mod orphan {
     /// `cancelled`; the request that started it answers the cancelled execution.
     pub async fn cancel_stops_a_running_execution(h: Harness) {
         let alice = h.user("alice", &["user"]).await;
-        let graph = json!({
-            "nodes": [
-                {"id": "start", "type": "start", "position": {"x": 0, "y": 0},
-                 "data": {"label": "Start", "nodeType": "start"}},
-                {"id": "wait", "type": "delay", "position": {"x": 200, "y": 0},
-                 "data": {"label": "Wait", "nodeType": "delay",
-                          "config": {"delay_type": "fixed", "delay_ms": 3_600_000}}},
-                {"id": "end", "type": "end", "position": {"x": 400, "y": 0},
-                 "data": {"label": "End", "nodeType": "end"}}
-            ],
-            "edges": [
-                {"id": "e1", "source": "start", "target": "wait"},
-                {"id": "e2", "source": "wait", "target": "end"}
-            ]
-        });
+        let graph = delay_graph(3_600_000);
         let client = h.client.clone();
         let url = h.url(&format!("{W}/definitions/custom/execute"));
         let key = alice.key.clone();

@@ -602,6 +602,24 @@ impl Engine {
         self.run_replaying(workflow, input, options, None).await
     }
 
+    /// A top-level run of a prepared definition, replaying recorded steps when given.
+    fn new_run(
+        &self,
+        workflow: &PreparedWorkflow,
+        input: Value,
+        options: RunOptions,
+        replay: Option<Replay>,
+    ) -> scheduler::Run {
+        scheduler::Run::new(
+            self.clone(),
+            workflow.plan.clone(),
+            input,
+            options,
+            None,
+            replay,
+        )
+    }
+
     /// Runs a prepared definition to its end in the caller's task, first replaying recorded
     /// steps (a resume or a fork) when given.
     pub(crate) async fn run_replaying(
@@ -611,14 +629,7 @@ impl Engine {
         options: RunOptions,
         replay: Option<Replay>,
     ) -> ExecutionResult {
-        let run = scheduler::Run::new(
-            self.clone(),
-            workflow.plan.clone(),
-            input,
-            options,
-            None,
-            replay,
-        );
+        let run = self.new_run(workflow, input, options, replay);
         let span = execution_span(run.execution_id());
         run.execute().instrument(span).await.0
     }
@@ -635,14 +646,7 @@ impl Engine {
         after: u64,
         mut observe: impl FnMut(&Event),
     ) -> ExecutionResult {
-        let run = scheduler::Run::new(
-            self.clone(),
-            workflow.plan.clone(),
-            input,
-            options,
-            None,
-            replay,
-        );
+        let run = self.new_run(workflow, input, options, replay);
         let log = run.log();
         let mut events = log.stream(after);
         // The log is closed when the run ends (or is dropped), which ends the stream.
@@ -700,14 +704,7 @@ impl Engine {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Config {
             message: "Engine::start needs a tokio runtime (with time enabled)".into(),
         })?;
-        let run = scheduler::Run::new(
-            self.clone(),
-            workflow.plan.clone(),
-            input,
-            options,
-            None,
-            replay,
-        );
+        let run = self.new_run(workflow, input, options, replay);
         let execution_id = run.execution_id().to_owned();
         let log = run.log();
         let cancel = run.cancel_token();
