@@ -1045,22 +1045,24 @@ impl WorkflowTracker {
             .as_ref()
             .filter(|r| !r.record)
             .map_or(0, |r| r.events.len() as u64);
-        // A caller that drives the run to its end may have it run in its own task
+        // Each event goes to `observe` and the tracker's observer, when there is either.
+        let watched = observe.is_some() || self.observer.is_some();
+        let observer = self.observer.as_deref();
+        let mut each = |event: &Event| {
+            if let Some(observe) = &mut observe {
+                observe(event);
+            }
+            if let Some(observer) = observer {
+                observer.on_event(record, event);
+            }
+        };
+        // A caller that drives the run to its end may have it run in the caller's task
         // (`RunOptions::in_place`), with its observers.
         let result = if options.in_place {
             let run = async {
-                if observe.is_some() || self.observer.is_some() {
-                    let observer = self.observer.as_deref();
-                    let each = |event: &Event| {
-                        if let Some(observe) = &mut observe {
-                            observe(event);
-                        }
-                        if let Some(observer) = observer {
-                            observer.on_event(record, event);
-                        }
-                    };
+                if watched {
                     engine
-                        .run_replaying_observed(prepared, input, options, replay, known, each)
+                        .run_replaying_observed(prepared, input, options, replay, known, &mut each)
                         .await
                 } else {
                     engine.run_replaying(prepared, input, options, replay).await
@@ -1091,19 +1093,13 @@ impl WorkflowTracker {
                     return Err(error);
                 }
             };
-            let renewer = self.renew_lease(id, clock.clone());
-            // Unwatched (no `observe`, no observer), the caller sleeps until the result: a
-            // caller on another thread than the run (a `block_on` from Python or a CLI) is not
-            // woken for each event.
-            if observe.is_some() || self.observer.is_some() {
+            let renewer = tokio::spawn(self.lease_renewal(id, clock.clone()));
+            // Unwatched, the caller sleeps until the result: a caller on another thread than
+            // the run (a `block_on` from Python or a CLI) is not woken for each event.
+            if watched {
                 let mut events = handle.subscribe_from(known);
                 while let Some(event) = events.next().await {
-                    if let Some(observe) = &mut observe {
-                        observe(&event);
-                    }
-                    if let Some(observer) = &self.observer {
-                        observer.on_event(record, &event);
-                    }
+                    each(&event);
                 }
             }
             let result = handle.result().await;
@@ -1155,15 +1151,6 @@ impl WorkflowTracker {
             Ok(Some(row)) if row.lease_owner.as_deref() == Some(start.lease_owner.as_str())
                 && row.lease_expires_at == Some(start.lease_until)
         )
-    }
-
-    /// Renews the lease every third of its length, in a task of its own, until aborted.
-    fn renew_lease(
-        &self,
-        id: &str,
-        clock: Arc<dyn crate::engine::Clock>,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.lease_renewal(id, clock))
     }
 
     /// Renews the lease every third of its length while polled; ends if the store refuses.
