@@ -3496,14 +3496,7 @@ mod sqlite_specific {
         let store = connect_with(&format!("sqlite://{}", path.display()), options())
             .await
             .unwrap();
-        let run = store
-            .create_execution(NewExecution::new("alice", ExecutionKind::Adhoc, json!({})))
-            .await
-            .unwrap();
-        store
-            .set_execution_status(&run.id, ExecutionStatus::Running, run.created_at)
-            .await
-            .unwrap();
+        let run = super::cases::running_execution(&store, "alice").await;
         // (node, output, started, finished, the completed event's time)
         let cases: [(&str, Value, i64, i64, i64); 3] = [
             (

@@ -51,6 +51,24 @@ where
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `case` as a host that blocks on its runs does (Python's `Engine.run`, a CLI): from
+/// this thread, on a 2-worker runtime, against a SQLite file in a new directory.
+fn run_sqlite_blocking(name: &str, case: impl FnOnce(&tokio::runtime::Runtime, Arc<dyn Store>)) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = support::temp_dir(name);
+    let url = format!("sqlite://{}/chatter.db", dir.display());
+    let store = runtime
+        .block_on(connect_with(&url, StoreOptions::default()))
+        .unwrap();
+    case(&runtime, store);
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn run_postgres<F, Fut>(case: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
@@ -122,6 +140,18 @@ fn chat_definition() -> WorkflowDefinition {
 }
 
 /// `start -> one -> two -> end`, two model calls (`scripted`).
+/// start → `nodes` (node objects) in order → end.
+fn linear(nodes: &[Value]) -> WorkflowDefinition {
+    let mut all = vec![json!({"id": "start", "type": "start"})];
+    all.extend(nodes.iter().cloned());
+    all.push(json!({"id": "end", "type": "end"}));
+    let edges: Vec<Value> = all
+        .windows(2)
+        .map(|pair| json!({"source": pair[0]["id"], "target": pair[1]["id"]}))
+        .collect();
+    WorkflowDefinition::from_value(&json!({"nodes": all, "edges": edges})).unwrap()
+}
+
 fn two_model_calls() -> WorkflowDefinition {
     WorkflowDefinition::from_json(
         r#"{
@@ -391,117 +421,95 @@ impl Node for NotesThread {
 /// in a task of its own.
 #[test]
 fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = support::temp_dir("chatter-tracker-in-place");
-    let url = format!("sqlite://{}/chatter.db", dir.display());
-    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let noted = threads.clone();
-    let engine = Engine::builder()
-        .register_node("notes_thread", move |_: &NodeSpec| {
-            Ok(Arc::new(NotesThread(noted.clone())) as Arc<dyn Node>)
-        })
-        .build();
-    let def = WorkflowDefinition::from_json(
-        r#"{
-          "nodes": [
-            {"id": "start", "type": "start"},
-            {"id": "a", "type": "notes_thread"},
-            {"id": "b", "type": "notes_thread"},
-            {"id": "end", "type": "end"}
-          ],
-          "edges": [
-            {"source": "start", "target": "a"},
-            {"source": "a", "target": "b"},
-            {"source": "b", "target": "end"}
-          ]
-        }"#,
-    )
-    .unwrap();
-    let caller = std::thread::current().id();
-    let store = runtime
-        .block_on(connect_with(&url, StoreOptions::default()))
-        .unwrap();
-    let seen = Arc::new(Recorder::default());
-    let mut recorded = Vec::new();
-    let mut observed = Vec::new();
-    for (in_place, observing) in [(true, false), (false, false), (true, true), (false, true)] {
-        let mut tracker = WorkflowTracker::new(store.clone());
-        if observing {
-            tracker = tracker.observer(seen.clone());
-        }
-        let mut called = Vec::new();
-        let options = RunOptions::default().in_place(in_place);
-        let meta = ExecutionMeta::new("alice", ExecutionKind::Adhoc);
-        let run = runtime
-            .block_on(async {
-                if observing {
-                    let observe =
-                        |e: &chatter_core::Event| called.push((e.seq, e.kind.type_name()));
-                    tracker
-                        .run_observed(&engine, &def, json!({}), options, meta, observe)
-                        .await
-                } else {
-                    tracker.run(&engine, &def, json!({}), options, meta).await
-                }
+    run_sqlite_blocking("chatter-tracker-in-place", |runtime, store| {
+        let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = threads.clone();
+        let engine = Engine::builder()
+            .register_node("notes_thread", move |_: &NodeSpec| {
+                Ok(Arc::new(NotesThread(noted.clone())) as Arc<dyn Node>)
             })
-            .unwrap();
-        assert!(run.store_error.is_none(), "{:?}", run.store_error);
-        assert_eq!(run.result.status, RunStatus::Completed);
-        let ran = std::mem::take(&mut *threads.lock().unwrap());
-        assert_eq!(ran.len(), 2, "in_place {in_place}");
-        assert_eq!(
-            ran.iter().all(|t| *t == caller),
-            in_place,
-            "in_place {in_place}: the nodes ran on {ran:?}, the caller is {caller:?}"
-        );
-        let id = run.result.execution_id.clone();
-        let record = runtime.block_on(store.get_execution(&id)).unwrap().unwrap();
-        assert_eq!(record.status, ExecutionStatus::Completed);
-        assert_eq!(record.lease_owner, None);
-        assert_eq!(run.record.as_ref(), Some(&record));
-        let steps = runtime.block_on(support::node_steps(&store, &id));
-        let events = runtime.block_on(store.list_events(&id, 0, 100)).unwrap();
-        let kinds: Vec<(i64, String)> = events
-            .iter()
-            .map(|e| (e.seq, e.event_type.clone()))
-            .collect();
-        if observing {
-            let to_observer: Vec<(u64, String)> = std::mem::take(&mut *seen.0.lock().unwrap())
-                .into_iter()
-                .map(|(execution, owner, kind, seq)| {
-                    assert_eq!((execution.as_str(), owner.as_str()), (id.as_str(), "alice"));
-                    (seq, kind)
+            .build();
+        let def = linear(&[
+            json!({"id": "a", "type": "notes_thread"}),
+            json!({"id": "b", "type": "notes_thread"}),
+        ]);
+        let caller = std::thread::current().id();
+        let seen = Arc::new(Recorder::default());
+        let mut recorded = Vec::new();
+        let mut observed = Vec::new();
+        for (in_place, observing) in [(true, false), (false, false), (true, true), (false, true)] {
+            let mut tracker = WorkflowTracker::new(store.clone());
+            if observing {
+                tracker = tracker.observer(seen.clone());
+            }
+            let mut called = Vec::new();
+            let options = RunOptions::default().in_place(in_place);
+            let meta = ExecutionMeta::new("alice", ExecutionKind::Adhoc);
+            let run = runtime
+                .block_on(async {
+                    if observing {
+                        let observe =
+                            |e: &chatter_core::Event| called.push((e.seq, e.kind.type_name()));
+                        tracker
+                            .run_observed(&engine, &def, json!({}), options, meta, observe)
+                            .await
+                    } else {
+                        tracker.run(&engine, &def, json!({}), options, meta).await
+                    }
                 })
-                .collect();
-            let called_owned: Vec<(u64, String)> = called
+                .unwrap();
+            assert!(run.store_error.is_none(), "{:?}", run.store_error);
+            assert_eq!(run.result.status, RunStatus::Completed);
+            let ran = std::mem::take(&mut *threads.lock().unwrap());
+            assert_eq!(ran.len(), 2, "in_place {in_place}");
+            assert_eq!(
+                ran.iter().all(|t| *t == caller),
+                in_place,
+                "in_place {in_place}: the nodes ran on {ran:?}, the caller is {caller:?}"
+            );
+            let id = run.result.execution_id.clone();
+            let record = runtime.block_on(store.get_execution(&id)).unwrap().unwrap();
+            assert_eq!(record.status, ExecutionStatus::Completed);
+            assert_eq!(record.lease_owner, None);
+            assert_eq!(run.record.as_ref(), Some(&record));
+            let steps = runtime.block_on(support::node_steps(&store, &id));
+            let events = runtime.block_on(store.list_events(&id, 0, 100)).unwrap();
+            let kinds: Vec<(i64, String)> = events
                 .iter()
-                .map(|(seq, kind)| (*seq, (*kind).to_owned()))
+                .map(|e| (e.seq, e.event_type.clone()))
                 .collect();
-            assert_eq!(to_observer, called_owned, "in_place {in_place}");
-            let stored: Vec<(u64, &str)> = kinds
-                .iter()
-                .map(|(seq, kind)| (*seq as u64, kind.as_str()))
-                .collect();
-            assert_eq!(called, stored, "in_place {in_place}: every event, in order");
-            observed.push(called);
+            if observing {
+                let to_observer: Vec<(u64, String)> = std::mem::take(&mut *seen.0.lock().unwrap())
+                    .into_iter()
+                    .map(|(execution, owner, kind, seq)| {
+                        assert_eq!((execution.as_str(), owner.as_str()), (id.as_str(), "alice"));
+                        (seq, kind)
+                    })
+                    .collect();
+                let called_owned: Vec<(u64, String)> = called
+                    .iter()
+                    .map(|(seq, kind)| (*seq, (*kind).to_owned()))
+                    .collect();
+                assert_eq!(to_observer, called_owned, "in_place {in_place}");
+                let stored: Vec<(u64, &str)> = kinds
+                    .iter()
+                    .map(|(seq, kind)| (*seq as u64, kind.as_str()))
+                    .collect();
+                assert_eq!(called, stored, "in_place {in_place}: every event, in order");
+                observed.push(called);
+            }
+            recorded.push((steps, kinds));
         }
-        recorded.push((steps, kinds));
-    }
-    assert!(recorded.iter().all(|r| *r == recorded[0]));
-    assert_eq!(
-        recorded[0].0,
-        [("start", 1), ("a", 2), ("b", 3), ("end", 4)]
-            .map(|(node, step)| (node.to_owned(), Some(step)))
-    );
-    assert_eq!(observed[0], observed[1]);
-    assert_eq!(observed[0].first(), Some(&(1, "execution_started")));
-    assert_eq!(observed[0].last().map(|e| e.1), Some("execution_completed"));
-    drop(runtime);
-    let _ = std::fs::remove_dir_all(&dir);
+        assert!(recorded.iter().all(|r| *r == recorded[0]));
+        assert_eq!(
+            recorded[0].0,
+            [("start", 1), ("a", 2), ("b", 3), ("end", 4)]
+                .map(|(node, step)| (node.to_owned(), Some(step)))
+        );
+        assert_eq!(observed[0], observed[1]);
+        assert_eq!(observed[0].first(), Some(&(1, "execution_started")));
+        assert_eq!(observed[0].last().map(|e| e.1), Some("execution_completed"));
+    });
 }
 
 /// A run longer than its lease keeps it, in place or in a task of its own: the lease is
@@ -509,76 +517,55 @@ fn an_in_place_run_runs_on_the_callers_thread_and_is_recorded_alike() {
 /// and the node runs once.
 #[test]
 fn a_long_run_renews_its_lease() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = support::temp_dir("chatter-tracker-renewal");
-    let url = format!("sqlite://{}/chatter.db", dir.display());
-    let engine = Engine::builder().build();
-    // 900 ms of waiting under a 300 ms lease, renewed every 100 ms.
-    let def = WorkflowDefinition::from_json(
-        r#"{
-          "nodes": [
-            {"id": "start", "type": "start"},
-            {"id": "wait", "type": "delay", "config": {"delay_type": "fixed", "delay_ms": 900}},
-            {"id": "end", "type": "end"}
-          ],
-          "edges": [
-            {"source": "start", "target": "wait"},
-            {"source": "wait", "target": "end"}
-          ]
-        }"#,
-    )
-    .unwrap();
-    let store = runtime
-        .block_on(connect_with(&url, StoreOptions::default()))
-        .unwrap();
-    for in_place in [true, false] {
-        let tracker = WorkflowTracker::new(store.clone())
-            .worker_id("w1")
-            .lease_ms(300);
-        let other = WorkflowTracker::new(store.clone())
-            .worker_id("w2")
-            .lease_ms(300);
-        let taken_over = runtime.block_on(async {
-            let run = tracker.run(
-                &engine,
-                &def,
-                json!({}),
-                RunOptions::default().in_place(in_place),
-                ExecutionMeta::new("alice", ExecutionKind::Adhoc),
-            );
-            let watch = async {
-                let mut taken = Vec::new();
-                for _ in 0..8 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let source = chatter_core::tracker::StoreGraphSource::new(store.clone());
-                    let now = engine.services().clock.now_ms();
-                    let due = other.resume_due(&engine, &source, now).await.unwrap();
-                    taken.extend(due.into_iter().map(|(id, _)| id));
-                }
+    run_sqlite_blocking("chatter-tracker-renewal", |runtime, store| {
+        let engine = Engine::builder().build();
+        // 900 ms of waiting under a 300 ms lease, renewed every 100 ms.
+        let def = linear(&[json!(
+            {"id": "wait", "type": "delay", "config": {"delay_type": "fixed", "delay_ms": 900}}
+        )]);
+        for in_place in [true, false] {
+            let tracker = WorkflowTracker::new(store.clone())
+                .worker_id("w1")
+                .lease_ms(300);
+            let other = WorkflowTracker::new(store.clone())
+                .worker_id("w2")
+                .lease_ms(300);
+            let taken_over = runtime.block_on(async {
+                let run = tracker.run(
+                    &engine,
+                    &def,
+                    json!({}),
+                    RunOptions::default().in_place(in_place),
+                    ExecutionMeta::new("alice", ExecutionKind::Adhoc),
+                );
+                let watch = async {
+                    let mut taken = Vec::new();
+                    for _ in 0..8 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let source = chatter_core::tracker::StoreGraphSource::new(store.clone());
+                        let now = engine.services().clock.now_ms();
+                        let due = other.resume_due(&engine, &source, now).await.unwrap();
+                        taken.extend(due.into_iter().map(|(id, _)| id));
+                    }
+                    taken
+                };
+                let (run, taken) = tokio::join!(run, watch);
+                let run = run.unwrap();
+                assert_eq!(
+                    run.result.status,
+                    RunStatus::Completed,
+                    "in_place {in_place}"
+                );
+                let steps = support::node_steps(&store, &run.result.execution_id).await;
+                assert_eq!(steps.len(), 3, "in_place {in_place}: {steps:?}");
                 taken
-            };
-            let (run, taken) = tokio::join!(run, watch);
-            let run = run.unwrap();
-            assert_eq!(
-                run.result.status,
-                RunStatus::Completed,
-                "in_place {in_place}"
+            });
+            assert!(
+                taken_over.is_empty(),
+                "in_place {in_place}: another worker took the execution over: {taken_over:?}"
             );
-            let steps = support::node_steps(&store, &run.result.execution_id).await;
-            assert_eq!(steps.len(), 3, "in_place {in_place}: {steps:?}");
-            taken
-        });
-        assert!(
-            taken_over.is_empty(),
-            "in_place {in_place}: another worker took the execution over: {taken_over:?}"
-        );
-    }
-    drop(runtime);
-    let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
