@@ -187,6 +187,19 @@ fn print_rows(db: &Path, id: &str) {
         let (kind, count, bytes) = kind.unwrap();
         println!("      {kind}: {count} rows, {bytes} bytes of state");
     }
+    // Deltas held by node run rows (migration 0011).
+    let (count, bytes): (i64, Option<i64>) = conn
+        .query_row(
+            "SELECT COUNT(*), SUM(LENGTH(delta)) FROM workflow_node_runs \
+             WHERE execution_id = ?1 AND delta IS NOT NULL",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    println!(
+        "      delta in node runs: {count} rows, {} bytes of state",
+        bytes.unwrap_or(0)
+    );
 }
 
 fn main() {

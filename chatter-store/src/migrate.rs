@@ -103,6 +103,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "fold_completed",
         sql: include_str!("../migrations/sqlite/0010_fold_completed.sql"),
     },
+    Migration {
+        version: 11,
+        name: "fold_deltas",
+        sql: include_str!("../migrations/sqlite/0011_fold_deltas.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -156,6 +161,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "fold_completed",
         sql: include_str!("../migrations/postgres/0010_fold_completed.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "fold_deltas",
+        sql: include_str!("../migrations/postgres/0011_fold_deltas.sql"),
     },
 ];
 

@@ -3424,7 +3424,7 @@ mod sqlite_specific {
             assert_eq!((output, output_seq, started_seq), (None, 2, 1));
             let state: String = conn
                 .query_row(
-                    "SELECT state FROM workflow_checkpoints WHERE execution_id = ?1",
+                    "SELECT delta FROM workflow_node_runs WHERE execution_id = ?1",
                     [&compact.id],
                     |r| r.get(0),
                 )
@@ -3623,6 +3623,204 @@ mod sqlite_specific {
             let conn = rusqlite::Connection::open(&path).unwrap();
             assert_eq!(rows(&conn), [1, 2, 6], "a's first events became rows");
         }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A step's state delta is stored in its node run row (migration 0011), a snapshot as a
+    /// row: checkpoints read back exactly as written (state, step, node, time, order), a delta
+    /// that repeats a long reply included; a node run written again for a later step keeps its
+    /// earlier delta; compaction clears folded deltas and counts them.
+    #[tokio::test]
+    async fn deltas_are_folded_into_their_node_runs() {
+        let dir = temp_dir();
+        let path = dir.join("deltas.db");
+        let store = connect_with(&format!("sqlite://{}", path.display()), options())
+            .await
+            .unwrap();
+        let run = super::cases::running_execution(&store, "alice").await;
+        let now = || {
+            let since = std::time::UNIX_EPOCH.elapsed().unwrap();
+            i64::try_from(since.as_millis()).unwrap()
+        };
+        let reply = "r".repeat(100);
+        let step = |node: &str, finished: i64, delta: Value, snapshot: Option<Value>| {
+            let mut node_run = NodeRunRecord::started(&run.id, node, 0, 1, finished - 1);
+            node_run.status = NodeRunStatus::Completed;
+            node_run.finished_at = Some(finished);
+            node_run.duration_ms = Some(1);
+            StepCommit {
+                node_run,
+                state_delta: delta,
+                events: Vec::new(),
+                snapshot,
+            }
+        };
+        let mut model = step(
+            "m",
+            now(),
+            json!({"messages": [{"role": "assistant", "content": reply}]}),
+            None,
+        );
+        model.node_run.output = Some(json!({"content": reply}));
+        model.events.push(NewEvent::new(
+            model.node_run.finished_at.unwrap(),
+            "node_completed",
+            json!({"node_id": "m", "iteration": 0, "duration_ms": 1,
+                   "output": {"content": reply}}),
+        ));
+        let steps = vec![
+            model,
+            // Ended long before it is committed: its time is kept apart.
+            step(
+                "a",
+                1_000,
+                json!({"variables": [["x", {"op": "set", "value": "é \"q\""}]]}),
+                None,
+            ),
+            step("none", now(), Value::Null, None),
+            step(
+                "s",
+                now(),
+                json!({"variables": [["y", {"op": "set", "value": 2}]]}),
+                Some(json!({"variables": {"x": 1, "y": 2}})),
+            ),
+        ];
+        let before = now();
+        store.commit_steps(&steps).await.unwrap();
+        let after = now();
+        let read = |checkpoints: &[CheckpointRecord]| -> Vec<(i64, CheckpointKind, String, Value)> {
+            checkpoints
+                .iter()
+                .map(|c| {
+                    (
+                        c.step,
+                        c.kind,
+                        c.node_id.clone().unwrap_or_default(),
+                        c.state.clone(),
+                    )
+                })
+                .collect()
+        };
+        let checkpoints = store.list_checkpoints(&run.id).await.unwrap();
+        assert_eq!(
+            read(&checkpoints),
+            [
+                (
+                    1,
+                    CheckpointKind::Delta,
+                    "m".into(),
+                    steps[0].state_delta.clone()
+                ),
+                (
+                    2,
+                    CheckpointKind::Delta,
+                    "a".into(),
+                    steps[1].state_delta.clone()
+                ),
+                (
+                    4,
+                    CheckpointKind::Snapshot,
+                    "s".into(),
+                    steps[3].snapshot.clone().unwrap()
+                ),
+                (
+                    4,
+                    CheckpointKind::Delta,
+                    "s".into(),
+                    steps[3].state_delta.clone()
+                ),
+            ]
+        );
+        for c in &checkpoints {
+            assert!((before..=after).contains(&c.created_at), "{c:?}");
+        }
+        let table_rows = |conn: &rusqlite::Connection| -> Vec<(i64, String)> {
+            conn.prepare(
+                "SELECT step, kind FROM workflow_checkpoints WHERE execution_id = ?1 ORDER BY step, kind",
+            )
+            .unwrap()
+            .query_map([&run.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            assert_eq!(table_rows(&conn), [(4, "snapshot".into())]);
+            let (delta, ref_seq): (String, Option<i64>) = conn
+                .query_row(
+                    "SELECT delta, delta_ref_seq FROM workflow_node_runs
+                     WHERE execution_id = ?1 AND node_id = 'm'",
+                    [&run.id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert!(!delta.contains(&reply), "the reply is stored once: {delta}");
+            assert_eq!(ref_seq, Some(1));
+        }
+
+        // `a` written again for a later step (as a decided approval is): its first delta stays.
+        let again = step(
+            "a",
+            now(),
+            json!({"variables": [["x", {"op": "set", "value": 3}]]}),
+            None,
+        );
+        store.commit_step(&again).await.unwrap();
+        let checkpoints = store.list_checkpoints(&run.id).await.unwrap();
+        assert_eq!(
+            read(&checkpoints)[1..],
+            [
+                (
+                    2,
+                    CheckpointKind::Delta,
+                    "a".into(),
+                    steps[1].state_delta.clone()
+                ),
+                (
+                    4,
+                    CheckpointKind::Snapshot,
+                    "s".into(),
+                    steps[3].snapshot.clone().unwrap()
+                ),
+                (
+                    4,
+                    CheckpointKind::Delta,
+                    "s".into(),
+                    steps[3].state_delta.clone()
+                ),
+                (
+                    5,
+                    CheckpointKind::Delta,
+                    "a".into(),
+                    again.state_delta.clone()
+                ),
+            ]
+        );
+        assert!((before..=after).contains(&checkpoints[1].created_at));
+
+        // Compaction: everything up to the snapshot but the snapshot (m, a's first delta and
+        // s's delta) goes, folded or not.
+        assert_eq!(store.compact_checkpoints(&run.id).await.unwrap(), 3);
+        assert_eq!(
+            read(&store.list_checkpoints(&run.id).await.unwrap()),
+            [
+                (
+                    4,
+                    CheckpointKind::Snapshot,
+                    "s".into(),
+                    steps[3].snapshot.clone().unwrap()
+                ),
+                (
+                    5,
+                    CheckpointKind::Delta,
+                    "a".into(),
+                    again.state_delta.clone()
+                ),
+            ]
+        );
+        assert_eq!(store.compact_checkpoints(&run.id).await.unwrap(), 0);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -386,13 +386,17 @@ fn commit_one(
         let output = steps[i].events[k].payload.get("output")?;
         Some((seq_of((i, k)), output))
     });
+    // The delta is stored in the node run row (migration 0011), its time only when it is not
+    // the run's end.
+    let delta = (!step.state_delta.is_null()).then(|| encode_delta(&step.state_delta, source));
+    let delta_at = (run.finished_at != Some(now)).then_some(now);
     conn.prepare_cached(
         "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status, started_at,
              finished_at, duration_ms, prompt_tokens, completion_tokens, cost, error, output,
              step, route, error_class, idempotency_key, output_seq, started_seq, kind,
-             completed_seq)
+             completed_seq, delta, delta_at, delta_ref_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20, ?21)
+                 ?19, ?20, ?21, ?22, ?23, ?24)
          ON CONFLICT (execution_id, node_id, iteration, attempt) DO UPDATE SET
              status = excluded.status, started_at = excluded.started_at,
              finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
@@ -401,7 +405,9 @@ fn commit_one(
              step = excluded.step, route = excluded.route, error_class = excluded.error_class,
              idempotency_key = COALESCE(excluded.idempotency_key, idempotency_key),
              output_seq = excluded.output_seq, started_seq = excluded.started_seq,
-             kind = excluded.kind, completed_seq = excluded.completed_seq",
+             kind = excluded.kind, completed_seq = excluded.completed_seq,
+             delta = excluded.delta, delta_at = excluded.delta_at,
+             delta_ref_seq = excluded.delta_ref_seq",
     )
     .db()?
     .execute(params![
@@ -429,7 +435,10 @@ fn commit_one(
         source.map(|(seq, _)| seq),
         started.map(|(seq, _)| seq),
         started.map(|(_, kind)| kind),
-        completed
+        completed,
+        delta.as_ref().map(|(text, _)| text),
+        delta.as_ref().and(delta_at),
+        delta.as_ref().and_then(|(_, ref_seq)| *ref_seq)
     ])
     .db()?;
     if run.attempt > 1 {
@@ -474,38 +483,20 @@ fn commit_one(
                 .db()?;
         }
     }
-    let mut checkpoint = conn
-        .prepare_cached(
-            "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at, ref_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .db()?;
-    if !step.state_delta.is_null() {
-        let (state, ref_seq) = encode_delta(&step.state_delta, source);
-        checkpoint
-            .execute(params![
-                id,
-                step_no,
-                "delta",
-                run.node_id,
-                state,
-                now,
-                ref_seq
-            ])
-            .db()?;
-    }
     if let Some(snapshot) = &step.snapshot {
-        checkpoint
-            .execute(params![
-                id,
-                step_no,
-                "snapshot",
-                run.node_id,
-                to_json_text(snapshot),
-                now,
-                None::<i64>
-            ])
-            .db()?;
+        conn.prepare_cached(
+            "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at)
+             VALUES (?1, ?2, 'snapshot', ?3, ?4, ?5)",
+        )
+        .db()?
+        .execute(params![
+            id,
+            step_no,
+            run.node_id,
+            to_json_text(snapshot),
+            now
+        ])
+        .db()?;
     }
     Ok(StepReceipt {
         step: step_no,
@@ -1056,11 +1047,18 @@ impl ExecutionStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
+                // Deltas stored in their node run rows (migration 0011) are rebuilt here.
                 "SELECT c.execution_id, c.step, c.kind, c.node_id, c.state, c.created_at, c.ref_seq,
                      e.payload AS ref_payload
-                 FROM workflow_checkpoints c
+                 FROM (
+                     SELECT execution_id, step, kind, node_id, state, created_at, ref_seq
+                     FROM workflow_checkpoints WHERE execution_id = ?1
+                     UNION ALL
+                     SELECT execution_id, step, 'delta', node_id, delta,
+                         COALESCE(delta_at, finished_at), delta_ref_seq
+                     FROM workflow_node_runs WHERE execution_id = ?1 AND delta IS NOT NULL
+                 ) c
                  LEFT JOIN workflow_events e ON e.execution_id = c.execution_id AND e.seq = c.ref_seq
-                 WHERE c.execution_id = ?1
                  ORDER BY c.step, CASE c.kind WHEN 'snapshot' THEN 0 ELSE 1 END",
                 [key],
                 |row| {
@@ -1221,10 +1219,20 @@ impl ExecutionStore for SqliteStore {
                          step < (SELECT MAX(step) FROM workflow_checkpoints WHERE execution_id = ?1 AND kind = 'snapshot')
                          OR (kind = 'delta' AND step = (SELECT MAX(step) FROM workflow_checkpoints
                                                        WHERE execution_id = ?1 AND kind = 'snapshot')))",
-                    [key],
+                    [&key],
                 )
                 .db()?;
-            Ok(deleted as u64)
+            // The deltas held by node run rows (migration 0011) up to the last snapshot.
+            let cleared = conn
+                .execute(
+                    "UPDATE workflow_node_runs SET delta = NULL, delta_at = NULL, delta_ref_seq = NULL
+                     WHERE execution_id = ?1 AND delta IS NOT NULL
+                       AND step <= (SELECT MAX(step) FROM workflow_checkpoints
+                                    WHERE execution_id = ?1 AND kind = 'snapshot')",
+                    [&key],
+                )
+                .db()?;
+            Ok((deleted + cleared) as u64)
         })
         .await
     }
