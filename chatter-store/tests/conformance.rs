@@ -209,7 +209,7 @@ mod cases {
         }
     }
 
-    fn outcome(status: ExecutionStatus) -> ExecutionOutcome {
+    pub fn outcome(status: ExecutionStatus) -> ExecutionOutcome {
         ExecutionOutcome {
             status,
             output: Some(json!({"answer": 42})),
@@ -3822,6 +3822,132 @@ mod sqlite_specific {
         );
         assert_eq!(store.compact_checkpoints(&run.id).await.unwrap(), 0);
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Step commits do not write the execution row's counters (the writer keeps them while the
+    /// execution runs): reads still see them current, and numbering goes on without a gap or
+    /// a duplicate across a second store on the same file (another process), a failed commit
+    /// (rolled back with its numbers), a restart and the end, whose row holds them again.
+    #[tokio::test]
+    async fn counters_stay_exact_across_writers_failures_and_restarts() {
+        use super::cases::{outcome, running_execution, step};
+        let dir = temp_dir();
+        let url = format!("sqlite://{}", dir.join("heads.db").display());
+        let a = connect_with(&url, options()).await.unwrap();
+        let run = running_execution(&a, "alice").await;
+        let id = run.id.as_str();
+        let numbers = |r: &[StepReceipt]| -> Vec<(i64, i64, i64)> {
+            r.iter()
+                .map(|r| (r.step, r.first_seq, r.last_seq))
+                .collect()
+        };
+        let stored_row = || {
+            let conn = rusqlite::Connection::open(dir.join("heads.db")).unwrap();
+            conn.query_row(
+                "SELECT last_event_seq, step_count FROM workflow_executions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .unwrap()
+        };
+        let current = |s: &Arc<dyn Store>| {
+            let s = Arc::clone(s);
+            async move {
+                let record = s.get_execution(id).await.unwrap().unwrap();
+                (record.last_event_seq, record.step_count)
+            }
+        };
+
+        let first = a
+            .commit_steps(&[step(id, "n1", 2), step(id, "n2", 0), step(id, "n3", 1)])
+            .await
+            .unwrap();
+        assert_eq!(numbers(&first), [(1, 1, 2), (2, 3, 2), (3, 3, 3)]);
+        assert_eq!(stored_row(), (0, 0), "the steps did not write the row");
+        assert_eq!(current(&a).await, (3, 3));
+
+        // Another store on the same file (as another process would be) goes on from there, and
+        // so does the first one after it.
+        let b = connect_with(&url, options()).await.unwrap();
+        assert_eq!(current(&b).await, (3, 3));
+        let from_b = b.commit_step(&step(id, "n4", 2)).await.unwrap();
+        assert_eq!(numbers(&[from_b]), [(4, 4, 5)]);
+        // Its latest step's end is its last update.
+        let late = 4_000_000_000_000;
+        let mut n5 = step(id, "n5", 1);
+        n5.node_run.finished_at = Some(late);
+        let from_a = a.commit_step(&n5).await.unwrap();
+        assert_eq!(numbers(&[from_a]), [(5, 6, 6)]);
+        assert_eq!(b.get_execution(id).await.unwrap().unwrap().updated_at, late);
+        assert_eq!(
+            a.append_events(id, &[NewEvent::new(1, "note", json!({}))])
+                .await
+                .unwrap(),
+            [7]
+        );
+
+        // A call that fails (its second step names no execution) takes its numbers back.
+        let failed = a
+            .commit_steps(&[step(id, "n6", 3), step("no-such-execution", "x", 1)])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            failed.store_kind(),
+            Some(StoreErrorKind::NotFound),
+            "{failed}"
+        );
+        let after_failure = a.commit_step(&step(id, "n6", 1)).await.unwrap();
+        assert_eq!(numbers(&[after_failure]), [(6, 8, 8)]);
+        drop((a, b));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        // Restarted: the numbers come from the rows.
+        let c = connect_with(&url, options()).await.unwrap();
+        assert_eq!(current(&c).await, (8, 6));
+        let waiting = c
+            .set_execution_status(id, ExecutionStatus::Waiting, 5_000)
+            .await
+            .unwrap();
+        assert_eq!((waiting.last_event_seq, waiting.step_count), (8, 6));
+        assert_eq!(stored_row(), (8, 6), "a status change writes them");
+        c.set_execution_status(id, ExecutionStatus::Running, 5_001)
+            .await
+            .unwrap();
+        let last = c.commit_step(&step(id, "n7", 2)).await.unwrap();
+        assert_eq!(numbers(&[last]), [(7, 9, 10)]);
+        let ended = c
+            .complete_execution(id, outcome(ExecutionStatus::Completed))
+            .await
+            .unwrap();
+        assert_eq!((ended.last_event_seq, ended.step_count), (11, 7));
+        assert_eq!(stored_row(), (11, 7));
+        let seqs: Vec<i64> = c
+            .list_events(id, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
+        let mut steps: Vec<i64> = c
+            .list_node_runs(id)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.step)
+            .collect();
+        steps.sort_unstable();
+        assert_eq!(steps, (1..=7).collect::<Vec<_>>());
+
+        // Deleted and created again under the same id, it starts from nothing.
+        assert!(c.delete_execution(id).await.unwrap());
+        let mut again = NewExecution::new("alice", ExecutionKind::Adhoc, json!({}));
+        again.id = Some(id.to_owned());
+        c.create_execution(again).await.unwrap();
+        let fresh = c.commit_step(&step(id, "n1", 1)).await.unwrap();
+        assert_eq!(numbers(&[fresh]), [(1, 1, 1)]);
+        drop(c);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

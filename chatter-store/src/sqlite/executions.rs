@@ -15,10 +15,157 @@ use crate::common::{
     object_text, require, to_json_text,
 };
 
+/// The columns of an execution row as stored (for the `RETURNING` of a write that makes its
+/// counters current).
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
     response, error, prompt_tokens, completion_tokens, total_tokens, cost, conversation_id, \
     last_event_seq, step_count, created_at, updated_at, started_at, finished_at, duration_ms, \
     lease_owner, lease_expires_at, wake_at, graph";
+
+/// `last_event_seq`, `step_count` and `updated_at` of a `workflow_executions` row as read: for
+/// an execution that has not ended, the larger of the row's and the largest stored in its rows
+/// (see the comment on the counters below; `updated_at`: its latest node run's start or end).
+macro_rules! current_counters_sql {
+    () => {
+        "CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN last_event_seq
+         ELSE MAX(last_event_seq,
+             (SELECT COALESCE(MAX(seq), 0) FROM workflow_events v
+              WHERE v.execution_id = workflow_executions.id),
+             (SELECT MAX(COALESCE(MAX(started_seq), 0), COALESCE(MAX(completed_seq), 0))
+              FROM workflow_node_runs r WHERE r.execution_id = workflow_executions.id))
+         END AS last_event_seq,
+         CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN step_count
+         ELSE MAX(step_count,
+             (SELECT COALESCE(MAX(step), 0) FROM workflow_node_runs r
+              WHERE r.execution_id = workflow_executions.id),
+             (SELECT COALESCE(MAX(step), 0) FROM workflow_checkpoints c
+              WHERE c.execution_id = workflow_executions.id))
+         END AS step_count,
+         CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN updated_at
+         ELSE MAX(updated_at,
+             (SELECT COALESCE(MAX(MAX(started_at), COALESCE(MAX(finished_at), 0)), 0)
+              FROM workflow_node_runs r WHERE r.execution_id = workflow_executions.id))
+         END AS updated_at"
+    };
+}
+
+/// The columns of an execution row as read, its counters current.
+const READ_COLUMNS: &str = concat!(
+    "id, owner_id, definition_id, template_id, kind, status, input, params, output, response, \
+     error, prompt_tokens, completion_tokens, total_tokens, cost, conversation_id, created_at, \
+     started_at, finished_at, duration_ms, lease_owner, lease_expires_at, wake_at, graph, ",
+    current_counters_sql!()
+);
+
+// Counters (`last_event_seq`, `step_count`). Every event sequence number and step number a
+// commit reserves is stored by that commit: an event row, or a node run's `started_seq` /
+// `completed_seq` (0008, 0010), and each step's node run `step` (a node run written again is
+// written for a later step). An execution's current counters are so the larger of its row's
+// columns and the largest numbers stored in its rows.
+//
+// Writing the row's columns on every commit cost a page of the WAL per commit (the execution
+// row's leaf; a third of the pages of a no-op step). So while an execution has not ended, the
+// writer connection keeps them in its in-memory table `temp.chatter_heads` instead (SQLite
+// rolls it back with the transaction or savepoint that wrote it), and writes them to the row
+// when its status changes (`set_execution_status`, its end, which drops the entry). Readers
+// work them out of the rows (`READ_COLUMNS`), and so does the writer for an execution it has
+// no valid entry for: after a restart, or when another connection (another process) has
+// written to the database since the entry was written, which `PRAGMA data_version` tells.
+//
+// A valid entry also means the execution exists and has not ended: this connection ends an
+// execution only in `complete_in` (which drops its entry), deletes drop theirs (a trigger),
+// and any other connection's write makes every entry invalid.
+
+/// Entries kept at most: past this the table is emptied when an entry is added (entries of
+/// executions that never end, such as abandoned ones, would otherwise accumulate).
+const MAX_HEADS: i64 = 65_536;
+
+/// Creates the writer connection's `temp.chatter_heads` (see the comment on the counters),
+/// whose entries go with their executions however those are deleted.
+pub(super) fn prepare_writer(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "PRAGMA temp_store = MEMORY;
+         CREATE TEMP TABLE IF NOT EXISTS chatter_heads (
+             id             TEXT PRIMARY KEY NOT NULL,
+             last_event_seq INTEGER NOT NULL,
+             step_count     INTEGER NOT NULL,
+             data_version   INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TEMP TRIGGER IF NOT EXISTS chatter_heads_forget
+         AFTER DELETE ON main.workflow_executions
+         BEGIN
+             DELETE FROM temp.chatter_heads WHERE id = old.id;
+         END;",
+    )
+    .db()
+}
+
+/// Execution `id`'s current counters for the writer, with its `data_version` (`None`: no such
+/// execution, or it has ended).
+fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i64), i64)>> {
+    let version: i64 = conn
+        .prepare_cached("PRAGMA data_version")
+        .db()?
+        .query_row([], |row| row.get(0))
+        .db()?;
+    // (A statement that reads both `main` and `temp` would be prepared again on every run.)
+    let head = query_opt(
+        conn,
+        "SELECT last_event_seq, step_count FROM temp.chatter_heads
+         WHERE id = ?1 AND data_version = ?2",
+        params![id, version],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if let Some(counters) = head {
+        return Ok(Some((counters, version)));
+    }
+    let derived = query_opt(
+        conn,
+        concat!(
+            "SELECT status, ",
+            current_counters_sql!(),
+            " FROM workflow_executions WHERE id = ?1"
+        ),
+        [id],
+        |row| Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?))),
+    )?;
+    match derived {
+        Some((status, counters)) if !ExecutionStatus::parse(&status)?.is_terminal() => {
+            let entries: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM temp.chatter_heads")
+                .db()?
+                .query_row([], |row| row.get(0))
+                .db()?;
+            let stale = if entries >= MAX_HEADS {
+                "DELETE FROM temp.chatter_heads"
+            } else {
+                "DELETE FROM temp.chatter_heads WHERE data_version <> ?1"
+            };
+            conn.prepare_cached(stale)
+                .db()?
+                .execute(rusqlite::params_from_iter(
+                    (entries < MAX_HEADS).then_some(version),
+                ))
+                .db()?;
+            Ok(Some((counters, version)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Keeps execution `id`'s current counters in `temp.chatter_heads`, valid at `version`.
+fn set_head(
+    conn: &Connection,
+    id: &str,
+    (last_seq, steps): (i64, i64),
+    version: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO temp.chatter_heads VALUES (?1, ?2, ?3, ?4)")
+        .db()?
+        .execute(params![id, last_seq, steps, version])
+        .db()?;
+    Ok(())
+}
 
 fn execution_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     Ok(ExecutionRecord {
@@ -80,7 +227,7 @@ fn node_run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRunRecord> {
 fn select_one(conn: &Connection, id: &str) -> StoreResult<Option<ExecutionRecord>> {
     query_opt(
         conn,
-        &format!("SELECT {COLUMNS} FROM workflow_executions WHERE id = ?1"),
+        &format!("SELECT {READ_COLUMNS} FROM workflow_executions WHERE id = ?1"),
         [id],
         execution_row,
     )
@@ -109,38 +256,17 @@ fn explain_no_row(conn: &Connection, id: &str, to: Option<ExecutionStatus>) -> c
 }
 
 /// Reserves `count` event sequence numbers and `steps` step numbers, returning (last_seq
-/// after the reservation, step_count after it). Fails on unknown or ended executions.
-fn reserve(
-    conn: &Connection,
-    id: &str,
-    count: usize,
-    steps: usize,
-    now: i64,
-) -> StoreResult<(i64, i64)> {
+/// after the reservation, step_count after it). Fails on unknown or ended executions. The
+/// execution row is not written (see the comment on the counters).
+fn reserve(conn: &Connection, id: &str, count: usize, steps: usize) -> StoreResult<(i64, i64)> {
     let count = i64::try_from(count).map_err(|_| invalid("too many events"))?;
     let steps = i64::try_from(steps).map_err(|_| invalid("too many steps"))?;
-    // No `RETURNING` here: SQLite buffers returned rows in an ephemeral table, and opening
-    // and closing that table's b-tree (pager, page cache) cost more than the step's own
-    // writes. The SELECT reads the page the UPDATE just wrote, from the page cache.
-    let updated = conn
-        .prepare_cached(
-            "UPDATE workflow_executions
-             SET last_event_seq = last_event_seq + ?2, step_count = step_count + ?3, updated_at = ?4
-             WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
-        )
-        .db()?
-        .execute(params![id, count, steps, now])
-        .db()?;
-    if updated == 0 {
+    let Some(((last_seq, step_count), version)) = current_counters(conn, id)? else {
         return Err(explain_no_row(conn, id, None));
-    }
-    let reserved = query_opt(
-        conn,
-        "SELECT last_event_seq, step_count FROM workflow_executions WHERE id = ?1",
-        [id],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    reserved.ok_or_else(|| not_found("execution", id))
+    };
+    let reserved = (last_seq + count, step_count + steps);
+    set_head(conn, id, reserved, version)?;
+    Ok(reserved)
 }
 
 fn insert_events(
@@ -511,7 +637,7 @@ pub(crate) fn commit_call(
     steps: &[StepCommit],
     now: i64,
 ) -> StoreResult<Vec<StepReceipt>> {
-    let numbers = reserve_all(conn, steps, now)?;
+    let numbers = reserve_all(conn, steps)?;
     commit_numbered(conn, steps, &numbers, now)
 }
 
@@ -557,7 +683,7 @@ fn fresh_numbers(steps: &[StepCommit]) -> (Vec<(i64, i64)>, (i64, i64)) {
 /// Reserves every step's numbers, `(last_seq, step_no)` in step order: one reservation for
 /// each run of consecutive steps of the same execution (an execution's last steps, written
 /// with its end, are usually several), numbered as reserving them one by one would.
-fn reserve_all(conn: &Connection, steps: &[StepCommit], now: i64) -> StoreResult<Vec<(i64, i64)>> {
+fn reserve_all(conn: &Connection, steps: &[StepCommit]) -> StoreResult<Vec<(i64, i64)>> {
     let mut numbers = Vec::with_capacity(steps.len());
     let mut rest = steps;
     while let Some(first) = rest.first() {
@@ -568,7 +694,7 @@ fn reserve_all(conn: &Connection, steps: &[StepCommit], now: i64) -> StoreResult
             .count();
         let (group, after) = rest.split_at(n);
         let events: usize = group.iter().map(|s| s.events.len()).sum();
-        let (last_seq, step_count) = reserve(conn, id, events, n, now)?;
+        let (last_seq, step_count) = reserve(conn, id, events, n)?;
         let (mut seq, mut step) = (last_seq - events as i64, step_count - n as i64);
         for s in group {
             seq += s.events.len() as i64;
@@ -687,14 +813,19 @@ fn complete_in(
         .collect();
     let from = serde_json::to_string(&from).unwrap_or_default();
     let count = outcome.events.len() as i64;
-    // No `RETURNING` (see `reserve`): the row is read back from the page the UPDATE wrote.
+    let Some(((last_seq, steps), _)) = current_counters(tx, key)? else {
+        return Err(explain_no_row(tx, key, Some(status)));
+    };
+    // No `RETURNING` (SQLite buffers returned rows in an ephemeral table, which costs more
+    // than the write): the row is read back from the page the UPDATE wrote. Its counters are
+    // written as they are now, past the final events.
     let updated = tx
         .prepare_cached(
             "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
                  prompt_tokens = ?6, completion_tokens = ?7, total_tokens = ?6 + ?7, cost = ?8,
                  finished_at = ?9, updated_at = ?9, lease_owner = NULL, lease_expires_at = NULL,
                  duration_ms = MAX(0, ?9 - COALESCE(started_at, created_at)),
-                 last_event_seq = last_event_seq + ?10
+                 last_event_seq = ?10, step_count = ?12
              WHERE id = ?1 AND status IN (SELECT value FROM json_each(?11))",
         )
         .db()?
@@ -708,15 +839,21 @@ fn complete_in(
             outcome.completion_tokens,
             outcome.cost,
             outcome.finished_at,
-            count,
-            from
+            last_seq + count,
+            from,
+            steps
         ])
         .db()?;
     if updated == 0 {
         return Err(explain_no_row(tx, key, Some(status)));
     }
+    // Ended: its row holds its counters from now on.
+    tx.prepare_cached("DELETE FROM temp.chatter_heads WHERE id = ?1")
+        .db()?
+        .execute([key])
+        .db()?;
     let record = select_one(tx, key)?.ok_or_else(|| not_found("execution", key))?;
-    insert_events(tx, key, record.last_event_seq - count + 1, &outcome.events)?;
+    insert_events(tx, key, last_seq + 1, &outcome.events)?;
     if let Some(template_id) = &record.template_id {
         let success = i64::from(status == ExecutionStatus::Completed);
         tx.prepare_cached(
@@ -863,7 +1000,7 @@ impl ExecutionStore for SqliteStore {
             query_all(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM workflow_executions
+                    "SELECT {READ_COLUMNS} FROM workflow_executions
                      WHERE (?1 IS NULL OR owner_id = ?1) AND (?2 IS NULL OR definition_id = ?2)
                        AND (?3 IS NULL OR template_id = ?3) AND (?4 IS NULL OR status = ?4)
                        AND (?5 IS NULL OR conversation_id = ?5) AND (?6 IS NULL OR created_at >= ?6)
@@ -902,14 +1039,19 @@ impl ExecutionStore for SqliteStore {
         self.write_short(move |conn| {
             let from: Vec<&str> = status.allowed_predecessors().iter().map(|s| s.as_str()).collect();
             let from = serde_json::to_string(&from).unwrap_or_default();
+            let Some(((last_seq, steps), _)) = current_counters(conn, &key)? else {
+                return Err(explain_no_row(conn, &key, Some(status)));
+            };
+            // The row's counters are made current with its status.
             let updated = query_opt(
                 conn,
                 &format!(
                     "UPDATE workflow_executions SET status = ?2, updated_at = ?3,
-                         started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END
+                         started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
+                         last_event_seq = ?5, step_count = ?6
                      WHERE id = ?1 AND status IN (SELECT value FROM json_each(?4)) RETURNING {COLUMNS}"
                 ),
-                params![key, status.as_str(), at, from],
+                params![key, status.as_str(), at, from, last_seq, steps],
                 execution_row,
             )?;
             updated.ok_or_else(|| explain_no_row(conn, &key, Some(status)))
@@ -977,7 +1119,7 @@ impl ExecutionStore for SqliteStore {
         self.write_short(move |conn| {
             // Inside the transaction of the group this write is part of.
             let tx = conn;
-            let (last_seq, _) = reserve(tx, &key, events.len(), 0, now_ms())?;
+            let (last_seq, _) = reserve(tx, &key, events.len(), 0)?;
             let first_seq = last_seq - events.len() as i64 + 1;
             insert_events(tx, &key, first_seq, &events)?;
             Ok((first_seq..=last_seq).collect())
@@ -1172,7 +1314,7 @@ impl ExecutionStore for SqliteStore {
             query_all(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM workflow_executions
+                    "SELECT {READ_COLUMNS} FROM workflow_executions
                      WHERE (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?1))
                         OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?1)
                      ORDER BY created_at, id LIMIT ?2"

@@ -552,6 +552,7 @@ impl SqliteStore {
                         }
                     };
                     migrate(&mut conn)?;
+                    executions::prepare_writer(&conn)?;
                     Ok(conn)
                 })();
                 match opened {
