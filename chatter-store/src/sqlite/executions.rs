@@ -800,10 +800,14 @@ impl SqliteStore {
 
 /// Ends execution `key` with `outcome` inside the caller's transaction: status, output,
 /// usage, final events, template analytics (`complete_execution`, `finish_execution`).
+///
+/// `counters`: the execution's current counters when the caller knows them (a row inserted in
+/// the same write with its steps); `None` reads them (see the comment on the counters).
 fn complete_in(
     tx: &Connection,
     key: &str,
     outcome: &ExecutionOutcome,
+    counters: Option<(i64, i64)>,
 ) -> StoreResult<ExecutionRecord> {
     let status = outcome.status;
     let from: Vec<&str> = status
@@ -813,7 +817,12 @@ fn complete_in(
         .collect();
     let from = serde_json::to_string(&from).unwrap_or_default();
     let count = outcome.events.len() as i64;
-    let Some(((last_seq, steps), _)) = current_counters(tx, key)? else {
+    let known = counters.is_some();
+    let counters = match counters {
+        Some(counters) => Some(counters),
+        None => current_counters(tx, key)?.map(|(counters, _)| counters),
+    };
+    let Some((last_seq, steps)) = counters else {
         return Err(explain_no_row(tx, key, Some(status)));
     };
     // No `RETURNING` (SQLite buffers returned rows in an ephemeral table, which costs more
@@ -847,11 +856,13 @@ fn complete_in(
     if updated == 0 {
         return Err(explain_no_row(tx, key, Some(status)));
     }
-    // Ended: its row holds its counters from now on.
-    tx.prepare_cached("DELETE FROM temp.chatter_heads WHERE id = ?1")
-        .db()?
-        .execute([key])
-        .db()?;
+    if !known {
+        // Ended: its row holds its counters from now on.
+        tx.prepare_cached("DELETE FROM temp.chatter_heads WHERE id = ?1")
+            .db()?
+            .execute([key])
+            .db()?;
+    }
     let record = select_one(tx, key)?.ok_or_else(|| not_found("execution", key))?;
     insert_events(tx, key, last_seq + 1, &outcome.events)?;
     if let Some(template_id) = &record.template_id {
@@ -980,7 +991,7 @@ impl ExecutionStore for SqliteStore {
             move |conn| insert.insert(conn),
             steps,
             Some(numbers),
-            move |conn, _| complete_in(conn, &key, &outcome),
+            move |conn, _| complete_in(conn, &key, &outcome, Some(counters)),
         )
         .await
     }
@@ -1067,7 +1078,7 @@ impl ExecutionStore for SqliteStore {
         check_outcome(&self.limits, &outcome)?;
         let key = id.to_owned();
         // Inside the transaction of the group this write is part of.
-        self.write_short(move |conn| complete_in(conn, &key, &outcome))
+        self.write_short(move |conn| complete_in(conn, &key, &outcome, None))
             .await
     }
 
@@ -1101,8 +1112,10 @@ impl ExecutionStore for SqliteStore {
         check_finish(&self.limits, id, steps, &outcome)?;
         let key = id.to_owned();
         // The steps, then the end, in one write: a failure of either leaves neither.
-        self.commit_then(steps, move |conn, _| complete_in(conn, &key, &outcome))
-            .await
+        self.commit_then(steps, move |conn, _| {
+            complete_in(conn, &key, &outcome, None)
+        })
+        .await
     }
 
     async fn append_events(
