@@ -3689,7 +3689,9 @@ mod sqlite_specific {
         let before = now();
         store.commit_steps(&steps).await.unwrap();
         let after = now();
-        let read = |checkpoints: &[CheckpointRecord]| -> Vec<(i64, CheckpointKind, String, Value)> {
+        // (step, kind, node, state) of each checkpoint.
+        type Read = (i64, CheckpointKind, String, Value);
+        let read = |checkpoints: &[CheckpointRecord]| -> Vec<Read> {
             checkpoints
                 .iter()
                 .map(|c| {
@@ -3702,34 +3704,25 @@ mod sqlite_specific {
                 })
                 .collect()
         };
+        let delta = |step: i64, node: &str, state: &Value| -> Read {
+            (step, CheckpointKind::Delta, node.to_owned(), state.clone())
+        };
+        let snapshot = |step: i64, node: &str, state: &Value| -> Read {
+            (
+                step,
+                CheckpointKind::Snapshot,
+                node.to_owned(),
+                state.clone(),
+            )
+        };
         let checkpoints = store.list_checkpoints(&run.id).await.unwrap();
         assert_eq!(
             read(&checkpoints),
             [
-                (
-                    1,
-                    CheckpointKind::Delta,
-                    "m".into(),
-                    steps[0].state_delta.clone()
-                ),
-                (
-                    2,
-                    CheckpointKind::Delta,
-                    "a".into(),
-                    steps[1].state_delta.clone()
-                ),
-                (
-                    4,
-                    CheckpointKind::Snapshot,
-                    "s".into(),
-                    steps[3].snapshot.clone().unwrap()
-                ),
-                (
-                    4,
-                    CheckpointKind::Delta,
-                    "s".into(),
-                    steps[3].state_delta.clone()
-                ),
+                delta(1, "m", &steps[0].state_delta),
+                delta(2, "a", &steps[1].state_delta),
+                snapshot(4, "s", steps[3].snapshot.as_ref().unwrap()),
+                delta(4, "s", &steps[3].state_delta),
             ]
         );
         for c in &checkpoints {
@@ -3772,30 +3765,10 @@ mod sqlite_specific {
         assert_eq!(
             read(&checkpoints)[1..],
             [
-                (
-                    2,
-                    CheckpointKind::Delta,
-                    "a".into(),
-                    steps[1].state_delta.clone()
-                ),
-                (
-                    4,
-                    CheckpointKind::Snapshot,
-                    "s".into(),
-                    steps[3].snapshot.clone().unwrap()
-                ),
-                (
-                    4,
-                    CheckpointKind::Delta,
-                    "s".into(),
-                    steps[3].state_delta.clone()
-                ),
-                (
-                    5,
-                    CheckpointKind::Delta,
-                    "a".into(),
-                    again.state_delta.clone()
-                ),
+                delta(2, "a", &steps[1].state_delta),
+                snapshot(4, "s", steps[3].snapshot.as_ref().unwrap()),
+                delta(4, "s", &steps[3].state_delta),
+                delta(5, "a", &again.state_delta),
             ]
         );
         assert!((before..=after).contains(&checkpoints[1].created_at));
@@ -3806,18 +3779,8 @@ mod sqlite_specific {
         assert_eq!(
             read(&store.list_checkpoints(&run.id).await.unwrap()),
             [
-                (
-                    4,
-                    CheckpointKind::Snapshot,
-                    "s".into(),
-                    steps[3].snapshot.clone().unwrap()
-                ),
-                (
-                    5,
-                    CheckpointKind::Delta,
-                    "a".into(),
-                    again.state_delta.clone()
-                ),
+                snapshot(4, "s", steps[3].snapshot.as_ref().unwrap()),
+                delta(5, "a", &again.state_delta),
             ]
         );
         assert_eq!(store.compact_checkpoints(&run.id).await.unwrap(), 0);
