@@ -22,40 +22,47 @@ const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, i
     last_event_seq, step_count, created_at, updated_at, started_at, finished_at, duration_ms, \
     lease_owner, lease_expires_at, wake_at, graph";
 
-/// `last_event_seq`, `step_count` and `updated_at` of a `workflow_executions` row as read: for
-/// an execution that has not ended, the larger of the row's and the largest stored in its rows
-/// (see the comment on the counters below; `updated_at`: its latest node run's start or end).
-macro_rules! current_counters_sql {
-    () => {
-        "CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN last_event_seq
-         ELSE MAX(last_event_seq,
-             (SELECT COALESCE(MAX(seq), 0) FROM workflow_events v
-              WHERE v.execution_id = workflow_executions.id),
-             (SELECT MAX(COALESCE(MAX(started_seq), 0), COALESCE(MAX(completed_seq), 0))
-              FROM workflow_node_runs r WHERE r.execution_id = workflow_executions.id))
-         END AS last_event_seq,
-         CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN step_count
-         ELSE MAX(step_count,
-             (SELECT COALESCE(MAX(step), 0) FROM workflow_node_runs r
-              WHERE r.execution_id = workflow_executions.id),
-             (SELECT COALESCE(MAX(step), 0) FROM workflow_checkpoints c
-              WHERE c.execution_id = workflow_executions.id))
-         END AS step_count,
-         CASE WHEN status IN ('completed', 'failed', 'cancelled') THEN updated_at
-         ELSE MAX(updated_at,
-             (SELECT COALESCE(MAX(MAX(started_at), COALESCE(MAX(finished_at), 0)), 0)
-              FROM workflow_node_runs r WHERE r.execution_id = workflow_executions.id))
-         END AS updated_at"
-    };
+/// Brings the counters (and `updated_at`) of an execution that has not ended, read from its
+/// row, up to date from its rows (see the comment on the counters below; `updated_at`: its
+/// latest node run's start or end). One scan of its node runs; the events' and checkpoints'
+/// maxima come from their primary keys.
+fn settle(conn: &Connection, record: &mut ExecutionRecord) -> StoreResult<()> {
+    if record.status.is_terminal() {
+        return Ok(());
+    }
+    let (seq, step, time) = rows_maxima(conn, &record.id)?;
+    record.last_event_seq = record.last_event_seq.max(seq);
+    record.step_count = record.step_count.max(step);
+    record.updated_at = record.updated_at.max(time);
+    Ok(())
 }
 
-/// The columns of an execution row as read, its counters current.
-const READ_COLUMNS: &str = concat!(
-    "id, owner_id, definition_id, template_id, kind, status, input, params, output, response, \
-     error, prompt_tokens, completion_tokens, total_tokens, cost, conversation_id, created_at, \
-     started_at, finished_at, duration_ms, lease_owner, lease_expires_at, wake_at, graph, ",
-    current_counters_sql!()
-);
+/// The largest event sequence number, step number and node run time stored in the rows of
+/// execution `id` (0 for none).
+fn rows_maxima(conn: &Connection, id: &str) -> StoreResult<(i64, i64, i64)> {
+    conn.prepare_cached(
+        "SELECT MAX(COALESCE(MAX(started_seq), 0), COALESCE(MAX(completed_seq), 0),
+                    (SELECT COALESCE(MAX(seq), 0) FROM workflow_events WHERE execution_id = ?1)),
+                MAX(COALESCE(MAX(step), 0),
+                    (SELECT COALESCE(MAX(step), 0) FROM workflow_checkpoints WHERE execution_id = ?1)),
+                COALESCE(MAX(MAX(started_at), COALESCE(MAX(finished_at), 0)), 0)
+         FROM workflow_node_runs WHERE execution_id = ?1",
+    )
+    .db()?
+    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    .db()
+}
+
+/// Rows of `workflow_executions` (`COLUMNS`) as records, settled (see [`settle`]).
+fn settled(
+    conn: &Connection,
+    mut records: Vec<ExecutionRecord>,
+) -> StoreResult<Vec<ExecutionRecord>> {
+    for record in &mut records {
+        settle(conn, record)?;
+    }
+    Ok(records)
+}
 
 // Counters (`last_event_seq`, `step_count`). Every event sequence number and step number a
 // commit reserves is stored by that commit: an event row, or a node run's `started_seq` /
@@ -68,7 +75,7 @@ const READ_COLUMNS: &str = concat!(
 // writer connection keeps them in its in-memory table `temp.chatter_heads` instead (SQLite
 // rolls it back with the transaction or savepoint that wrote it), and writes them to the row
 // when its status changes (`set_execution_status`, its end, which drops the entry). Readers
-// work them out of the rows (`READ_COLUMNS`), and so does the writer for an execution it has
+// work them out of the rows (`settle`), and so does the writer for an execution it has
 // no valid entry for: after a restart, or when another connection (another process) has
 // written to the database since the entry was written, which `PRAGMA data_version` tells.
 //
@@ -119,18 +126,22 @@ fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i6
     if let Some(counters) = head {
         return Ok(Some((counters, version)));
     }
-    let derived = query_opt(
+    let row = query_opt(
         conn,
-        concat!(
-            "SELECT status, ",
-            current_counters_sql!(),
-            " FROM workflow_executions WHERE id = ?1"
-        ),
+        "SELECT status, last_event_seq, step_count FROM workflow_executions WHERE id = ?1",
         [id],
-        |row| Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?))),
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
     )?;
-    match derived {
-        Some((status, counters)) if !ExecutionStatus::parse(&status)?.is_terminal() => {
+    match row {
+        Some((status, seq, step)) if !ExecutionStatus::parse(&status)?.is_terminal() => {
+            let (rows_seq, rows_step, _) = rows_maxima(conn, id)?;
+            let counters = (seq.max(rows_seq), step.max(rows_step));
             let entries: i64 = conn
                 .prepare_cached("SELECT COUNT(*) FROM temp.chatter_heads")
                 .db()?
@@ -225,12 +236,16 @@ fn node_run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRunRecord> {
 }
 
 fn select_one(conn: &Connection, id: &str) -> StoreResult<Option<ExecutionRecord>> {
-    query_opt(
+    let mut record = query_opt(
         conn,
-        &format!("SELECT {READ_COLUMNS} FROM workflow_executions WHERE id = ?1"),
+        &format!("SELECT {COLUMNS} FROM workflow_executions WHERE id = ?1"),
         [id],
         execution_row,
-    )
+    )?;
+    if let Some(record) = &mut record {
+        settle(conn, record)?;
+    }
+    Ok(record)
 }
 
 fn status_of(conn: &Connection, id: &str) -> StoreResult<Option<ExecutionStatus>> {
@@ -1008,10 +1023,10 @@ impl ExecutionStore for SqliteStore {
     ) -> StoreResult<Vec<ExecutionRecord>> {
         let filter = filter.clone();
         self.read(move |conn| {
-            query_all(
+            let records = query_all(
                 conn,
                 &format!(
-                    "SELECT {READ_COLUMNS} FROM workflow_executions
+                    "SELECT {COLUMNS} FROM workflow_executions
                      WHERE (?1 IS NULL OR owner_id = ?1) AND (?2 IS NULL OR definition_id = ?2)
                        AND (?3 IS NULL OR template_id = ?3) AND (?4 IS NULL OR status = ?4)
                        AND (?5 IS NULL OR conversation_id = ?5) AND (?6 IS NULL OR created_at >= ?6)
@@ -1030,7 +1045,8 @@ impl ExecutionStore for SqliteStore {
                     page.sql_offset()
                 ],
                 execution_row,
-            )
+            )?;
+            settled(conn, records)
         })
         .await
     }
@@ -1324,17 +1340,18 @@ impl ExecutionStore for SqliteStore {
     async fn list_resumable(&self, now: i64, limit: u32) -> StoreResult<Vec<ExecutionRecord>> {
         let limit = Page::new(limit, 0).sql_limit();
         self.read(move |conn| {
-            query_all(
+            let records = query_all(
                 conn,
                 &format!(
-                    "SELECT {READ_COLUMNS} FROM workflow_executions
+                    "SELECT {COLUMNS} FROM workflow_executions
                      WHERE (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?1))
                         OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?1)
                      ORDER BY created_at, id LIMIT ?2"
                 ),
                 params![now, limit],
                 execution_row,
-            )
+            )?;
+            settled(conn, records)
         })
         .await
     }
