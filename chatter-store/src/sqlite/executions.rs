@@ -15,8 +15,8 @@ use crate::common::{
     object_text, require, to_json_text,
 };
 
-/// The columns of an execution row as stored (for the `RETURNING` of a write that makes its
-/// counters current).
+/// The columns of an execution row. Its counters and `updated_at` are behind while it runs:
+/// records read for callers are [`settle`]d.
 const COLUMNS: &str = "id, owner_id, definition_id, template_id, kind, status, input, params, output, \
     response, error, prompt_tokens, completion_tokens, total_tokens, cost, conversation_id, \
     last_event_seq, step_count, created_at, updated_at, started_at, finished_at, duration_ms, \
@@ -83,8 +83,8 @@ fn settled(
 // execution only in `complete_in` (which drops its entry), deletes drop theirs (a trigger),
 // and any other connection's write makes every entry invalid.
 
-/// Entries kept at most: past this the table is emptied when an entry is added (entries of
-/// executions that never end, such as abandoned ones, would otherwise accumulate).
+/// Entries kept at most: past this the table is emptied when an entry is worked out of the rows
+/// (entries of executions that never end, such as abandoned ones, would otherwise accumulate).
 const MAX_HEADS: i64 = 65_536;
 
 /// Creates the writer connection's `temp.chatter_heads` (see the comment on the counters),
@@ -142,22 +142,15 @@ fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i6
         Some((status, seq, step)) if !ExecutionStatus::parse(&status)?.is_terminal() => {
             let (rows_seq, rows_step, _) = rows_maxima(conn, id)?;
             let counters = (seq.max(rows_seq), step.max(rows_step));
-            let entries: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM temp.chatter_heads")
-                .db()?
-                .query_row([], |row| row.get(0))
-                .db()?;
-            let stale = if entries >= MAX_HEADS {
-                "DELETE FROM temp.chatter_heads"
-            } else {
-                "DELETE FROM temp.chatter_heads WHERE data_version <> ?1"
-            };
-            conn.prepare_cached(stale)
-                .db()?
-                .execute(rusqlite::params_from_iter(
-                    (entries < MAX_HEADS).then_some(version),
-                ))
-                .db()?;
+            // Entries written before another connection's write are never valid again; all go
+            // when the table is full.
+            conn.prepare_cached(
+                "DELETE FROM temp.chatter_heads
+                 WHERE data_version <> ?1 OR (SELECT COUNT(*) FROM temp.chatter_heads) >= ?2",
+            )
+            .db()?
+            .execute(params![version, MAX_HEADS])
+            .db()?;
             Ok(Some((counters, version)))
         }
         _ => Ok(None),
@@ -284,21 +277,26 @@ fn reserve(conn: &Connection, id: &str, count: usize, steps: usize) -> StoreResu
     Ok(reserved)
 }
 
-fn insert_events(
+/// Inserts event rows of execution `id`, each with its sequence number (no statement is
+/// prepared for none).
+fn insert_events<'e>(
     conn: &Connection,
     id: &str,
-    first_seq: i64,
-    events: &[NewEvent],
+    events: impl IntoIterator<Item = (i64, &'e NewEvent)>,
 ) -> StoreResult<()> {
+    let mut events = events.into_iter().peekable();
+    if events.peek().is_none() {
+        return Ok(());
+    }
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .db()?;
-    for (offset, event) in (0_i64..).zip(events) {
+    for (seq, event) in events {
         stmt.execute(params![
             id,
-            first_seq + offset,
+            seq,
             event.ts,
             event.event_type,
             to_json_text(&event.payload)
@@ -602,28 +600,15 @@ fn commit_one(
     }
     // Killed here, the transaction is half-written: the store must come back without it.
     chatter_core::failpoint::hit("sqlite.mid_step");
-    let mut rows = (0..step.events.len())
-        .filter(|&k| !plan.folded.contains(&(index, k)))
-        .peekable();
-    if rows.peek().is_some() {
-        let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO workflow_events (execution_id, seq, ts, event_type, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .db()?;
-        for k in rows {
-            let event = &step.events[k];
-            insert
-                .execute(params![
-                    id,
-                    first_seq + k as i64,
-                    event.ts,
-                    event.event_type,
-                    to_json_text(&event.payload)
-                ])
-                .db()?;
-        }
-    }
+    insert_events(
+        conn,
+        id,
+        (first_seq..)
+            .zip(&step.events)
+            .enumerate()
+            .filter(|(k, _)| !plan.folded.contains(&(index, *k)))
+            .map(|(_, numbered)| numbered),
+    )?;
     if let Some(snapshot) = &step.snapshot {
         conn.prepare_cached(
             "INSERT INTO workflow_checkpoints (execution_id, step, kind, node_id, state, created_at)
@@ -832,7 +817,6 @@ fn complete_in(
         .collect();
     let from = serde_json::to_string(&from).unwrap_or_default();
     let count = outcome.events.len() as i64;
-    let known = counters.is_some();
     let counters = match counters {
         Some(counters) => Some(counters),
         None => current_counters(tx, key)?.map(|(counters, _)| counters),
@@ -871,15 +855,13 @@ fn complete_in(
     if updated == 0 {
         return Err(explain_no_row(tx, key, Some(status)));
     }
-    if !known {
-        // Ended: its row holds its counters from now on.
-        tx.prepare_cached("DELETE FROM temp.chatter_heads WHERE id = ?1")
-            .db()?
-            .execute([key])
-            .db()?;
-    }
+    // Ended: its row holds its counters from now on.
+    tx.prepare_cached("DELETE FROM temp.chatter_heads WHERE id = ?1")
+        .db()?
+        .execute([key])
+        .db()?;
     let record = select_one(tx, key)?.ok_or_else(|| not_found("execution", key))?;
-    insert_events(tx, key, last_seq + 1, &outcome.events)?;
+    insert_events(tx, key, (last_seq + 1..).zip(&outcome.events))?;
     if let Some(template_id) = &record.template_id {
         let success = i64::from(status == ExecutionStatus::Completed);
         tx.prepare_cached(
@@ -1150,7 +1132,7 @@ impl ExecutionStore for SqliteStore {
             let tx = conn;
             let (last_seq, _) = reserve(tx, &key, events.len(), 0)?;
             let first_seq = last_seq - events.len() as i64 + 1;
-            insert_events(tx, &key, first_seq, &events)?;
+            insert_events(tx, &key, (first_seq..).zip(&events))?;
             Ok((first_seq..=last_seq).collect())
         })
         .await
