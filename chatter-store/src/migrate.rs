@@ -108,6 +108,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "fold_deltas",
         sql: include_str!("../migrations/sqlite/0011_fold_deltas.sql"),
     },
+    Migration {
+        version: 12,
+        name: "node_runs_by_iteration",
+        sql: include_str!("../migrations/sqlite/0012_node_runs_by_iteration.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -166,6 +171,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "fold_deltas",
         sql: include_str!("../migrations/postgres/0011_fold_deltas.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "node_runs_by_iteration",
+        sql: include_str!("../migrations/postgres/0012_node_runs_by_iteration.sql"),
     },
 ];
 

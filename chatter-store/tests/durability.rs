@@ -1190,3 +1190,128 @@ mod cases {
         );
     }
 }
+
+/// Migration 0012 rebuilds `workflow_node_runs` with a new primary key. An execution paused
+/// on a database of the layout before it reads back the same after it (node runs, events
+/// rebuilt from them, checkpoints held by them), and resumes: the rebuilt table's triggers
+/// keep the waiting approval's folded event when its node run is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_paused_before_migration_0012_resumes_after_it() {
+    const NEW_KEY: &str = "PRIMARY KEY (execution_id, iteration, node_id, attempt)";
+    const OLD_KEY: &str = "PRIMARY KEY (execution_id, node_id, iteration, attempt)";
+    let dir = support::temp_dir("chatter-migration-0012");
+    let path = dir.join("chatter.db");
+    let url = format!("sqlite://{}", path.display());
+    let kit = Kit::new();
+    let engine = kit.engine();
+    let def = definition(json!({
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "again", "type": "loop", "config": {"max_iterations": 2, "condition": "true"}},
+            {"id": "ask", "type": "approval", "config": {"question": "Pass {{ loop.iteration }}?"}},
+            {"id": "work", "type": "effect"},
+            {"id": "end", "type": "end"}
+        ],
+        "edges": [
+            {"source": "start", "target": "again"},
+            {"source": "again", "target": "ask", "condition": "loop_again_continue"},
+            {"source": "again", "target": "end", "condition": "not loop_again_continue"},
+            {"source": "ask", "target": "work"},
+            {"source": "work", "target": "again"}
+        ]
+    }));
+    // Paused at the second pass: node runs of iterations 0 and 1, one of them waiting.
+    let (id, before) = {
+        let s = connect_with(&url, StoreOptions::default()).await.unwrap();
+        let tracker = WorkflowTracker::new(s.clone());
+        let first = tracker
+            .run(&engine, &def, json!({}), RunOptions::default(), meta())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let id = first.execution_id;
+        let second = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
+        assert_eq!(second.status, RunStatus::Waiting);
+        let read = (
+            s.list_node_runs(&id).await.unwrap(),
+            stored_events(&s, &id).await,
+            s.list_checkpoints(&id).await.unwrap(),
+        );
+        (id, read)
+    };
+    // start, the loop and the approval twice, work once; four of them changed the state.
+    assert_eq!((before.0.len(), before.2.len()), (6, 4), "{before:?}");
+    let table_sql = |conn: &rusqlite::Connection| -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'workflow_node_runs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // Back to the layout of version 11: the same rebuild, with the old key.
+    {
+        let migration = chatter_store::migrate::SQLITE_MIGRATIONS
+            .iter()
+            .find(|m| m.version == 12)
+            .unwrap();
+        assert!(migration.sql.contains(NEW_KEY));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} DELETE FROM schema_migrations WHERE version = 12; COMMIT;",
+            migration.sql.replace(NEW_KEY, OLD_KEY)
+        ))
+        .unwrap();
+        assert!(table_sql(&conn).contains(OLD_KEY));
+    }
+    let s = connect_with(&url, StoreOptions::default()).await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert!(table_sql(&conn).contains(NEW_KEY));
+        let triggers: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger'
+                 AND tbl_name = 'workflow_node_runs' ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            triggers,
+            [
+                "workflow_node_runs_keep_completed",
+                "workflow_node_runs_keep_delta",
+                "workflow_node_runs_keep_started"
+            ]
+        );
+    }
+    let after = (
+        s.list_node_runs(&id).await.unwrap(),
+        stored_events(&s, &id).await,
+        s.list_checkpoints(&id).await.unwrap(),
+    );
+    assert_eq!(after, before);
+
+    let tracker = WorkflowTracker::new(s.clone());
+    let done = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.variables["trail"], json!(["work", "work"]));
+    assert_eq!(kit.calls().len(), 2, "{:?}", kit.calls());
+    let events = stored_events(&s, &id).await;
+    assert_eq!(count_of(&events, "interrupted"), 2);
+    // The second pass's approval started before the pause and again on resume: both events
+    // are kept (the first by the trigger, when its node run was written again).
+    let ask_started: Vec<i64> = events
+        .iter()
+        .filter(|e| e.event_type == "node_started" && e.payload["node_id"] == "ask")
+        .map(|e| e.payload["iteration"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ask_started, [0, 0, 1, 1], "{events:?}");
+    // What was read before the resume is still there, in the same order.
+    assert_eq!(events[..before.1.len()], before.1[..]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
