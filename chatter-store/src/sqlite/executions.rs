@@ -110,11 +110,7 @@ pub(super) fn prepare_writer(conn: &Connection) -> StoreResult<()> {
 /// Execution `id`'s current counters for the writer, with its `data_version` (`None`: no such
 /// execution, or it has ended).
 fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i64), i64)>> {
-    let version: i64 = conn
-        .prepare_cached("PRAGMA data_version")
-        .db()?
-        .query_row([], |row| row.get(0))
-        .db()?;
+    let version = data_version(conn)?;
     // (A statement that reads both `main` and `temp` would be prepared again on every run.)
     let head = query_opt(
         conn,
@@ -155,6 +151,14 @@ fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i6
         }
         _ => Ok(None),
     }
+}
+
+/// The connection's `PRAGMA data_version` (it changes when another connection has written).
+fn data_version(conn: &Connection) -> StoreResult<i64> {
+    conn.prepare_cached("PRAGMA data_version")
+        .db()?
+        .query_row([], |row| row.get(0))
+        .db()
 }
 
 /// Keeps execution `id`'s current counters in `temp.chatter_heads`, valid at `version`.
@@ -955,7 +959,9 @@ impl ExecutionStore for SqliteStore {
         let (numbers, counters) = fresh_numbers(steps);
         insert.counters = counters;
         let intent = intent.cloned();
-        // The row (its counters past the steps), its steps, the intent: one write.
+        let key = id.to_owned();
+        // The row (its counters past the steps), its steps, the intent: one write. The writer
+        // keeps the counters, so the execution's next commit does not work them out of its rows.
         self.write_around(
             move |conn| insert.insert(conn),
             steps,
@@ -964,6 +970,7 @@ impl ExecutionStore for SqliteStore {
                 if let Some(intent) = &intent {
                     intent_in(conn, intent)?;
                 }
+                set_head(conn, &key, counters, data_version(conn)?)?;
                 Ok(receipts)
             },
         )
