@@ -1288,6 +1288,18 @@ async fn an_execution_paused_before_migration_0012_resumes_after_it() {
             ]
         );
     }
+    {
+        // The status check still refuses what it refused.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let err = conn
+            .execute(
+                "INSERT INTO workflow_node_runs (execution_id, node_id, iteration, attempt, status,
+                     started_at) VALUES (?1, 'x', 0, 1, 'done', 0)",
+                [&id],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    }
     let after = (
         s.list_node_runs(&id).await.unwrap(),
         stored_events(&s, &id).await,
