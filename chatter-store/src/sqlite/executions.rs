@@ -90,8 +90,11 @@ const MAX_HEADS: i64 = 65_536;
 /// Creates the writer connection's `temp.chatter_heads` (see the comment on the counters),
 /// whose entries go with their executions however those are deleted.
 pub(super) fn prepare_writer(conn: &Connection) -> StoreResult<()> {
+    // Small pages for the temporary database: a write to a table there journals the whole page
+    // it changes (in memory), on every commit.
     conn.execute_batch(
         "PRAGMA temp_store = MEMORY;
+         PRAGMA temp.page_size = 512;
          CREATE TEMP TABLE IF NOT EXISTS chatter_heads (
              id             TEXT PRIMARY KEY NOT NULL,
              last_event_seq INTEGER NOT NULL,
@@ -107,9 +110,10 @@ pub(super) fn prepare_writer(conn: &Connection) -> StoreResult<()> {
     .db()
 }
 
-/// Execution `id`'s current counters for the writer, with its `data_version` (`None`: no such
+/// Execution `id`'s current counters for the writer, where they come from (its entry in
+/// `temp.chatter_heads`, or its rows) and the `data_version` they are valid at (`None`: no such
 /// execution, or it has ended).
-fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i64), i64)>> {
+fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<Counters>> {
     let version = data_version(conn)?;
     // (A statement that reads both `main` and `temp` would be prepared again on every run.)
     let head = query_opt(
@@ -119,8 +123,12 @@ fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i6
         params![id, version],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    if let Some(counters) = head {
-        return Ok(Some((counters, version)));
+    if let Some(values) = head {
+        return Ok(Some(Counters {
+            values,
+            version,
+            kept: true,
+        }));
     }
     let row = query_opt(
         conn,
@@ -147,10 +155,24 @@ fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<((i64, i6
             .db()?
             .execute(params![version, MAX_HEADS])
             .db()?;
-            Ok(Some((counters, version)))
+            Ok(Some(Counters {
+                values: counters,
+                version,
+                kept: false,
+            }))
         }
         _ => Ok(None),
     }
+}
+
+/// An execution's counters as the writer knows them ([`current_counters`]).
+struct Counters {
+    /// `(last_event_seq, step_count)`.
+    values: (i64, i64),
+    /// The `data_version` they are valid at.
+    version: i64,
+    /// Whether they come from the execution's entry in `temp.chatter_heads`.
+    kept: bool,
 }
 
 /// The connection's `PRAGMA data_version` (it changes when another connection has written).
@@ -273,11 +295,22 @@ fn explain_no_row(conn: &Connection, id: &str, to: Option<ExecutionStatus>) -> c
 fn reserve(conn: &Connection, id: &str, count: usize, steps: usize) -> StoreResult<(i64, i64)> {
     let count = i64::try_from(count).map_err(|_| invalid("too many events"))?;
     let steps = i64::try_from(steps).map_err(|_| invalid("too many steps"))?;
-    let Some(((last_seq, step_count), version)) = current_counters(conn, id)? else {
+    let Some(counters) = current_counters(conn, id)? else {
         return Err(explain_no_row(conn, id, None));
     };
+    let (last_seq, step_count) = counters.values;
     let reserved = (last_seq + count, step_count + steps);
-    set_head(conn, id, reserved, version)?;
+    if counters.kept {
+        // A single-row UPDATE by key: no statement journal, unlike INSERT OR REPLACE.
+        conn.prepare_cached(
+            "UPDATE temp.chatter_heads SET last_event_seq = ?2, step_count = ?3 WHERE id = ?1",
+        )
+        .db()?
+        .execute(params![id, reserved.0, reserved.1])
+        .db()?;
+    } else {
+        set_head(conn, id, reserved, counters.version)?;
+    }
     Ok(reserved)
 }
 
@@ -823,7 +856,7 @@ fn complete_in(
     let count = outcome.events.len() as i64;
     let counters = match counters {
         Some(counters) => Some(counters),
-        None => current_counters(tx, key)?.map(|(counters, _)| counters),
+        None => current_counters(tx, key)?.map(|counters| counters.values),
     };
     let Some((last_seq, steps)) = counters else {
         return Err(explain_no_row(tx, key, Some(status)));
@@ -1055,7 +1088,11 @@ impl ExecutionStore for SqliteStore {
         self.write_short(move |conn| {
             let from: Vec<&str> = status.allowed_predecessors().iter().map(|s| s.as_str()).collect();
             let from = serde_json::to_string(&from).unwrap_or_default();
-            let Some(((last_seq, steps), _)) = current_counters(conn, &key)? else {
+            let Some(Counters {
+                values: (last_seq, steps),
+                ..
+            }) = current_counters(conn, &key)?
+            else {
                 return Err(explain_no_row(conn, &key, Some(status)));
             };
             // The row's counters are made current with its status.
