@@ -150,6 +150,11 @@ pub(crate) struct Limits(pub(crate) usize);
 
 impl Limits {
     pub(crate) fn json(&self, what: &str, value: &Value) -> StoreResult<()> {
+        // Most payloads are far under the limit: a bound on their size, summed without
+        // serialising, proves it. The exact size is counted only when the bound is over.
+        if json_size_bound(value, self.0) <= self.0 {
+            return Ok(());
+        }
         check_payload_size(what, json_size(value), self.0)
     }
 
@@ -164,6 +169,36 @@ impl Limits {
     pub(crate) fn opt_text(&self, what: &str, value: Option<&str>) -> StoreResult<()> {
         value.map_or(Ok(()), |v| self.text(what, v))
     }
+}
+
+/// An upper bound of the size of `value` serialised as JSON (each string byte counted as an
+/// escape of six bytes, each number as the longest one), or the first partial sum over `stop`.
+fn json_size_bound(value: &Value, stop: usize) -> usize {
+    /// The longest number serde_json writes (`-1.7976931348623157e308` and `i64::MIN` are
+    /// shorter).
+    const NUMBER: usize = 24;
+    let string = |s: &str| 2 + 6 * s.len();
+    let mut total = 0;
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        total += match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => NUMBER,
+            Value::String(s) => string(s),
+            Value::Array(items) => {
+                pending.extend(items);
+                2 + items.len()
+            }
+            Value::Object(map) => {
+                pending.extend(map.values());
+                2 + map.keys().map(|k| string(k) + 2).sum::<usize>()
+            }
+        };
+        if total > stop {
+            break;
+        }
+    }
+    total
 }
 
 /// Checks the events of a write (types present, payloads within the limit).
@@ -390,6 +425,35 @@ mod tests {
         let b = ids.next();
         assert!(a < b, "{a} < {b}");
         assert_eq!(a.len(), 26);
+    }
+
+    /// The bound is never under the exact size (escapes, extreme numbers, nesting), and the
+    /// limit is exact: a payload of exactly the limit passes, one byte more is refused with
+    /// its exact size.
+    #[test]
+    fn payload_limit_is_exact_and_the_bound_is_never_under() {
+        let values = [
+            serde_json::json!(null),
+            serde_json::json!([true, false, null]),
+            serde_json::json!({"\u{1}\"\\": "\u{0}\u{1f}\n\t\"é😀", "": ""}),
+            serde_json::json!([i64::MIN, u64::MAX, -2.2250738585072014e-308, f64::MAX, 0.1]),
+            serde_json::json!({"a": [{"b": [[], {}]}, "x".repeat(100)]}),
+        ];
+        for value in &values {
+            let exact = json_size(value);
+            assert!(json_size_bound(value, usize::MAX) >= exact, "{value}");
+        }
+        let value = serde_json::json!({"text": "\u{1}".repeat(50)});
+        let exact = json_size(&value);
+        Limits(exact).json("input", &value).unwrap();
+        let err = Limits(exact - 1).json("input", &value).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "storage error (payload_too_large): input is {exact} bytes, over the limit of {} bytes",
+                exact - 1
+            )
+        );
     }
 
     #[test]
