@@ -367,20 +367,24 @@ struct CallPlan<'a> {
     /// Per step: its `node_completed` event folded into its node run.
     completed_in_row: Vec<Option<(usize, usize)>>,
     /// Events not stored as rows.
-    folded: std::collections::HashSet<(usize, usize)>,
+    folded: FastSet<(usize, usize)>,
 }
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 impl<'a> CallPlan<'a> {
     fn new(steps: &'a [StepCommit]) -> CallPlan<'a> {
-        use std::collections::HashMap;
-        // Keyed by execution, node, iteration (and attempt for `node_started`).
-        let mut started_events: HashMap<(&str, &str, i64, i64), (usize, usize)> = HashMap::new();
-        let mut completed_events: HashMap<(&str, &str, i64), (usize, usize)> = HashMap::new();
+        // Keyed by execution, node, iteration (and attempt for `node_started`). Built on every
+        // commit, so with foldhash (randomly seeded) rather than SipHash.
+        let mut started_events: FastMap<(&str, &str, i64, i64), (usize, usize)> =
+            FastMap::default();
+        let mut completed_events: FastMap<(&str, &str, i64), (usize, usize)> = FastMap::default();
         let mut plan = CallPlan {
             started: vec![None; steps.len()],
             completed: vec![None; steps.len()],
             completed_in_row: vec![None; steps.len()],
-            folded: std::collections::HashSet::new(),
+            folded: FastSet::default(),
         };
         for (i, step) in steps.iter().enumerate() {
             let exec = step.node_run.execution_id.as_str();
