@@ -17,6 +17,9 @@ LangGraph's own default is ``async``; Chatter's is ``sync``. See docs/performanc
 
 Each (framework, scenario, mode) runs in its own process so peak RSS is its own. Timing: warm
 up, then ``--reps`` repetitions of a batch of runs; the table shows medians over repetitions.
+``--rounds N`` runs each pair of workers N times, alternating the frameworks, and shows the
+median round with the range of the rounds' ratios: on a machine whose speed drifts, the ratio of
+two workers run minutes apart moves by a third.
 
     bash benches/compare/run.sh            # creates the venv, builds the wheel, runs this
     python benches/compare/compare.py --quick
@@ -264,6 +267,17 @@ def worker(
         }
 
 
+def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round of median time (the lower middle one of an even count), with the largest peak
+    RSS of all rounds."""
+    if any("error" in r for r in results):
+        return next(r for r in results if "error" in r)
+    ordered = sorted(results, key=lambda r: r["run_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["peak_rss_kib"] = max(r["peak_rss_kib"] for r in results)
+    return chosen
+
+
 def fmt_time(s: float) -> str:
     if s < 1e-3:
         return f"{s * 1e6:.1f} µs"
@@ -293,6 +307,14 @@ def main() -> None:
         default="sync",
         help="durability of the sqlite mode, the same for both frameworks (default sync)",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each pair of workers this many times, alternating the frameworks; the table "
+        "shows the median round's times and, after the ratio, the range of the rounds' ratios "
+        "(for a noisy machine)",
+    )
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     if args.quick:
@@ -307,32 +329,34 @@ def main() -> None:
     rows = []
     for mode in args.modes.split(","):
         for scenario in args.scenarios.split(","):
-            res = {}
-            for fw in ("chatter", "langgraph"):
-                out = subprocess.run(
-                    [sys.executable, __file__, "--worker", fw, scenario, mode, "--reps", str(args.reps),
-                     "--batch-seconds", str(args.batch_seconds), "--clock", args.clock,
-                     "--durability", args.durability],
-                    capture_output=True, text=True,
-                )
-                if out.returncode != 0:
-                    sys.exit(f"worker {fw} {scenario} {mode} failed:\n{out.stderr}")
-                res[fw] = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"# {mode} {scenario} {fw}: {res[fw]}", file=sys.stderr)
-            rows.append((mode, scenario, res))
+            rounds: dict[str, list[dict[str, Any]]] = {"chatter": [], "langgraph": []}
+            for _ in range(max(1, args.rounds)):
+                for fw in ("chatter", "langgraph"):
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--worker", fw, scenario, mode, "--reps",
+                         str(args.reps), "--batch-seconds", str(args.batch_seconds), "--clock",
+                         args.clock, "--durability", args.durability],
+                        capture_output=True, text=True,
+                    )
+                    if out.returncode != 0:
+                        sys.exit(f"worker {fw} {scenario} {mode} failed:\n{out.stderr}")
+                    rounds[fw].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(f"# {mode} {scenario} {fw}: {rounds[fw][-1]}", file=sys.stderr)
+            rows.append((mode, scenario, rounds))
 
     lines = [
         f"Versions: chatter {versions['chatter']}, langgraph {versions['langgraph']}, "
         f"langgraph-checkpoint-sqlite {versions['langgraph-checkpoint-sqlite']}; "
-        f"Python {sys.version.split()[0]}; {os.cpu_count()} cores; medians of {args.reps} repetitions; "
+        f"Python {sys.version.split()[0]}; {os.cpu_count()} cores; medians of {args.reps} repetitions"
+        f"{f' (the median of {args.rounds} alternating rounds; ratio range over the rounds)' if args.rounds > 1 else ''}; "
         f"{'process CPU time' if args.clock == 'cpu' else 'wall-clock time'}; "
         f"sqlite durability `{args.durability}` on both sides.",
         "",
         "| mode | graph | steps | Chatter per step | LangGraph per step | overhead ratio | Chatter runs/s | LangGraph runs/s | Chatter peak RSS | LangGraph peak RSS | Chatter disk / run | LangGraph disk / run |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode, scenario, res in rows:
-        c, lg = res["chatter"], res["langgraph"]
+    for mode, scenario, rounds in rows:
+        c, lg = median_round(rounds["chatter"]), median_round(rounds["langgraph"])
         steps = STEPS[scenario]
         lg_step = lg["run_s"] / steps
         if "error" in c:
@@ -342,6 +366,9 @@ def main() -> None:
             crate = f"{1 / c['run_s']:,.0f}"
             crss = f"{c['peak_rss_kib'] / 1024:.0f} MiB"
             ratio = f"{lg['run_s'] / c['run_s']:.1f}x"
+            if len(rounds["chatter"]) > 1:
+                each = [b["run_s"] / a["run_s"] for a, b in zip(rounds["chatter"], rounds["langgraph"])]
+                ratio += f" ({min(each):.1f}–{max(each):.1f})"
         disk = f"{lg['disk_bytes_per_run']:,.0f} B" if mode == "sqlite" else "—"
         cdisk = f"{c['disk_bytes_per_run']:,.0f} B" if mode == "sqlite" and "error" not in c else "—"
         lines.append(
