@@ -897,7 +897,7 @@ pub(crate) fn query_all<T>(
 /// Reads a JSON text column.
 pub(crate) fn json_at(
     row: &rusqlite::Row<'_>,
-    column: &str,
+    column: impl rusqlite::RowIndex,
 ) -> rusqlite::Result<serde_json::Value> {
     let text: String = row.get(column)?;
     serde_json::from_str(&text).map_err(|e| {
@@ -908,7 +908,7 @@ pub(crate) fn json_at(
 /// Reads a nullable JSON text column.
 pub(crate) fn opt_json_at(
     row: &rusqlite::Row<'_>,
-    column: &str,
+    column: impl rusqlite::RowIndex,
 ) -> rusqlite::Result<Option<serde_json::Value>> {
     let text: Option<String> = row.get(column)?;
     text.map(|t| {
@@ -927,7 +927,7 @@ pub(crate) fn strings_at(row: &rusqlite::Row<'_>, column: &str) -> rusqlite::Res
 /// Parses a stored enum name.
 pub(crate) fn enum_at<T>(
     row: &rusqlite::Row<'_>,
-    column: &str,
+    column: impl rusqlite::RowIndex,
     parse: fn(&str) -> StoreResult<T>,
 ) -> rusqlite::Result<T> {
     let text: String = row.get(column)?;
