@@ -264,6 +264,26 @@ fn approval_flow() -> WorkflowDefinition {
     }))
 }
 
+/// start → again (a loop of two passes) → ask (approval) → work → again …, then end.
+fn approval_loop() -> WorkflowDefinition {
+    definition(json!({
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "again", "type": "loop", "config": {"max_iterations": 2, "condition": "true"}},
+            {"id": "ask", "type": "approval", "config": {"question": "Pass {{ loop.iteration }}?"}},
+            {"id": "work", "type": "effect"},
+            {"id": "end", "type": "end"}
+        ],
+        "edges": [
+            {"source": "start", "target": "again"},
+            {"source": "again", "target": "ask", "condition": "loop_again_continue"},
+            {"source": "again", "target": "end", "condition": "not loop_again_continue"},
+            {"source": "ask", "target": "work"},
+            {"source": "work", "target": "again"}
+        ]
+    }))
+}
+
 fn meta() -> ExecutionMeta {
     ExecutionMeta::new("alice", ExecutionKind::Adhoc)
 }
@@ -835,22 +855,7 @@ mod cases {
         let kit = Kit::new();
         let engine = kit.engine();
         let tracker = WorkflowTracker::new(s.clone());
-        let def = definition(json!({
-            "nodes": [
-                {"id": "start", "type": "start"},
-                {"id": "again", "type": "loop", "config": {"max_iterations": 2, "condition": "true"}},
-                {"id": "ask", "type": "approval", "config": {"question": "Pass {{ loop.iteration }}?"}},
-                {"id": "work", "type": "effect"},
-                {"id": "end", "type": "end"}
-            ],
-            "edges": [
-                {"source": "start", "target": "again"},
-                {"source": "again", "target": "ask", "condition": "loop_again_continue"},
-                {"source": "again", "target": "end", "condition": "not loop_again_continue"},
-                {"source": "ask", "target": "work"},
-                {"source": "work", "target": "again"}
-            ]
-        }));
+        let def = approval_loop();
         let first = tracker
             .run(&engine, &def, json!({}), RunOptions::default(), meta())
             .await
@@ -1204,22 +1209,7 @@ async fn an_execution_paused_before_migration_0012_resumes_after_it() {
     let url = format!("sqlite://{}", path.display());
     let kit = Kit::new();
     let engine = kit.engine();
-    let def = definition(json!({
-        "nodes": [
-            {"id": "start", "type": "start"},
-            {"id": "again", "type": "loop", "config": {"max_iterations": 2, "condition": "true"}},
-            {"id": "ask", "type": "approval", "config": {"question": "Pass {{ loop.iteration }}?"}},
-            {"id": "work", "type": "effect"},
-            {"id": "end", "type": "end"}
-        ],
-        "edges": [
-            {"source": "start", "target": "again"},
-            {"source": "again", "target": "ask", "condition": "loop_again_continue"},
-            {"source": "again", "target": "end", "condition": "not loop_again_continue"},
-            {"source": "ask", "target": "work"},
-            {"source": "work", "target": "again"}
-        ]
-    }));
+    let def = approval_loop();
     // Paused at the second pass: node runs of iterations 0 and 1, one of them waiting.
     let (id, before) = {
         let s = connect_with(&url, StoreOptions::default()).await.unwrap();

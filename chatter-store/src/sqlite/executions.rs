@@ -27,10 +27,33 @@ macro_rules! execution_columns {
 }
 
 execution_columns!(
-    "id", "owner_id", "definition_id", "template_id", "kind", "status", "input", "params",
-    "output", "response", "error", "prompt_tokens", "completion_tokens", "total_tokens", "cost",
-    "conversation_id", "last_event_seq", "step_count", "created_at", "updated_at", "started_at",
-    "finished_at", "duration_ms", "lease_owner", "lease_expires_at", "wake_at", "graph",
+    "id",
+    "owner_id",
+    "definition_id",
+    "template_id",
+    "kind",
+    "status",
+    "input",
+    "params",
+    "output",
+    "response",
+    "error",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "conversation_id",
+    "last_event_seq",
+    "step_count",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "lease_owner",
+    "lease_expires_at",
+    "wake_at",
+    "graph",
 );
 
 /// The position of column `name` in [`COLUMNS`] (evaluated at compile time where it is used:
@@ -237,7 +260,11 @@ fn execution_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         owner_id: row.get(const { col("owner_id") })?,
         definition_id: row.get(const { col("definition_id") })?,
         template_id: row.get(const { col("template_id") })?,
-        kind: enum_at(row, const { col("kind") }, chatter_core::store::ExecutionKind::parse)?,
+        kind: enum_at(
+            row,
+            const { col("kind") },
+            chatter_core::store::ExecutionKind::parse,
+        )?,
         status: enum_at(row, const { col("status") }, ExecutionStatus::parse)?,
         input: json_at(row, const { col("input") })?,
         params: json_at(row, const { col("params") })?,
@@ -875,8 +902,7 @@ impl SqliteStore {
 
 /// The statuses an execution may move to `status` from, for `status IN (?, ?, ?)` (unused
 /// places `NULL`, which matches nothing). Bound as parameters, SQLite compares them one by one;
-/// a list read from `json_each` (as before) or of constants is built into a temporary b-tree on
-/// every run.
+/// a list read from `json_each` (as before) was built into a temporary b-tree on every run.
 fn predecessors(status: ExecutionStatus) -> [Option<&'static str>; 3] {
     let mut from = [None; 3];
     let allowed = status.allowed_predecessors();
