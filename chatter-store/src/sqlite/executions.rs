@@ -8,7 +8,7 @@ use chatter_core::store::{
 };
 use rusqlite::{Connection, params};
 
-use super::{Db, SqliteStore, enum_at, json_at, opt_json_at, query_all, query_opt};
+use super::{Db, SqliteStore, enum_at, graph_at, json_at, opt_json_at, query_all, query_opt};
 use crate::common::{
     StartColumns, check_events, check_finish, check_outcome, check_start, check_step, conflict,
     execution_insert_error, invalid, new_execution_record, new_execution_row, not_found, now_ms,
@@ -290,7 +290,7 @@ fn execution_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         lease_owner: row.get(const { col("lease_owner") })?,
         lease_expires_at: row.get(const { col("lease_expires_at") })?,
         wake_at: row.get(const { col("wake_at") })?,
-        graph: opt_json_at(row, const { col("graph") })?,
+        graph: graph_at(row, const { col("graph") })?,
     })
 }
 
