@@ -174,8 +174,8 @@ impl Limits {
 /// An upper bound of the size of `value` serialised as JSON (each string byte counted as an
 /// escape of six bytes, each number as the longest one), or the first partial sum over `stop`.
 fn json_size_bound(value: &Value, stop: usize) -> usize {
-    /// The longest number serde_json writes (`-1.7976931348623157e308` and `i64::MIN` are
-    /// shorter).
+    /// The longest number serde_json writes (`-2.2250738585072014e-308`; `i64::MIN` and
+    /// `u64::MAX` are 20 bytes).
     const NUMBER: usize = 24;
     let string = |s: &str| 2 + 6 * s.len();
     let mut total = 0;
