@@ -667,6 +667,31 @@ impl WorkflowTracker {
         .await
     }
 
+    /// Whether a resume of execution `execution_id` with `decision` would be taken, checked
+    /// without claiming or changing anything: the refusals of [`WorkflowTracker::resume`] for an
+    /// execution that is unknown to the caller, has ended, waits for a decision not given, or
+    /// does not expect the one given. A host that claims an execution itself before resuming
+    /// it (the HTTP server's registry of live executions) checks first, so that a request to be
+    /// refused never holds the claim that a valid request racing it needs. `resume` checks
+    /// again once it holds its own claim.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowTracker::resume`], but never `Conflict`.
+    pub async fn check_resume(
+        &self,
+        engine: &Engine,
+        def: &WorkflowDefinition,
+        execution_id: &str,
+        decision: Option<Decision>,
+        options: &RunOptions,
+    ) -> Result<()> {
+        let now = engine.services().clock.now_ms();
+        self.resumable(def, execution_id, decision, options, now)
+            .await
+            .map(|_| ())
+    }
+
     /// As [`WorkflowTracker::resume`], calling `observe` with each new event (those after the
     /// stored ones: a stream that read the execution up to its pause continues without a gap
     /// or a repeat).

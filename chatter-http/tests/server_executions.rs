@@ -712,6 +712,47 @@ mod race {
         let expected: Vec<i64> = (1..=i64::try_from(events.len()).unwrap()).collect();
         assert_eq!(seqs, expected, "the event sequence has no gap or repeat");
     }
+
+    /// Requests that are to be refused (resumes without the decision the approval awaits)
+    /// racing one valid approval never turn it away: each is answered 422 without registering
+    /// the execution, and the approval runs it (200, completed), every time.
+    pub async fn refused_resumes_do_not_turn_away_an_approval(h: Harness) {
+        let alice = h.user("alice", &["user"]).await;
+        for _ in 0..3 {
+            let run = h
+                .post(
+                    &format!("{W}/definitions/custom/execute?message=hello"),
+                    Some(&alice.key),
+                    &slow_approval_graph(),
+                )
+                .await;
+            assert_eq!(run.body["status"], "waiting", "{}", run.text);
+            let id = run.body["id"].as_str().unwrap().to_owned();
+            let requests = (0..9).map(|n| {
+                let (action, body) = if n == 4 {
+                    ("approve", json!({"decision": "approve"}))
+                } else {
+                    ("resume", json!({}))
+                };
+                let path = format!("{W}/executions/{id}/{action}");
+                let (h, key) = (&h, alice.key.clone());
+                async move { (action, h.post(&path, Some(&key), &body).await) }
+            });
+            for (action, answer) in futures::future::join_all(requests).await {
+                match action {
+                    "approve" => {
+                        assert_eq!(answer.status, 200, "{}", answer.text);
+                        assert_eq!(answer.body["status"], "completed", "{}", answer.text);
+                    }
+                    _ => {
+                        // Refused for what it is (no decision, or not waiting any more once
+                        // the approval went ahead), never as a conflict.
+                        assert_eq!(answer.status, 422, "{}", answer.text);
+                    }
+                }
+            }
+        }
+    }
 }
 
 mod sqlite {
@@ -755,6 +796,15 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_approvals_run_it_once() {
         run_sqlite_with(config(), super::race::racing_approvals_run_it_once).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_resumes_do_not_turn_away_an_approval() {
+        run_sqlite_with(
+            config(),
+            super::race::refused_resumes_do_not_turn_away_an_approval,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,6 +909,15 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_approvals_run_it_once() {
         run_postgres_with(config(), super::race::racing_approvals_run_it_once).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_resumes_do_not_turn_away_an_approval() {
+        run_postgres_with(
+            config(),
+            super::race::refused_resumes_do_not_turn_away_an_approval,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

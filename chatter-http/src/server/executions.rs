@@ -95,10 +95,17 @@ async fn continue_execution(
     let record = owned(state, p, id).await?;
     let def = graph_of(state, &record).await?;
     let token = CancellationToken::new();
+    let mut options = RunOptions::default().owner(record.owner_id.clone());
+    // A request to be refused (no decision where one is awaited, one not allowed, an ended
+    // execution) is refused before it registers the execution: registered, even briefly, it
+    // would turn away a valid approval racing it.
+    state
+        .tracker()
+        .check_resume(state.engine(), &def, id, decision.clone(), &options)
+        .await?;
     // Of two requests racing to resume it, one registers it and runs it; the other is
     // answered 409 here (and the tracker refuses a second resume in this process too).
     let _live = state.register_live(id, token.clone())?;
-    let mut options = RunOptions::default().owner(record.owner_id.clone());
     options.cancel = Some(token);
     let run = state
         .tracker()
