@@ -1244,10 +1244,9 @@ impl WorkflowTracker {
         Ok(record)
     }
 
-    /// The input a waiting approval gets on resume, checked: the decision given, or on
-    /// timeout the node's timeout decision.
     /// Execution `execution_id` as a resume with `decision` at `due` finds it: its row, its
-    /// node runs and the input the resume gives its waiting approval.
+    /// node runs and the input the resume gives its waiting approval (checked: the decision
+    /// given, or on timeout the node's timeout decision).
     ///
     /// # Errors
     ///
