@@ -589,6 +589,7 @@ mod orphan {
 }
 
 mod race {
+    use super::common::Answer;
     use super::*;
     use chatter_core::store::NodeRunStatus;
 
@@ -616,34 +617,52 @@ mod race {
         })
     }
 
+    /// Runs [`slow_approval_graph`] for `key` until it waits at its approval; its id.
+    async fn waiting_execution(h: &Harness, key: &str) -> String {
+        let run = h
+            .post(
+                &format!("{W}/definitions/custom/execute?message=hello"),
+                Some(key),
+                &slow_approval_graph(),
+            )
+            .await;
+        assert_eq!(run.status, 200, "{}", run.text);
+        assert_eq!(run.body["status"], "waiting", "{}", run.text);
+        run.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// One request per action on execution `id`, all at once: `approve` (with the decision
+    /// the approval awaits) or `resume` (without one); each answer with its action.
+    async fn race(
+        h: &Harness,
+        key: &str,
+        id: &str,
+        actions: &[&'static str],
+    ) -> Vec<(&'static str, Answer)> {
+        let requests = actions.iter().map(|&action| {
+            let body = match action {
+                "approve" => json!({"decision": "approve"}),
+                _ => json!({}),
+            };
+            let path = format!("{W}/executions/{id}/{action}");
+            async move { (action, h.post(&path, Some(key), &body).await) }
+        });
+        futures::future::join_all(requests).await
+    }
+
     /// Several approve (and resume) requests racing on one waiting execution: exactly one
     /// runs it (200, completed); every other is refused (409 while it runs, 422 once it has
     /// moved on) and nothing runs twice: one completed node run per node, one
     /// `execution_completed` event.
     pub async fn racing_approvals_run_it_once(h: Harness) {
         let alice = h.user("alice", &["user"]).await;
-        let run = h
-            .post(
-                &format!("{W}/definitions/custom/execute?message=hello"),
-                Some(&alice.key),
-                &slow_approval_graph(),
-            )
-            .await;
-        assert_eq!(run.status, 200, "{}", run.text);
-        assert_eq!(run.body["status"], "waiting", "{}", run.text);
-        let id = run.body["id"].as_str().unwrap().to_owned();
-
-        let requests = (0..4).map(|n| {
-            let (action, body) = if n == 3 {
-                ("resume", json!({}))
-            } else {
-                ("approve", json!({"decision": "approve"}))
-            };
-            let path = format!("{W}/executions/{id}/{action}");
-            let (h, key) = (&h, alice.key.clone());
-            async move { h.post(&path, Some(&key), &body).await }
-        });
-        let answers = futures::future::join_all(requests).await;
+        let id = waiting_execution(&h, &alice.key).await;
+        let actions = ["approve", "approve", "approve", "resume"];
+        let answers: Vec<Answer> = race(&h, &alice.key, &id, &actions)
+            .await
+            .into_iter()
+            .map(|(_, answer)| answer)
+            .collect();
         let mut ran = 0;
         for answer in &answers {
             match answer.status {
@@ -719,26 +738,10 @@ mod race {
     pub async fn refused_resumes_do_not_turn_away_an_approval(h: Harness) {
         let alice = h.user("alice", &["user"]).await;
         for _ in 0..3 {
-            let run = h
-                .post(
-                    &format!("{W}/definitions/custom/execute?message=hello"),
-                    Some(&alice.key),
-                    &slow_approval_graph(),
-                )
-                .await;
-            assert_eq!(run.body["status"], "waiting", "{}", run.text);
-            let id = run.body["id"].as_str().unwrap().to_owned();
-            let requests = (0..9).map(|n| {
-                let (action, body) = if n == 4 {
-                    ("approve", json!({"decision": "approve"}))
-                } else {
-                    ("resume", json!({}))
-                };
-                let path = format!("{W}/executions/{id}/{action}");
-                let (h, key) = (&h, alice.key.clone());
-                async move { (action, h.post(&path, Some(&key), &body).await) }
-            });
-            for (action, answer) in futures::future::join_all(requests).await {
+            let id = waiting_execution(&h, &alice.key).await;
+            let mut actions = ["resume"; 9];
+            actions[4] = "approve";
+            for (action, answer) in race(&h, &alice.key, &id, &actions).await {
                 match action {
                     "approve" => {
                         assert_eq!(answer.status, 200, "{}", answer.text);
