@@ -184,22 +184,11 @@ impl WriteSide {
                 return tx.rollback().db();
             }
         } else {
-            let in_savepoint = |write: &mut dyn FnMut(&Connection) -> bool| {
-                run_cached(conn, "SAVEPOINT chatter_write")?;
-                if !write(conn) {
-                    run_cached(conn, "ROLLBACK TO chatter_write")?;
-                }
-                run_cached(conn, "RELEASE chatter_write")
-            };
             if let Some(own) = own {
-                in_savepoint(own).db()?;
+                in_savepoint(conn, own).db()?;
             }
             for write in others {
-                let mut write = Some(write);
-                in_savepoint(&mut |conn| {
-                    let Some(write) = write.take() else {
-                        return false;
-                    };
+                in_savepoint(conn, |conn| {
                     let (ok, reply) = write(conn);
                     replies.push(reply);
                     ok
@@ -242,6 +231,19 @@ impl WriteSide {
 /// use: two parses per step commit.)
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs `write` (it returns whether it succeeded) in a savepoint of the open transaction,
+/// rolled back when it failed: a failing write of a group rolls back alone.
+fn in_savepoint(
+    conn: &Connection,
+    write: impl FnOnce(&Connection) -> bool,
+) -> rusqlite::Result<()> {
+    run_cached(conn, "SAVEPOINT chatter_write")?;
+    if !write(conn) {
+        run_cached(conn, "ROLLBACK TO chatter_write")?;
+    }
+    run_cached(conn, "RELEASE chatter_write")
 }
 
 /// The write transaction of a group (`BEGIN IMMEDIATE`), rolled back when dropped uncommitted.
