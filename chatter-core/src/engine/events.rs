@@ -103,13 +103,13 @@ impl EventLog {
         self.lock().events.len() as u64
     }
 
-    /// Copies of the events with `seq > after`.
-    pub(crate) fn events_after(&self, after: u64) -> Vec<Event> {
+    /// `f` of each event with `seq > after`, read in place (no copy of the events).
+    pub(crate) fn map_after<T>(&self, after: u64, f: impl FnMut(&Event) -> T) -> Vec<T> {
         let inner = self.lock();
         let from = usize::try_from(after)
             .unwrap_or(usize::MAX)
             .min(inner.events.len());
-        inner.events[from..].to_vec()
+        inner.events[from..].iter().map(f).collect()
     }
 
     /// Ends the log: streams finish once they have read everything.

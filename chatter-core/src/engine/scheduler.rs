@@ -685,12 +685,7 @@ impl Run {
 
     /// The events not yet staged, as stored; they count as staged from now on.
     fn take_unstaged_events(&mut self) -> Vec<crate::store::NewEvent> {
-        let events: Vec<crate::store::NewEvent> = self
-            .log
-            .events_after(self.staged_seq)
-            .iter()
-            .map(new_event)
-            .collect();
+        let events = self.log.map_after(self.staged_seq, new_event);
         self.staged_seq += events.len() as u64;
         events
     }
