@@ -1010,8 +1010,17 @@ fn complete_in(
 /// Records node run `run`'s intent inside the caller's transaction (`record_intent`,
 /// `commit_steps_with_intent`): a `running` row with its idempotency key, unless the run has
 /// ended already. Fails on an unknown or ended execution.
-fn intent_in(tx: &Connection, run: &NodeRunRecord) -> StoreResult<()> {
-    match status_of(tx, &run.execution_id)? {
+///
+/// `live`: the caller's transaction has already found the execution existing and not ended (it
+/// reserved numbers for the execution's steps, or inserted its row), so its status is not read
+/// again.
+fn intent_in(tx: &Connection, run: &NodeRunRecord, live: bool) -> StoreResult<()> {
+    let status = if live {
+        None
+    } else {
+        Some(status_of(tx, &run.execution_id)?)
+    };
+    match status.unwrap_or(Some(ExecutionStatus::Running)) {
         None => return Err(not_found("execution", &run.execution_id)),
         Some(status) if status.is_terminal() => {
             return Err(conflict(format!(
@@ -1080,7 +1089,8 @@ impl ExecutionStore for SqliteStore {
             Some(numbers),
             move |conn, receipts| {
                 if let Some(intent) = &intent {
-                    intent_in(conn, intent)?;
+                    // Of this execution (`check_start`), whose row was just inserted.
+                    intent_in(conn, intent, true)?;
                 }
                 set_head(conn, &key, counters, data_version(conn)?)?;
                 Ok(receipts)
@@ -1360,7 +1370,8 @@ impl ExecutionStore for SqliteStore {
         require("node_run.node_id", &run.node_id)?;
         let run = run.clone();
         // Inside the transaction of the group this write is part of.
-        self.write_short(move |conn| intent_in(conn, &run)).await
+        self.write_short(move |conn| intent_in(conn, &run, false))
+            .await
     }
 
     async fn commit_steps_with_intent(
@@ -1374,9 +1385,13 @@ impl ExecutionStore for SqliteStore {
         require("node_run.execution_id", &intent.execution_id)?;
         require("node_run.node_id", &intent.node_id)?;
         let intent = intent.clone();
+        // Reserving the numbers of a step of the intent's execution has checked it.
+        let live = steps
+            .iter()
+            .any(|s| s.node_run.execution_id == intent.execution_id);
         // The steps, then the intent, in one write: a failure of either leaves neither.
         self.commit_then(steps, move |conn, receipts| {
-            intent_in(conn, &intent)?;
+            intent_in(conn, &intent, live)?;
             Ok(receipts)
         })
         .await
