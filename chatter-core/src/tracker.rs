@@ -554,7 +554,12 @@ impl WorkflowTracker {
         // they can be resumed.
         let graph = (matches!(meta.kind, ExecutionKind::Adhoc | ExecutionKind::Chat)
             || (meta.kind == ExecutionKind::Template && meta.template_id.is_none()))
-        .then(|| prepared.graph.get_or_init(|| def.to_value()).clone());
+        .then(|| {
+            prepared
+                .graph
+                .get_or_init(|| Arc::new(def.to_value()))
+                .clone()
+        });
         // The thread's earlier messages are part of the starting state: a resume, the steps
         // listing and a fork start from them too.
         let mut params = meta.params;

@@ -86,7 +86,7 @@ pub(crate) fn new_execution_row(
     require("owner_id", &new.owner_id)?;
     limits.json("input", &new.input)?;
     limits.json("params", &new.params)?;
-    limits.opt_json("graph", new.graph.as_ref())?;
+    limits.opt_json("graph", new.graph.as_deref())?;
     Ok(match start {
         Some((owner, until, at)) => {
             require("lease owner", owner)?;

@@ -748,10 +748,10 @@ mod cases {
         let mut new = NewExecution::new("alice", ExecutionKind::Adhoc, json!({"message": "hi"}));
         new.id = Some("exec-started".into());
         new.params = json!({"temperature": 0.7, "nested": {"list": [1, -2, 2.5, "x", null, true]}});
-        new.graph = Some(json!({
+        new.graph = Some(Arc::new(json!({
             "nodes": [{"id": "start", "type": "start", "config": {"max": 1e300}}],
             "edges": []
-        }));
+        })));
         let row = s.start_execution(new, "w1", 5_000, 1_000).await.unwrap();
         // The row returned is the row stored, JSON columns included.
         assert_eq!(row.params["nested"]["list"][2], json!(2.5));

@@ -112,8 +112,8 @@ pub struct PreparedWorkflow {
     /// execution of a stored definition).
     pub(crate) digest: Arc<std::sync::OnceLock<String>>,
     /// The definition as JSON, made once (by the tracker, which stores it with each execution
-    /// that has no stored source, so that it can be resumed).
-    pub(crate) graph: Arc<std::sync::OnceLock<serde_json::Value>>,
+    /// that has no stored source, so that it can be resumed) and shared by every execution.
+    pub(crate) graph: Arc<std::sync::OnceLock<Arc<serde_json::Value>>>,
 }
 
 impl std::fmt::Debug for PreparedWorkflow {

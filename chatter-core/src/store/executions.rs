@@ -6,6 +6,8 @@
 //! [`ExecutionStore::commit_step`]. [`ExecutionStore::commit_steps`] groups several concurrent
 //! completions in one transaction.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -161,9 +163,11 @@ pub struct ExecutionRecord {
     /// When (ms) a `waiting` execution must be woken (an approval's timeout).
     #[serde(default)]
     pub wake_at: Option<i64>,
-    /// The graph run, for executions with no stored source (ad-hoc, chat).
+    /// The graph run, for executions with no stored source (ad-hoc, chat). Shared: every run
+    /// of one prepared workflow holds the same graph, which a store need not copy or write out
+    /// again.
     #[serde(default)]
-    pub graph: Option<Value>,
+    pub graph: Option<Arc<Value>>,
 }
 
 /// What [`ExecutionStore::create_execution`] needs.
@@ -186,9 +190,9 @@ pub struct NewExecution {
     /// The conversation it belongs to.
     pub conversation_id: Option<String>,
     /// The graph run, recorded when it has no stored source (ad-hoc, chat), so the execution
-    /// can be resumed.
+    /// can be resumed. Shared (see [`ExecutionRecord::graph`]).
     #[serde(default)]
-    pub graph: Option<Value>,
+    pub graph: Option<Arc<Value>>,
 }
 
 impl NewExecution {

@@ -44,7 +44,7 @@ fn execution_row(row: &Row) -> StoreResult<ExecutionRecord> {
         lease_owner: col(row, "lease_owner")?,
         lease_expires_at: col(row, "lease_expires_at")?,
         wake_at: col(row, "wake_at")?,
-        graph: col(row, "graph")?,
+        graph: col::<Option<serde_json::Value>>(row, "graph")?.map(std::sync::Arc::new),
     })
 }
 
@@ -306,7 +306,7 @@ async fn insert_in<C: GenericClient>(
                 params,
                 &new.conversation_id,
                 &now,
-                &new.graph,
+                &new.graph.as_deref(),
                 &start.status.as_str(),
                 &start.lease_owner,
                 &start.lease_until,

@@ -8,7 +8,9 @@ use chatter_core::store::{
 };
 use rusqlite::{Connection, params};
 
-use super::{Db, SqliteStore, enum_at, graph_at, json_at, opt_json_at, query_all, query_opt};
+use super::{
+    Db, SqliteStore, enum_at, graph_at, graph_text, json_at, opt_json_at, query_all, query_opt,
+};
 use crate::common::{
     StartColumns, check_events, check_finish, check_outcome, check_start, check_step, conflict,
     execution_insert_error, invalid, new_execution_record, new_execution_row, not_found, now_ms,
@@ -825,7 +827,7 @@ struct InsertRow {
     params: String,
     conversation_id: Option<String>,
     now: i64,
-    graph: Option<String>,
+    graph: Option<std::sync::Arc<str>>,
     start: (Option<String>, Option<i64>, Option<i64>),
     updated_at: i64,
     /// `last_event_seq` and `step_count` (past the steps written with the row).
@@ -845,7 +847,7 @@ impl InsertRow {
             params: object_text(&new.params),
             conversation_id: new.conversation_id.clone(),
             now,
-            graph: new.graph.as_ref().map(to_json_text),
+            graph: new.graph.as_ref().map(graph_text),
             start: (row.lease_owner.clone(), row.lease_until, row.started_at),
             updated_at: row.updated_at,
             counters: (0, 0),

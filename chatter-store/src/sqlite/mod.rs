@@ -907,25 +907,56 @@ pub(crate) fn json_at(
     })
 }
 
-/// Graph texts at most this long are kept parsed by [`graph_at`].
+/// Graph texts at most this long are kept by [`graph_at`] and [`graph_text`].
 const CACHED_GRAPH_MAX_BYTES: usize = 256 * 1024;
-/// Graphs kept parsed per thread by [`graph_at`].
+/// Graphs kept per thread by [`graph_at`] and [`graph_text`].
 const CACHED_GRAPHS: usize = 4;
 
 thread_local! {
-    /// The graphs [`graph_at`] parsed last on this thread, with their text, newest last.
-    static PARSED_GRAPHS: std::cell::RefCell<Vec<(Box<[u8]>, serde_json::Value)>> =
+    /// The graphs this thread wrote or read last, each with its JSON text, newest last.
+    static GRAPHS: std::cell::RefCell<Vec<(Arc<serde_json::Value>, Arc<str>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Keeps `graph` and its text in this thread's [`GRAPHS`] (when the text is short enough).
+fn keep_graph(graph: &Arc<serde_json::Value>, text: &Arc<str>) {
+    if text.len() <= CACHED_GRAPH_MAX_BYTES {
+        GRAPHS.with_borrow_mut(|graphs| {
+            if graphs.len() >= CACHED_GRAPHS {
+                graphs.remove(0);
+            }
+            graphs.push((graph.clone(), text.clone()));
+        });
+    }
+}
+
+/// The JSON text of an execution's graph, as written to its `graph` column. Every run of one
+/// prepared workflow shares the same graph (`NewExecution::graph`): its text is written out
+/// once per thread, not once per run (writing a 52-node graph was 5 % of the CPU of a durable
+/// run of it). The cache holds the graph itself, so a hit is the very same value.
+pub(crate) fn graph_text(graph: &Arc<serde_json::Value>) -> Arc<str> {
+    let cached = GRAPHS.with_borrow(|graphs| {
+        graphs
+            .iter()
+            .find(|(value, _)| Arc::ptr_eq(value, graph))
+            .map(|(_, text)| text.clone())
+    });
+    if let Some(text) = cached {
+        return text;
+    }
+    let text: Arc<str> = crate::common::to_json_text(graph.as_ref()).into();
+    keep_graph(graph, &text);
+    text
+}
+
 /// Reads an execution's `graph` column (nullable JSON text). An ad-hoc run's row is read back
-/// when it ends, and every run of the same workflow stores the same graph text: the value
-/// parsed from an identical text is cloned instead of parsed again (parsing a 52-node graph
-/// was 7 % of the CPU of a durable run of it; a clone costs a fraction, and no hashing).
+/// when it ends, and every run of the same workflow stores the same graph text: an identical
+/// text read or written lately on this thread gives its graph, shared, instead of being parsed
+/// again (parsing a 52-node graph was 7 % of the CPU of a durable run of it).
 pub(crate) fn graph_at(
     row: &rusqlite::Row<'_>,
     column: usize,
-) -> rusqlite::Result<Option<serde_json::Value>> {
+) -> rusqlite::Result<Option<Arc<serde_json::Value>>> {
     use rusqlite::types::ValueRef;
     let text = match row.get_ref(column)? {
         ValueRef::Null => return Ok(None),
@@ -938,25 +969,21 @@ pub(crate) fn graph_at(
             ));
         }
     };
-    let cached = PARSED_GRAPHS.with_borrow(|graphs| {
+    let cached = GRAPHS.with_borrow(|graphs| {
         graphs
             .iter()
-            .find(|(key, _)| **key == *text)
-            .map(|(_, value)| value.clone())
+            .find(|(_, key)| key.as_bytes() == text)
+            .map(|(value, _)| value.clone())
     });
     if let Some(value) = cached {
         return Ok(Some(value));
     }
-    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+    let value: Arc<serde_json::Value> = Arc::new(serde_json::from_slice(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    if text.len() <= CACHED_GRAPH_MAX_BYTES {
-        PARSED_GRAPHS.with_borrow_mut(|graphs| {
-            if graphs.len() >= CACHED_GRAPHS {
-                graphs.remove(0);
-            }
-            graphs.push((text.into(), value.clone()));
-        });
+    })?);
+    // It parsed, so it is UTF-8.
+    if let Ok(text) = std::str::from_utf8(text) {
+        keep_graph(&value, &Arc::from(text));
     }
     Ok(Some(value))
 }
@@ -1048,22 +1075,38 @@ mod tests {
             .unwrap()
     }
 
-    /// `graph_at` reads what was stored, whether parsed or cloned from its cache: a value the
-    /// caller changes does not change the next read, another text reads as itself, NULL as
-    /// `None`, and a text that is not JSON is an error (never a cached value).
+    /// `graph_at` reads what was stored, whether parsed or from its cache: another text reads
+    /// as itself, NULL as `None`, and a text that is not JSON is an error (never a cached
+    /// value). `graph_text` writes a graph as `to_json_text` does, from its cache too, and a
+    /// text it wrote reads back as that very graph.
     #[test]
-    fn graphs_read_the_same_parsed_or_cached() {
+    fn graphs_read_and_write_the_same_parsed_or_cached() {
         let conn = Connection::open_in_memory().unwrap();
         let read = |text: Option<&str>| conn.query_row("SELECT ?1", [text], |row| graph_at(row, 0));
         let graph = r#"{"nodes":[{"id":"a","type":"start"}],"edges":[]}"#;
-        let mut first = read(Some(graph)).unwrap().unwrap();
+        let first = read(Some(graph)).unwrap().unwrap();
         assert_eq!(
-            first,
+            *first,
             serde_json::from_str::<serde_json::Value>(graph).unwrap()
         );
-        first["nodes"][0]["id"] = "changed".into();
         let second = read(Some(graph)).unwrap().unwrap();
-        assert_eq!(second["nodes"][0]["id"], "a");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(&*graph_text(&second), graph);
+
+        let written = Arc::new(serde_json::json!({"nodes": [{"id": "w", "type": "start"}]}));
+        let text = graph_text(&written);
+        assert_eq!(&*text, crate::common::to_json_text(&*written));
+        assert!(Arc::ptr_eq(&text, &graph_text(&written)));
+        assert!(Arc::ptr_eq(&read(Some(&text)).unwrap().unwrap(), &written));
+        // An equal graph that is not the same value is written out, the same.
+        let equal = Arc::new((*written).clone());
+        assert_eq!(graph_text(&equal), text);
+        // Past the cache's size, the first graphs are written and read again, the same.
+        for i in 0..CACHED_GRAPHS {
+            graph_text(&Arc::new(serde_json::json!({ "n": i })));
+        }
+        assert_eq!(graph_text(&written), text);
+        assert_eq!(*read(Some(graph)).unwrap().unwrap(), *first);
         let other = r#"{"nodes":[{"id":"b","type":"start"}],"edges":[]}"#;
         assert_eq!(read(Some(other)).unwrap().unwrap()["nodes"][0]["id"], "b");
         assert_eq!(read(None).unwrap(), None);
