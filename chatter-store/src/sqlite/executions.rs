@@ -135,63 +135,142 @@ fn settled(
 //
 // Writing the row's columns on every commit cost a page of the WAL per commit (the execution
 // row's leaf; a third of the pages of a no-op step). So while an execution has not ended, the
-// writer connection keeps them in its in-memory table `temp.chatter_heads` instead (SQLite
-// rolls it back with the transaction or savepoint that wrote it), and writes them to the row
-// when its status changes (`set_execution_status`, its end, which drops the entry). Readers
-// work them out of the rows (`settle`), and so does the writer for an execution it has
-// no valid entry for: after a restart, or when another connection (another process) has
-// written to the database since the entry was written, which `PRAGMA data_version` tells.
+// writer connection keeps them in memory instead ([`Heads`], undone with the transaction or
+// savepoint that changed them), and writes them to the row when its status changes
+// (`set_execution_status`, its end, which drops the entry). Readers work them out of the rows
+// (`settle`), and so does the writer for an execution it has no entry for: after a restart, or
+// when another connection (another process) has written to the database since the entries were
+// made, which `PRAGMA data_version` tells at the start of each write transaction.
 //
-// A valid entry also means the execution exists and has not ended: this connection ends an
-// execution only in `complete_in` (which drops its entry), deletes drop theirs (a trigger),
-// and any other connection's write makes every entry invalid.
+// An entry also means the execution exists and has not ended: this connection ends an
+// execution only in `complete_in` (which drops its entry), any other write on it outside a
+// group of short writes (a delete, retention) that changed rows drops every entry, and so does
+// any other connection's write.
 
-/// Entries kept at most: past this the table is emptied when an entry is worked out of the rows
+/// Entries kept at most: past this they are all dropped when a write transaction begins
 /// (entries of executions that never end, such as abandoned ones, would otherwise accumulate).
-const MAX_HEADS: i64 = 65_536;
+const MAX_HEADS: usize = 65_536;
 
-/// Creates the writer connection's `temp.chatter_heads` (see the comment on the counters),
-/// whose entries go with their executions however those are deleted.
-pub(super) fn prepare_writer(conn: &Connection) -> StoreResult<()> {
-    // Small pages for the temporary database: a write to a table there journals the whole page
-    // it changes (in memory), on every commit.
-    conn.execute_batch(
-        "PRAGMA temp_store = MEMORY;
-         PRAGMA temp.page_size = 512;
-         CREATE TEMP TABLE IF NOT EXISTS chatter_heads (
-             id             TEXT PRIMARY KEY NOT NULL,
-             last_event_seq INTEGER NOT NULL,
-             step_count     INTEGER NOT NULL,
-             data_version   INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         CREATE TEMP TRIGGER IF NOT EXISTS chatter_heads_forget
-         AFTER DELETE ON main.workflow_executions
-         BEGIN
-             DELETE FROM temp.chatter_heads WHERE id = old.id;
-         END;",
-    )
-    .db()
+/// The writer connection's counters of the executions it is writing, `(last_event_seq,
+/// step_count)` by execution (see the comment on the counters), with what undoes the changes
+/// of the open transaction.
+///
+/// They belong to whoever holds the writer connection: [`Heads::install`] makes them this
+/// thread's for a group of short writes, and the transaction and savepoint code
+/// (`WriteTx`, `in_savepoint`) tells them where a transaction begins, commits or rolls back.
+#[derive(Debug, Default)]
+pub(crate) struct Heads {
+    entries: FastMap<String, (i64, i64)>,
+    /// The `data_version` the entries are valid at.
+    version: Option<i64>,
+    /// What each change of the open transaction replaced, in order.
+    undo: Vec<(String, Option<(i64, i64)>)>,
 }
 
-/// Execution `id`'s current counters for the writer, where they come from (its entry in
-/// `temp.chatter_heads`, or its rows) and the `data_version` they are valid at (`None`: no such
-/// execution, or it has ended).
-fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<Counters>> {
-    let version = data_version(conn)?;
-    // (A statement that reads both `main` and `temp` would be prepared again on every run.)
-    let head = query_opt(
-        conn,
-        "SELECT last_event_seq, step_count FROM temp.chatter_heads
-         WHERE id = ?1 AND data_version = ?2",
-        params![id, version],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    if let Some(values) = head {
-        return Ok(Some(Counters {
-            values,
-            version,
-            kept: true,
-        }));
+thread_local! {
+    /// The heads of the writer connection this thread holds, while it runs a group of writes.
+    static INSTALLED: std::cell::RefCell<Option<Heads>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Heads made this thread's by [`Heads::install`]; given back when dropped.
+pub(crate) struct Installed<'h>(&'h mut Heads);
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        if let Some(heads) = INSTALLED.with_borrow_mut(Option::take) {
+            *self.0 = heads;
+        }
+    }
+}
+
+impl Heads {
+    /// Makes them this thread's until the guard is dropped (the holder of the writer connection
+    /// running a group of writes).
+    pub(crate) fn install(&mut self) -> Installed<'_> {
+        let heads = std::mem::take(self);
+        INSTALLED.with_borrow_mut(|slot| *slot = Some(heads));
+        Installed(self)
+    }
+
+    /// Runs `f` on this thread's heads; `None` when none are installed (then nothing is kept,
+    /// and counters are worked out of the rows).
+    pub(crate) fn with<T>(f: impl FnOnce(&mut Heads) -> T) -> Option<T> {
+        INSTALLED.with_borrow_mut(|slot| slot.as_mut().map(f))
+    }
+
+    /// A write transaction began, at `data_version` `version`: entries made before another
+    /// connection's write are dropped, and so are all of them when there are too many.
+    pub(crate) fn begin(&mut self, version: i64) {
+        if self.version != Some(version) || self.entries.len() >= MAX_HEADS {
+            self.entries.clear();
+            self.version = Some(version);
+        }
+        self.undo.clear();
+    }
+
+    /// The open transaction committed.
+    pub(crate) fn committed(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The open transaction rolled back.
+    pub(crate) fn rolled_back(&mut self) {
+        self.undo_to(0);
+    }
+
+    /// Where the open transaction's changes stand (for a savepoint).
+    pub(crate) fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Undoes the changes made since `mark` (a savepoint rolled back).
+    pub(crate) fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let Some((id, before)) = self.undo.pop() else {
+                break;
+            };
+            match before {
+                Some(values) => self.entries.insert(id, values),
+                None => self.entries.remove(&id),
+            };
+        }
+    }
+
+    /// Drops every entry (the writer ran something that may have changed any execution).
+    pub(crate) fn forget_all(&mut self) {
+        self.entries.clear();
+        self.version = None;
+        self.undo.clear();
+    }
+
+    fn get(&self, id: &str) -> Option<(i64, i64)> {
+        self.entries.get(id).copied()
+    }
+
+    fn set(&mut self, id: &str, values: (i64, i64)) {
+        let before = self.entries.insert(id.to_owned(), values);
+        self.undo.push((id.to_owned(), before));
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(before) = self.entries.remove(id) {
+            self.undo.push((id.to_owned(), Some(before)));
+        }
+    }
+}
+
+/// Creates what the writer connection needs beyond the schema.
+pub(super) fn prepare_writer(conn: &Connection) -> StoreResult<()> {
+    // Temporary b-trees (sorts, `IN` lists, statement journals) in memory.
+    conn.execute_batch("PRAGMA temp_store = MEMORY;").db()
+}
+
+/// Execution `id`'s current counters for the writer, `(last_event_seq, step_count)`: its
+/// entry in the installed [`Heads`], or worked out of its rows (`None`: no such execution, or
+/// it has ended).
+fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<(i64, i64)>> {
+    if let Some(values) = Heads::with(|heads| heads.get(id)).flatten() {
+        return Ok(Some(values));
     }
     let row = query_opt(
         conn,
@@ -208,56 +287,21 @@ fn current_counters(conn: &Connection, id: &str) -> StoreResult<Option<Counters>
     match row {
         Some((status, seq, step)) if !ExecutionStatus::parse(&status)?.is_terminal() => {
             let (rows_seq, rows_step, _) = rows_maxima(conn, id)?;
-            let counters = (seq.max(rows_seq), step.max(rows_step));
-            // Entries written before another connection's write are never valid again; all go
-            // when the table is full.
-            conn.prepare_cached(
-                "DELETE FROM temp.chatter_heads
-                 WHERE data_version <> ?1 OR (SELECT COUNT(*) FROM temp.chatter_heads) >= ?2",
-            )
-            .db()?
-            .execute(params![version, MAX_HEADS])
-            .db()?;
-            Ok(Some(Counters {
-                values: counters,
-                version,
-                kept: false,
-            }))
+            Ok(Some((seq.max(rows_seq), step.max(rows_step))))
         }
         _ => Ok(None),
     }
 }
 
-/// An execution's counters as the writer knows them ([`current_counters`]).
-struct Counters {
-    /// `(last_event_seq, step_count)`.
-    values: (i64, i64),
-    /// The `data_version` they are valid at.
-    version: i64,
-    /// Whether they come from the execution's entry in `temp.chatter_heads`.
-    kept: bool,
-}
-
 /// The connection's `PRAGMA data_version` (it changes when another connection has written).
-fn data_version(conn: &Connection) -> StoreResult<i64> {
-    conn.prepare_cached("PRAGMA data_version")
-        .db()?
+pub(super) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?
         .query_row([], |row| row.get(0))
-        .db()
 }
 
-/// Keeps execution `id`'s current counters in `temp.chatter_heads`, valid at `version`.
-fn set_head(
-    conn: &Connection,
-    id: &str,
-    (last_seq, steps): (i64, i64),
-    version: i64,
-) -> StoreResult<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO temp.chatter_heads VALUES (?1, ?2, ?3, ?4)")
-        .db()?
-        .execute(params![id, last_seq, steps, version])
-        .db()?;
-    Ok(())
+/// Keeps execution `id`'s current counters in the installed [`Heads`].
+fn set_head(id: &str, counters: (i64, i64)) {
+    Heads::with(|heads| heads.set(id, counters));
 }
 
 fn execution_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
@@ -362,22 +406,11 @@ fn explain_no_row(conn: &Connection, id: &str, to: Option<ExecutionStatus>) -> c
 fn reserve(conn: &Connection, id: &str, count: usize, steps: usize) -> StoreResult<(i64, i64)> {
     let count = i64::try_from(count).map_err(|_| invalid("too many events"))?;
     let steps = i64::try_from(steps).map_err(|_| invalid("too many steps"))?;
-    let Some(counters) = current_counters(conn, id)? else {
+    let Some((last_seq, step_count)) = current_counters(conn, id)? else {
         return Err(explain_no_row(conn, id, None));
     };
-    let (last_seq, step_count) = counters.values;
     let reserved = (last_seq + count, step_count + steps);
-    if counters.kept {
-        // A single-row UPDATE by key: no statement journal, unlike INSERT OR REPLACE.
-        conn.prepare_cached(
-            "UPDATE temp.chatter_heads SET last_event_seq = ?2, step_count = ?3 WHERE id = ?1",
-        )
-        .db()?
-        .execute(params![id, reserved.0, reserved.1])
-        .db()?;
-    } else {
-        set_head(conn, id, reserved, counters.version)?;
-    }
+    set_head(id, reserved);
     Ok(reserved)
 }
 
@@ -935,7 +968,7 @@ fn complete_in(
     let count = outcome.events.len() as i64;
     let counters = match counters {
         Some(counters) => Some(counters),
-        None => current_counters(tx, key)?.map(|counters| counters.values),
+        None => current_counters(tx, key)?,
     };
     let Some((last_seq, steps)) = counters else {
         return Err(explain_no_row(tx, key, Some(status)));
@@ -974,10 +1007,7 @@ fn complete_in(
         return Err(explain_no_row(tx, key, Some(status)));
     }
     // Ended: its row holds its counters from now on.
-    tx.prepare_cached("DELETE FROM temp.chatter_heads WHERE id = ?1")
-        .db()?
-        .execute([key])
-        .db()?;
+    Heads::with(|heads| heads.remove(key));
     let record = select_one(tx, key)?.ok_or_else(|| not_found("execution", key))?;
     insert_events(tx, key, (last_seq + 1..).zip(&outcome.events))?;
     if let Some(template_id) = &record.template_id {
@@ -1094,7 +1124,7 @@ impl ExecutionStore for SqliteStore {
                     // Of this execution (`check_start`), whose row was just inserted.
                     intent_in(conn, intent, true)?;
                 }
-                set_head(conn, &key, counters, data_version(conn)?)?;
+                set_head(&key, counters);
                 Ok(receipts)
             },
         )
@@ -1178,11 +1208,7 @@ impl ExecutionStore for SqliteStore {
         let key = id.to_owned();
         self.write_short(move |conn| {
             let [from_a, from_b, from_c] = predecessors(status);
-            let Some(Counters {
-                values: (last_seq, steps),
-                ..
-            }) = current_counters(conn, &key)?
-            else {
+            let Some((last_seq, steps)) = current_counters(conn, &key)? else {
                 return Err(explain_no_row(conn, &key, Some(status)));
             };
             // The row's counters are made current with its status.
@@ -1534,6 +1560,124 @@ impl ExecutionStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite::{PendingWrite, WriteSide, pending_write};
+    use tokio::sync::oneshot;
+
+    /// A group's write that keeps counters for `id` and succeeds or fails.
+    fn keep(id: &'static str, values: (i64, i64), ok: bool) -> impl FnMut(&Connection) -> bool {
+        move |_| {
+            set_head(id, values);
+            ok
+        }
+    }
+
+    /// The counters kept in memory follow the transactions and savepoints that changed them:
+    /// kept when committed, undone when rolled back (a lone write, or one write of a group),
+    /// and all dropped when another connection writes or the writer runs a job that changed
+    /// rows; installed only while a group runs.
+    #[test]
+    fn kept_counters_follow_commits_and_rollbacks() {
+        let dir = std::env::temp_dir().join(format!(
+            "chatter-heads-{}-{}",
+            std::process::id(),
+            ulid::Ulid::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("heads.db");
+        let mut conn = Connection::open(&path).unwrap();
+        // Busy at once (below), not after rusqlite's default 5 s wait.
+        conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (v TEXT);")
+            .unwrap();
+        let mut heads = Heads::default();
+        let mut group = |heads: &mut Heads,
+                         own: &mut dyn FnMut(&Connection) -> bool,
+                         others: Vec<PendingWrite>| {
+            WriteSide::run_group(&mut conn, heads, Some(own), others).unwrap();
+        };
+
+        group(&mut heads, &mut keep("e1", (5, 1), false), Vec::new());
+        assert_eq!(heads.get("e1"), None, "a failed lone write keeps nothing");
+        group(&mut heads, &mut keep("e1", (5, 1), true), Vec::new());
+        assert_eq!(heads.get("e1"), Some((5, 1)));
+        assert!(
+            Heads::with(|_| ()).is_none(),
+            "installed only while a group runs"
+        );
+
+        // In a group, the failed write's changes are undone alone.
+        let (tx, _rx) = oneshot::channel::<StoreResult<()>>();
+        let failing = pending_write(
+            |_: &Connection| {
+                set_head("e1", (99, 9));
+                set_head("e3", (1, 1));
+                Err(invalid("no"))
+            },
+            tx,
+        );
+        let (tx, _rx) = oneshot::channel::<StoreResult<()>>();
+        let kept = pending_write(
+            |_: &Connection| {
+                set_head("e2", (3, 1));
+                Ok(())
+            },
+            tx,
+        );
+        group(
+            &mut heads,
+            &mut keep("e1", (7, 2), true),
+            vec![failing, kept],
+        );
+        assert_eq!(heads.get("e1"), Some((7, 2)));
+        assert_eq!(heads.get("e2"), Some((3, 1)));
+        assert_eq!(heads.get("e3"), None);
+
+        // A transaction that fails to commit keeps nothing: another connection holds the
+        // write lock, so BEGIN IMMEDIATE fails and nothing runs.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut ran = false;
+        let mut own = |_: &Connection| {
+            ran = true;
+            true
+        };
+        assert!(WriteSide::run_group(&mut conn, &mut heads, Some(&mut own), Vec::new()).is_err());
+        assert!(!ran);
+        // Another connection's write: every entry is dropped when the next transaction begins.
+        other
+            .execute_batch("INSERT INTO t VALUES ('x'); COMMIT;")
+            .unwrap();
+        let mut seen = None;
+        let mut own = |_: &Connection| {
+            seen = Heads::with(|heads| (heads.get("e1"), heads.get("e2")));
+            set_head("e4", (2, 1));
+            true
+        };
+        WriteSide::run_group(&mut conn, &mut heads, Some(&mut own), Vec::new()).unwrap();
+        assert_eq!(seen, Some((None, None)));
+
+        // A job on the writer that changed no row keeps the entries; one that did drops them.
+        let side = WriteSide::new(Connection::open_in_memory().unwrap());
+        *side.heads() = heads;
+        side.run_job(
+            &mut conn,
+            Box::new(|conn| {
+                let _: i64 = conn
+                    .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+                    .unwrap();
+            }),
+        );
+        assert_eq!(side.heads().get("e4"), Some((2, 1)));
+        side.run_job(
+            &mut conn,
+            Box::new(|conn| {
+                conn.execute("INSERT INTO t VALUES ('y')", []).unwrap();
+            }),
+        );
+        assert_eq!(side.heads().get("e4"), None);
+        drop((conn, other, side));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Every status's predecessors fit the three places of the status guards.
     #[test]

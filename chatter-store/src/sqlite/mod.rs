@@ -101,6 +101,8 @@ where
 pub(crate) struct WriteSide {
     conn: Mutex<Connection>,
     pending: Mutex<VecDeque<PendingWrite>>,
+    /// The writer's counters ([`executions::Heads`]): locked only by the holder of `conn`.
+    heads: Mutex<executions::Heads>,
 }
 
 impl WriteSide {
@@ -108,6 +110,7 @@ impl WriteSide {
         WriteSide {
             conn: Mutex::new(conn),
             pending: Mutex::new(VecDeque::new()),
+            heads: Mutex::new(executions::Heads::default()),
         }
     }
 
@@ -117,6 +120,21 @@ impl WriteSide {
         // was caught while it was held: the connection is still consistent (SQLite rolls back
         // an unfinished transaction when the next one begins).
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The writer's counters (the caller holds the connection).
+    fn heads(&self) -> MutexGuard<'_, executions::Heads> {
+        self.heads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `job` (a write outside the groups of short writes) on the connection. When it
+    /// changed rows, the counters kept for executions may be stale: they are all dropped.
+    fn run_job(&self, conn: &mut Connection, job: Job) {
+        let before = conn.total_changes();
+        job(conn);
+        if conn.total_changes() != before {
+            self.heads().forget_all();
+        }
     }
 
     /// The connection, when no one holds it.
@@ -148,13 +166,17 @@ impl WriteSide {
     /// back alone), then commits and answers `others`. A lone write needs no savepoint: the
     /// transaction is its all-or-nothing. `Err` when the transaction itself failed: then
     /// nothing was written, and `others` were told so.
+    /// `heads`: the writer's counters, this thread's while the group runs.
     fn run_group(
         conn: &mut Connection,
+        heads: &mut executions::Heads,
         own: Option<&mut dyn FnMut(&Connection) -> bool>,
         others: Vec<PendingWrite>,
     ) -> StoreResult<()> {
         let mut replies: Vec<Reply> = Vec::with_capacity(others.len());
+        let installed = heads.install();
         let outcome = Self::transact(conn, own, others, &mut replies);
+        drop(installed);
         let failure = outcome.as_ref().err();
         for reply in replies {
             reply(failure);
@@ -211,7 +233,7 @@ impl WriteSide {
                 if group.is_empty() {
                     break;
                 }
-                let _ = Self::run_group(&mut conn, None, group);
+                let _ = Self::run_group(&mut conn, &mut self.heads(), None, group);
             }
             drop(conn);
             if !self.has_pending() {
@@ -240,13 +262,18 @@ fn in_savepoint(
     write: impl FnOnce(&Connection) -> bool,
 ) -> rusqlite::Result<()> {
     run_cached(conn, "SAVEPOINT chatter_write")?;
+    let mark = executions::Heads::with(|heads| heads.mark());
     if !write(conn) {
         run_cached(conn, "ROLLBACK TO chatter_write")?;
+        if let Some(mark) = mark {
+            executions::Heads::with(|heads| heads.undo_to(mark));
+        }
     }
     run_cached(conn, "RELEASE chatter_write")
 }
 
 /// The write transaction of a group (`BEGIN IMMEDIATE`), rolled back when dropped uncommitted.
+/// The installed [`executions::Heads`] follow it.
 struct WriteTx<'c> {
     conn: &'c Connection,
     open: bool,
@@ -255,18 +282,23 @@ struct WriteTx<'c> {
 impl<'c> WriteTx<'c> {
     fn begin(conn: &'c Connection) -> rusqlite::Result<WriteTx<'c>> {
         run_cached(conn, "BEGIN IMMEDIATE")?;
-        Ok(WriteTx { conn, open: true })
+        let tx = WriteTx { conn, open: true };
+        let version = executions::data_version(conn)?;
+        executions::Heads::with(|heads| heads.begin(version));
+        Ok(tx)
     }
 
     fn commit(mut self) -> rusqlite::Result<()> {
         // A failed COMMIT leaves the transaction open: dropping `self` rolls it back.
         run_cached(self.conn, "COMMIT")?;
         self.open = false;
+        executions::Heads::with(executions::Heads::committed);
         Ok(())
     }
 
     fn rollback(mut self) -> rusqlite::Result<()> {
         self.open = false;
+        executions::Heads::with(executions::Heads::rolled_back);
         run_cached(self.conn, "ROLLBACK")
     }
 }
@@ -274,6 +306,7 @@ impl<'c> WriteTx<'c> {
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
         if self.open {
+            executions::Heads::with(executions::Heads::rolled_back);
             let _ = run_cached(self.conn, "ROLLBACK");
         }
     }
@@ -441,7 +474,7 @@ fn run_writer(side: &WriteSide, jobs: &mpsc::Receiver<WriterJob>, spin: Duration
     while let Ok(job) = recv_spinning(jobs, spin) {
         let mut conn = side.lock();
         if let WriterJob::Run(f) = job {
-            f(&mut conn);
+            side.run_job(&mut conn, f);
         }
         side.drain(conn);
     }
@@ -796,7 +829,12 @@ impl SqliteStore {
             result = Some(outcome);
             ok
         };
-        let group = WriteSide::run_group(&mut conn, Some(&mut own), others);
+        let group = WriteSide::run_group(
+            &mut conn,
+            &mut self.write_side.heads(),
+            Some(&mut own),
+            others,
+        );
         self.release(conn);
         match (group, result) {
             // The write's own answer, unless the transaction around it failed.
@@ -1095,7 +1133,7 @@ mod tests {
 
         let written = Arc::new(serde_json::json!({"nodes": [{"id": "w", "type": "start"}]}));
         let text = graph_text(&written);
-        assert_eq!(&*text, crate::common::to_json_text(&*written));
+        assert_eq!(&*text, crate::common::to_json_text(&written));
         assert!(Arc::ptr_eq(&text, &graph_text(&written)));
         assert!(Arc::ptr_eq(&read(Some(&text)).unwrap().unwrap(), &written));
         // An equal graph that is not the same value is written out, the same.
@@ -1129,7 +1167,13 @@ mod tests {
         ];
         let mut own_write = Some(insert("a", false));
         let mut own = |conn: &Connection| own_write.take().unwrap()(conn).is_ok();
-        WriteSide::run_group(&mut conn, Some(&mut own), others).unwrap();
+        WriteSide::run_group(
+            &mut conn,
+            &mut executions::Heads::default(),
+            Some(&mut own),
+            others,
+        )
+        .unwrap();
         assert_eq!(values(&conn), ["a", "c"]);
         let b = b_rx.try_recv().unwrap().unwrap_err();
         assert_eq!(
@@ -1142,6 +1186,7 @@ mod tests {
         let (d_tx, mut d_rx) = oneshot::channel();
         WriteSide::run_group(
             &mut conn,
+            &mut executions::Heads::default(),
             None,
             vec![pending_write(insert("d", true), d_tx)],
         )
