@@ -166,7 +166,8 @@ impl WriteSide {
     /// back alone), then commits and answers `others`. A lone write needs no savepoint: the
     /// transaction is its all-or-nothing. `Err` when the transaction itself failed: then
     /// nothing was written, and `others` were told so.
-    /// `heads`: the writer's counters, this thread's while the group runs.
+    ///
+    /// `heads` are the writer's counters, made this thread's while the group runs.
     fn run_group(
         conn: &mut Connection,
         heads: &mut executions::Heads,
