@@ -167,8 +167,9 @@ pub(crate) fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 }
 
 /// Converts exact built-in types (dict with str keys, list, tuple, str, int, float, bool,
-/// None) without tracking where it is; `None` for anything else.
-fn to_json_fast(obj: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
+/// None) without tracking where it is; `None` for anything else. `depth`: how deep `obj` is in
+/// what is being converted.
+pub(crate) fn to_json_fast(obj: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
     if depth > MAX_DEPTH {
         return None;
     }

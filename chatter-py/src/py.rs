@@ -25,7 +25,8 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::{
-    error_text, messages_to_py, object_to_py, request_to_py, to_json, to_py_bound, tools_to_py,
+    error_text, messages_to_py, object_to_py, request_to_py, to_json, to_json_fast, to_py_bound,
+    tools_to_py,
 };
 
 tokio::task_local! {
@@ -126,13 +127,23 @@ impl Callable {
     /// Calls it and converts what it returns to JSON. The error is the Python exception's
     /// text with its traceback.
     async fn call(&self, args: ArgsBuilder<'_>) -> std::result::Result<Value, String> {
+        self.call_map(args, to_json).await
+    }
+
+    /// Calls it and converts what it returns with `convert` (with the GIL held). The error is
+    /// the Python exception's text with its traceback.
+    async fn call_map<T>(
+        &self,
+        args: ArgsBuilder<'_>,
+        convert: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>,
+    ) -> std::result::Result<T, String> {
         if !self.is_async {
             return self.run_sync(|| {
                 Python::attach(|py| {
                     let outcome = (|| {
                         let (a, k) = args(py)?;
                         let out = self.func.bind(py).call(a, k.as_ref())?;
-                        to_json(&out)
+                        convert(&out)
                     })();
                     outcome.map_err(|e| failure_text(py, &e))
                 })
@@ -156,7 +167,7 @@ impl Callable {
             Err(future) => {
                 let out = future.await;
                 Python::attach(|py| {
-                    out.and_then(|o| to_json(o.bind(py)))
+                    out.and_then(|o| convert(o.bind(py)))
                         .map_err(|e| failure_text(py, &e))
                 })
             }
@@ -164,7 +175,7 @@ impl Callable {
                 Python::attach(|py| {
                     let outcome = (|| {
                         let out = py.import("asyncio")?.call_method1("run", (coro,))?;
-                        to_json(&out)
+                        convert(&out)
                     })();
                     outcome.map_err(|e| failure_text(py, &e))
                 })
@@ -305,11 +316,67 @@ impl PyModel {
                 id: call
                     .get("id")
                     .and_then(Value::as_str)
-                    .map_or_else(|| format!("call_{i}"), str::to_owned),
+                    .map_or_else(|| call_id(i), str::to_owned),
                 name: name.to_owned(),
                 arguments: call.get("arguments").cloned().unwrap_or_else(|| json!({})),
             });
         }
+        Ok(self.reply(content, tool_calls, &usage))
+    }
+
+    /// What `chat` returned, read straight from the Python objects when it has the usual shape
+    /// (a `str`, or a `dict` of built-in types whose `content` is a `str` or `None` and whose
+    /// `tool_calls` is a `list` of `dict`s each with a `str` `name`, and an `id` that is a
+    /// `str` or `None`): the same reply [`PyModel::response`] makes of its JSON, without
+    /// building the JSON first. `None` for anything else, which `response` reads (and
+    /// explains when it is wrong).
+    fn reply_from_py(&self, obj: &Bound<'_, PyAny>) -> Option<ChatResponse> {
+        let text = |o: &Bound<'_, PyAny>| -> Option<String> {
+            o.cast_exact::<PyString>()
+                .ok()?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        };
+        if obj.is_exact_instance_of::<PyString>() {
+            return Some(self.reply(text(obj)?, Vec::new(), &Value::Null));
+        }
+        let dict = obj.cast_exact::<PyDict>().ok()?;
+        let (mut content, mut tool_calls, mut usage) = (String::new(), Vec::new(), Value::Null);
+        for (key, value) in dict.iter() {
+            match text(&key)?.as_str() {
+                "content" if value.is_none() => {}
+                "content" => content = text(&value)?,
+                "tool_calls" if value.is_none() => {}
+                "tool_calls" => {
+                    for (i, call) in value.cast_exact::<PyList>().ok()?.iter().enumerate() {
+                        let (mut id, mut name, mut arguments) = (None, None, None);
+                        for (key, value) in call.cast_exact::<PyDict>().ok()?.iter() {
+                            match text(&key)?.as_str() {
+                                "id" if value.is_none() => {}
+                                "id" => id = Some(text(&value)?),
+                                "name" => name = Some(text(&value)?),
+                                "arguments" => arguments = Some(to_json_fast(&value, 4)?),
+                                // Converted (and dropped) as the JSON of the reply would be.
+                                _ => drop(to_json_fast(&value, 4)?),
+                            }
+                        }
+                        tool_calls.push(ToolCall {
+                            id: id.unwrap_or_else(|| call_id(i)),
+                            name: name?,
+                            arguments: arguments.unwrap_or_else(|| json!({})),
+                        });
+                    }
+                }
+                "usage" => usage = to_json_fast(&value, 1)?,
+                _ => drop(to_json_fast(&value, 1)?),
+            }
+        }
+        Some(self.reply(content, tool_calls, &usage))
+    }
+
+    /// The reply of `content` and `tool_calls`, with the usage `chat` returned.
+    fn reply(&self, content: String, tool_calls: Vec<ToolCall>, usage: &Value) -> ChatResponse {
         let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
         let (prompt, completion) = (count("prompt_tokens"), count("completion_tokens"));
         let finish_reason = if tool_calls.is_empty() {
@@ -317,7 +384,7 @@ impl PyModel {
         } else {
             FinishReason::ToolCalls
         };
-        Ok(ChatResponse {
+        ChatResponse {
             message: Message {
                 tool_calls,
                 ..Message::new(Role::Assistant, content)
@@ -333,8 +400,19 @@ impl PyModel {
             },
             finish_reason,
             model: self.name.clone(),
-        })
+        }
     }
+}
+
+/// The id of a tool call the model returned without one: `call_<index>`.
+fn call_id(index: usize) -> String {
+    format!("call_{index}")
+}
+
+/// What a Python model's `chat` returned: read as a reply, or its JSON to read.
+enum Returned {
+    Reply(ChatResponse),
+    Json(Value),
 }
 
 #[async_trait]
@@ -344,12 +422,20 @@ impl ChatModel for PyModel {
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        let value = self
+        let returned = self
             .chat
-            .call(self.request_args(&request))
+            .call_map(self.request_args(&request), |obj| {
+                match self.reply_from_py(obj) {
+                    Some(reply) => Ok(Returned::Reply(reply)),
+                    None => to_json(obj).map(Returned::Json),
+                }
+            })
             .await
             .map_err(|m| self.fail(m))?;
-        self.response(value)
+        match returned {
+            Returned::Reply(reply) => Ok(reply),
+            Returned::Json(value) => self.response(value),
+        }
     }
 
     async fn chat_stream(

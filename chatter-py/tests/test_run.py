@@ -102,6 +102,92 @@ def test_request_shape_and_tools_following_registrations(react: chatter.Workflow
     assert seen[-1]["tool_choice"] == "required"
 
 
+class _Dict(dict):  # type: ignore[type-arg]
+    """A dict subclass: read through JSON, not directly."""
+
+
+@pytest.mark.parametrize(
+    ("returned", "content", "tool_calls", "usage"),
+    [
+        ("plain text", "plain text", [], (0, 0, 0, 0.0)),
+        ({"content": None, "role": "assistant", "finish_reason": "stop"}, "", [], (0, 0, 0, 0.0)),
+        (
+            {"content": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 2, "cost": 0.25}},
+            "x", [], (3, 2, 5, 0.25),
+        ),
+        ({"content": "x", "usage": {"total_tokens": 9}}, "x", [], (0, 0, 9, 0.0)),
+        ({"content": "x", "usage": None, "tool_calls": None}, "x", [], (0, 0, 0, 0.0)),
+        (
+            {"content": "", "tool_calls": [
+                {"id": "a", "name": "t", "arguments": {"q": [1, 2.5, None, True]}},
+                {"name": "u"},
+                {"id": None, "name": "v", "arguments": None, "type": "function"},
+            ]},
+            "",
+            [
+                {"id": "a", "name": "t", "arguments": {"q": [1, 2.5, None, True]}},
+                {"id": "call_1", "name": "u", "arguments": {}},
+                {"id": "call_2", "name": "v", "arguments": None},
+            ],
+            (0, 0, 0, 0.0),
+        ),
+        # Shapes read through their JSON: a tuple of calls, an id that is not a string, a
+        # dict subclass.
+        (
+            {"content": "y", "tool_calls": ({"id": 7, "name": "t", "arguments": {}},)},
+            "y", [{"id": "call_0", "name": "t", "arguments": {}}], (0, 0, 0, 0.0),
+        ),
+        (_Dict(content="z", usage=_Dict(prompt_tokens=1)), "z", [], (1, 0, 1, 0.0)),
+    ],
+)
+def test_python_model_replies_of_every_shape(
+    chat: chatter.Workflow,
+    returned: Any,
+    content: str,
+    tool_calls: list[dict[str, Any]],
+    usage: tuple[int, int, int, float],
+) -> None:
+    class Model:
+        def chat(self, request: dict[str, Any]) -> Any:
+            return returned
+
+    engine = chatter.Engine()
+    engine.register_model("py", Model(), default=True)
+    result = engine.run(chat, "hi")
+    reply = result.messages[-1]
+    assert (reply.role, reply.content, reply.tool_calls) == ("assistant", content, tool_calls)
+    assert result.usage == chatter.Usage(
+        prompt_tokens=usage[0], completion_tokens=usage[1], total_tokens=usage[2], cost=usage[3]
+    )
+
+
+@pytest.mark.parametrize(
+    ("returned", "error"),
+    [
+        ({"content": 5}, "returned `content` 5; expected a string"),
+        ({"content": "x", "tool_calls": {"name": "t"}}, "expected a list"),
+        ({"content": "x", "tool_calls": [{"id": "a"}]}, r"tool_calls\[0\] has no string `name`"),
+        ({"content": "x", "tool_calls": ["t"]}, r"tool_calls\[0\] has no string `name`"),
+        ({"content": "x", "extra": object()}, r"type `object` at \$\.extra"),
+        (
+            {"content": "x", "tool_calls": [{"name": "t", "arguments": {"q": {1}}}]},
+            r"type `set` at \$\.tool_calls\[0\]\.arguments\.q",
+        ),
+    ],
+)
+def test_python_model_replies_of_a_wrong_shape_are_node_errors(
+    chat: chatter.Workflow, returned: Any, error: str
+) -> None:
+    class Model:
+        def chat(self, request: dict[str, Any]) -> Any:
+            return returned
+
+    engine = chatter.Engine()
+    engine.register_model("py", Model(), default=True)
+    with pytest.raises(chatter.NodeError, match=error):
+        engine.run(chat, "hi")
+
+
 def test_async_tool_and_async_model_under_run_and_arun(react: chatter.Workflow) -> None:
     class AsyncModel(WeatherModel):
         async def chat(self, request: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
