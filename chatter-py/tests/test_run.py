@@ -106,6 +106,18 @@ class _Dict(dict):  # type: ignore[type-arg]
     """A dict subclass: read through JSON, not directly."""
 
 
+def _engine_with_a_model_returning(returned: Any) -> chatter.Engine:
+    """An engine whose default model's `chat` returns `returned`."""
+
+    class Model:
+        def chat(self, request: dict[str, Any]) -> Any:
+            return returned
+
+    engine = chatter.Engine()
+    engine.register_model("py", Model(), default=True)
+    return engine
+
+
 @pytest.mark.parametrize(
     ("returned", "content", "tool_calls", "usage"),
     [
@@ -147,13 +159,7 @@ def test_python_model_replies_of_every_shape(
     tool_calls: list[dict[str, Any]],
     usage: tuple[int, int, int, float],
 ) -> None:
-    class Model:
-        def chat(self, request: dict[str, Any]) -> Any:
-            return returned
-
-    engine = chatter.Engine()
-    engine.register_model("py", Model(), default=True)
-    result = engine.run(chat, "hi")
+    result = _engine_with_a_model_returning(returned).run(chat, "hi")
     reply = result.messages[-1]
     assert (reply.role, reply.content, reply.tool_calls) == ("assistant", content, tool_calls)
     assert result.usage == chatter.Usage(
@@ -178,12 +184,7 @@ def test_python_model_replies_of_every_shape(
 def test_python_model_replies_of_a_wrong_shape_are_node_errors(
     chat: chatter.Workflow, returned: Any, error: str
 ) -> None:
-    class Model:
-        def chat(self, request: dict[str, Any]) -> Any:
-            return returned
-
-    engine = chatter.Engine()
-    engine.register_model("py", Model(), default=True)
+    engine = _engine_with_a_model_returning(returned)
     with pytest.raises(chatter.NodeError, match=error):
         engine.run(chat, "hi")
 
