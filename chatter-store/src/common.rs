@@ -326,7 +326,7 @@ pub(crate) fn object_text(value: &Value) -> String {
 }
 
 pub(crate) fn strings_json(values: &[String]) -> String {
-    Value::from(values.to_vec()).to_string()
+    to_json_text(&Value::from(values.to_vec()))
 }
 
 pub(crate) fn strings_from_json(value: Value) -> Vec<String> {

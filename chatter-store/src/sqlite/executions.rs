@@ -188,7 +188,11 @@ impl Heads {
     /// running a group of writes).
     pub(crate) fn install(&mut self) -> Installed<'_> {
         let heads = std::mem::take(self);
-        INSTALLED.with_borrow_mut(|slot| *slot = Some(heads));
+        INSTALLED.with_borrow_mut(|slot| {
+            // Groups of writes do not nest: one writer connection, held by one thread at a time.
+            debug_assert!(slot.is_none(), "writer heads installed twice on one thread");
+            *slot = Some(heads);
+        });
         Installed(self)
     }
 
