@@ -293,7 +293,8 @@ impl<'c> WriteTx<'c> {
         // A failed COMMIT leaves the transaction open: dropping `self` rolls it back.
         run_cached(self.conn, "COMMIT")?;
         self.open = false;
-        executions::Heads::with(executions::Heads::committed);
+        let version = executions::data_version(self.conn).ok();
+        executions::Heads::with(|heads| heads.committed(version));
         Ok(())
     }
 
