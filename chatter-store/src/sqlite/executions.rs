@@ -494,9 +494,12 @@ impl<'a> CallPlan<'a> {
     fn new(steps: &'a [StepCommit]) -> CallPlan<'a> {
         // Keyed by execution, node, iteration (and attempt for `node_started`). Built on every
         // commit, so with foldhash (randomly seeded) rather than SipHash.
-        let mut started_events: FastMap<(&str, &str, i64, i64), (usize, usize)> =
+        let mut started_events: FastMap<
+            (&str, &str, i64, i64),
+            ((usize, usize), RunEventFields<'a>),
+        > = FastMap::default();
+        let mut completed_events: FastMap<(&str, &str, i64), ((usize, usize), RunEventFields<'a>)> =
             FastMap::default();
-        let mut completed_events: FastMap<(&str, &str, i64), (usize, usize)> = FastMap::default();
         let mut plan = CallPlan {
             started: vec![None; steps.len()],
             completed: vec![None; steps.len()],
@@ -506,60 +509,47 @@ impl<'a> CallPlan<'a> {
         for (i, step) in steps.iter().enumerate() {
             let exec = step.node_run.execution_id.as_str();
             for (k, event) in step.events.iter().enumerate() {
-                let payload = &event.payload;
-                let node = payload.get("node_id").and_then(serde_json::Value::as_str);
-                let iteration = payload.get("iteration").and_then(serde_json::Value::as_i64);
-                let (Some(node), Some(iteration)) = (node, iteration) else {
+                let started = match event.event_type.as_str() {
+                    "node_started" => true,
+                    "node_completed" => false,
+                    _ => continue,
+                };
+                let fields = RunEventFields::of(&event.payload);
+                let (Some(node), Some(iteration)) = (fields.node_id, fields.iteration) else {
                     continue;
                 };
-                match event.event_type.as_str() {
-                    "node_started" => {
-                        if let Some(attempt) =
-                            payload.get("attempt").and_then(serde_json::Value::as_i64)
-                        {
-                            started_events.insert((exec, node, iteration, attempt), (i, k));
-                        }
-                    }
-                    "node_completed" => {
-                        completed_events.insert((exec, node, iteration), (i, k));
-                    }
-                    _ => {}
+                if !started {
+                    completed_events.insert((exec, node, iteration), ((i, k), fields));
+                } else if let Some(attempt) = fields.attempt {
+                    started_events.insert((exec, node, iteration, attempt), ((i, k), fields));
                 }
             }
             let run = &step.node_run;
             let key = (exec, run.node_id.as_str(), run.iteration);
-            if let Some(&(ei, ek)) = started_events.get(&(key.0, key.1, key.2, run.attempt)) {
-                let event = &steps[ei].events[ek];
-                let kind = event
-                    .payload
-                    .get("kind")
-                    .and_then(serde_json::Value::as_str);
+            if let Some(&((ei, ek), ref fields)) =
+                started_events.get(&(key.0, key.1, key.2, run.attempt))
+            {
                 // Folded only when the row rebuilds exactly this event: its time, and a
                 // payload of exactly attempt, node_id, kind and iteration (checked above).
-                let exact = event.ts == run.started_at
-                    && event.payload.as_object().is_some_and(|m| m.len() == 4)
+                let exact = steps[ei].events[ek].ts == run.started_at
+                    && fields.len == 4
                     && !plan.folded.contains(&(ei, ek));
-                if let (true, Some(kind)) = (exact, kind) {
+                if let (true, Some(kind)) = (exact, fields.kind) {
                     plan.started[i] = Some((ei, ek, kind));
                     plan.folded.insert((ei, ek));
                 }
             }
-            let Some(&(ei, ek)) = completed_events.get(&key) else {
+            let Some(&((ei, ek), ref fields)) = completed_events.get(&key) else {
                 continue;
             };
-            let event = &steps[ei].events[ek];
-            let output = event.payload.get("output");
+            let output = fields.output;
             // Folded only when the row rebuilds exactly this event: its time, and a payload of
             // exactly node_id, iteration (checked above), duration_ms and the run's output.
-            let exact = Some(event.ts) == run.finished_at
-                && event.payload.as_object().is_some_and(|m| m.len() == 4)
-                && event
-                    .payload
-                    .get("duration_ms")
-                    .and_then(serde_json::Value::as_i64)
-                    == run.duration_ms
+            let exact = Some(steps[ei].events[ek].ts) == run.finished_at
+                && fields.len == 4
+                && fields.duration_ms == run.duration_ms
                 && output.is_some_and(|o| match &run.output {
-                    Some(run_output) => o == run_output,
+                    Some(run_output) => same_json(o, run_output),
                     None => o.is_null(),
                 })
                 && !plan.folded.contains(&(ei, ek));
@@ -567,11 +557,72 @@ impl<'a> CallPlan<'a> {
             if exact && !referenced {
                 plan.completed_in_row[i] = Some((ei, ek));
                 plan.folded.insert((ei, ek));
-            } else if run.output.is_some() && output == run.output.as_ref() {
+            } else if let (Some(o), Some(run_output)) = (output, &run.output)
+                && same_json(o, run_output)
+            {
                 plan.completed[i] = Some((ei, ek));
             }
         }
         plan
+    }
+}
+
+/// The fields of a `node_started` or `node_completed` payload that [`CallPlan`] reads, found
+/// in one pass over its entries (a lookup by key hashes the key: six SipHash lookups per step
+/// were a third of planning a commit).
+#[derive(Debug, Clone, Copy, Default)]
+struct RunEventFields<'a> {
+    node_id: Option<&'a str>,
+    iteration: Option<i64>,
+    attempt: Option<i64>,
+    kind: Option<&'a str>,
+    output: Option<&'a serde_json::Value>,
+    duration_ms: Option<i64>,
+    /// How many entries the payload has (0 when it is not an object).
+    len: usize,
+}
+
+impl<'a> RunEventFields<'a> {
+    fn of(payload: &'a serde_json::Value) -> RunEventFields<'a> {
+        let mut fields = RunEventFields::default();
+        let Some(map) = payload.as_object() else {
+            return fields;
+        };
+        fields.len = map.len();
+        for (key, value) in map {
+            match key.as_str() {
+                "node_id" => fields.node_id = value.as_str(),
+                "iteration" => fields.iteration = value.as_i64(),
+                "attempt" => fields.attempt = value.as_i64(),
+                "kind" => fields.kind = value.as_str(),
+                "output" => fields.output = Some(value),
+                "duration_ms" => fields.duration_ms = value.as_i64(),
+                _ => {}
+            }
+        }
+        fields
+    }
+}
+
+/// `a == b`, comparing objects entry by entry in their order first: a node run's output is
+/// usually a copy of its event's, in the same order, and then no key is hashed (`==` on
+/// objects looks each key of one up in the other). Objects whose keys are in another order
+/// are compared with `==`.
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && (x
+                    .iter()
+                    .zip(y.iter())
+                    .all(|((kx, vx), (ky, vy))| kx == ky && same_json(vx, vy))
+                    || x == y)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(vx, vy)| same_json(vx, vy))
+        }
+        _ => a == b,
     }
 }
 
@@ -1707,6 +1758,41 @@ mod tests {
         assert_eq!(side.heads().get("e4"), None);
         drop((conn, other, side));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `same_json` is `==`: in the same order or not, nested, and for values that differ
+    /// anywhere.
+    #[test]
+    fn same_json_is_equality_whatever_the_order_of_keys() {
+        use serde_json::json;
+        let cases = [
+            (
+                json!({"a": 1, "b": [1, {"c": "x", "d": null}]}),
+                json!({"a": 1, "b": [1, {"c": "x", "d": null}]}),
+            ),
+            (
+                json!({"a": 1, "b": {"c": 2, "d": 3}}),
+                json!({"b": {"d": 3, "c": 2}, "a": 1}),
+            ),
+            (
+                json!({"a": 1, "b": {"c": 2, "d": 3}}),
+                json!({"a": 1, "b": {"c": 2, "d": 4}}),
+            ),
+            (json!({"a": 1, "b": 2}), json!({"b": 2, "c": 1})),
+            (json!({"a": 1}), json!({"a": 1, "b": 2})),
+            (json!([1, 2]), json!([2, 1])),
+            (json!([{"x": 1}]), json!([{"x": 1.0}])),
+            (json!("s"), json!("s")),
+            (json!(null), json!({})),
+        ];
+        for (a, b) in &cases {
+            assert_eq!(same_json(a, b), a == b, "{a} vs {b}");
+            assert_eq!(same_json(b, a), a == b, "{b} vs {a}");
+        }
+        assert!(
+            same_json(&cases[1].0, &cases[1].1),
+            "equal in another order"
+        );
     }
 
     /// Every status's predecessors fit the three places of the status guards.
