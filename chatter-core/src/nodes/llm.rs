@@ -41,13 +41,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::definition::NodeSpec;
 use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput};
 use crate::error::Result;
 use crate::expr::PromptTemplate;
-use crate::model::{ChatRequest, Message, Role, ToolChoice, ToolSpec};
+use crate::model::{ChatRequest, FinishReason, Message, Role, ToolChoice, ToolSpec, Usage};
 use crate::nodes::common::{Config, call_model, check_budget};
 use crate::state::{StateDelta, VariableOp};
 
@@ -305,13 +305,12 @@ impl Node for LlmNode {
 
         let mut reply = response.message;
         reply.role = Role::Assistant;
-        let mut output = json!({
-            "content": reply.content,
-            "tool_calls": reply.tool_calls,
-            "model": response.model,
-            "finish_reason": response.finish_reason,
-            "usage": response.usage,
-        });
+        let mut output = reply_output(
+            &reply,
+            response.model,
+            &response.finish_reason,
+            &response.usage,
+        );
         if let (Some(report), Some(map)) = (observed.report, output.as_object_mut()) {
             map.insert("routing".to_owned(), report);
         }
@@ -332,6 +331,58 @@ impl Node for LlmNode {
             ..NodeOutput::default()
         })
     }
+}
+
+/// The node's output for `reply`: `content`, `tool_calls` (`id`, `name`, `arguments`),
+/// `model`, `finish_reason` and `usage`, as `serde` writes them, built directly (through
+/// `serde`, the tool calls and the usage cost about 5k instructions per model call).
+fn reply_output(
+    reply: &Message,
+    model: String,
+    finish_reason: &FinishReason,
+    usage: &Usage,
+) -> Value {
+    fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+        let mut map = Map::with_capacity(N);
+        for (key, value) in fields {
+            map.insert(key.to_owned(), value);
+        }
+        Value::Object(map)
+    }
+    let calls = reply
+        .tool_calls
+        .iter()
+        .map(|call| {
+            object([
+                ("id", Value::String(call.id.clone())),
+                ("name", Value::String(call.name.clone())),
+                ("arguments", call.arguments.clone()),
+            ])
+        })
+        .collect();
+    let finish_reason = match finish_reason {
+        FinishReason::Stop => Value::from("stop"),
+        FinishReason::Length => Value::from("length"),
+        FinishReason::ToolCalls => Value::from("tool_calls"),
+        FinishReason::ContentFilter => Value::from("content_filter"),
+        other => serde_json::to_value(other).unwrap_or(Value::Null),
+    };
+    let cost = serde_json::Number::from_f64(usage.cost).map_or(Value::Null, Value::Number);
+    object([
+        ("content", Value::String(reply.content.clone())),
+        ("tool_calls", Value::Array(calls)),
+        ("model", Value::String(model)),
+        ("finish_reason", finish_reason),
+        (
+            "usage",
+            object([
+                ("prompt_tokens", Value::from(usage.prompt_tokens)),
+                ("completion_tokens", Value::from(usage.completion_tokens)),
+                ("total_tokens", Value::from(usage.total_tokens)),
+                ("cost", cost),
+            ]),
+        ),
+    ])
 }
 
 #[cfg(test)]
@@ -400,6 +451,63 @@ mod tests {
         assert_eq!(out.output["content"], "Hello there");
         assert_eq!(out.output["usage"]["total_tokens"], 15);
         assert_eq!(out.output["finish_reason"], "stop");
+    }
+
+    /// The output is built as `json!` of the reply's parts (through `serde`) would build it:
+    /// the same value, the keys in the same order.
+    #[test]
+    fn reply_output_is_what_serde_makes_of_the_reply() {
+        let calls = vec![
+            crate::model::ToolCall {
+                id: "c1".into(),
+                name: "lookup".into(),
+                arguments: json!({"q": "oslo", "n": [1, 2.5, {"deep": null}]}),
+            },
+            crate::model::ToolCall {
+                id: "c2".into(),
+                name: "noop".into(),
+                arguments: json!({}),
+            },
+        ];
+        let reasons = [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::ToolCalls,
+            FinishReason::ContentFilter,
+            FinishReason::Other("safety".into()),
+        ];
+        for (reason, cost, calls) in [
+            (&reasons[0], 0.0, vec![]),
+            (&reasons[1], 0.25, calls.clone()),
+            (&reasons[2], 1e-9, calls.clone()),
+            (&reasons[3], f64::NAN, vec![]),
+            (&reasons[4], 3.0, calls),
+        ] {
+            let reply = Message {
+                tool_calls: calls,
+                ..Message::assistant("Hello \"there\"")
+            };
+            let usage = Usage {
+                prompt_tokens: 12,
+                completion_tokens: u64::MAX,
+                total_tokens: 7,
+                cost,
+            };
+            let expected = json!({
+                "content": reply.content,
+                "tool_calls": reply.tool_calls,
+                "model": "m-1",
+                "finish_reason": reason,
+                "usage": usage,
+            });
+            let built = reply_output(&reply, "m-1".into(), reason, &usage);
+            assert_eq!(built, expected);
+            assert_eq!(
+                built.to_string(),
+                expected.to_string(),
+                "keys in the same order"
+            );
+        }
     }
 
     #[tokio::test]
