@@ -113,6 +113,11 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "node_runs_by_iteration",
         sql: include_str!("../migrations/sqlite/0012_node_runs_by_iteration.sql"),
     },
+    Migration {
+        version: 13,
+        name: "execution_checks_as_comparisons",
+        sql: include_str!("../migrations/sqlite/0013_execution_checks_as_comparisons.sql"),
+    },
 ];
 
 /// The Postgres migrations.
@@ -176,6 +181,11 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "node_runs_by_iteration",
         sql: include_str!("../migrations/postgres/0012_node_runs_by_iteration.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "execution_checks_as_comparisons",
+        sql: include_str!("../migrations/postgres/0013_execution_checks_as_comparisons.sql"),
     },
 ];
 

@@ -1249,7 +1249,9 @@ async fn an_execution_paused_before_migration_0012_resumes_after_it() {
         assert!(migration.sql.contains(NEW_KEY));
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(&format!(
-            "BEGIN; {} DELETE FROM schema_migrations WHERE version = 12; COMMIT;",
+            // Later migrations are undone too (0013 only rewrites a text it then finds as it
+            // is, which does nothing).
+            "BEGIN; {} DELETE FROM schema_migrations WHERE version >= 12; COMMIT;",
             migration.sql.replace(NEW_KEY, OLD_KEY)
         ))
         .unwrap();
@@ -1314,6 +1316,131 @@ async fn an_execution_paused_before_migration_0012_resumes_after_it() {
     assert_eq!(ask_started, [0, 0, 1, 1], "{events:?}");
     // What was read before the resume is still there, in the same order.
     assert_eq!(events[..before.1.len()], before.1[..]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Migration 0013 rewrites the `IN` list checks of `workflow_executions` as comparisons, in
+/// the table's text: an execution paused before it reads back the same after it and resumes
+/// to its end, the checks refuse what they refused, and inserting an execution no longer
+/// builds a temporary b-tree per list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_paused_before_migration_0013_resumes_after_it() {
+    const OLD_KIND: &str = "CHECK (kind IN ('definition', 'template', 'adhoc', 'chat'))";
+    const OLD_STATUS: &str =
+        "CHECK (status IN ('pending', 'running', 'waiting', 'completed', 'failed', 'cancelled'))";
+    const NEW_KIND: &str =
+        "CHECK (kind = 'definition' OR kind = 'template' OR kind = 'adhoc' OR kind = 'chat')";
+    let dir = support::temp_dir("chatter-migration-0013");
+    let path = dir.join("chatter.db");
+    let url = format!("sqlite://{}", path.display());
+    let kit = Kit::new();
+    let engine = kit.engine();
+    let def = approval_loop();
+    let (id, before) = {
+        let s = connect_with(&url, StoreOptions::default()).await.unwrap();
+        let tracker = WorkflowTracker::new(s.clone());
+        let first = tracker
+            .run(&engine, &def, json!({}), RunOptions::default(), meta())
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(first.status, RunStatus::Waiting);
+        let id = first.execution_id;
+        let read = (
+            s.get_execution(&id).await.unwrap(),
+            s.list_node_runs(&id).await.unwrap(),
+            stored_events(&s, &id).await,
+            s.list_checkpoints(&id).await.unwrap(),
+        );
+        (id, read)
+    };
+    let table_sql = |conn: &rusqlite::Connection| -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'workflow_executions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // Back to the text of version 12.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let now = table_sql(&conn);
+        assert!(now.contains(NEW_KIND) && !now.contains(OLD_KIND), "{now}");
+        let status_at = now.find("CHECK (status = 'pending'").unwrap();
+        let status_end = status_at + now[status_at..].find("'cancelled')").unwrap() + 12;
+        let old = now.replacen(NEW_KIND, OLD_KIND, 1).replacen(
+            &now[status_at..status_end],
+            OLD_STATUS,
+            1,
+        );
+        conn.execute_batch("BEGIN; PRAGMA writable_schema = ON;")
+            .unwrap();
+        conn.execute(
+            "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'workflow_executions'",
+            [&old],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "PRAGMA writable_schema = RESET; DELETE FROM schema_migrations WHERE version = 13;
+             CREATE TABLE bump (x); DROP TABLE bump; COMMIT;",
+        )
+        .unwrap();
+        assert_eq!(table_sql(&conn), old);
+    }
+    let s = connect_with(&url, StoreOptions::default()).await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let now = table_sql(&conn);
+        assert!(now.contains(NEW_KIND), "{now}");
+        assert!(!now.contains(" IN ("), "{now}");
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        // The checks refuse what they refused.
+        for (kind, status) in [("batch", "running"), ("adhoc", "done")] {
+            let err = conn
+                .execute(
+                    "INSERT INTO workflow_executions (id, owner_id, kind, status, created_at,
+                         updated_at) VALUES ('x', 'o', ?1, ?2, 0, 0)",
+                    [kind, status],
+                )
+                .unwrap_err();
+            assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+        }
+        // No temporary b-tree of a list when an execution is inserted.
+        let ops: Vec<String> = conn
+            .prepare(
+                "EXPLAIN INSERT INTO workflow_executions (id, owner_id, kind, status, created_at,
+                     updated_at) VALUES ('x', 'o', 'adhoc', 'running', 0, 0)",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(1))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
+    }
+    let after = (
+        s.get_execution(&id).await.unwrap(),
+        s.list_node_runs(&id).await.unwrap(),
+        stored_events(&s, &id).await,
+        s.list_checkpoints(&id).await.unwrap(),
+    );
+    assert_eq!(after, before);
+    // It resumes, through every status change, to its end.
+    let tracker = WorkflowTracker::new(s.clone());
+    let second = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
+    assert_eq!(second.status, RunStatus::Waiting);
+    let done = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        s.get_execution(&id).await.unwrap().map(|e| e.status),
+        Some(ExecutionStatus::Completed)
+    );
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

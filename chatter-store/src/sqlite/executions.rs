@@ -1043,7 +1043,8 @@ fn complete_in(
     };
     // No `RETURNING` (SQLite buffers returned rows in an ephemeral table, which costs more
     // than the write): the row is read back from the page the UPDATE wrote. Its counters are
-    // written as they are now, past the final events.
+    // written as they are now, past the final events. The predecessors are compared one by
+    // one: an `IN` list of three is a temporary b-tree too.
     let updated = tx
         .prepare_cached(
             "UPDATE workflow_executions SET status = ?2, output = ?3, response = ?4, error = ?5,
@@ -1051,7 +1052,7 @@ fn complete_in(
                  finished_at = ?9, updated_at = ?9, lease_owner = NULL, lease_expires_at = NULL,
                  duration_ms = MAX(0, ?9 - COALESCE(started_at, created_at)),
                  last_event_seq = ?10, step_count = ?11
-             WHERE id = ?1 AND status IN (?12, ?13, ?14)",
+             WHERE id = ?1 AND (status = ?12 OR status = ?13 OR status = ?14)",
         )
         .db()?
         .execute(params![
@@ -1286,7 +1287,8 @@ impl ExecutionStore for SqliteStore {
                     "UPDATE workflow_executions SET status = ?2, updated_at = ?3,
                          started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
                          last_event_seq = ?5, step_count = ?6
-                     WHERE id = ?1 AND status IN (?4, ?7, ?8) RETURNING {COLUMNS}"
+                     WHERE id = ?1 AND (status = ?4 OR status = ?7 OR status = ?8)
+                     RETURNING {COLUMNS}"
                 ),
                 params![key, status.as_str(), at, from_a, last_seq, steps, from_b, from_c],
                 execution_row,
@@ -1506,7 +1508,8 @@ impl ExecutionStore for SqliteStore {
             let updated = conn
                 .prepare_cached(
                     "UPDATE workflow_executions SET lease_owner = ?2, lease_expires_at = ?3
-                     WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')
+                     WHERE id = ?1 AND status <> 'completed' AND status <> 'failed'
+                       AND status <> 'cancelled'
                        AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_at IS NULL
                             OR lease_expires_at < ?4)",
                 )
