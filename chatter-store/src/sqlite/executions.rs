@@ -494,12 +494,8 @@ impl<'a> CallPlan<'a> {
     fn new(steps: &'a [StepCommit]) -> CallPlan<'a> {
         // Keyed by execution, node, iteration (and attempt for `node_started`). Built on every
         // commit, so with foldhash (randomly seeded) rather than SipHash.
-        let mut started_events: FastMap<
-            (&str, &str, i64, i64),
-            ((usize, usize), RunEventFields<'a>),
-        > = FastMap::default();
-        let mut completed_events: FastMap<(&str, &str, i64), ((usize, usize), RunEventFields<'a>)> =
-            FastMap::default();
+        let mut started_events: FastMap<(&str, &str, i64, i64), Found<'a>> = FastMap::default();
+        let mut completed_events: FastMap<(&str, &str, i64), Found<'a>> = FastMap::default();
         let mut plan = CallPlan {
             started: vec![None; steps.len()],
             completed: vec![None; steps.len()],
@@ -566,6 +562,10 @@ impl<'a> CallPlan<'a> {
         plan
     }
 }
+
+/// A `node_started` or `node_completed` event of a commit: where it is (step, index in its
+/// events), and its fields.
+type Found<'a> = ((usize, usize), RunEventFields<'a>);
 
 /// The fields of a `node_started` or `node_completed` payload that [`CallPlan`] reads, found
 /// in one pass over its entries (a lookup by key hashes the key: six SipHash lookups per step
