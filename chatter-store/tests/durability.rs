@@ -1196,6 +1196,41 @@ mod cases {
     }
 }
 
+/// Runs `def` on the SQLite store at `url` and, with `approvals` approvals, until it waits
+/// again; the execution's id.
+async fn run_until_waiting(
+    url: &str,
+    engine: &Engine,
+    def: &WorkflowDefinition,
+    approvals: usize,
+) -> (Arc<dyn Store>, String) {
+    let s = connect_with(url, StoreOptions::default()).await.unwrap();
+    let tracker = WorkflowTracker::new(s.clone());
+    let first = tracker
+        .run(engine, def, json!({}), RunOptions::default(), meta())
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Waiting);
+    let id = first.execution_id;
+    for _ in 0..approvals {
+        let next = decide(&tracker, engine, def, &id, Decision::new("approve")).await;
+        assert_eq!(next.status, RunStatus::Waiting);
+    }
+    (s, id)
+}
+
+/// The text of table `name` in the database's schema.
+fn table_sql(conn: &rusqlite::Connection, name: &str) -> String {
+    conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 /// Migration 0012 rebuilds `workflow_node_runs` with a new primary key. An execution paused
 /// on a database of the layout before it reads back the same after it (node runs, events
 /// rebuilt from them, checkpoints held by them), and resumes: the rebuilt table's triggers
@@ -1212,17 +1247,7 @@ async fn an_execution_paused_before_migration_0012_resumes_after_it() {
     let def = approval_loop();
     // Paused at the second pass: node runs of iterations 0 and 1, one of them waiting.
     let (id, before) = {
-        let s = connect_with(&url, StoreOptions::default()).await.unwrap();
-        let tracker = WorkflowTracker::new(s.clone());
-        let first = tracker
-            .run(&engine, &def, json!({}), RunOptions::default(), meta())
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
-        let id = first.execution_id;
-        let second = decide(&tracker, &engine, &def, &id, Decision::new("approve")).await;
-        assert_eq!(second.status, RunStatus::Waiting);
+        let (s, id) = run_until_waiting(&url, &engine, &def, 1).await;
         let read = (
             s.list_node_runs(&id).await.unwrap(),
             stored_events(&s, &id).await,
@@ -1232,14 +1257,7 @@ async fn an_execution_paused_before_migration_0012_resumes_after_it() {
     };
     // start, the loop and the approval twice, work once; four of them changed the state.
     assert_eq!((before.0.len(), before.2.len()), (6, 4), "{before:?}");
-    let table_sql = |conn: &rusqlite::Connection| -> String {
-        conn.query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'workflow_node_runs'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
+    let table_sql = |conn: &rusqlite::Connection| table_sql(conn, "workflow_node_runs");
     // Back to the layout of version 11: the same rebuild, with the old key.
     {
         let migration = chatter_store::migrate::SQLITE_MIGRATIONS
@@ -1338,16 +1356,7 @@ async fn an_execution_paused_before_migration_0013_resumes_after_it() {
     let engine = kit.engine();
     let def = approval_loop();
     let (id, before) = {
-        let s = connect_with(&url, StoreOptions::default()).await.unwrap();
-        let tracker = WorkflowTracker::new(s.clone());
-        let first = tracker
-            .run(&engine, &def, json!({}), RunOptions::default(), meta())
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
-        assert_eq!(first.status, RunStatus::Waiting);
-        let id = first.execution_id;
+        let (s, id) = run_until_waiting(&url, &engine, &def, 0).await;
         let read = (
             s.get_execution(&id).await.unwrap(),
             s.list_node_runs(&id).await.unwrap(),
@@ -1356,14 +1365,7 @@ async fn an_execution_paused_before_migration_0013_resumes_after_it() {
         );
         (id, read)
     };
-    let table_sql = |conn: &rusqlite::Connection| -> String {
-        conn.query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'workflow_executions'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
+    let table_sql = |conn: &rusqlite::Connection| table_sql(conn, "workflow_executions");
     // Back to the text of version 12.
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
