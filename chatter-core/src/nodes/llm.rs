@@ -334,8 +334,9 @@ impl Node for LlmNode {
 }
 
 /// The node's output for `reply`: `content`, `tool_calls` (`id`, `name`, `arguments`),
-/// `model`, `finish_reason` and `usage`, as `serde` writes them, built directly (through
-/// `serde`, the tool calls and the usage cost about 5k instructions per model call).
+/// `model`, `finish_reason` and `usage`, as `serde` writes them, built directly. (Through
+/// `serde`'s serializer the tool calls and the usage cost about 5k instructions per model
+/// call; built here, about 1k less: 5.6k per run of the ReAct benchmark's six calls.)
 fn reply_output(
     reply: &Message,
     model: String,
