@@ -185,8 +185,10 @@ pub struct ChatRequest {
     pub top_p: Option<f64>,
     /// Stop sequences.
     pub stop: Vec<String>,
-    /// Tools offered.
-    pub tools: Vec<ToolSpec>,
+    /// Tools offered. Shared: an agent offers the same tools on every call, so the engine hands
+    /// each request the registry's list rather than a copy (and a model may tell an unchanged
+    /// list by [`Arc::ptr_eq`]).
+    pub tools: Arc<[ToolSpec]>,
     /// How tools may be used.
     pub tool_choice: Option<ToolChoice>,
     /// Ask for a JSON object reply.

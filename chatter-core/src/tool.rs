@@ -49,6 +49,8 @@ pub trait Tool: Send + Sync {
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    /// The specs of `tools`, in the same order, read when they were registered.
+    specs: Arc<[ToolSpec]>,
 }
 
 impl std::fmt::Debug for ToolRegistry {
@@ -63,9 +65,17 @@ impl ToolRegistry {
         ToolRegistry::default()
     }
 
-    /// Registers a tool under its spec's name (replacing one of the same name).
+    /// Registers a tool under its spec's name (replacing one of the same name). Its spec is
+    /// read here, once: [`ToolRegistry::specs`] hands out what it was then.
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
-        self.tools.insert(tool.spec().name, tool);
+        let spec = tool.spec();
+        self.tools.insert(spec.name.clone(), tool);
+        let mut specs = self.specs.to_vec();
+        match specs.binary_search_by(|s| s.name.as_str().cmp(&spec.name)) {
+            Ok(i) => specs[i] = spec,
+            Err(i) => specs.insert(i, spec),
+        }
+        self.specs = specs.into();
     }
 
     /// The tool named `name`.
@@ -85,13 +95,65 @@ impl ToolRegistry {
         self.tools.contains_key(name)
     }
 
-    /// Specs of every tool, by name.
-    pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools.values().map(|t| t.spec()).collect()
+    /// Specs of every tool, by name: one shared list until a tool is registered.
+    pub fn specs(&self) -> Arc<[ToolSpec]> {
+        self.specs.clone()
     }
 
     /// Names of every tool.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tools.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Named(&'static str, &'static str);
+
+    #[async_trait]
+    impl Tool for Named {
+        fn spec(&self) -> ToolSpec {
+            ToolSpec {
+                name: self.0.into(),
+                description: self.1.into(),
+                parameters: json!({"type": "object"}),
+            }
+        }
+
+        async fn call(&self, _arguments: Value, _context: &ToolContext) -> Result<Value> {
+            Ok(Value::Null)
+        }
+    }
+
+    fn described(specs: &[ToolSpec]) -> Vec<(&str, &str)> {
+        specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.description.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn specs_are_by_name_shared_until_a_registration_and_replaced_with_their_tool() {
+        let mut registry = ToolRegistry::new();
+        assert!(registry.specs().is_empty());
+        registry.register(Arc::new(Named("search", "old")));
+        registry.register(Arc::new(Named("add", "adds")));
+        let first = registry.specs();
+        assert_eq!(described(&first), [("add", "adds"), ("search", "old")]);
+        assert!(Arc::ptr_eq(&first, &registry.specs()));
+
+        registry.register(Arc::new(Named("search", "new")));
+        let second = registry.specs();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(described(&second), [("add", "adds"), ("search", "new")]);
+        assert_eq!(
+            registry.get("search").map(|t| t.spec().description).ok(),
+            Some("new".to_owned())
+        );
+        assert_eq!(described(&first), [("add", "adds"), ("search", "old")]);
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["add", "search"]);
     }
 }

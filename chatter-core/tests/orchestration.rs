@@ -650,7 +650,7 @@ fn analysis_finds_tools_code_json_and_documents() {
         parameters: json!({}),
     };
     let with_tools = ChatRequest {
-        tools: vec![tool],
+        tools: vec![tool].into(),
         ..user("find the weather")
     };
     let a = analyze(&with_tools, &config.analysis);
@@ -726,7 +726,7 @@ async fn rules_route_by_priority_and_explicit_models_always_win() {
     };
     let out = r
         .call(ChatRequest {
-            tools: vec![tool],
+            tools: vec![tool].into(),
             ..user("hi")
         })
         .await

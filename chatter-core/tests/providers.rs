@@ -270,7 +270,8 @@ mod openai {
                 name: "get_weather".into(),
                 description: "Weather".into(),
                 parameters: json!({"type": "object"}),
-            }],
+            }]
+            .into(),
             tool_choice: Some(ToolChoice::Auto),
             json_mode: true,
             idempotency_key: Some("ex:llm:0:1".into()),

@@ -216,6 +216,9 @@ impl Tool for PyTool {
     }
 }
 
+/// Tool specs with the Python list of their dicts.
+pub(crate) type ToolDicts = (Arc<[ToolSpec]>, Py<PyList>);
+
 /// A Python object with `chat(request)` (and optionally `stream(request)`) as a chat model.
 pub(crate) struct PyModel {
     pub(crate) name: String,
@@ -224,9 +227,9 @@ pub(crate) struct PyModel {
     /// A plain (sync) generator method `stream(request)` yielding text chunks.
     pub(crate) has_stream: bool,
     /// The tool specs of the last request and their dicts: an agent offers the same tools on
-    /// every call, so their schemas are converted once (each request gets a new list of the
-    /// same dicts).
-    pub(crate) tools: Mutex<Option<(Vec<ToolSpec>, Py<PyList>)>>,
+    /// every call (the registry's shared list), so their schemas are converted once (each
+    /// request gets a new list of the same dicts).
+    pub(crate) tools: Mutex<Option<ToolDicts>>,
 }
 
 impl PyModel {
@@ -240,7 +243,11 @@ impl PyModel {
     }
 
     /// A new list of the dicts of these tool specs (converted once while they do not change).
-    fn tools_list<'py>(&self, py: Python<'py>, tools: &[ToolSpec]) -> PyResult<Bound<'py, PyList>> {
+    fn tools_list<'py>(
+        &self,
+        py: Python<'py>,
+        tools: &Arc<[ToolSpec]>,
+    ) -> PyResult<Bound<'py, PyList>> {
         if tools.is_empty() {
             return Ok(PyList::empty(py));
         }
@@ -249,7 +256,9 @@ impl PyModel {
         let hit = {
             let cached = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
             match &*cached {
-                Some((specs, list)) if specs.as_slice() == tools => Some(list.clone_ref(py)),
+                Some((specs, list)) if Arc::ptr_eq(specs, tools) || specs[..] == tools[..] => {
+                    Some(list.clone_ref(py))
+                }
                 _ => None,
             }
         };
@@ -258,7 +267,7 @@ impl PyModel {
             None => {
                 let list = tools_to_py(py, tools)?;
                 *self.tools.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((tools.to_vec(), list.clone().unbind()));
+                    Some((tools.clone(), list.clone().unbind()));
                 list
             }
         };

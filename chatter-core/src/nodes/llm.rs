@@ -163,28 +163,28 @@ impl LlmNode {
     }
 
     /// The specs of the tools offered to the model: the node's own, then the caller's
-    /// (`client_tools`).
-    fn offered_tools(&self, ctx: &NodeContext) -> Result<Vec<ToolSpec>> {
-        let mut tools = self.bound_tools(ctx)?;
-        if self.config.client_tools
-            && let Some(Value::Array(given)) = ctx.state.input().get("tools")
-        {
-            for (i, spec) in given.iter().enumerate() {
-                let spec: ToolSpec = serde_json::from_value(spec.clone()).map_err(|e| {
-                    crate::Error::InvalidInput {
-                        message: format!(
-                            "node `{}`: input.tools[{i}] is not a tool (`name`, `description`, \
-                             `parameters`): {e}",
-                            ctx.node_id()
-                        ),
-                    }
+    /// (`client_tools`). Without the caller's, the node's own list as it is (shared).
+    fn offered_tools(&self, ctx: &NodeContext) -> Result<Arc<[ToolSpec]>> {
+        let own = self.bound_tools(ctx)?;
+        let given = match ctx.state.input().get("tools") {
+            Some(Value::Array(given)) if self.config.client_tools && !given.is_empty() => given,
+            _ => return Ok(own),
+        };
+        let mut tools = own.to_vec();
+        for (i, spec) in given.iter().enumerate() {
+            let spec: ToolSpec =
+                serde_json::from_value(spec.clone()).map_err(|e| crate::Error::InvalidInput {
+                    message: format!(
+                        "node `{}`: input.tools[{i}] is not a tool (`name`, `description`, \
+                         `parameters`): {e}",
+                        ctx.node_id()
+                    ),
                 })?;
-                if !tools.iter().any(|t| t.name == spec.name) {
-                    tools.push(spec);
-                }
+            if !tools.iter().any(|t| t.name == spec.name) {
+                tools.push(spec);
             }
         }
-        Ok(tools)
+        Ok(tools.into())
     }
 
     /// `tool_choice`: the caller's (`input.tool_choice`) with `client_tools`, else the node's.
@@ -203,26 +203,22 @@ impl LlmNode {
     }
 
     /// The specs of the node's own tools.
-    fn bound_tools(&self, ctx: &NodeContext) -> Result<Vec<ToolSpec>> {
+    fn bound_tools(&self, ctx: &NodeContext) -> Result<Arc<[ToolSpec]>> {
         let registry = &ctx.services.tools;
-        if !self.config.tools.is_empty() {
-            return self
-                .config
-                .tools
-                .iter()
-                .map(|name| registry.get(name).map(|t| t.spec()))
-                .collect();
-        }
-        if !self.config.enable_tools {
-            return Ok(Vec::new());
-        }
-        match &self.config.allowed_tools {
-            Some(allowed) => allowed
-                .iter()
-                .map(|name| registry.get(name).map(|t| t.spec()))
-                .collect(),
-            None => Ok(registry.specs()),
-        }
+        let named = if !self.config.tools.is_empty() {
+            &self.config.tools
+        } else if !self.config.enable_tools {
+            return Ok(Arc::from([]));
+        } else {
+            match &self.config.allowed_tools {
+                Some(allowed) => allowed,
+                None => return Ok(registry.specs()),
+            }
+        };
+        named
+            .iter()
+            .map(|name| registry.get(name).map(|t| t.spec()))
+            .collect()
     }
 }
 
@@ -677,6 +673,11 @@ mod tests {
         );
         node.run(ctx).await.unwrap();
         assert_eq!(names(1), ["calc", "search", "shell"]);
+        // Every tool offered: the registry's own list, not a copy.
+        assert!(Arc::ptr_eq(
+            &model.requests()[1].tools,
+            &services.tools.specs()
+        ));
 
         let (node, ctx, _) = run_ctx(json!({"allowed_tools": ["shell", "calc"]}), state, services);
         node.run(ctx).await.unwrap();
