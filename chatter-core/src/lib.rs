@@ -32,6 +32,7 @@ pub mod failpoint;
 mod graph;
 pub mod model;
 pub mod nodes;
+mod object;
 pub mod orchestration;
 pub mod providers;
 pub mod registry;

@@ -305,32 +305,13 @@ fn serde_payload(kind: &EventKind) -> Value {
 /// The payload of the events every step emits, built without `serde`'s serializer (a third of
 /// the instructions of staging a step); `None` for the other kinds.
 fn fast_payload(kind: &EventKind) -> Option<Value> {
-    use std::sync::LazyLock;
-    type Template = LazyLock<serde_json::Map<String, Value>>;
-    /// An object of these keys, in this order, each `null`.
-    fn keys(keys: &[&str]) -> serde_json::Map<String, Value> {
-        keys.iter()
-            .map(|k| ((*k).to_owned(), Value::Null))
-            .collect()
-    }
-    // Each kind's keys as a template: a payload is a copy of it with its values set in place,
-    // so no key is hashed (an insert hashes its key with SipHash: half the cost of a payload).
-    static STARTED: Template = LazyLock::new(|| keys(&["attempt", "node_id", "kind", "iteration"]));
-    static COMPLETED: Template =
-        LazyLock::new(|| keys(&["output", "node_id", "iteration", "duration_ms"]));
-    static TOKEN: Template = LazyLock::new(|| keys(&["text", "node_id"]));
-    static CALL_STARTED: Template =
-        LazyLock::new(|| keys(&["arguments", "node_id", "call_id", "tool"]));
-    static CALL_FINISHED: Template =
-        LazyLock::new(|| keys(&["duration_ms", "node_id", "call_id", "tool", "ok", "result"]));
-    fn object<const N: usize>(template: &Template, values: [Value; N]) -> Value {
-        let mut map = (**template).clone();
-        debug_assert_eq!(map.len(), N);
-        for (slot, value) in map.values_mut().zip(values) {
-            *slot = value;
-        }
-        Value::Object(map)
-    }
+    use crate::object::Keys;
+    static STARTED: Keys<4> = Keys::new(["attempt", "node_id", "kind", "iteration"]);
+    static COMPLETED: Keys<4> = Keys::new(["output", "node_id", "iteration", "duration_ms"]);
+    static TOKEN: Keys<2> = Keys::new(["text", "node_id"]);
+    static CALL_STARTED: Keys<4> = Keys::new(["arguments", "node_id", "call_id", "tool"]);
+    static CALL_FINISHED: Keys<6> =
+        Keys::new(["duration_ms", "node_id", "call_id", "tool", "ok", "result"]);
     let text = |s: &String| Value::String(s.clone());
     Some(match kind {
         EventKind::NodeStarted {
@@ -338,39 +319,30 @@ fn fast_payload(kind: &EventKind) -> Option<Value> {
             kind,
             iteration,
             attempt,
-        } => object(
-            &STARTED,
-            [
-                Value::from(*attempt),
-                text(node_id),
-                text(kind),
-                Value::from(*iteration),
-            ],
-        ),
+        } => STARTED.object([
+            Value::from(*attempt),
+            text(node_id),
+            text(kind),
+            Value::from(*iteration),
+        ]),
         EventKind::NodeCompleted {
             node_id,
             iteration,
             duration_ms,
             output,
-        } => object(
-            &COMPLETED,
-            [
-                output.clone(),
-                text(node_id),
-                Value::from(*iteration),
-                Value::from(*duration_ms),
-            ],
-        ),
-        EventKind::Token { node_id, text: t } => object(&TOKEN, [text(t), text(node_id)]),
+        } => COMPLETED.object([
+            output.clone(),
+            text(node_id),
+            Value::from(*iteration),
+            Value::from(*duration_ms),
+        ]),
+        EventKind::Token { node_id, text: t } => TOKEN.object([text(t), text(node_id)]),
         EventKind::ToolCallStarted {
             node_id,
             call_id,
             tool,
             arguments,
-        } => object(
-            &CALL_STARTED,
-            [arguments.clone(), text(node_id), text(call_id), text(tool)],
-        ),
+        } => CALL_STARTED.object([arguments.clone(), text(node_id), text(call_id), text(tool)]),
         EventKind::ToolCallFinished {
             node_id,
             call_id,
@@ -378,17 +350,14 @@ fn fast_payload(kind: &EventKind) -> Option<Value> {
             ok,
             result,
             duration_ms,
-        } => object(
-            &CALL_FINISHED,
-            [
-                Value::from(*duration_ms),
-                text(node_id),
-                text(call_id),
-                text(tool),
-                Value::Bool(*ok),
-                result.clone(),
-            ],
-        ),
+        } => CALL_FINISHED.object([
+            Value::from(*duration_ms),
+            text(node_id),
+            text(call_id),
+            text(tool),
+            Value::Bool(*ok),
+            result.clone(),
+        ]),
         _ => return None,
     })
 }

@@ -55,6 +55,7 @@ use crate::error::Result;
 use crate::event::EventKind;
 use crate::model::{Message, Role, ToolCall};
 use crate::nodes::common::{Config, cancellable, value_text};
+use crate::object::Keys;
 use crate::state::StateDelta;
 use crate::tool::{Tool, ToolContext};
 
@@ -490,7 +491,12 @@ impl Node for ToolNode {
                 call.name.clone(),
                 text,
             ));
-            summary.push(json!({"id": call.id, "tool": call.name, "ok": ok, "result": result}));
+            summary.push(CALL.object([
+                Value::String(call.id.clone()),
+                Value::String(call.name.clone()),
+                Value::Bool(ok),
+                result,
+            ]));
         }
         let mut route = Route::Edges;
         if let Some(s) = &stop {
@@ -505,18 +511,25 @@ impl Node for ToolNode {
         Ok(NodeOutput {
             delta,
             route,
-            output: json!({
-                "calls": summary,
-                "stop_reason": stop.as_ref().map(|s| s.reason),
-                "stop_message": stop.as_ref().map(|s| s.message.clone()),
-            }),
+            output: OUTPUT.object([
+                Value::Array(summary),
+                stop.as_ref().map_or(Value::Null, |s| Value::from(s.reason)),
+                stop.as_ref()
+                    .map_or(Value::Null, |s| Value::String(s.message.clone())),
+            ]),
         })
     }
 }
 
+/// The node's output: `calls` (each `id`, `tool`, `ok`, `result`), `stop_reason` and
+/// `stop_message`.
+static OUTPUT: Keys<3> = Keys::new(["calls", "stop_reason", "stop_message"]);
+/// A call of the node's output.
+static CALL: Keys<4> = Keys::new(["id", "tool", "ok", "result"]);
+
 fn nothing_to_do() -> NodeOutput {
     NodeOutput {
-        output: json!({"calls": [], "stop_reason": null, "stop_message": null}),
+        output: OUTPUT.object([json!([]), Value::Null, Value::Null]),
         ..NodeOutput::default()
     }
 }
@@ -606,10 +619,18 @@ mod tests {
             ]
         );
         assert!(out.delta.metadata.is_empty());
-        assert_eq!(out.output["stop_reason"], Value::Null);
+        // The whole output, keys in order.
         assert_eq!(
-            out.output["calls"][1],
-            json!({"id": "c2", "tool": "fast", "ok": true, "result": {"tool": "fast", "args": {"n": 2}}})
+            out.output.to_string(),
+            json!({
+                "calls": [
+                    {"id": "c1", "tool": "slow", "ok": true, "result": {"tool": "slow", "args": {"n": 1}}},
+                    {"id": "c2", "tool": "fast", "ok": true, "result": {"tool": "fast", "args": {"n": 2}}},
+                ],
+                "stop_reason": null,
+                "stop_message": null,
+            })
+            .to_string()
         );
         // Both started before either finished; fast finished first.
         let order: Vec<String> = events
