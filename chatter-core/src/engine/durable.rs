@@ -293,6 +293,66 @@ pub(crate) fn new_event(event: &Event) -> NewEvent {
     NewEvent::new(event.ts_ms, event.kind.type_name(), payload)
 }
 
+/// A step's delta as stored: what `serde` makes of it (`Value::Null` for an empty delta).
+/// Deltas of the fields nodes usually change (messages, variables, usage, tool calls,
+/// response) are built directly; the others go through `serde`.
+pub(crate) fn delta_value(delta: &StateDelta) -> Value {
+    use crate::object;
+    use crate::state::VariableOp;
+    if delta.is_empty() {
+        return Value::Null;
+    }
+    let StateDelta {
+        messages,
+        replace_messages: None,
+        variables,
+        context: None,
+        usage,
+        errors,
+        clear_errors: false,
+        metadata,
+        tool_calls,
+        loops,
+        response,
+    } = delta
+    else {
+        return serde_json::to_value(delta).unwrap_or(Value::Null);
+    };
+    if !errors.is_empty() || !metadata.is_empty() || !loops.is_empty() {
+        return serde_json::to_value(delta).unwrap_or(Value::Null);
+    }
+    let mut map = serde_json::Map::new();
+    if !messages.is_empty() {
+        let messages = messages.iter().map(object::message).collect();
+        map.insert("messages".to_owned(), Value::Array(messages));
+    }
+    if !variables.is_empty() {
+        let op = |name: &str, op: &VariableOp| -> Option<Value> {
+            static OP: object::Keys<2> = object::Keys::new(["op", "value"]);
+            let op = match op {
+                VariableOp::Set(v) => OP.object([Value::from("set"), v.clone()]),
+                VariableOp::Append(v) => OP.object([Value::from("append"), v.clone()]),
+                _ => serde_json::to_value(op).ok()?,
+            };
+            Some(Value::Array(vec![Value::String(name.to_owned()), op]))
+        };
+        let Some(variables) = variables.iter().map(|(n, v)| op(n, v)).collect() else {
+            return serde_json::to_value(delta).unwrap_or(Value::Null);
+        };
+        map.insert("variables".to_owned(), Value::Array(variables));
+    }
+    if let Some(usage) = usage {
+        map.insert("usage".to_owned(), object::usage(usage));
+    }
+    if *tool_calls != 0 {
+        map.insert("tool_calls".to_owned(), Value::from(*tool_calls));
+    }
+    if let Some(response) = response {
+        map.insert("response".to_owned(), Value::String(response.clone()));
+    }
+    Value::Object(map)
+}
+
 /// The payload of `kind` through `serde`.
 fn serde_payload(kind: &EventKind) -> Value {
     let mut payload = serde_json::to_value(kind).unwrap_or(Value::Null);
@@ -702,6 +762,101 @@ mod tests {
         }
         assert!(route_from_json(Some(&json!(42))).is_err());
         assert!(route_from_json(Some(&json!({"elsewhere": 1}))).is_err());
+    }
+
+    #[test]
+    fn step_deltas_are_stored_as_serde_would_store_them() {
+        use crate::model::{Message, ToolCall, Usage};
+        use crate::state::{ErrorRecord, LoopState, VariableOp};
+        let reply = Message {
+            tool_calls: vec![ToolCall {
+                id: "c0".into(),
+                name: "lookup".into(),
+                arguments: json!({"q": "q0"}),
+            }],
+            ..Message::assistant("")
+        };
+        let usage = Some(Usage {
+            prompt_tokens: 5,
+            completion_tokens: 2,
+            total_tokens: 7,
+            cost: 0.125,
+        });
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("why".into(), json!("limit"));
+        let deltas = [
+            StateDelta::default(),
+            StateDelta {
+                messages: vec![reply],
+                usage,
+                ..StateDelta::default()
+            },
+            StateDelta {
+                messages: vec![Message::tool_result("c0", "lookup", "q0")],
+                tool_calls: 1,
+                ..StateDelta::default()
+            },
+            StateDelta {
+                response: Some("done".into()),
+                ..StateDelta::default()
+            },
+            StateDelta {
+                variables: vec![
+                    ("i".into(), VariableOp::Set(json!(3))),
+                    ("seen".into(), VariableOp::Append(json!({"a": [1]}))),
+                ],
+                ..StateDelta::default()
+            },
+            // Through serde: the other operations and the other fields.
+            StateDelta {
+                variables: vec![
+                    ("n".into(), VariableOp::Increment(-1.5)),
+                    ("gone".into(), VariableOp::Delete),
+                ],
+                usage: Some(Usage::default()),
+                ..StateDelta::default()
+            },
+            StateDelta {
+                messages: vec![Message::user("again")],
+                replace_messages: Some(vec![Message::system("fresh")]),
+                errors: vec![ErrorRecord {
+                    node_id: "n".into(),
+                    message: "boom".into(),
+                    kind: "tool".into(),
+                }],
+                clear_errors: true,
+                metadata,
+                loops: vec![
+                    (
+                        "l".into(),
+                        Some(LoopState {
+                            iteration: 1,
+                            max_iterations: 3,
+                            continue_loop: true,
+                        }),
+                    ),
+                    ("m".into(), None),
+                ],
+                tool_calls: 2,
+                response: Some("r".into()),
+                ..StateDelta::default()
+            },
+        ];
+        for delta in &deltas {
+            let expected = if delta.is_empty() {
+                Value::Null
+            } else {
+                serde_json::to_value(delta).unwrap()
+            };
+            let stored = delta_value(delta);
+            assert_eq!(stored.to_string(), expected.to_string(), "{delta:?}");
+            if !delta.is_empty() {
+                assert_eq!(
+                    &serde_json::from_value::<StateDelta>(stored).unwrap(),
+                    delta
+                );
+            }
+        }
     }
 
     #[test]

@@ -708,11 +708,7 @@ impl Run {
         for run in &self.node_runs[self.staged_runs..] {
             snapshot_due |= writer.snapshot_due();
             let record = node_run_record(&self.exec_id, run);
-            let state_delta = if run.delta.is_empty() {
-                Value::Null
-            } else {
-                serde_json::to_value(&run.delta).unwrap_or(Value::Null)
-            };
+            let state_delta = super::durable::delta_value(&run.delta);
             writer.staged.push(crate::store::StepCommit {
                 node_run: record,
                 state_delta,

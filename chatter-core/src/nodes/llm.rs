@@ -49,7 +49,7 @@ use crate::error::Result;
 use crate::expr::PromptTemplate;
 use crate::model::{ChatRequest, FinishReason, Message, Role, ToolChoice, ToolSpec, Usage};
 use crate::nodes::common::{Config, call_model, check_budget};
-use crate::object::Keys;
+use crate::object::{self, Keys};
 use crate::state::{StateDelta, VariableOp};
 
 /// Config of an `llm` node.
@@ -341,20 +341,6 @@ fn reply_output(
 ) -> Value {
     static OUTPUT: Keys<5> =
         Keys::new(["content", "tool_calls", "model", "finish_reason", "usage"]);
-    static CALL: Keys<3> = Keys::new(["id", "name", "arguments"]);
-    static USAGE: Keys<4> =
-        Keys::new(["prompt_tokens", "completion_tokens", "total_tokens", "cost"]);
-    let calls = reply
-        .tool_calls
-        .iter()
-        .map(|call| {
-            CALL.object([
-                Value::String(call.id.clone()),
-                Value::String(call.name.clone()),
-                call.arguments.clone(),
-            ])
-        })
-        .collect();
     let finish_reason = match finish_reason {
         FinishReason::Stop => Value::from("stop"),
         FinishReason::Length => Value::from("length"),
@@ -362,18 +348,12 @@ fn reply_output(
         FinishReason::ContentFilter => Value::from("content_filter"),
         other => serde_json::to_value(other).unwrap_or(Value::Null),
     };
-    let cost = serde_json::Number::from_f64(usage.cost).map_or(Value::Null, Value::Number);
     OUTPUT.object([
         Value::String(reply.content.clone()),
-        Value::Array(calls),
+        Value::Array(reply.tool_calls.iter().map(object::tool_call).collect()),
         Value::String(model),
         finish_reason,
-        USAGE.object([
-            Value::from(usage.prompt_tokens),
-            Value::from(usage.completion_tokens),
-            Value::from(usage.total_tokens),
-            cost,
-        ]),
+        object::usage(usage),
     ])
 }
 
