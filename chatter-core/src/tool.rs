@@ -1,7 +1,7 @@
 //! Tools: the [`Tool`] trait, the context a call gets (with its idempotency key), and the registry.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -49,8 +49,9 @@ pub trait Tool: Send + Sync {
 #[derive(Clone, Default)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
-    /// The specs of `tools`, in the same order, read when they were registered.
-    specs: Arc<[ToolSpec]>,
+    /// The specs of `tools`, in the same order, read at the first [`ToolRegistry::specs`]
+    /// after a registration.
+    specs: OnceLock<Arc<[ToolSpec]>>,
 }
 
 impl std::fmt::Debug for ToolRegistry {
@@ -65,17 +66,10 @@ impl ToolRegistry {
         ToolRegistry::default()
     }
 
-    /// Registers a tool under its spec's name (replacing one of the same name). Its spec is
-    /// read here, once: [`ToolRegistry::specs`] hands out what it was then.
+    /// Registers a tool under its spec's name (replacing one of the same name).
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
-        let spec = tool.spec();
-        self.tools.insert(spec.name.clone(), tool);
-        let mut specs = self.specs.to_vec();
-        match specs.binary_search_by(|s| s.name.as_str().cmp(&spec.name)) {
-            Ok(i) => specs[i] = spec,
-            Err(i) => specs.insert(i, spec),
-        }
-        self.specs = specs.into();
+        self.tools.insert(tool.spec().name, tool);
+        self.specs = OnceLock::new();
     }
 
     /// The tool named `name`.
@@ -95,9 +89,12 @@ impl ToolRegistry {
         self.tools.contains_key(name)
     }
 
-    /// Specs of every tool, by name: one shared list until a tool is registered.
+    /// Specs of every tool, by name: one shared list, read from the tools at the first call
+    /// after a registration and handed out until the next.
     pub fn specs(&self) -> Arc<[ToolSpec]> {
-        self.specs.clone()
+        self.specs
+            .get_or_init(|| self.tools.values().map(|t| t.spec()).collect())
+            .clone()
     }
 
     /// Names of every tool.
@@ -155,5 +152,13 @@ mod tests {
         );
         assert_eq!(described(&first), [("add", "adds"), ("search", "old")]);
         assert_eq!(registry.names().collect::<Vec<_>>(), ["add", "search"]);
+
+        // A copy made before the specs were read reads them on its own, the same.
+        registry.register(Arc::new(Named("zap", "zaps")));
+        let copy = registry.clone();
+        assert_eq!(described(&copy.specs()), described(&registry.specs()));
+        assert_eq!(copy.specs().len(), 3);
+        // A copy made after the specs were read shares them.
+        assert!(Arc::ptr_eq(&registry.clone().specs(), &registry.specs()));
     }
 }

@@ -641,6 +641,8 @@ mod tests {
         assert_eq!(model.requests()[0].tool_choice, Some(ToolChoice::Required));
         assert_eq!(model.requests()[0].tools[0].description, "the search tool");
 
+        // Every tool offered: the registry's own list, not a copy.
+        let every = services.tools.specs();
         let (node, ctx, _) = run_ctx(
             json!({"enable_tools": true}),
             state.clone(),
@@ -648,11 +650,7 @@ mod tests {
         );
         node.run(ctx).await.unwrap();
         assert_eq!(names(1), ["calc", "search", "shell"]);
-        // Every tool offered: the registry's own list, not a copy.
-        assert!(Arc::ptr_eq(
-            &model.requests()[1].tools,
-            &services.tools.specs()
-        ));
+        assert!(Arc::ptr_eq(&model.requests()[1].tools, &every));
 
         let (node, ctx, _) = run_ctx(json!({"allowed_tools": ["shell", "calc"]}), state, services);
         node.run(ctx).await.unwrap();
