@@ -294,14 +294,19 @@ pub(crate) fn new_event(event: &Event) -> NewEvent {
 }
 
 /// A step's delta as stored: what `serde` makes of it (`Value::Null` for an empty delta).
-/// Deltas of the fields nodes usually change (messages, variables, usage, tool calls,
-/// response) are built directly; the others go through `serde`.
 pub(crate) fn delta_value(delta: &StateDelta) -> Value {
-    use crate::object;
-    use crate::state::VariableOp;
     if delta.is_empty() {
         return Value::Null;
     }
+    fast_delta(delta).unwrap_or_else(|| serde_json::to_value(delta).unwrap_or(Value::Null))
+}
+
+/// The stored delta of the fields nodes usually change (messages, set and append variables,
+/// usage, tool calls, response), built without `serde`'s serializer; `None` for any other.
+fn fast_delta(delta: &StateDelta) -> Option<Value> {
+    use crate::object::{self, Keys};
+    use crate::state::VariableOp;
+    static OP: Keys<2> = Keys::new(["op", "value"]);
     let StateDelta {
         messages,
         replace_messages: None,
@@ -316,10 +321,10 @@ pub(crate) fn delta_value(delta: &StateDelta) -> Value {
         response,
     } = delta
     else {
-        return serde_json::to_value(delta).unwrap_or(Value::Null);
+        return None;
     };
     if !errors.is_empty() || !metadata.is_empty() || !loops.is_empty() {
-        return serde_json::to_value(delta).unwrap_or(Value::Null);
+        return None;
     }
     let mut map = serde_json::Map::new();
     if !messages.is_empty() {
@@ -327,19 +332,16 @@ pub(crate) fn delta_value(delta: &StateDelta) -> Value {
         map.insert("messages".to_owned(), Value::Array(messages));
     }
     if !variables.is_empty() {
-        let op = |name: &str, op: &VariableOp| -> Option<Value> {
-            static OP: object::Keys<2> = object::Keys::new(["op", "value"]);
+        let mut changes = Vec::with_capacity(variables.len());
+        for (name, op) in variables {
             let op = match op {
                 VariableOp::Set(v) => OP.object([Value::from("set"), v.clone()]),
                 VariableOp::Append(v) => OP.object([Value::from("append"), v.clone()]),
-                _ => serde_json::to_value(op).ok()?,
+                _ => return None,
             };
-            Some(Value::Array(vec![Value::String(name.to_owned()), op]))
-        };
-        let Some(variables) = variables.iter().map(|(n, v)| op(n, v)).collect() else {
-            return serde_json::to_value(delta).unwrap_or(Value::Null);
-        };
-        map.insert("variables".to_owned(), Value::Array(variables));
+            changes.push(Value::Array(vec![Value::String(name.clone()), op]));
+        }
+        map.insert("variables".to_owned(), Value::Array(changes));
     }
     if let Some(usage) = usage {
         map.insert("usage".to_owned(), object::usage(usage));
@@ -350,7 +352,7 @@ pub(crate) fn delta_value(delta: &StateDelta) -> Value {
     if let Some(response) = response {
         map.insert("response".to_owned(), Value::String(response.clone()));
     }
-    Value::Object(map)
+    Some(Value::Object(map))
 }
 
 /// The payload of `kind` through `serde`.
