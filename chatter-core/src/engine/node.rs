@@ -289,26 +289,15 @@ impl NodeContext {
 
     /// The idempotency key of this node run: `execution:node:iteration:attempt`.
     pub fn idempotency_key(&self) -> String {
-        // Written piece by piece: `format!` costs about five times as much, several times a step.
-        let (execution, node) = (&*self.execution_id, self.spec.id.as_str());
-        let mut numbers = (itoa::Buffer::new(), itoa::Buffer::new());
-        let (iteration, attempt) = (
-            numbers.0.format(self.iteration),
-            numbers.1.format(self.attempt),
-        );
-        let mut key = String::with_capacity(
-            execution.len() + node.len() + iteration.len() + attempt.len() + 3,
-        );
-        for (i, part) in [execution, node, iteration, attempt]
-            .into_iter()
-            .enumerate()
-        {
-            if i > 0 {
-                key.push(':');
-            }
-            key.push_str(part);
-        }
-        key
+        // Joined, not `format!`ted: that costs about five times as much, several times a step.
+        let (mut iteration, mut attempt) = (itoa::Buffer::new(), itoa::Buffer::new());
+        [
+            &*self.execution_id,
+            self.spec.id.as_str(),
+            iteration.format(self.iteration),
+            attempt.format(self.attempt),
+        ]
+        .join(":")
     }
 
     /// Emits an event (tokens, tool calls).
