@@ -92,6 +92,141 @@ pub(crate) fn message_to_py<'py>(py: Python<'py>, m: &Message) -> PyResult<Bound
     Ok(d)
 }
 
+/// Whether `d` is what [`message_to_py`] makes of `m`: the same keys in the same order, with
+/// values [`matches_json`] would accept.
+pub(crate) fn message_matches(d: &Bound<'_, PyDict>, m: &Message) -> bool {
+    let py = d.py();
+    let len = 2
+        + usize::from(!m.tool_calls.is_empty())
+        + usize::from(m.tool_call_id.is_some())
+        + usize::from(m.name.is_some());
+    if d.len() != len {
+        return false;
+    }
+    let mut items = d.iter();
+    let mut next = |key: &Bound<'_, PyString>, matches: &dyn Fn(&Bound<'_, PyAny>) -> bool| {
+        items
+            .next()
+            .is_some_and(|(k, v)| key_matches(&k, key) && matches(&v))
+    };
+    next(intern!(py, "role"), &|v| str_matches(v, m.role.as_str()))
+        && next(intern!(py, "content"), &|v| str_matches(v, &m.content))
+        && (m.tool_calls.is_empty()
+            || next(intern!(py, "tool_calls"), &|v| {
+                v.cast_exact::<PyList>().is_ok_and(|list| {
+                    list.len() == m.tool_calls.len()
+                        && list.iter().zip(&m.tool_calls).all(|(c, call)| {
+                            c.cast_exact::<PyDict>().is_ok_and(|c| {
+                                dict_matches(
+                                    c,
+                                    [
+                                        (intern!(py, "id"), Expect::Str(&call.id)),
+                                        (intern!(py, "name"), Expect::Str(&call.name)),
+                                        (intern!(py, "arguments"), Expect::Json(&call.arguments)),
+                                    ],
+                                )
+                            })
+                        })
+                })
+            }))
+        && m.tool_call_id
+            .as_ref()
+            .is_none_or(|id| next(intern!(py, "tool_call_id"), &|v| str_matches(v, id)))
+        && m.name
+            .as_ref()
+            .is_none_or(|name| next(intern!(py, "name"), &|v| str_matches(v, name)))
+}
+
+/// A tool spec as a dict (`name`, `description`, `parameters`).
+pub(crate) fn tool_to_py<'py>(py: Python<'py>, t: &ToolSpec) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "name"), PyString::new(py, &t.name))?;
+    d.set_item(
+        intern!(py, "description"),
+        PyString::new(py, &t.description),
+    )?;
+    d.set_item(intern!(py, "parameters"), to_py_bound(py, &t.parameters)?)?;
+    Ok(d)
+}
+
+/// Whether `d` is what [`tool_to_py`] makes of `t`.
+pub(crate) fn tool_matches(d: &Bound<'_, PyDict>, t: &ToolSpec) -> bool {
+    let py = d.py();
+    dict_matches(
+        d,
+        [
+            (intern!(py, "name"), Expect::Str(&t.name)),
+            (intern!(py, "description"), Expect::Str(&t.description)),
+            (intern!(py, "parameters"), Expect::Json(&t.parameters)),
+        ],
+    )
+}
+
+/// A value [`dict_matches`] expects.
+enum Expect<'a> {
+    Str(&'a str),
+    Json(&'a Value),
+}
+
+/// Whether `d` holds exactly these keys (interned), in this order, with these values.
+fn dict_matches<const N: usize>(
+    d: &Bound<'_, PyDict>,
+    expected: [(&Bound<'_, PyString>, Expect<'_>); N],
+) -> bool {
+    d.len() == N
+        && d.iter().zip(expected).all(|((k, v), (key, value))| {
+            key_matches(&k, key)
+                && match value {
+                    Expect::Str(s) => str_matches(&v, s),
+                    Expect::Json(value) => matches_json(&v, value),
+                }
+        })
+}
+
+/// Whether `k` is the interned string `key` (as a key the dict was built with is) or a `str`
+/// of the same text.
+fn key_matches(k: &Bound<'_, PyAny>, key: &Bound<'_, PyString>) -> bool {
+    k.is(key) || key.to_str().is_ok_and(|key| str_matches(k, key))
+}
+
+/// Whether `obj` is a `str` (not a subclass) of this text.
+fn str_matches(obj: &Bound<'_, PyAny>, text: &str) -> bool {
+    obj.cast_exact::<PyString>()
+        .is_ok_and(|s| s.to_str().is_ok_and(|s| s == text))
+}
+
+/// Whether `obj` is what [`to_py_bound`] makes of `value`: the same exact types (no
+/// subclasses), equal text and numbers, lists of the same length, dicts with the same keys in
+/// the same order. A dict handed to Python code earlier that still matches can be handed out
+/// again: nothing Python code could have done to it shows.
+pub(crate) fn matches_json(obj: &Bound<'_, PyAny>, value: &Value) -> bool {
+    match value {
+        Value::Null => obj.is_none(),
+        Value::Bool(b) => obj.cast_exact::<PyBool>().is_ok_and(|o| o.is_true() == *b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                obj.is_exact_instance_of::<PyInt>() && obj.extract::<i64>().is_ok_and(|o| o == i)
+            } else if let Some(u) = n.as_u64() {
+                obj.is_exact_instance_of::<PyInt>() && obj.extract::<u64>().is_ok_and(|o| o == u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                obj.cast_exact::<PyFloat>()
+                    .is_ok_and(|o| o.value().to_bits() == f.to_bits())
+            }
+        }
+        Value::String(s) => str_matches(obj, s),
+        Value::Array(items) => obj.cast_exact::<PyList>().is_ok_and(|list| {
+            list.len() == items.len() && list.iter().zip(items).all(|(o, v)| matches_json(&o, v))
+        }),
+        Value::Object(map) => obj.cast_exact::<PyDict>().is_ok_and(|d| {
+            d.len() == map.len()
+                && d.iter()
+                    .zip(map)
+                    .all(|((k, v), (key, value))| str_matches(&k, key) && matches_json(&v, value))
+        }),
+    }
+}
+
 /// Messages as a list of dicts (see [`message_to_py`]).
 pub(crate) fn messages_to_py<'py>(
     py: Python<'py>,
@@ -104,38 +239,17 @@ pub(crate) fn messages_to_py<'py>(
     PyList::new(py, items)
 }
 
-/// Tool specs as a list of dicts (`name`, `description`, `parameters`).
-pub(crate) fn tools_to_py<'py>(
-    py: Python<'py>,
-    tools: &[ToolSpec],
-) -> PyResult<Bound<'py, PyList>> {
-    let mut items = Vec::with_capacity(tools.len());
-    for t in tools {
-        let d = PyDict::new(py);
-        d.set_item(intern!(py, "name"), PyString::new(py, &t.name))?;
-        d.set_item(
-            intern!(py, "description"),
-            PyString::new(py, &t.description),
-        )?;
-        d.set_item(intern!(py, "parameters"), to_py_bound(py, &t.parameters)?)?;
-        items.push(d);
-    }
-    PyList::new(py, items)
-}
-
 /// A chat request as the dict `serde_json` would make of it, built directly (no intermediate
-/// JSON value); `tools` is the list to put under its `tools` key.
+/// JSON value); `messages` and `tools` are the lists to put under those keys.
 pub(crate) fn request_to_py<'py>(
     py: Python<'py>,
     request: &ChatRequest,
+    messages: Bound<'py, PyList>,
     tools: Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "model"), request.model.as_deref())?;
-    d.set_item(
-        intern!(py, "messages"),
-        messages_to_py(py, &request.messages)?,
-    )?;
+    d.set_item(intern!(py, "messages"), messages)?;
     d.set_item(intern!(py, "temperature"), request.temperature)?;
     d.set_item(intern!(py, "max_tokens"), request.max_tokens)?;
     d.set_item(intern!(py, "top_p"), request.top_p)?;

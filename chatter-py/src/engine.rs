@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::convert::{to_json, to_py, to_py_err};
 use crate::py::{
-    ASYNC_LOCALS, Callable, INTERRUPT, Interrupt, PyModel, PyNodeKind, PyRetriever, PyTool,
+    ASYNC_LOCALS, Callable, INTERRUPT, Interrupt, PyModel, PyNodeKind, PyRetriever, PyTool, Reused,
 };
 use crate::store::{self, Durable};
 
@@ -531,7 +531,8 @@ impl NativeEngine {
             obj,
             chat: Callable::new(chat, chat_is_async),
             has_stream,
-            tools: Mutex::new(None),
+            messages: Reused::default(),
+            tools: Reused::default(),
         };
         self.changed(|p| p.models.register(name, Arc::new(model)));
     }

@@ -25,8 +25,8 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::{
-    error_text, messages_to_py, object_to_py, request_to_py, to_json, to_json_fast, to_py_bound,
-    tools_to_py,
+    error_text, message_matches, message_to_py, messages_to_py, object_to_py, request_to_py,
+    to_json, to_json_fast, to_py_bound, tool_matches, tool_to_py,
 };
 
 tokio::task_local! {
@@ -216,8 +216,47 @@ impl Tool for PyTool {
     }
 }
 
-/// Tool specs with the Python list of their dicts.
-pub(crate) type ToolDicts = (Arc<[ToolSpec]>, Py<PyList>);
+/// The dicts a model's last request handed to Python code for a list of items (its messages,
+/// its tool specs), handed out again for the next request's items they still match.
+///
+/// An agent's requests repeat: each sends the conversation so far and the same tools, so most
+/// of its dicts are the ones the model saw last time, and making them again (and freeing them)
+/// is most of what a request costs to build. Python code may have kept and changed them, so
+/// each is compared with its item first ([`message_matches`], [`tool_matches`]: the same exact
+/// types, text, numbers and key order, so nothing a change could leave shows); a dict that no
+/// longer matches is made anew. The dicts of the last request stay alive until the next one,
+/// or until the model is dropped.
+#[derive(Default)]
+pub(crate) struct Reused(Mutex<Vec<Py<PyDict>>>);
+
+impl Reused {
+    /// A new list of the dicts of `items`, the `i`-th the last list's `i`-th dict when
+    /// `matches` accepts it and made by `make` otherwise.
+    fn list<'py, T>(
+        &self,
+        py: Python<'py>,
+        items: &[T],
+        matches: fn(&Bound<'py, PyDict>, &T) -> bool,
+        make: fn(Python<'py>, &T) -> PyResult<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // Taken out of the lock, which is never held while Python objects are compared or
+        // made: that may let another thread take the GIL and wait for the lock. A call on
+        // another thread meanwhile finds nothing to reuse and makes its own dicts.
+        let last = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut dicts = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let dict = match last.get(i).map(|d| d.bind(py)) {
+                Some(d) if matches(d, item) => d.clone(),
+                _ => make(py, item)?,
+            };
+            dicts.push(dict);
+        }
+        let list = PyList::new(py, &dicts)?;
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            dicts.into_iter().map(Bound::unbind).collect();
+        Ok(list)
+    }
+}
 
 /// A Python object with `chat(request)` (and optionally `stream(request)`) as a chat model.
 pub(crate) struct PyModel {
@@ -226,52 +265,25 @@ pub(crate) struct PyModel {
     pub(crate) chat: Callable,
     /// A plain (sync) generator method `stream(request)` yielding text chunks.
     pub(crate) has_stream: bool,
-    /// The tool specs of the last request and their dicts: an agent offers the same tools on
-    /// every call (the registry's shared list), so their schemas are converted once (each
-    /// request gets a new list of the same dicts).
-    pub(crate) tools: Mutex<Option<ToolDicts>>,
+    /// The dicts of the last request's messages.
+    pub(crate) messages: Reused,
+    /// The dicts of the last request's tool specs.
+    pub(crate) tools: Reused,
 }
 
 impl PyModel {
     /// The `request` argument of `chat`/`stream`, built with the GIL held.
     fn request_args<'a>(&'a self, request: &'a ChatRequest) -> ArgsBuilder<'a> {
         Box::new(move |py| {
-            let tools = self.tools_list(py, &request.tools)?;
-            let dict = request_to_py(py, request, tools)?;
+            let messages =
+                self.messages
+                    .list(py, &request.messages, message_matches, message_to_py)?;
+            let tools = self
+                .tools
+                .list(py, &request.tools, tool_matches, tool_to_py)?;
+            let dict = request_to_py(py, request, messages, tools)?;
             Ok((PyTuple::new(py, [dict])?, None))
         })
-    }
-
-    /// A new list of the dicts of these tool specs (converted once while they do not change).
-    fn tools_list<'py>(
-        &self,
-        py: Python<'py>,
-        tools: &Arc<[ToolSpec]>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        if tools.is_empty() {
-            return Ok(PyList::empty(py));
-        }
-        // The lock is never held while Python objects are made (that may run Python code, which
-        // may let another thread take the GIL and wait for this lock).
-        let hit = {
-            let cached = self.tools.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*cached {
-                Some((specs, list)) if Arc::ptr_eq(specs, tools) || specs[..] == tools[..] => {
-                    Some(list.clone_ref(py))
-                }
-                _ => None,
-            }
-        };
-        let list = match hit {
-            Some(list) => list.into_bound(py),
-            None => {
-                let list = tools_to_py(py, tools)?;
-                *self.tools.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((tools.clone(), list.clone().unbind()));
-                list
-            }
-        };
-        PyList::new(py, list.iter())
     }
 
     fn fail(&self, message: String) -> Error {

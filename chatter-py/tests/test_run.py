@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -100,6 +101,86 @@ def test_request_shape_and_tools_following_registrations(react: chatter.Workflow
     required["nodes"][1]["config"] = {"enable_tools": True, "tool_choice": "required"}
     engine.run(required, "hi")
     assert seen[-1]["tool_choice"] == "required"
+
+
+class _Looker:
+    """Asks for `lookup` three times, then answers; keeps the JSON of every request it saw."""
+
+    def __init__(self, vandal: bool) -> None:
+        self.vandal = vandal
+        self.seen: list[str] = []
+        self.requests: list[dict[str, Any]] = []
+
+    def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.seen.append(json.dumps({k: request[k] for k in ("messages", "tools")}))
+        self.requests.append(request)
+        messages, tools = request["messages"], request["tools"]
+        rounds = sum(1 for m in messages if m["role"] == "tool")
+        if self.vandal:
+            # Everything a model could do to the dicts it was handed, in place.
+            for m in messages:
+                m["content"] = m.pop("content")  # the same items, in another order
+                m.pop("tool_call_id", None)
+                for call in m.get("tool_calls", []):
+                    call["arguments"]["q"] += "!"
+                    call["arguments"]["extra"] = [1, 2]
+                m["role"] = _Str(m["role"])  # equal, but a str subclass
+            for t in tools:
+                t["parameters"]["properties"]["q"]["type"] = "integer"
+                t["parameters"].pop("required", None)
+                t["description"] += "?"
+            messages.append({"role": "user", "content": "extra"})
+        if rounds < 3:
+            call = {"id": f"c{rounds}", "name": "lookup", "arguments": {"q": f"q{rounds}"}}
+            return {"content": "", "tool_calls": [call]}
+        return {"content": f"done after {rounds}"}
+
+
+class _Str(str):
+    """A str subclass."""
+
+
+def test_a_model_that_changes_its_requests_gets_whole_ones_next(react: chatter.Workflow) -> None:
+    def lookup(q: str) -> str:
+        """Looks up q."""
+        return q.upper()
+
+    models = {}
+    for vandal in (False, True):
+        engine = chatter.Engine()
+        engine.register_tool("lookup", lookup)
+        models[vandal] = _Looker(vandal)
+        engine.register_model("py", models[vandal], default=True)
+        for _ in range(2):
+            assert engine.run(react, "go").response == "done after 3"
+    clean, vandal = models[False], models[True]
+    assert len(clean.seen) == 8
+    # Each request holds what the run holds, whatever the model did to the earlier ones
+    # (key order included).
+    assert vandal.seen == clean.seen
+    last = json.loads(clean.seen[3])
+    assert last["messages"][0] == {"role": "user", "content": "go"}
+    assert last["messages"][1:3] == [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c0", "name": "lookup", "arguments": {"q": "q0"}},
+        ]},
+        {"role": "tool", "content": "Q0", "tool_call_id": "c0", "name": "lookup"},
+    ]
+    assert last["tools"] == [{
+        "name": "lookup",
+        "description": "Looks up q.",
+        "parameters": {
+            "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"],
+        },
+    }]
+    # A request the model left alone hands the same dicts to the next one (each request gets
+    # a list of its own); a changed one gets new dicts.
+    first, second = clean.requests[0], clean.requests[1]
+    assert second["messages"] is not first["messages"]
+    assert second["messages"][0] is first["messages"][0]
+    assert second["tools"][0] is first["tools"][0]
+    assert vandal.requests[1]["messages"][0] is not vandal.requests[0]["messages"][0]
+    assert vandal.requests[1]["tools"][0] is not vandal.requests[0]["tools"][0]
 
 
 class _Dict(dict):  # type: ignore[type-arg]
