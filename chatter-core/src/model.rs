@@ -170,6 +170,17 @@ pub enum ToolChoice {
     Required,
 }
 
+impl ToolChoice {
+    /// The lowercase name (`required`), as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolChoice::Auto => "auto",
+            ToolChoice::None => "none",
+            ToolChoice::Required => "required",
+        }
+    }
+}
+
 /// One call to a chat model.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChatRequest {
@@ -367,5 +378,20 @@ pub(crate) fn not_found(what: &str, name: &str) -> Error {
     Error::NotFound {
         what: what.to_owned(),
         name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serialized_names() {
+        for choice in [ToolChoice::Auto, ToolChoice::None, ToolChoice::Required] {
+            assert_eq!(serde_json::to_value(choice).unwrap(), choice.as_str());
+        }
+        for role in [Role::System, Role::User, Role::Assistant, Role::Tool] {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
     }
 }

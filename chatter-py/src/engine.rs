@@ -533,6 +533,7 @@ impl NativeEngine {
             has_stream,
             messages: Reused::default(),
             tools: Reused::default(),
+            template: Mutex::new(None),
         };
         self.changed(|p| p.models.register(name, Arc::new(model)));
     }

@@ -25,8 +25,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::{
-    error_text, message_matches, message_to_py, messages_to_py, object_to_py, request_to_py,
-    to_json, to_json_fast, to_py_bound, tool_matches, tool_to_py,
+    RequestSettings, error_text, message_matches, message_to_py, messages_to_py, object_to_py,
+    request_settings, request_template, request_to_py, to_json, to_json_fast, to_py_bound,
+    tool_matches, tool_to_py,
 };
 
 tokio::task_local! {
@@ -269,6 +270,8 @@ pub(crate) struct PyModel {
     pub(crate) messages: Reused,
     /// The dicts of the last request's tool specs.
     pub(crate) tools: Reused,
+    /// The last request's settings and their [`request_template`].
+    pub(crate) template: Mutex<Option<(RequestSettings, Py<PyDict>)>>,
 }
 
 impl PyModel {
@@ -281,9 +284,35 @@ impl PyModel {
             let tools = self
                 .tools
                 .list(py, &request.tools, tool_matches, tool_to_py)?;
-            let dict = request_to_py(py, request, messages, tools)?;
+            let template = self.template(py, request)?;
+            let dict = request_to_py(&template, request, messages, tools)?;
             Ok((PyTuple::new(py, [dict])?, None))
         })
+    }
+
+    /// The [`request_template`] of `request`'s settings: the last request's unless they
+    /// changed.
+    fn template<'py>(
+        &self,
+        py: Python<'py>,
+        request: &ChatRequest,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let settings = request_settings(request);
+        // The lock is never held while Python objects are made (see `Reused::list`).
+        let kept = {
+            let kept = self.template.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*kept {
+                Some((s, template)) if *s == settings => Some(template.clone_ref(py)),
+                _ => None,
+            }
+        };
+        if let Some(template) = kept {
+            return Ok(template.into_bound(py));
+        }
+        let template = request_template(py, &settings)?;
+        *self.template.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((settings, template.clone().unbind()));
+        Ok(template)
     }
 
     fn fail(&self, message: String) -> Error {
