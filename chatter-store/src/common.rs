@@ -173,32 +173,46 @@ impl Limits {
 
 /// An upper bound of the size of `value` serialised as JSON (each string byte counted as an
 /// escape of six bytes, each number as the longest one), or the first partial sum over `stop`.
+///
+/// Recursive, like the serialiser that writes the value afterwards (a value nested deeper than
+/// the stack allows could not be written either); no allocation, so a step's small payloads
+/// cost a few instructions per item.
 fn json_size_bound(value: &Value, stop: usize) -> usize {
     /// The longest number serde_json writes (`-2.2250738585072014e-308`; `i64::MIN` and
     /// `u64::MAX` are 20 bytes).
     const NUMBER: usize = 24;
-    let string = |s: &str| 2 + 6 * s.len();
-    let mut total = 0;
-    let mut pending = vec![value];
-    while let Some(v) = pending.pop() {
-        total += match v {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(_) => NUMBER,
-            Value::String(s) => string(s),
+    fn string(s: &str) -> usize {
+        2 + 6 * s.len()
+    }
+    fn add(value: &Value, total: usize, stop: usize) -> usize {
+        match value {
+            Value::Null | Value::Bool(_) => total + 5,
+            Value::Number(_) => total + NUMBER,
+            Value::String(s) => total + string(s),
             Value::Array(items) => {
-                pending.extend(items);
-                2 + items.len()
+                let mut total = total + 2 + items.len();
+                for item in items {
+                    if total > stop {
+                        break;
+                    }
+                    total = add(item, total, stop);
+                }
+                total
             }
             Value::Object(map) => {
-                pending.extend(map.values());
-                2 + map.keys().map(|k| string(k) + 2).sum::<usize>()
+                let mut total = total + 2;
+                for (key, item) in map {
+                    total += string(key) + 2;
+                    if total > stop {
+                        break;
+                    }
+                    total = add(item, total, stop);
+                }
+                total
             }
-        };
-        if total > stop {
-            break;
         }
     }
-    total
+    add(value, 0, stop)
 }
 
 /// Checks the events of a write (types present, payloads within the limit).
