@@ -186,8 +186,10 @@ impl ToolChoice {
 pub struct ChatRequest {
     /// Model name at the provider (`gpt-4o-mini`); `None` for the provider's default.
     pub model: Option<String>,
-    /// The conversation, system prompt first.
-    pub messages: Vec<Message>,
+    /// The conversation, system prompt first. Shared: an agent's `llm` node hands each call the
+    /// run's history itself when it adds no system prompt or prompt of its own, rather than a
+    /// copy (a model that wants to change it gets its own copy with [`Arc::make_mut`]).
+    pub messages: Arc<Vec<Message>>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
     /// Output token limit.

@@ -146,6 +146,11 @@ impl State {
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
+    /// The conversation, shared (a clone of the `Arc`, not of the messages): what a model
+    /// request that adds nothing to it hands the model.
+    pub fn shared_messages(&self) -> Arc<Vec<Message>> {
+        Arc::clone(&self.messages)
+    }
     /// The last message.
     pub fn last_message(&self) -> Option<&Message> {
         self.messages.last()

@@ -215,7 +215,7 @@ fn observed(log: &Arc<Log>) -> Arc<dyn chatter_core::orchestration::Orchestratio
 
 fn user(text: &str) -> ChatRequest {
     ChatRequest {
-        messages: vec![Message::user(text)],
+        messages: vec![Message::user(text)].into(),
         ..ChatRequest::default()
     }
 }
@@ -631,7 +631,7 @@ fn the_estimator_counts_a_quarter_token_per_character_plus_framing() {
         messages: vec![
             Message::system("x".repeat(400)),
             Message::user("y".repeat(41)),
-        ],
+        ].into(),
         ..ChatRequest::default()
     };
     assert_eq!(estimate_tokens(&two), 100 + 4 + 11 + 4 + 3);
@@ -667,7 +667,7 @@ fn analysis_finds_tools_code_json_and_documents() {
         messages: vec![
             Message::system("Context:\n".to_owned() + &"lorem ipsum ".repeat(400)),
             Message::user("summarise"),
-        ],
+        ].into(),
         tools: with_tools.tools.clone(),
         ..code.clone()
     };
@@ -1359,7 +1359,7 @@ fn canonical_json_sorts_keys_so_equal_values_hash_equally() {
     let a = json!({"b": [1, {"y": 2, "x": "é"}], "a": null});
     assert_eq!(canonical_json(&a), r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#);
     let r1 = ChatRequest {
-        messages: vec![],
+        messages: vec![].into(),
         ..user("x")
     };
     let k1 = chatter_core::orchestration::MemoKey::new("auto", &r1);

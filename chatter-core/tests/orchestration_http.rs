@@ -468,7 +468,7 @@ impl Rig {
 
 fn user(text: &str) -> ChatRequest {
     ChatRequest {
-        messages: vec![Message::user(text)],
+        messages: vec![Message::user(text)].into(),
         ..ChatRequest::default()
     }
 }

@@ -27,7 +27,7 @@ impl Tokens {
 
 fn user(text: &str) -> ChatRequest {
     ChatRequest {
-        messages: vec![Message::user(text)],
+        messages: vec![Message::user(text)].into(),
         ..ChatRequest::default()
     }
 }
@@ -261,7 +261,7 @@ mod openai {
                     ..Message::assistant("")
                 },
                 Message::tool_result("call_1", "get_weather", "{\"temp\":3}"),
-            ],
+            ].into(),
             temperature: Some(0.2),
             max_tokens: Some(50),
             top_p: None,
@@ -726,7 +726,7 @@ async fn scripted_rules_match_in_order_on_the_last_message() {
         "{\"temp\":21}",
     ));
     let request = ChatRequest {
-        messages: messages.clone(),
+        messages: messages.clone().into(),
         ..ChatRequest::default()
     };
     let answer = model.chat(request).await.unwrap();
@@ -739,7 +739,7 @@ async fn scripted_rules_match_in_order_on_the_last_message() {
     messages.push(anonymous);
     let answer = model
         .chat(ChatRequest {
-            messages: messages.clone(),
+            messages: messages.clone().into(),
             ..ChatRequest::default()
         })
         .await
@@ -748,7 +748,7 @@ async fn scripted_rules_match_in_order_on_the_last_message() {
 
     // `role` must match too: the same text from the assistant falls through to the default.
     let request = ChatRequest {
-        messages: vec![Message::assistant("weather")],
+        messages: vec![Message::assistant("weather")].into(),
         ..ChatRequest::default()
     };
     assert_eq!(
@@ -799,7 +799,7 @@ async fn scripted_tool_call_ids_continue_the_conversation() {
         ..Message::assistant("")
     };
     let request = ChatRequest {
-        messages: vec![earlier, Message::user("and the weather tomorrow?")],
+        messages: vec![earlier, Message::user("and the weather tomorrow?")].into(),
         ..ChatRequest::default()
     };
     let reply = model.chat(request).await.unwrap();

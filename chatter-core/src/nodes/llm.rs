@@ -266,18 +266,24 @@ impl Node for LlmNode {
             render(&config.prompt)?.map(Message::user)
         };
 
-        let history = ctx.state.messages();
-        let mut messages = Vec::with_capacity(history.len() + 2);
-        if let Some(system) = &system {
-            messages.push(Message::system(system.clone()));
-        }
-        messages.extend(
-            history
-                .iter()
-                .filter(|m| !(m.role == Role::System && Some(&m.content) == system.as_ref()))
-                .cloned(),
-        );
-        messages.extend(prompt.clone());
+        // An agent's later calls add nothing to the history: they are handed it, not a copy.
+        let messages = if system.is_none() && prompt.is_none() {
+            ctx.state.shared_messages()
+        } else {
+            let history = ctx.state.messages();
+            let mut messages = Vec::with_capacity(history.len() + 2);
+            if let Some(system) = &system {
+                messages.push(Message::system(system.clone()));
+            }
+            messages.extend(
+                history
+                    .iter()
+                    .filter(|m| !(m.role == Role::System && Some(&m.content) == system.as_ref()))
+                    .cloned(),
+            );
+            messages.extend(prompt.clone());
+            Arc::new(messages)
+        };
 
         let tools = self.offered_tools(&ctx)?;
         let request = ChatRequest {
@@ -402,7 +408,7 @@ mod tests {
         assert_eq!(r.idempotency_key.as_deref(), Some("exec1:chat:0:1"));
         assert_eq!(
             r.messages,
-            vec![Message::system("You are terse."), Message::user("hi")]
+            vec![Message::system("You are terse."), Message::user("hi")].into()
         );
         assert!(r.tools.is_empty());
         assert_eq!(r.tool_choice, None);
@@ -532,7 +538,7 @@ mod tests {
                 Message::user("q1"),
                 Message::assistant("a1"),
                 Message::user("Now answer briefly."),
-            ]
+            ].into()
         );
         assert_eq!(
             out.delta.messages,
@@ -560,8 +566,12 @@ mod tests {
             State::new(json!({}), history.clone()),
             services_with_model(model.clone()),
         );
+        let shared = ctx.state.shared_messages();
         let out = node.run(ctx).await.unwrap();
-        assert_eq!(model.requests()[0].messages, history);
+        let request = &model.requests()[0];
+        assert_eq!(*request.messages, history);
+        // Adding nothing, the call is handed the run's history itself, not a copy.
+        assert!(Arc::ptr_eq(&request.messages, &shared));
         assert_eq!(out.delta.messages, vec![Message::assistant("done")]);
     }
 

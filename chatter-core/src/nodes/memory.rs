@@ -180,10 +180,10 @@ impl Node for MemoryNode {
             };
             let request = ChatRequest {
                 model: config.summary_model.clone(),
-                messages: vec![
+                messages: Arc::new(vec![
                     Message::system(instruction),
                     Message::user(transcript(&source)),
-                ],
+                ]),
                 idempotency_key: Some(ctx.idempotency_key()),
                 ..ChatRequest::default()
             };
@@ -329,7 +329,7 @@ mod tests {
             vec![
                 Message::system("Summarise."),
                 Message::user("earlier summary: Old stuff.\nuser: q1\nassistant: a1\nuser: q2\n")
-            ]
+            ].into()
         );
     }
 

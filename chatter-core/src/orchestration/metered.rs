@@ -23,7 +23,7 @@ use crate::model::{ChatModel, ChatRequest, ChatResponse, ObservedResponse, Token
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let counters = Arc::new(ModelCounters::default());
 /// let model = MeteredModel::new("scripted", Arc::new(ScriptedModel::always("hi")), counters.clone());
-/// model.chat(ChatRequest { messages: vec![Message::user("hello")], ..Default::default() }).await?;
+/// model.chat(ChatRequest { messages: vec![Message::user("hello")].into(), ..Default::default() }).await?;
 /// let snapshot = counters.snapshot(MemoStats::default());
 /// assert_eq!(snapshot.llm_requests_total, 1);
 /// assert!(snapshot.render_prometheus().contains("llm_requests_total{model=\"scripted\"} 1"));

@@ -40,7 +40,7 @@
 //! let mut registry = chatter_core::ModelRegistry::new();
 //! orchestrator.register(&mut registry);
 //! let model = registry.get(None)?; // the router, `auto`
-//! let reply = model.chat(ChatRequest { messages: vec![Message::user("hello")], ..Default::default() }).await?;
+//! let reply = model.chat(ChatRequest { messages: vec![Message::user("hello")].into(), ..Default::default() }).await?;
 //! assert_eq!(reply.usage.cost, 0.0006); // 1000 × 0.0002/1k + 500 × 0.0008/1k
 //! # Ok::<(), chatter_core::Error>(()) }).unwrap();
 //! ```

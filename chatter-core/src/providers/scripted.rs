@@ -17,7 +17,7 @@
 //!     "default": {"content": "Hello!"},
 //!     "usage": {"prompt_tokens": 10, "completion_tokens": 5}
 //! }))?;
-//! let request = ChatRequest { messages: vec![Message::user("hi")], ..ChatRequest::default() };
+//! let request = ChatRequest { messages: vec![Message::user("hi")].into(), ..ChatRequest::default() };
 //! let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
 //! let reply = rt.block_on(model.chat(request))?;
 //! assert_eq!(reply.message.content, "Hello!");
