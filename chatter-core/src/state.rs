@@ -97,7 +97,31 @@ fn is_zero(n: &u64) -> bool {
 impl StateDelta {
     /// Whether the delta changes nothing.
     pub fn is_empty(&self) -> bool {
-        *self == StateDelta::default()
+        // Field by field: a default delta to compare with would seed a hasher for its map.
+        let StateDelta {
+            messages,
+            replace_messages,
+            variables,
+            context,
+            usage,
+            errors,
+            clear_errors,
+            metadata,
+            tool_calls,
+            loops,
+            response,
+        } = self;
+        messages.is_empty()
+            && replace_messages.is_none()
+            && variables.is_empty()
+            && context.is_none()
+            && usage.is_none()
+            && errors.is_empty()
+            && !clear_errors
+            && metadata.is_empty()
+            && *tool_calls == 0
+            && loops.is_empty()
+            && response.is_none()
     }
 }
 
@@ -360,6 +384,66 @@ mod tests {
             Value::Object(s.variables().clone()),
             json!({"list": ["a", "b"], "count": 1, "ratio": 2.5, "scalar": ["x", "y"]})
         );
+    }
+
+    #[test]
+    fn a_delta_is_empty_only_when_no_field_changes_anything() {
+        assert!(StateDelta::default().is_empty());
+        let mut metadata = Map::new();
+        metadata.insert("k".into(), json!(1));
+        let changes = [
+            StateDelta {
+                messages: vec![Message::user("m")],
+                ..StateDelta::default()
+            },
+            StateDelta {
+                replace_messages: Some(Vec::new()),
+                ..StateDelta::default()
+            },
+            StateDelta {
+                variables: vec![("v".into(), VariableOp::Delete)],
+                ..StateDelta::default()
+            },
+            StateDelta {
+                context: Some(Vec::new()),
+                ..StateDelta::default()
+            },
+            StateDelta {
+                usage: Some(Usage::default()),
+                ..StateDelta::default()
+            },
+            StateDelta {
+                errors: vec![ErrorRecord {
+                    node_id: "n".into(),
+                    message: "failed".into(),
+                    kind: "internal".into(),
+                }],
+                ..StateDelta::default()
+            },
+            StateDelta {
+                clear_errors: true,
+                ..StateDelta::default()
+            },
+            StateDelta {
+                metadata,
+                ..StateDelta::default()
+            },
+            StateDelta {
+                tool_calls: 1,
+                ..StateDelta::default()
+            },
+            StateDelta {
+                loops: vec![("l".into(), None)],
+                ..StateDelta::default()
+            },
+            StateDelta {
+                response: Some(String::new()),
+                ..StateDelta::default()
+            },
+        ];
+        for delta in changes {
+            assert!(!delta.is_empty(), "{delta:?}");
+        }
     }
 
     #[test]
