@@ -217,4 +217,10 @@ impl EventKind {
 pub trait EventSink: Send + Sync {
     /// Records an event.
     fn emit(&self, kind: EventKind);
+
+    /// Whether an event emitted now would be kept. `false` when it would be dropped (a run whose
+    /// events are discarded), so a node can skip building it. Defaults to `true`.
+    fn keeps_events(&self) -> bool {
+        true
+    }
 }

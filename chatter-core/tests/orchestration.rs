@@ -631,7 +631,8 @@ fn the_estimator_counts_a_quarter_token_per_character_plus_framing() {
         messages: vec![
             Message::system("x".repeat(400)),
             Message::user("y".repeat(41)),
-        ].into(),
+        ]
+        .into(),
         ..ChatRequest::default()
     };
     assert_eq!(estimate_tokens(&two), 100 + 4 + 11 + 4 + 3);
@@ -667,7 +668,8 @@ fn analysis_finds_tools_code_json_and_documents() {
         messages: vec![
             Message::system("Context:\n".to_owned() + &"lorem ipsum ".repeat(400)),
             Message::user("summarise"),
-        ].into(),
+        ]
+        .into(),
         tools: with_tools.tools.clone(),
         ..code.clone()
     };

@@ -261,7 +261,8 @@ mod openai {
                     ..Message::assistant("")
                 },
                 Message::tool_result("call_1", "get_weather", "{\"temp\":3}"),
-            ].into(),
+            ]
+            .into(),
             temperature: Some(0.2),
             max_tokens: Some(50),
             top_p: None,

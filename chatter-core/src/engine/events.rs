@@ -7,7 +7,7 @@
 //! is what `ExecutionResult.events` returns anyway, and it is freed with the execution.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -21,8 +21,6 @@ use crate::event::{Event, EventKind, EventSink};
 struct Inner {
     events: Vec<Event>,
     closed: bool,
-    /// While set, pushed events are dropped (a resume replaying steps whose events are stored).
-    muted: bool,
 }
 
 /// The event log of one execution.
@@ -30,6 +28,10 @@ pub(crate) struct EventLog {
     execution_id: String,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
+    /// While set, pushed events are dropped (a run whose events are discarded, or a resume
+    /// replaying steps whose events are stored). Outside the lock: nodes ask it before they
+    /// build an event.
+    muted: AtomicBool,
     notify: Notify,
     subscribers: AtomicUsize,
 }
@@ -42,8 +44,8 @@ impl EventLog {
             inner: Mutex::new(Inner {
                 events: Vec::with_capacity(capacity),
                 closed: false,
-                muted: false,
             }),
+            muted: AtomicBool::new(false),
             notify: Notify::new(),
             subscribers: AtomicUsize::new(0),
         }
@@ -55,6 +57,9 @@ impl EventLog {
 
     /// Appends an event, numbering and stamping it; returns its sequence number.
     pub(crate) fn push(&self, kind: EventKind) -> u64 {
+        if self.is_muted() {
+            return 0;
+        }
         self.push_at(self.clock.now_ms(), kind)
     }
 
@@ -62,7 +67,7 @@ impl EventLog {
     pub(crate) fn push_at(&self, ts_ms: i64, kind: EventKind) -> u64 {
         let seq = {
             let mut inner = self.lock();
-            if inner.closed || inner.muted {
+            if inner.closed || self.is_muted() {
                 // Late events from a node future that outlived its execution are dropped: the
                 // log is final once the execution ended.
                 return 0;
@@ -95,7 +100,12 @@ impl EventLog {
 
     /// Drops (`true`) or keeps (`false`) the events pushed from now on.
     pub(crate) fn set_muted(&self, muted: bool) {
-        self.lock().muted = muted;
+        self.muted.store(muted, Ordering::Release);
+    }
+
+    /// Whether pushed events are dropped ([`EventLog::set_muted`]).
+    pub(crate) fn is_muted(&self) -> bool {
+        self.muted.load(Ordering::Acquire)
     }
 
     /// The number of events so far (the last sequence number).
@@ -191,6 +201,10 @@ impl Drop for SubscriberGuard {
 impl EventSink for EventLog {
     fn emit(&self, kind: EventKind) {
         self.push(kind);
+    }
+
+    fn keeps_events(&self) -> bool {
+        !self.is_muted()
     }
 }
 

@@ -305,6 +305,12 @@ impl NodeContext {
         self.events.emit(kind);
     }
 
+    /// Whether an event emitted now would be kept ([`EventSink::keeps_events`]): a node need not
+    /// build events a run discards.
+    pub fn keeps_events(&self) -> bool {
+        self.events.keeps_events()
+    }
+
     /// The object an expression or template reading `keys` (its `state_reads()`) is evaluated
     /// against: only those state variables are built.
     pub fn expr_context_for(&self, keys: &[&str]) -> Value {
@@ -354,4 +360,8 @@ pub struct DiscardEvents;
 
 impl EventSink for DiscardEvents {
     fn emit(&self, _kind: EventKind) {}
+
+    fn keeps_events(&self) -> bool {
+        false
+    }
 }

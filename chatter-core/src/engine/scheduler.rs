@@ -145,6 +145,10 @@ impl EventSink for Tee {
         }
         self.log.push(kind);
     }
+
+    fn keeps_events(&self) -> bool {
+        self.log.keeps_events() || self.parent.keeps_events()
+    }
 }
 
 pub(crate) struct Run {
@@ -822,7 +826,7 @@ impl Run {
         });
         let span = node_span(&self.exec_id, &n.spec, act.iteration, act.attempt);
         let (intent, fused) = match intent {
-            Some((_, run)) if fuse => (None, Some(run)),
+            Some((_, run)) if fuse => (None, Some(Box::new(run))),
             other => (other, None),
         };
         let fut: BoxFuture<'p, Result<NodeOutput>> = match intent {
@@ -1679,7 +1683,8 @@ struct Launch<'p> {
     started_at_ms: i64,
     /// Its intent, when it is to be written with the staged steps before the first poll
     /// (`fuse` in [`Run::start`]).
-    intent: Option<crate::store::NodeRunRecord>,
+    /// Boxed: a launch is moved a few times, and most have none.
+    intent: Option<Box<crate::store::NodeRunRecord>>,
 }
 
 impl Launch<'_> {

@@ -332,10 +332,12 @@ pub(crate) async fn call_model(
         let node_id = ctx.node_id().to_owned();
         let token_events = ctx.events.clone();
         let sink = move |text: &str| {
-            token_events.emit(EventKind::Token {
-                node_id: node_id.clone(),
-                text: text.to_owned(),
-            });
+            if token_events.keeps_events() {
+                token_events.emit(EventKind::Token {
+                    node_id: node_id.clone(),
+                    text: text.to_owned(),
+                });
+            }
         };
         cancellable(ctx, model.chat_observed(request, Some(&sink), events)).await
     } else {

@@ -538,7 +538,8 @@ mod tests {
                 Message::user("q1"),
                 Message::assistant("a1"),
                 Message::user("Now answer briefly."),
-            ].into()
+            ]
+            .into()
         );
         assert_eq!(
             out.delta.messages,

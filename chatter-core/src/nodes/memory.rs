@@ -329,7 +329,8 @@ mod tests {
             vec![
                 Message::system("Summarise."),
                 Message::user("earlier summary: Old stuff.\nuser: q1\nassistant: a1\nuser: q2\n")
-            ].into()
+            ]
+            .into()
         );
     }
 

@@ -297,23 +297,20 @@ impl ToolNode {
         tool: Arc<dyn Tool>,
         call: &ToolCall,
     ) -> (bool, Value) {
-        let node_id = ctx.node_id().to_owned();
-        ctx.emit(EventKind::ToolCallStarted {
-            node_id: node_id.clone(),
-            call_id: call.id.clone(),
-            tool: call.name.clone(),
-            arguments: call.arguments.clone(),
+        // Its events are built only when the run keeps them.
+        let started = ctx.keeps_events().then(|| {
+            Self::call_started(ctx, call);
+            Instant::now()
         });
         let tool_ctx = ToolContext {
             idempotency_key: ctx.idempotency_key(),
             execution_id: ctx.execution_id.to_string(),
-            node_id: node_id.clone(),
+            node_id: ctx.node_id().to_owned(),
             iteration: ctx.iteration,
             attempt: ctx.attempt,
             call_id: call.id.clone(),
             cancel: ctx.cancel.child_token(),
         };
-        let started = Instant::now();
         let limit = self.config.tool_timeout_ms;
         let result = tokio::time::timeout(
             Duration::from_millis(limit),
@@ -334,35 +331,48 @@ impl ToolNode {
                 )
             }
         };
-        ctx.emit(EventKind::ToolCallFinished {
-            node_id,
-            call_id: call.id.clone(),
-            tool: call.name.clone(),
-            ok,
-            result: value.clone(),
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        });
+        if let Some(started) = started {
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            Self::call_finished(ctx, call, ok, &value, duration_ms);
+        }
         (ok, value)
     }
 
     fn refuse(ctx: &NodeContext, call: &ToolCall, message: &str) -> (bool, Value) {
-        let node_id = ctx.node_id().to_owned();
+        let value = Value::String(format!("Error: {message}"));
+        if ctx.keeps_events() {
+            Self::call_started(ctx, call);
+            Self::call_finished(ctx, call, false, &value, 0);
+        }
+        (false, value)
+    }
+
+    /// Emits `tool_call_started` for `call`.
+    fn call_started(ctx: &NodeContext, call: &ToolCall) {
         ctx.emit(EventKind::ToolCallStarted {
-            node_id: node_id.clone(),
+            node_id: ctx.node_id().to_owned(),
             call_id: call.id.clone(),
             tool: call.name.clone(),
             arguments: call.arguments.clone(),
         });
-        let value = Value::String(format!("Error: {message}"));
+    }
+
+    /// Emits `tool_call_finished` for `call`.
+    fn call_finished(
+        ctx: &NodeContext,
+        call: &ToolCall,
+        ok: bool,
+        result: &Value,
+        duration_ms: u64,
+    ) {
         ctx.emit(EventKind::ToolCallFinished {
-            node_id,
+            node_id: ctx.node_id().to_owned(),
             call_id: call.id.clone(),
             tool: call.name.clone(),
-            ok: false,
-            result: value.clone(),
-            duration_ms: 0,
+            ok,
+            result: result.clone(),
+            duration_ms,
         });
-        (false, value)
     }
 }
 
