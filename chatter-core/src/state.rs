@@ -170,6 +170,16 @@ impl State {
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
+    /// The messages, variables and errors, taken when no snapshot shares them (copied when
+    /// one does): what an execution's result holds once its state is no longer needed.
+    pub(crate) fn into_result_parts(self) -> (Vec<Message>, Map<String, Value>, Vec<ErrorRecord>) {
+        (
+            Arc::unwrap_or_clone(self.messages),
+            Arc::unwrap_or_clone(self.variables),
+            Arc::unwrap_or_clone(self.errors),
+        )
+    }
+
     /// The conversation, shared (a clone of the `Arc`, not of the messages): what a model
     /// request that adds nothing to it hands the model.
     pub fn shared_messages(&self) -> Arc<Vec<Message>> {

@@ -843,14 +843,14 @@ impl SubgraphRunner for Engine {
             None,
         );
         let span = execution_span(run.execution_id());
-        let (result, state) = run.execute().instrument(span).await;
-        match result.status {
-            ExecutionStatus::Completed => Ok(SubgraphOutcome {
+        let (result, state) = run.keep_state().execute().instrument(span).await;
+        match (result.status, state) {
+            (ExecutionStatus::Completed, Some(state)) => Ok(SubgraphOutcome {
                 state,
                 response: result.response,
                 usage: result.usage,
             }),
-            ExecutionStatus::Cancelled => Err(Error::Cancelled {
+            (ExecutionStatus::Cancelled, _) => Err(Error::Cancelled {
                 reason: result
                     .error
                     .map_or_else(|| "sub-graph cancelled".into(), |e| e.message),

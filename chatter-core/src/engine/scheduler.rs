@@ -204,6 +204,9 @@ pub(crate) struct Run {
     /// The caller keeps no events (`RunOptions::discard_events`, not durable): the log is
     /// muted and the hot path does not build them.
     quiet: bool,
+    /// The caller wants the final state ([`Run::keep_state`]); otherwise the result takes the
+    /// state's messages, variables and errors instead of copies.
+    keep_state: bool,
 }
 
 impl Run {
@@ -329,7 +332,14 @@ impl Run {
             waiting: 0,
             wake_at: None,
             quiet,
+            keep_state: false,
         }
+    }
+
+    /// Makes [`Run::execute`] return the final state too (a sub-graph's caller reads it).
+    pub(crate) fn keep_state(mut self) -> Run {
+        self.keep_state = true;
+        self
     }
 
     pub(crate) fn execution_id(&self) -> &str {
@@ -368,8 +378,9 @@ impl Run {
         self.services.clock.now_ms()
     }
 
-    /// Runs the execution to its end; returns the result and the final state.
-    pub(crate) async fn execute(mut self) -> (ExecutionResult, State) {
+    /// Runs the execution to its end; returns the result, and the final state when it is kept
+    /// ([`Run::keep_state`]).
+    pub(crate) async fn execute(mut self) -> (ExecutionResult, Option<State>) {
         let resuming = self.replay.as_ref().is_some_and(|r| !r.record);
         // A resumed execution whose first step was never stored has not announced its start.
         if !resuming || self.log.len() == 0 {
@@ -1467,7 +1478,7 @@ impl Run {
         }));
     }
 
-    async fn finish(mut self) -> (ExecutionResult, State) {
+    async fn finish(mut self) -> (ExecutionResult, Option<State>) {
         let paused = self.end.is_none() && self.waiting > 0;
         let end = self.end.take().unwrap_or(End::Completed);
         let now = self.now();
@@ -1562,16 +1573,29 @@ impl Run {
         sizes
             .node_runs
             .store(self.node_runs.len(), Ordering::Relaxed);
-        let state = self.state;
+        let (messages, variables, errors, state) = if self.keep_state {
+            let state = self.state;
+            (
+                state.messages().to_vec(),
+                state.variables().clone(),
+                state.errors().to_vec(),
+                Some(state),
+            )
+        } else {
+            // The last snapshot is the only other holder of the state's parts.
+            drop(self.snapshot);
+            let (messages, variables, errors) = self.state.into_result_parts();
+            (messages, variables, errors, None)
+        };
         let result = ExecutionResult {
             execution_id: self.exec_id.to_string(),
             status,
             response,
-            messages: state.messages().to_vec(),
-            variables: state.variables().clone(),
+            messages,
+            variables,
             usage,
             node_runs: self.node_runs,
-            errors: state.errors().to_vec(),
+            errors,
             events,
             error,
             owner: self.owner,
