@@ -455,20 +455,14 @@ impl Node for ToolNode {
         }
 
         let node_ctx = &ctx;
-        let run_one = |call: &ToolCall, plan: &Plan| {
-            let (call, plan) = (call.clone(), plan.clone());
-            async move {
-                match plan {
-                    Plan::Run(tool) => Some(self.run_call(node_ctx, tool, &call).await),
-                    Plan::Refuse(message) => Some(ToolNode::refuse(node_ctx, &call, &message)),
-                    Plan::Skip => None,
-                }
+        // The calls and plans outlive every call's future: borrowed, not copied.
+        let runs = calls.iter().zip(&plans).map(|(&call, plan)| async move {
+            match plan {
+                Plan::Run(tool) => Some(self.run_call(node_ctx, tool.clone(), call).await),
+                Plan::Refuse(message) => Some(ToolNode::refuse(node_ctx, call, message)),
+                Plan::Skip => None,
             }
-        };
-        let runs = calls
-            .iter()
-            .zip(&plans)
-            .map(|(call, plan)| run_one(call, plan));
+        });
         let results: Vec<Option<(bool, Value)>> = cancellable(&ctx, async {
             if self.config.parallel_calls {
                 Ok(join_all(runs).await)
@@ -483,6 +477,7 @@ impl Node for ToolNode {
         .await?;
 
         let mut delta = StateDelta {
+            messages: Vec::with_capacity(calls.len() + 1),
             tool_calls: attempted,
             ..StateDelta::default()
         };
