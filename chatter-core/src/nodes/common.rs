@@ -311,6 +311,13 @@ pub(crate) async fn cancellable<T>(
     if ctx.cancel.is_cancelled() {
         return Err(cancelled(ctx));
     }
+    // Most calls (a Python tool, a scripted model) finish on their first poll: that poll needs
+    // no cancellation future (registering one takes the token's locks). A call that waits is
+    // raced against the token from then on, the token first.
+    let mut fut = std::pin::pin!(fut);
+    if let std::task::Poll::Ready(result) = futures::poll!(fut.as_mut()) {
+        return result;
+    }
     tokio::select! {
         biased;
         () = ctx.cancel.cancelled() => Err(cancelled(ctx)),

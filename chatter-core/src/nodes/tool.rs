@@ -464,7 +464,8 @@ impl Node for ToolNode {
             }
         });
         let results: Vec<Option<(bool, Value)>> = cancellable(&ctx, async {
-            if self.config.parallel_calls {
+            // One call (the usual agent step) needs nothing to join.
+            if self.config.parallel_calls && calls.len() > 1 {
                 Ok(join_all(runs).await)
             } else {
                 let mut out = Vec::with_capacity(calls.len());
