@@ -900,17 +900,10 @@ impl Run {
         started_at_ms: i64,
         result: std::result::Result<NodeOutput, Failure>,
     ) {
-        let done = Completion {
-            slot: u64::MAX,
-            act,
-            attempt,
-            started_at_ms,
-            result: Ok(NodeOutput::default()),
-        };
-        let node = done.act.node;
+        let node = act.node;
         let n = &plan.nodes[node as usize];
         let now = self.now();
-        let duration_ms = u64::try_from(now - done.started_at_ms).unwrap_or(0);
+        let duration_ms = u64::try_from(now - started_at_ms).unwrap_or(0);
         match result {
             Ok(output) if output.route == Route::Wait => {
                 // Paused: the run waits, its edges stay open, its loops stay active.
@@ -921,10 +914,10 @@ impl Run {
                 self.node_runs.push(NodeRun {
                     node_id: n.spec.id.0.clone(),
                     kind: n.spec.kind.0.clone(),
-                    iteration: done.act.iteration,
-                    attempt: done.attempt,
+                    iteration: act.iteration,
+                    attempt,
                     status: NodeRunStatus::Waiting,
-                    started_at_ms: done.started_at_ms,
+                    started_at_ms,
                     duration_ms,
                     error: None,
                     output: output.output,
@@ -942,7 +935,7 @@ impl Run {
                         now,
                         EventKind::NodeCompleted {
                             node_id: n.spec.id.0.clone(),
-                            iteration: done.act.iteration,
+                            iteration: act.iteration,
                             duration_ms,
                             output: output.output.clone(),
                         },
@@ -951,10 +944,10 @@ impl Run {
                 self.node_runs.push(NodeRun {
                     node_id: n.spec.id.0.clone(),
                     kind: n.spec.kind.0.clone(),
-                    iteration: done.act.iteration,
-                    attempt: done.attempt,
+                    iteration: act.iteration,
+                    attempt,
                     status: NodeRunStatus::Completed,
-                    started_at_ms: done.started_at_ms,
+                    started_at_ms,
                     duration_ms,
                     error: None,
                     output: output.output,
@@ -966,7 +959,7 @@ impl Run {
                     self.after_completion(plan, node);
                     return;
                 }
-                if let Some((handler, _)) = done.act.handler_retry {
+                if let Some((handler, _)) = act.handler_retry {
                     // The retried node succeeded: the handler's own edges are not taken.
                     self.push_all_dead(plan, handler);
                 }
@@ -983,9 +976,9 @@ impl Run {
                             node_id: Some(n.spec.id.0.clone()),
                         }));
                     }
-                    Route::RetryFailed if done.act.failed.is_some() => {
+                    Route::RetryFailed if act.failed.is_some() => {
                         if let (Some((failed, iteration, attempt)), Some(failure)) =
-                            (done.act.failed, done.act.failure.as_ref())
+                            (act.failed, act.failure.as_ref())
                         {
                             self.enqueue(
                                 plan,
@@ -998,15 +991,15 @@ impl Run {
                         }
                     }
                     route => {
-                        if let Some((failed, _, _)) = done.act.failed {
+                        if let Some((failed, _, _)) = act.failed {
                             // The handler took over: the failed node's edges are dead.
                             self.push_normal_dead(plan, failed);
                         }
                         // A node re-run by its handler resolved its error routes when it first
                         // failed; only its normal edges are still open.
-                        let normal_only = done.act.handler_retry.is_some();
+                        let normal_only = act.handler_retry.is_some();
                         if let Err(error) =
-                            self.route(plan, node, done.act.iteration, &route, normal_only)
+                            self.route(plan, node, act.iteration, &route, normal_only)
                         {
                             self.fail_with(&error, Some(&n.spec.id.0));
                         }
@@ -1014,7 +1007,7 @@ impl Run {
                 }
             }
             Err(failure) => {
-                self.fail_node(plan, done.act, done.attempt, done.started_at_ms, failure);
+                self.fail_node(plan, act, attempt, started_at_ms, failure);
             }
         }
         self.after_completion(plan, node);
