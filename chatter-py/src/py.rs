@@ -391,24 +391,36 @@ impl PyModel {
         if obj.is_exact_instance_of::<PyString>() {
             return Some(self.reply(text(obj)?, Vec::new(), &Value::Null));
         }
+        // A key is compared in place (not copied out); a value read for nothing (`role`) is
+        // converted, and dropped, as the JSON of the reply would be, unless it is a `str`.
+        fn key_text(k: Bound<'_, PyAny>) -> Option<Bound<'_, PyString>> {
+            k.cast_into_exact::<PyString>().ok()
+        }
+        let check = |v: &Bound<'_, PyAny>, depth: usize| -> Option<()> {
+            if !v.is_exact_instance_of::<PyString>() {
+                drop(to_json_fast(v, depth)?);
+            }
+            Some(())
+        };
         let dict = obj.cast_exact::<PyDict>().ok()?;
         let (mut content, mut tool_calls, mut usage) = (String::new(), Vec::new(), Value::Null);
         for (key, value) in dict.iter() {
-            match text(&key)?.as_str() {
+            match key_text(key)?.to_str().ok()? {
                 "content" if value.is_none() => {}
                 "content" => content = text(&value)?,
                 "tool_calls" if value.is_none() => {}
                 "tool_calls" => {
-                    for (i, call) in value.cast_exact::<PyList>().ok()?.iter().enumerate() {
+                    let calls = value.cast_exact::<PyList>().ok()?;
+                    tool_calls.reserve_exact(calls.len());
+                    for (i, call) in calls.iter().enumerate() {
                         let (mut id, mut name, mut arguments) = (None, None, None);
                         for (key, value) in call.cast_exact::<PyDict>().ok()?.iter() {
-                            match text(&key)?.as_str() {
+                            match key_text(key)?.to_str().ok()? {
                                 "id" if value.is_none() => {}
                                 "id" => id = Some(text(&value)?),
                                 "name" => name = Some(text(&value)?),
                                 "arguments" => arguments = Some(to_json_fast(&value, 4)?),
-                                // Converted (and dropped) as the JSON of the reply would be.
-                                _ => drop(to_json_fast(&value, 4)?),
+                                _ => check(&value, 4)?,
                             }
                         }
                         tool_calls.push(ToolCall {
@@ -419,7 +431,7 @@ impl PyModel {
                     }
                 }
                 "usage" => usage = to_json_fast(&value, 1)?,
-                _ => drop(to_json_fast(&value, 1)?),
+                _ => check(&value, 1)?,
             }
         }
         Some(self.reply(content, tool_calls, &usage))
