@@ -100,10 +100,11 @@ pub(crate) fn message_matches(d: &Bound<'_, PyDict>, m: &Message) -> bool {
         + usize::from(!m.tool_calls.is_empty())
         + usize::from(m.tool_call_id.is_some())
         + usize::from(m.name.is_some());
-    if d.len() != len {
+    // The iterator knows the dict's size: no second call to ask it.
+    let mut items = d.iter();
+    if items.len() != len {
         return false;
     }
-    let mut items = d.iter();
     let mut next = |key: &Bound<'_, PyString>, matches: &dyn Fn(&Bound<'_, PyAny>) -> bool| {
         items
             .next()
@@ -173,8 +174,9 @@ fn dict_matches<const N: usize>(
     d: &Bound<'_, PyDict>,
     expected: [(&Bound<'_, PyString>, Expect<'_>); N],
 ) -> bool {
-    d.len() == N
-        && d.iter().zip(expected).all(|((k, v), (key, value))| {
+    let items = d.iter();
+    items.len() == N
+        && items.zip(expected).all(|((k, v), (key, value))| {
             key_matches(&k, key)
                 && match value {
                     Expect::Str(s) => str_matches(&v, s),
@@ -219,8 +221,9 @@ pub(crate) fn matches_json(obj: &Bound<'_, PyAny>, value: &Value) -> bool {
             list.len() == items.len() && list.iter().zip(items).all(|(o, v)| matches_json(&o, v))
         }),
         Value::Object(map) => obj.cast_exact::<PyDict>().is_ok_and(|d| {
-            d.len() == map.len()
-                && d.iter()
+            let items = d.iter();
+            items.len() == map.len()
+                && items
                     .zip(map)
                     .all(|((k, v), (key, value))| str_matches(&k, key) && matches_json(&v, value))
         }),
