@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chatter_core::engine::{Node, NodeContext, NodeFactory, NodeOutput};
-use chatter_core::model::{ChatModel, ChatRequest, ChatResponse, FinishReason, TokenSink};
+use chatter_core::event::EventSink;
+use chatter_core::model::{
+    ChatModel, ChatRequest, ChatResponse, FinishReason, ObservedResponse, TokenSink,
+};
 use chatter_core::retriever::{ContextChunk, RetrievalQuery, Retriever};
 use chatter_core::tool::{Tool, ToolContext, ToolSpec};
 use chatter_core::{
@@ -477,16 +480,12 @@ enum Returned {
     Json(Value),
 }
 
-#[async_trait]
-impl ChatModel for PyModel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+impl PyModel {
+    /// Calls `chat(request)` and reads its reply.
+    async fn call_chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
         let returned = self
             .chat
-            .call_map(self.request_args(&request), |obj| {
+            .call_map(self.request_args(request), |obj| {
                 match self.reply_from_py(obj) {
                     Some(reply) => Ok(Returned::Reply(reply)),
                     None => to_json(obj).map(Returned::Json),
@@ -500,19 +499,21 @@ impl ChatModel for PyModel {
         }
     }
 
-    async fn chat_stream(
+    /// Streams the reply: `stream(request)`'s chunks when the object has that method, else
+    /// `chat(request)`'s whole text as one chunk.
+    async fn call_stream(
         &self,
-        request: ChatRequest,
+        request: &ChatRequest,
         sink: &dyn TokenSink,
     ) -> Result<ChatResponse> {
         if !self.has_stream {
-            let response = self.chat(request).await?;
+            let response = self.call_chat(request).await?;
             if !response.message.content.is_empty() {
                 sink.token(&response.message.content);
             }
             return Ok(response);
         }
-        let args = self.request_args(&request);
+        let args = self.request_args(request);
         let text = blocking(|| {
             Python::attach(|py| {
                 let outcome = (|| -> PyResult<String> {
@@ -531,6 +532,40 @@ impl ChatModel for PyModel {
         })
         .map_err(|m| self.fail(m))?;
         self.response(Value::String(text))
+    }
+}
+
+#[async_trait]
+impl ChatModel for PyModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        self.call_chat(&request).await
+    }
+
+    async fn chat_stream(
+        &self,
+        request: ChatRequest,
+        sink: &dyn TokenSink,
+    ) -> Result<ChatResponse> {
+        self.call_stream(&request, sink).await
+    }
+
+    /// What the default does, in one future: an `llm` node's call goes through here, and each
+    /// trait method the default went through boxed a future of its own.
+    async fn chat_observed(
+        &self,
+        request: ChatRequest,
+        sink: Option<&dyn TokenSink>,
+        _events: &dyn EventSink,
+    ) -> Result<ObservedResponse> {
+        let response = match sink {
+            Some(sink) => self.call_stream(&request, sink).await?,
+            None => self.call_chat(&request).await?,
+        };
+        Ok(ObservedResponse::new(response))
     }
 }
 
