@@ -159,9 +159,9 @@ pub(crate) struct Run {
     exec_id: Arc<str>,
     limits: Limits,
     cancel: CancellationToken,
-    state: State,
-    /// The snapshot nodes read, shared until the state changes.
-    snapshot: Option<Arc<State>>,
+    /// Shared with the contexts of the nodes that read it; a change copies it only while one of
+    /// them still runs (`Arc::make_mut`).
+    state: Arc<State>,
     owner: Option<String>,
     subgraphs: Arc<dyn SubgraphRunner>,
     started_at_ms: i64,
@@ -300,8 +300,7 @@ impl Run {
             exec_id,
             limits,
             cancel,
-            state,
-            snapshot: None,
+            state: Arc::new(state),
             owner: options.owner,
             started_at_ms,
             observer,
@@ -356,22 +355,15 @@ impl Run {
 
     fn apply_delta(&mut self, delta: &StateDelta) {
         if !delta.is_empty() {
-            // Drop the shared snapshot first: while it holds the state's parts, applying the
-            // delta would copy them (the whole message list on every `llm` or `tool` step).
-            self.snapshot = None;
-            self.state.apply(delta);
+            // The node that made the delta has ended, and its context with it: the state is
+            // changed in place, not copied (nor is its message list, which a copy would share).
+            Arc::make_mut(&mut self.state).apply(delta);
         }
     }
 
-    fn snapshot(&mut self) -> Arc<State> {
-        match &self.snapshot {
-            Some(s) => s.clone(),
-            None => {
-                let s = Arc::new(self.state.clone());
-                self.snapshot = Some(s.clone());
-                s
-            }
-        }
+    /// The state a node starts with: the run's own, shared.
+    fn snapshot(&self) -> Arc<State> {
+        Arc::clone(&self.state)
     }
 
     fn now(&self) -> i64 {
@@ -1566,8 +1558,8 @@ impl Run {
         sizes
             .node_runs
             .store(self.node_runs.len(), Ordering::Relaxed);
+        let state = Arc::unwrap_or_clone(self.state);
         let (messages, variables, errors, state) = if self.keep_state {
-            let state = self.state;
             (
                 state.messages().to_vec(),
                 state.variables().clone(),
@@ -1575,9 +1567,7 @@ impl Run {
                 Some(state),
             )
         } else {
-            // The last snapshot is the only other holder of the state's parts.
-            drop(self.snapshot);
-            let (messages, variables, errors) = self.state.into_result_parts();
+            let (messages, variables, errors) = state.into_result_parts();
             (messages, variables, errors, None)
         };
         let result = ExecutionResult {
