@@ -170,8 +170,9 @@ impl State {
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
-    /// The messages, variables and errors, taken when no snapshot shares them (copied when
-    /// one does): what an execution's result holds once its state is no longer needed.
+
+    /// The messages, variables and errors, taken when nothing else shares them (copied when
+    /// something does): what an execution's result holds once its state is no longer needed.
     pub(crate) fn into_result_parts(self) -> (Vec<Message>, Map<String, Value>, Vec<ErrorRecord>) {
         (
             Arc::unwrap_or_clone(self.messages),

@@ -203,7 +203,6 @@ struct Stop {
 }
 
 /// What happens to one call.
-#[derive(Clone)]
 enum Plan {
     Run(Arc<dyn Tool>),
     Refuse(String),
@@ -291,12 +290,7 @@ impl ToolNode {
         None
     }
 
-    async fn run_call(
-        &self,
-        ctx: &NodeContext,
-        tool: Arc<dyn Tool>,
-        call: &ToolCall,
-    ) -> (bool, Value) {
+    async fn run_call(&self, ctx: &NodeContext, tool: &dyn Tool, call: &ToolCall) -> (bool, Value) {
         // Its events are built only when the run keeps them.
         let started = ctx.keeps_events().then(|| {
             Self::call_started(ctx, call);
@@ -458,7 +452,7 @@ impl Node for ToolNode {
         // The calls and plans outlive every call's future: borrowed, not copied.
         let runs = calls.iter().zip(&plans).map(|(&call, plan)| async move {
             match plan {
-                Plan::Run(tool) => Some(self.run_call(node_ctx, tool.clone(), call).await),
+                Plan::Run(tool) => Some(self.run_call(node_ctx, tool.as_ref(), call).await),
                 Plan::Refuse(message) => Some(ToolNode::refuse(node_ctx, call, message)),
                 Plan::Skip => None,
             }
