@@ -52,7 +52,7 @@ pub use definition::{
 };
 pub use engine::{
     Engine, ExecutionHandle, ExecutionResult, ExecutionStatus, Limits, Node, NodeContext,
-    NodeOutput, NodeRun, NodeRunStatus, Route, RunOptions, Services,
+    NodeOutput, NodeRun, NodeRunStatus, OutputValue, Route, RunOptions, Services,
 };
 pub use error::{Error, ErrorClass, Format, Result};
 pub use event::{Event, EventKind};

@@ -608,7 +608,10 @@ mod http {
         );
         assert_eq!(
             out.delta.variables,
-            vec![("reply".to_owned(), VariableOp::Set(out.output.clone()))]
+            vec![(
+                "reply".to_owned(),
+                VariableOp::Set(out.output.value().clone())
+            )]
         );
     }
 

@@ -98,7 +98,7 @@ pub(crate) use durable::{Replay, new_event, recorded_runs};
 pub use events::EventStream;
 pub use node::{
     Clock, DefinitionResolver, DiscardEvents, Node, NodeContext, NodeFactory, NodeFailure,
-    NodeOutput, Route, Services, SubgraphOutcome, SubgraphRunner, SystemClock,
+    NodeOutput, OutputValue, Route, Services, SubgraphOutcome, SubgraphRunner, SystemClock,
 };
 pub use observe::EngineObserver;
 pub use plan::PreparedWorkflow;

@@ -108,7 +108,108 @@ pub struct NodeOutput {
     /// Where to go next.
     pub route: Route,
     /// A summary recorded on the node run (the reply text, the tool results, ...).
-    pub output: Value,
+    pub output: OutputValue,
+}
+
+/// A node run's summary output ([`NodeOutput::output`], [`crate::NodeRun::output`]): a JSON
+/// value, or what makes it, made when first read and kept.
+///
+/// It reads as the [`Value`] it is (`Deref`, `==` with a `Value`, `Serialize` as the value).
+/// A node whose summary is costly to build and rarely read gives it lazily
+/// ([`OutputValue::lazy`]): the built-in `llm` and `tool` nodes do, since building a JSON object
+/// of fixed keys costs more than the rest of their step, and a run whose events and records
+/// nobody keeps never reads it.
+///
+/// ```
+/// use chatter_core::engine::OutputValue;
+/// use serde_json::json;
+///
+/// let eager = OutputValue::from(json!({"n": 1}));
+/// let lazy = OutputValue::lazy(|| json!({"n": 1}));
+/// assert_eq!(eager, lazy);
+/// assert_eq!(lazy["n"], 1);
+/// assert_eq!(serde_json::to_string(&lazy).unwrap(), r#"{"n":1}"#);
+/// ```
+#[derive(Clone, Default)]
+pub struct OutputValue {
+    value: std::sync::OnceLock<Value>,
+    make: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
+}
+
+impl OutputValue {
+    /// The value `make` returns, made when first read.
+    pub fn lazy(make: impl Fn() -> Value + Send + Sync + 'static) -> OutputValue {
+        OutputValue {
+            value: std::sync::OnceLock::new(),
+            make: Some(Arc::new(make)),
+        }
+    }
+
+    /// The value (made now if it was not yet).
+    pub fn value(&self) -> &Value {
+        self.value
+            .get_or_init(|| self.make.as_ref().map_or(Value::Null, |make| make()))
+    }
+
+    /// The value, owned.
+    pub fn into_value(self) -> Value {
+        match self.value.into_inner() {
+            Some(value) => value,
+            None => self.make.map_or(Value::Null, |make| make()),
+        }
+    }
+}
+
+impl std::ops::Deref for OutputValue {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl From<Value> for OutputValue {
+    fn from(value: Value) -> OutputValue {
+        OutputValue {
+            value: std::sync::OnceLock::from(value),
+            make: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for OutputValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value().fmt(f)
+    }
+}
+
+impl PartialEq for OutputValue {
+    fn eq(&self, other: &OutputValue) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl PartialEq<Value> for OutputValue {
+    fn eq(&self, other: &Value) -> bool {
+        self.value() == other
+    }
+}
+
+impl serde::Serialize for OutputValue {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OutputValue {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<OutputValue, D::Error> {
+        Value::deserialize(deserializer).map(OutputValue::from)
+    }
 }
 
 impl NodeOutput {
@@ -363,5 +464,41 @@ impl EventSink for DiscardEvents {
 
     fn keeps_events(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_lazy_output_is_made_once_when_first_read_and_reads_as_its_value() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = made.clone();
+        let output = OutputValue::lazy(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            json!({"content": "hi", "n": [1, 2]})
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 0, "not made until read");
+        assert_eq!(output["content"], "hi");
+        assert_eq!(output, json!({"content": "hi", "n": [1, 2]}));
+        assert_eq!(
+            serde_json::to_string(&output).unwrap(),
+            r#"{"content":"hi","n":[1,2]}"#
+        );
+        let copy = output.clone();
+        assert_eq!(copy.into_value(), json!({"content": "hi", "n": [1, 2]}));
+        assert_eq!(made.load(Ordering::SeqCst), 1, "made once, kept");
+
+        // Never read: made only when taken.
+        let unread = OutputValue::lazy(|| json!(7));
+        assert_eq!(unread.into_value(), json!(7));
+        assert!(OutputValue::default().is_null());
+        assert!(OutputValue::lazy(|| Value::Null).is_null());
+        let back: OutputValue = serde_json::from_str(r#"{"a":1}"#).unwrap();
+        assert_eq!(back, OutputValue::from(json!({"a": 1})));
+        assert_eq!(format!("{back:?}"), format!("{:?}", json!({"a": 1})));
     }
 }

@@ -95,8 +95,8 @@ pub struct NodeRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What it produced (the node's summary output).
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub output: Value,
+    #[serde(default, skip_serializing_if = "is_null")]
+    pub output: super::node::OutputValue,
     /// The state change it made.
     #[serde(default, skip_serializing_if = "StateDelta::is_empty")]
     pub delta: StateDelta,
@@ -171,4 +171,9 @@ impl ExecutionResult {
             .map(|r| r.node_id.as_str())
             .collect()
     }
+}
+
+/// Whether a node run's output is `null` (then left out when serialized).
+fn is_null(output: &super::node::OutputValue) -> bool {
+    output.is_null()
 }

@@ -577,7 +577,7 @@ impl Run {
                 } => Ok(NodeOutput {
                     delta: *delta,
                     route,
-                    output,
+                    output: output.into(),
                 }),
                 RecordedOutcome::Failed { class, message } => Err(Failure {
                     cancelled: class == "cancelled",
@@ -929,7 +929,7 @@ impl Run {
                             node_id: n.spec.id.0.clone(),
                             iteration: act.iteration,
                             duration_ms,
-                            output: output.output.clone(),
+                            output: output.output.value().clone(),
                         },
                     );
                 }
@@ -1054,7 +1054,7 @@ impl Run {
             started_at_ms,
             duration_ms,
             error: Some(message.clone()),
-            output: Value::Null,
+            output: Value::Null.into(),
             delta,
             error_class: Some(class.clone()),
             route: Route::Edges,
@@ -1378,7 +1378,7 @@ impl Run {
                 started_at_ms: now,
                 duration_ms: 0,
                 error: None,
-                output: Value::Null,
+                output: Value::Null.into(),
                 delta: StateDelta::default(),
                 error_class: None,
                 route: Route::Edges,
@@ -1493,7 +1493,7 @@ impl Run {
                 started_at_ms: info.started_at_ms,
                 duration_ms,
                 error: Some(message),
-                output: Value::Null,
+                output: Value::Null.into(),
                 delta: StateDelta::default(),
                 error_class: Some("cancelled".into()),
                 route: Route::Edges,
@@ -1873,7 +1873,7 @@ fn node_run_record(execution_id: &str, run: &NodeRun) -> crate::store::NodeRunRe
     record.completion_tokens = i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX);
     record.cost = usage.cost;
     record.error.clone_from(&run.error);
-    record.output = (!run.output.is_null()).then(|| run.output.clone());
+    record.output = (!run.output.is_null()).then(|| run.output.value().clone());
     record.route = route_to_json(&run.route);
     record.error_class.clone_from(&run.error_class);
     record

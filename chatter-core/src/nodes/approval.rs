@@ -169,7 +169,7 @@ impl Node for ApprovalNode {
                     ..StateDelta::default()
                 },
                 route: Route::Branch(decision.to_owned()),
-                output: record,
+                output: record.into(),
             });
         }
         let keys = config.question.state_reads().to_vec();
@@ -195,7 +195,7 @@ impl Node for ApprovalNode {
         Ok(NodeOutput {
             delta: StateDelta::default(),
             route: Route::Wait,
-            output,
+            output: output.into(),
         })
     }
 }

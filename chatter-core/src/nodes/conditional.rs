@@ -85,7 +85,7 @@ impl Node for ConditionalNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let Some(condition) = &self.config.condition else {
             return Ok(NodeOutput {
-                output: json!({"condition": null, "result": null}),
+                output: json!({"condition": null, "result": null}).into(),
                 ..NodeOutput::default()
             });
         };
@@ -95,7 +95,7 @@ impl Node for ConditionalNode {
         })?;
         Ok(NodeOutput {
             route: Route::Branch(if result { "true" } else { "false" }.to_owned()),
-            output: json!({"condition": condition.source(), "result": result}),
+            output: json!({"condition": condition.source(), "result": result}).into(),
             ..NodeOutput::default()
         })
     }

@@ -149,7 +149,7 @@ impl Node for DelayNode {
         })
         .await?;
         Ok(NodeOutput {
-            output: json!({ "delay_ms": wait }),
+            output: json!({ "delay_ms": wait }).into(),
             ..NodeOutput::default()
         })
     }

@@ -71,7 +71,7 @@ impl Node for EndNode {
             None => last_content(ctx.state.messages(), Role::Assistant).map(str::to_owned),
         };
         Ok(NodeOutput {
-            output: json!({ "response": response }),
+            output: json!({ "response": response }).into(),
             delta: StateDelta {
                 response,
                 ..StateDelta::default()

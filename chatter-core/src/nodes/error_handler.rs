@@ -99,7 +99,7 @@ impl Node for ErrorHandlerNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         let Some(failure) = ctx.failure.as_deref() else {
             return Ok(NodeOutput {
-                output: json!({"action": "none"}),
+                output: json!({"action": "none"}).into(),
                 ..NodeOutput::default()
             });
         };
@@ -113,7 +113,7 @@ impl Node for ErrorHandlerNode {
             output["action"] = json!("retry");
             return Ok(NodeOutput {
                 route: Route::RetryFailed,
-                output,
+                output: output.into(),
                 ..NodeOutput::default()
             });
         }
@@ -152,7 +152,7 @@ impl Node for ErrorHandlerNode {
         Ok(NodeOutput {
             delta,
             route,
-            output,
+            output: output.into(),
         })
     }
 }

@@ -44,10 +44,12 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::definition::NodeSpec;
-use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput};
+use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput, OutputValue};
 use crate::error::Result;
 use crate::expr::PromptTemplate;
-use crate::model::{ChatRequest, FinishReason, Message, Role, ToolChoice, ToolSpec, Usage};
+use crate::model::{
+    ChatRequest, FinishReason, Message, Role, ToolCall, ToolChoice, ToolSpec, Usage,
+};
 use crate::nodes::common::{Config, call_model, check_budget};
 use crate::object::{self, Keys};
 use crate::state::{StateDelta, VariableOp};
@@ -308,15 +310,21 @@ impl Node for LlmNode {
 
         let mut reply = response.message;
         reply.role = Role::Assistant;
-        let mut output = reply_output(
-            &reply,
-            response.model,
-            &response.finish_reason,
-            &response.usage,
-        );
-        if let (Some(report), Some(map)) = (observed.report, output.as_object_mut()) {
-            map.insert("routing".to_owned(), report);
-        }
+        // Made when read: most runs never read it (see `OutputValue`).
+        let (content, tool_calls) = (reply.content.clone(), reply.tool_calls.clone());
+        let (model, finish_reason, usage) =
+            (response.model, response.finish_reason, response.usage);
+        let routing = observed.report;
+        let output = OutputValue::lazy(move || {
+            reply_output(
+                &content,
+                &tool_calls,
+                &model,
+                &finish_reason,
+                &usage,
+                routing.as_ref(),
+            )
+        });
         let mut delta = StateDelta {
             usage: Some(response.usage),
             ..StateDelta::default()
@@ -336,14 +344,17 @@ impl Node for LlmNode {
     }
 }
 
-/// The node's output for `reply`: `content`, `tool_calls` (`id`, `name`, `arguments`),
+/// The node's output for a reply: `content`, `tool_calls` (`id`, `name`, `arguments`),
 /// `model`, `finish_reason` and `usage`, as `serde` writes them, built directly (through
-/// `serde`'s serializer every key of it is hashed as it is inserted).
+/// `serde`'s serializer every key of it is hashed as it is inserted), then the model router's
+/// `routing` report when there is one.
 fn reply_output(
-    reply: &Message,
-    model: String,
+    content: &str,
+    tool_calls: &[ToolCall],
+    model: &str,
     finish_reason: &FinishReason,
     usage: &Usage,
+    routing: Option<&Value>,
 ) -> Value {
     static OUTPUT: Keys<5> =
         Keys::new(["content", "tool_calls", "model", "finish_reason", "usage"]);
@@ -354,13 +365,17 @@ fn reply_output(
         FinishReason::ContentFilter => Value::from("content_filter"),
         other => serde_json::to_value(other).unwrap_or(Value::Null),
     };
-    OUTPUT.object([
-        Value::String(reply.content.clone()),
-        Value::Array(reply.tool_calls.iter().map(object::tool_call).collect()),
-        Value::String(model),
+    let mut output = OUTPUT.object([
+        Value::String(content.to_owned()),
+        Value::Array(tool_calls.iter().map(object::tool_call).collect()),
+        Value::String(model.to_owned()),
         finish_reason,
         object::usage(usage),
-    ])
+    ]);
+    if let (Some(report), Some(map)) = (routing, output.as_object_mut()) {
+        map.insert("routing".to_owned(), report.clone());
+    }
+    output
 }
 
 #[cfg(test)]
@@ -478,13 +493,33 @@ mod tests {
                 "finish_reason": reason,
                 "usage": usage,
             });
-            let built = reply_output(&reply, "m-1".into(), reason, &usage);
+            let built = reply_output(
+                &reply.content,
+                &reply.tool_calls,
+                "m-1",
+                reason,
+                &usage,
+                None,
+            );
             assert_eq!(built, expected);
             assert_eq!(
                 built.to_string(),
                 expected.to_string(),
                 "keys in the same order"
             );
+            // A router's report comes last.
+            let report = json!({"chosen": "m-1"});
+            let routed = reply_output(
+                &reply.content,
+                &reply.tool_calls,
+                "m-1",
+                reason,
+                &usage,
+                Some(&report),
+            );
+            let mut expected = expected;
+            expected["routing"] = report;
+            assert_eq!(routed.to_string(), expected.to_string());
         }
     }
 

@@ -213,7 +213,8 @@ impl Node for LoopNode {
                 "max_iterations": max,
                 "continue": go_on,
                 "reason": reason,
-            }),
+            })
+            .into(),
         })
     }
 }

@@ -259,7 +259,7 @@ impl Node for MapNode {
         };
         Ok(NodeOutput {
             delta,
-            output: json!({ "count": count }),
+            output: json!({ "count": count }).into(),
             ..NodeOutput::default()
         })
     }

@@ -222,7 +222,7 @@ impl Node for MemoryNode {
         delta.replace_messages = Some(result);
         Ok(NodeOutput {
             delta,
-            output,
+            output: output.into(),
             ..NodeOutput::default()
         })
     }
@@ -230,7 +230,7 @@ impl Node for MemoryNode {
 
 fn unchanged(kept: usize) -> NodeOutput {
     NodeOutput {
-        output: json!({"dropped": 0, "kept": kept, "summarized": false}),
+        output: json!({"dropped": 0, "kept": kept, "summarized": false}).into(),
         ..NodeOutput::default()
     }
 }

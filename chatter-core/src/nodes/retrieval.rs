@@ -121,7 +121,7 @@ impl Node for RetrievalNode {
         delta.context = Some(chunks);
         Ok(NodeOutput {
             delta,
-            output,
+            output: output.into(),
             ..NodeOutput::default()
         })
     }

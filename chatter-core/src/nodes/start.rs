@@ -34,7 +34,7 @@ impl Node for StartNode {
 
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
         Ok(NodeOutput {
-            output: serde_json::json!({ "input": ctx.state.input() }),
+            output: serde_json::json!({ "input": ctx.state.input() }).into(),
             ..NodeOutput::default()
         })
     }

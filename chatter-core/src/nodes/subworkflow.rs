@@ -145,7 +145,7 @@ impl Node for SubworkflowNode {
         }
         Ok(NodeOutput {
             delta,
-            output: json!({"workflow_id": config.target, "response": outcome.response}),
+            output: json!({"workflow_id": config.target, "response": outcome.response}).into(),
             ..NodeOutput::default()
         })
     }

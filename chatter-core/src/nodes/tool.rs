@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::definition::NodeSpec;
-use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput, Route};
+use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput, OutputValue, Route};
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::model::{Message, Role, ToolCall};
@@ -491,12 +491,7 @@ impl Node for ToolNode {
                 call.name.clone(),
                 text,
             ));
-            summary.push(CALL.object([
-                Value::String(call.id.clone()),
-                Value::String(call.name.clone()),
-                Value::Bool(ok),
-                result,
-            ]));
+            summary.push((call.id.clone(), call.name.clone(), ok, result));
         }
         let mut route = Route::Edges;
         if let Some(s) = &stop {
@@ -508,15 +503,27 @@ impl Node for ToolNode {
             delta.response = Some(text);
             route = Route::Stop { error: None };
         }
-        Ok(NodeOutput {
-            delta,
-            route,
-            output: OUTPUT.object([
-                Value::Array(summary),
+        // Made when read: most runs never read it (see `OutputValue`).
+        let output = OutputValue::lazy(move || {
+            let calls = summary.iter().map(|(id, tool, ok, result)| {
+                CALL.object([
+                    Value::String(id.clone()),
+                    Value::String(tool.clone()),
+                    Value::Bool(*ok),
+                    result.clone(),
+                ])
+            });
+            OUTPUT.object([
+                Value::Array(calls.collect()),
                 stop.as_ref().map_or(Value::Null, |s| Value::from(s.reason)),
                 stop.as_ref()
                     .map_or(Value::Null, |s| Value::String(s.message.clone())),
-            ]),
+            ])
+        });
+        Ok(NodeOutput {
+            delta,
+            route,
+            output,
         })
     }
 }
@@ -529,7 +536,7 @@ static CALL: Keys<4> = Keys::new(["id", "tool", "ok", "result"]);
 
 fn nothing_to_do() -> NodeOutput {
     NodeOutput {
-        output: OUTPUT.object([json!([]), Value::Null, Value::Null]),
+        output: OUTPUT.object([json!([]), Value::Null, Value::Null]).into(),
         ..NodeOutput::default()
     }
 }

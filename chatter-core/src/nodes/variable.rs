@@ -227,7 +227,7 @@ impl Node for VariableNode {
         };
         Ok(NodeOutput {
             delta,
-            output: json!({"operation": operation, "variable": name, "value": value_after}),
+            output: json!({"operation": operation, "variable": name, "value": value_after}).into(),
             ..NodeOutput::default()
         })
     }

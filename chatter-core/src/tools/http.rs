@@ -733,7 +733,7 @@ impl Node for HttpNode {
         }
         Ok(NodeOutput {
             delta,
-            output: result,
+            output: result.into(),
             ..NodeOutput::default()
         })
     }

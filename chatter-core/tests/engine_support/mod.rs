@@ -208,7 +208,7 @@ impl Node for TestNode {
         Ok(NodeOutput {
             delta,
             route,
-            output,
+            output: output.into(),
         })
     }
 }
