@@ -138,29 +138,110 @@ pub(crate) fn message_matches(d: &Bound<'_, PyDict>, m: &Message) -> bool {
             .is_none_or(|name| next(intern!(py, "name"), &|v| str_matches(v, name)))
 }
 
-/// A tool spec as a dict (`name`, `description`, `parameters`).
-pub(crate) fn tool_to_py<'py>(py: Python<'py>, t: &ToolSpec) -> PyResult<Bound<'py, PyDict>> {
+/// A tool spec as a dict (`name`, `description`, `parameters`), with what it was made of.
+pub(crate) fn tool_to_py<'py>(
+    py: Python<'py>,
+    t: &ToolSpec,
+) -> PyResult<(Bound<'py, PyDict>, Made)> {
     let d = PyDict::new(py);
-    d.set_item(intern!(py, "name"), PyString::new(py, &t.name))?;
-    d.set_item(
-        intern!(py, "description"),
-        PyString::new(py, &t.description),
-    )?;
-    d.set_item(intern!(py, "parameters"), to_py_bound(py, &t.parameters)?)?;
-    Ok(d)
+    let name = PyString::new(py, &t.name).into_any();
+    let description = PyString::new(py, &t.description).into_any();
+    let (parameters, parameters_made) = to_py_made(py, &t.parameters)?;
+    let mut entries = Vec::with_capacity(3);
+    for (key, value, made) in [
+        (intern!(py, "name"), name.clone(), Made::Leaf(name.unbind())),
+        (
+            intern!(py, "description"),
+            description.clone(),
+            Made::Leaf(description.unbind()),
+        ),
+        (intern!(py, "parameters"), parameters, parameters_made),
+    ] {
+        d.set_item(key, value)?;
+        entries.push((key.clone().unbind(), made));
+    }
+    let made = Made::Dict(d.clone().unbind(), entries);
+    Ok((d, made))
 }
 
-/// Whether `d` is what [`tool_to_py`] makes of `t`.
-pub(crate) fn tool_matches(d: &Bound<'_, PyDict>, t: &ToolSpec) -> bool {
-    let py = d.py();
-    dict_matches(
-        d,
-        [
-            (intern!(py, "name"), Expect::Str(&t.name)),
-            (intern!(py, "description"), Expect::Str(&t.description)),
-            (intern!(py, "parameters"), Expect::Json(&t.parameters)),
-        ],
-    )
+/// What a dict or list handed to Python code was made of: the object and, for a container,
+/// the objects it held when it was made (a dict's keys too, in order).
+///
+/// Strings, numbers, `bool` and `None` cannot change, so a container that still holds the very
+/// same objects, in the same order, is unchanged: [`Made::is`] tells so by identity alone,
+/// without reading any text. Worth it for what is handed out again and again unchanged (a
+/// model's tool specs), not for what is made once and dropped (the record costs its own
+/// allocations).
+pub(crate) enum Made {
+    /// An immutable object (`str`, `int`, `float`, `bool`, `None`).
+    Leaf(Py<PyAny>),
+    /// A list and what its items were made of.
+    List(Py<PyList>, Vec<Made>),
+    /// A dict, its keys and what its values were made of.
+    Dict(Py<PyDict>, Vec<(Py<PyString>, Made)>),
+}
+
+impl Made {
+    /// Whether `obj` is the object this record is of, holding what it was made of.
+    pub(crate) fn is(&self, obj: &Bound<'_, PyAny>) -> bool {
+        let py = obj.py();
+        match self {
+            Made::Leaf(o) => obj.is(o),
+            Made::List(list, items) => {
+                obj.is(list) && {
+                    let list = list.bind(py);
+                    list.len() == items.len() && list.iter().zip(items).all(|(o, made)| made.is(&o))
+                }
+            }
+            Made::Dict(dict, entries) => {
+                obj.is(dict) && {
+                    // The iterator knows the dict's size: no second call to ask it.
+                    let items = dict.bind(py).iter();
+                    items.len() == entries.len()
+                        && items
+                            .zip(entries)
+                            .all(|((k, v), (key, made))| k.is(key) && made.is(&v))
+                }
+            }
+        }
+    }
+}
+
+/// [`to_py_bound`] of `value`, with what it was made of.
+pub(crate) fn to_py_made<'py>(
+    py: Python<'py>,
+    value: &Value,
+) -> PyResult<(Bound<'py, PyAny>, Made)> {
+    Ok(match value {
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            let mut made = Vec::with_capacity(items.len());
+            for item in items {
+                let (o, m) = to_py_made(py, item)?;
+                list.append(o)?;
+                made.push(m);
+            }
+            let record = Made::List(list.clone().unbind(), made);
+            (list.into_any(), record)
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            let mut entries = Vec::with_capacity(map.len());
+            for (k, v) in map {
+                let key = PyString::new(py, k);
+                let (o, m) = to_py_made(py, v)?;
+                dict.set_item(&key, o)?;
+                entries.push((key.unbind(), m));
+            }
+            let record = Made::Dict(dict.clone().unbind(), entries);
+            (dict.into_any(), record)
+        }
+        leaf => {
+            let o = to_py_bound(py, leaf)?;
+            let record = Made::Leaf(o.clone().unbind());
+            (o, record)
+        }
+    })
 }
 
 /// A value [`dict_matches`] expects.

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::convert::{to_json, to_py, to_py_err};
 use crate::py::{
     ASYNC_LOCALS, Callable, INTERRUPT, Interrupt, PyModel, PyNodeKind, PyRetriever, PyTool, Reused,
+    ReusedTools,
 };
 use crate::store::{self, Durable};
 
@@ -532,7 +533,7 @@ impl NativeEngine {
             chat: Callable::new(chat, chat_is_async),
             has_stream,
             messages: Reused::default(),
-            tools: Reused::default(),
+            tools: ReusedTools::default(),
             template: Mutex::new(None),
         };
         self.changed(|p| p.models.register(name, Arc::new(model)));

@@ -28,9 +28,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::{
-    RequestSettings, error_text, message_matches, message_to_py, messages_to_py, object_to_py,
-    request_settings, request_template, request_to_py, to_json, to_json_fast, to_py_bound,
-    tool_matches, tool_to_py,
+    Made, RequestSettings, error_text, message_matches, message_to_py, messages_to_py,
+    object_to_py, request_settings, request_template, request_to_py, to_json, to_json_fast,
+    to_py_bound, tool_to_py,
 };
 
 tokio::task_local! {
@@ -262,6 +262,56 @@ impl Reused {
     }
 }
 
+/// The dicts of a model's last request's tool specs, with the specs they were made from and
+/// what each was made of ([`Made`]).
+///
+/// Every request of an `llm` node offering the engine's tools shares one list of specs (until
+/// a tool is registered), so a request with that same list hands out again each dict Python
+/// code left as it was made: a check by identity ([`Made::is`]), which reads no text. A dict
+/// that changed is made anew.
+#[derive(Default)]
+pub(crate) struct ReusedTools(Mutex<Option<MadeTools>>);
+
+/// Tool specs and what the dict of each was made of.
+type MadeTools = (Arc<[ToolSpec]>, Vec<Made>);
+
+impl ReusedTools {
+    /// A new list of the dicts of `specs`.
+    fn list<'py>(&self, py: Python<'py>, specs: &Arc<[ToolSpec]>) -> PyResult<Bound<'py, PyList>> {
+        // Taken out of the lock, as in `Reused::list`.
+        let last = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut made = match last {
+            Some((was, made)) if Arc::ptr_eq(&was, specs) => made,
+            _ => Vec::with_capacity(specs.len()),
+        };
+        let mut dicts = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let kept = match made.get(i) {
+                Some(record @ Made::Dict(dict, _)) => {
+                    let dict = dict.bind(py);
+                    record.is(dict.as_any()).then(|| dict.clone())
+                }
+                _ => None,
+            };
+            let dict = match kept {
+                Some(dict) => dict,
+                None => {
+                    let (dict, record) = tool_to_py(py, spec)?;
+                    match made.get_mut(i) {
+                        Some(slot) => *slot = record,
+                        None => made.push(record),
+                    }
+                    dict
+                }
+            };
+            dicts.push(dict);
+        }
+        let list = PyList::new(py, &dicts)?;
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((specs.clone(), made));
+        Ok(list)
+    }
+}
+
 /// A Python object with `chat(request)` (and optionally `stream(request)`) as a chat model.
 pub(crate) struct PyModel {
     pub(crate) name: String,
@@ -272,7 +322,7 @@ pub(crate) struct PyModel {
     /// The dicts of the last request's messages.
     pub(crate) messages: Reused,
     /// The dicts of the last request's tool specs.
-    pub(crate) tools: Reused,
+    pub(crate) tools: ReusedTools,
     /// The last request's settings and their [`request_template`].
     pub(crate) template: Mutex<Option<(RequestSettings, Py<PyDict>)>>,
 }
@@ -284,9 +334,7 @@ impl PyModel {
             let messages =
                 self.messages
                     .list(py, &request.messages, message_matches, message_to_py)?;
-            let tools = self
-                .tools
-                .list(py, &request.tools, tool_matches, tool_to_py)?;
+            let tools = self.tools.list(py, &request.tools)?;
             let template = self.template(py, request)?;
             let dict = request_to_py(&template, request, messages, tools)?;
             Ok((PyTuple::new(py, [dict])?, None))
