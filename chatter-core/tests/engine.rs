@@ -1366,3 +1366,41 @@ async fn the_observer_sees_top_level_executions_and_every_node_run() {
     assert!(seen.contains(&"node child failed 0".to_owned()), "{seen:?}");
     assert_eq!(seen.iter().filter(|s| *s == "started").count(), 1);
 }
+
+/// A clock one millisecond later at each read.
+#[derive(Debug, Default)]
+struct TickingClock(std::sync::atomic::AtomicI64);
+
+impl chatter_core::engine::Clock for TickingClock {
+    fn now_ms(&self) -> i64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+}
+
+#[tokio::test]
+async fn a_node_run_starts_when_the_one_before_it_ended() {
+    let e = engine_support::builder()
+        .clock(Arc::new(TickingClock::default()))
+        .build();
+    let def = graph(
+        json!([["s", "start"], ["a", "noop"], ["b", "noop"], ["z", "sleep", {"ms": 1}], ["c", "noop"], ["e", "end"]]),
+        json!([["s", "a"], ["a", "b"], ["b", "z"], ["z", "c"], ["c", "e"]]),
+    );
+    let r = e.run(&def, json!({}), RunOptions::default()).await.unwrap();
+    assert_eq!(r.status, ExecutionStatus::Completed, "{:?}", r.error);
+    let times: Vec<(&str, i64, u64)> = r
+        .node_runs
+        .iter()
+        .map(|n| (n.node_id.as_str(), n.started_at_ms, n.duration_ms))
+        .collect();
+    // Each node starts at the clock reading that ended the node before it (one read per
+    // step), also after `z`, which waited: its end is read when its wait is over, and nothing
+    // is awaited between that and `c`'s start.
+    let ids: Vec<&str> = times.iter().map(|t| t.0).collect();
+    assert_eq!(ids, ["s", "a", "b", "z", "c", "e"]);
+    for pair in times.windows(2) {
+        let ((_, start, duration), (_, next, _)) = (pair[0], pair[1]);
+        assert_eq!(next, start + i64::try_from(duration).unwrap(), "{times:?}");
+    }
+    assert!(times.iter().all(|(_, _, d)| *d == 1), "{times:?}");
+}

@@ -201,6 +201,10 @@ pub(crate) struct Run {
     /// Node runs paused by an interrupt, and the earliest time one must be woken.
     waiting: u32,
     wake_at: Option<i64>,
+    /// The clock's reading at the end of the last node run, for the next node run to start
+    /// at when nothing was awaited in between (one clock read per step, not two). Cleared
+    /// before anything that may wait.
+    now_hint: Option<i64>,
     /// The caller keeps no events (`RunOptions::discard_events`, not durable): the log is
     /// muted and the hot path does not build them.
     quiet: bool,
@@ -330,6 +334,7 @@ impl Run {
             resume_inputs,
             waiting: 0,
             wake_at: None,
+            now_hint: None,
             quiet,
             keep_state: false,
         }
@@ -368,6 +373,11 @@ impl Run {
 
     fn now(&self) -> i64 {
         self.services.clock.now_ms()
+    }
+
+    /// When a node run starts now: the end of the last one when nothing was awaited since.
+    fn start_time(&mut self) -> i64 {
+        self.now_hint.take().unwrap_or_else(|| self.now())
     }
 
     /// Runs the execution to its end; returns the result, and the final state when it is kept
@@ -423,6 +433,7 @@ impl Run {
                 inline_runs += 1;
                 if inline_runs.is_multiple_of(256) {
                     // A long run of nodes that never wait must not hold the thread.
+                    self.now_hint = None;
                     tokio::task::yield_now().await;
                 }
                 // `sync`: the steps staged are written before a node that is not pure starts
@@ -431,6 +442,7 @@ impl Run {
                 let fuse = self.sync_steps_staged() && !plan.nodes[act.node as usize].node.pure();
                 if let Some(mut launch) = self.start(plan, act, fuse) {
                     if fuse {
+                        self.now_hint = None;
                         match launch.intent.take() {
                             Some(intent) => self.write_intent(&intent).await,
                             None => self.write_staged().await,
@@ -478,6 +490,7 @@ impl Run {
                 break;
             }
             // `sync`: nothing is left staged while the execution waits.
+            self.now_hint = None;
             self.write_staged().await;
             if self.end.is_some() {
                 break;
@@ -642,6 +655,7 @@ impl Run {
             return;
         }
         if let Some(writer) = self.writer.as_mut() {
+            self.now_hint = None;
             writer.flush(false).await;
         }
         self.check_writer();
@@ -662,6 +676,7 @@ impl Run {
             return;
         }
         if let Some(writer) = self.writer.as_mut() {
+            self.now_hint = None;
             writer.flush(false).await;
         }
         self.check_writer();
@@ -765,7 +780,7 @@ impl Run {
             return None;
         }
         self.steps += 1;
-        let started_at_ms = self.now();
+        let started_at_ms = self.start_time();
         if !self.quiet {
             self.log.push_at(
                 started_at_ms,
@@ -895,6 +910,7 @@ impl Run {
         let node = act.node;
         let n = &plan.nodes[node as usize];
         let now = self.now();
+        self.now_hint = Some(now);
         let duration_ms = u64::try_from(now - started_at_ms).unwrap_or(0);
         match result {
             Ok(output) if output.route == Route::Wait => {
