@@ -23,6 +23,7 @@
 //! ```
 
 pub mod analytics;
+mod cancel;
 pub mod definition;
 pub mod engine;
 pub mod error;
@@ -46,6 +47,7 @@ pub mod tools;
 pub mod tracker;
 pub mod validate;
 
+pub use cancel::CancelToken;
 pub use definition::{
     Branch, Edge, EdgeId, JoinMode, NodeId, NodeKind, NodeSpec, Shape, WorkflowBuilder,
     WorkflowDefinition,

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use crate::cancel::CancelToken;
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 pub use crate::model::ToolSpec;
@@ -27,7 +27,7 @@ pub struct ToolContext {
     /// The id of the model's tool call.
     pub call_id: String,
     /// Cancelled when the execution is cancelled or the call times out.
-    pub cancel: CancellationToken,
+    pub cancel: CancelToken,
 }
 
 /// A tool a model can call.

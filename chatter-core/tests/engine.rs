@@ -1404,3 +1404,84 @@ async fn a_node_run_starts_when_the_one_before_it_ended() {
     }
     assert!(times.iter().all(|(_, _, d)| *d == 1), "{times:?}");
 }
+
+/// Hands its token to a task of its own (work a node started that outlives its future), which
+/// records `id` in `seen` once the token is cancelled; then waits for a long time. With
+/// `sub`, it first runs a sub-graph of one such node (`inner`).
+struct Watch {
+    id: String,
+    sub: bool,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Node for Watch {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        let (token, seen, id) = (ctx.cancel.clone(), self.seen.clone(), self.id.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            seen.lock().unwrap().push(id);
+        });
+        if self.sub {
+            let def = graph(json!([["inner", "watch"]]), json!([]));
+            let runner = ctx.subgraphs.clone().unwrap();
+            runner.run_subgraph(&ctx, Arc::new(def), json!({})).await?;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        Ok(NodeOutput::default())
+    }
+}
+
+fn watching_engine(seen: &Arc<std::sync::Mutex<Vec<String>>>) -> chatter_core::Engine {
+    let (a, b) = (seen.clone(), seen.clone());
+    engine_support::builder()
+        .register_node("watch", move |spec: &NodeSpec| {
+            Ok(Arc::new(Watch {
+                id: spec.id.0.clone(),
+                sub: false,
+                seen: a.clone(),
+            }) as Arc<dyn Node>)
+        })
+        .register_node("watch_sub", move |spec: &NodeSpec| {
+            Ok(Arc::new(Watch {
+                id: spec.id.0.clone(),
+                sub: true,
+                seen: b.clone(),
+            }) as Arc<dyn Node>)
+        })
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_timeout_or_a_cancellation_reaches_the_work_a_node_handed_its_token() {
+    // A node that times out: its token is cancelled, not only its future dropped.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let e = watching_engine(&seen);
+    let def = graph(
+        json!([["s", "start"], ["slow", "watch", {"timeout_ms": 100}], ["other", "watch_sub"]]),
+        json!([["s", "slow"]]),
+    );
+    // `other` (no edge in) is dead: only `slow` runs.
+    let r = e.run(&def, json!({}), RunOptions::default()).await.unwrap();
+    assert_eq!(r.status, ExecutionStatus::Failed);
+    assert_eq!(r.error.unwrap().class, "timeout");
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert_eq!(*seen.lock().unwrap(), ["slow"]);
+
+    // A cancelled execution: its nodes' tokens are cancelled, down into a sub-graph.
+    seen.lock().unwrap().clear();
+    let def = graph(
+        json!([["s", "start"], ["outer", "watch_sub"]]),
+        json!([["s", "outer"]]),
+    );
+    let handle = e.start(&def, json!({}), RunOptions::default()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(seen.lock().unwrap().is_empty(), "nothing cancelled yet");
+    handle.cancel();
+    let r = handle.result().await.unwrap();
+    assert_eq!(r.status, ExecutionStatus::Cancelled);
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["inner", "outer"]);
+}

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use chatter_core::CancelToken;
 use chatter_core::tools::{RecordedCall, StubTools};
 use chatter_core::{Error, ErrorClass, ToolContext};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 fn context(call_id: &str, key: &str) -> ToolContext {
     ToolContext {
@@ -17,7 +17,7 @@ fn context(call_id: &str, key: &str) -> ToolContext {
         iteration: 0,
         attempt: 1,
         call_id: call_id.to_owned(),
-        cancel: CancellationToken::new(),
+        cancel: CancelToken::new(),
     }
 }
 

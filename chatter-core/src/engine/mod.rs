@@ -616,6 +616,7 @@ impl Engine {
             input,
             options,
             None,
+            None,
             replay,
         )
     }
@@ -828,7 +829,6 @@ impl SubgraphRunner for Engine {
                 parent.iteration
             )),
             limits: Some(limits),
-            cancel: Some(parent.cancel.child_token()),
             // Only the sub-graph's state, response and usage are read; the tokens and tool
             // calls its nodes emit reach the parent through the sink, not through this log.
             discard_events: true,
@@ -840,6 +840,7 @@ impl SubgraphRunner for Engine {
             input,
             options,
             Some(parent.events.clone()),
+            Some(&parent.cancel),
             None,
         );
         let span = execution_span(run.execution_id());

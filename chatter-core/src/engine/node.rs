@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
+use crate::cancel::CancelToken;
 use crate::definition::{NodeSpec, WorkflowDefinition};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, EventSink};
@@ -349,7 +349,7 @@ pub struct NodeContext {
     /// Where tokens and tool-call events go.
     pub events: Arc<dyn EventSink>,
     /// Cancelled when the execution is cancelled or the node times out.
-    pub cancel: CancellationToken,
+    pub cancel: CancelToken,
     /// For an `error_handler`: the failure that routed here.
     pub failure: Option<Arc<NodeFailure>>,
     /// Runs sub-graphs (`map`, `subworkflow`).
@@ -374,7 +374,7 @@ impl NodeContext {
             state: Arc::new(state),
             services,
             events: Arc::new(DiscardEvents),
-            cancel: CancellationToken::new(),
+            cancel: CancelToken::new(),
             failure: None,
             subgraphs: None,
             tokens_left: None,

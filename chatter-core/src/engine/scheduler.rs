@@ -26,6 +26,7 @@ use super::plan::{EdgeRole, Join, Plan, PlanNode};
 use super::policy::{class_name, fnv};
 use super::result::{ExecutionFailure, ExecutionResult, ExecutionStatus, NodeRun, NodeRunStatus};
 use super::{Engine, Limits, RunOptions};
+use crate::cancel::CancelToken;
 use crate::definition::NodeSpec;
 use crate::error::{Error, ErrorClass, Result};
 use crate::event::{EventKind, EventSink};
@@ -158,7 +159,11 @@ pub(crate) struct Run {
     sink: Arc<dyn EventSink>,
     exec_id: Arc<str>,
     limits: Limits,
+    /// The execution's token: what its host cancels.
     cancel: CancellationToken,
+    /// The token the node runs' tokens are made from: cancelled once the execution is
+    /// cancelled or ends (and, for a sub-graph, with its parent node's token).
+    nodes: CancelToken,
     /// Shared with the contexts of the nodes that read it; a change copies it only while one of
     /// them still runs (`Arc::make_mut`).
     state: Arc<State>,
@@ -220,6 +225,7 @@ impl Run {
         input: Value,
         options: RunOptions,
         parent_sink: Option<Arc<dyn EventSink>>,
+        parent_cancel: Option<&CancelToken>,
         replay: Option<Replay>,
     ) -> Run {
         let inner = engine.inner();
@@ -264,6 +270,7 @@ impl Run {
         let cancel = options
             .cancel
             .map_or_else(CancellationToken::new, |t| t.child_token());
+        let nodes = parent_cancel.map_or_else(CancelToken::new, CancelToken::child_token);
         let mut limits = options.limits.unwrap_or_else(|| inner.limits.clone());
         limits.max_concurrency = limits.max_concurrency.max(1);
         let mut state = State::new(input, options.history);
@@ -304,6 +311,7 @@ impl Run {
             exec_id,
             limits,
             cancel,
+            nodes,
             state: Arc::new(state),
             owner: options.owner,
             started_at_ms,
@@ -375,6 +383,12 @@ impl Run {
         self.services.clock.now_ms()
     }
 
+    /// Whether the execution is cancelled: by its host, or (a sub-graph's) with its parent
+    /// node. The node runs' token is read first: it takes no lock.
+    fn cancelled(&self) -> bool {
+        self.nodes.is_cancelled() || self.cancel.is_cancelled()
+    }
+
     /// When a node run starts now: the end of the last one when nothing was awaited since.
     fn start_time(&mut self) -> i64 {
         self.now_hint.take().unwrap_or_else(|| self.now())
@@ -418,12 +432,16 @@ impl Run {
         let cancel = self.cancel.clone();
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
+        // A sub-graph's nodes are cancelled with its parent node: its token is not the host's.
+        let nodes = self.nodes.clone();
+        let nodes_cancelled = nodes.cancelled();
+        tokio::pin!(nodes_cancelled);
         let deadline = tokio::time::sleep(Duration::from_millis(self.limits.execution_timeout_ms));
         tokio::pin!(deadline);
         let mut inline_runs = 0u32;
         loop {
             while self.end.is_none() && running.len() < self.limits.max_concurrency {
-                if cancel.is_cancelled() {
+                if self.cancelled() {
                     self.end = Some(End::Cancelled("cancelled by request".into()));
                     break;
                 }
@@ -466,8 +484,8 @@ impl Run {
                                 }
                                 Err(error) if launch.may_retry(&error, launch.act.attempt) => {
                                     let log = self.log.clone();
-                                    let cancel = self.cancel.clone();
-                                    running.push(Box::pin(drive(launch, Some(error), log, cancel)));
+                                    let nodes = self.nodes.clone();
+                                    running.push(Box::pin(drive(launch, Some(error), log, nodes)));
                                 }
                                 Err(error) => {
                                     let attempt = launch.act.attempt;
@@ -480,8 +498,8 @@ impl Run {
                         }
                         std::task::Poll::Pending => {
                             let log = self.log.clone();
-                            let cancel = self.cancel.clone();
-                            running.push(Box::pin(drive(launch, None, log, cancel)));
+                            let nodes = self.nodes.clone();
+                            running.push(Box::pin(drive(launch, None, log, nodes)));
                         }
                     }
                 }
@@ -498,6 +516,9 @@ impl Run {
             tokio::select! {
                 biased;
                 () = &mut cancelled => {
+                    self.end = Some(End::Cancelled("cancelled by request".into()));
+                }
+                () = &mut nodes_cancelled => {
                     self.end = Some(End::Cancelled("cancelled by request".into()));
                 }
                 () = &mut deadline => {
@@ -524,6 +545,7 @@ impl Run {
         }
         // Whatever still runs is stopped: its context's token first, then its future dropped.
         self.cancel.cancel();
+        self.nodes.cancel();
         drop(running);
         self.finish().await
     }
@@ -801,7 +823,7 @@ impl Run {
             state: self.snapshot(),
             services: self.services.clone(),
             events: self.sink.clone(),
-            cancel: self.cancel.child_token(),
+            cancel: self.nodes.child_token(),
             failure: act.failure.clone(),
             subgraphs: Some(self.subgraphs.clone()),
             tokens_left: self
@@ -1075,7 +1097,7 @@ impl Run {
             error_class: Some(class.clone()),
             route: Route::Edges,
         });
-        if cancelled && self.cancel.is_cancelled() {
+        if cancelled && self.cancelled() {
             return;
         }
         let failure = |retries| {
@@ -1699,7 +1721,7 @@ struct Launch<'p> {
     /// A context for further attempts (only when the retry policy allows them).
     retry_ctx: Option<NodeContext>,
     /// The current attempt's token, cancelled when it times out.
-    cancel: CancellationToken,
+    cancel: CancelToken,
     timeout_ms: u64,
     act: Activation,
     slot: u64,
@@ -1736,7 +1758,7 @@ async fn drive(
     mut launch: Launch<'_>,
     first_error: Option<Error>,
     log: Arc<EventLog>,
-    exec_cancel: CancellationToken,
+    nodes: CancelToken,
 ) -> Completion {
     let spec = launch.node.spec.clone();
     let mut attempt = launch.act.attempt;
@@ -1750,7 +1772,7 @@ async fn drive(
         }
     };
     loop {
-        if !launch.may_retry(&error, attempt) || exec_cancel.is_cancelled() {
+        if !launch.may_retry(&error, attempt) || nodes.is_cancelled() {
             return launch.completion(attempt, Err(error));
         }
         let tries = attempt - launch.act.attempt + 1;
@@ -1784,7 +1806,7 @@ async fn drive(
             return launch.completion(attempt, Err(error));
         };
         ctx.attempt = attempt;
-        ctx.cancel = exec_cancel.child_token();
+        ctx.cancel = nodes.child_token();
         let cancel = ctx.cancel.clone();
         log.push(EventKind::NodeStarted {
             node_id: spec.id.0.clone(),
@@ -1824,7 +1846,7 @@ fn node_span(execution_id: &str, spec: &NodeSpec, iteration: u32, attempt: u32) 
 /// Awaits an attempt under its timeout; a timeout cancels the attempt's token.
 async fn finish_attempt(
     fut: &mut NodeFuture<'_>,
-    cancel: &CancellationToken,
+    cancel: &CancelToken,
     spec: &NodeSpec,
     timeout_ms: u64,
 ) -> Result<NodeOutput> {

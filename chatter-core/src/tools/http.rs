@@ -24,11 +24,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cancel::CancelToken;
 use async_trait::async_trait;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::definition::NodeSpec;
 use crate::engine::{Node, NodeContext, NodeFactory, NodeOutput};
@@ -165,7 +165,7 @@ const CANCELLED: &str = "request cancelled";
 
 /// The error for a failure: [`Error::Cancelled`] when the request was cancelled, else `other`.
 fn failure_error(
-    cancel: &CancellationToken,
+    cancel: &CancelToken,
     failure: Failure,
     other: impl FnOnce(Failure) -> Error,
 ) -> Error {
@@ -246,7 +246,7 @@ async fn execute(
     client: &reqwest::Client,
     limits: &Limits,
     request: HttpRequestSpec,
-    cancel: &CancellationToken,
+    cancel: &CancelToken,
 ) -> Result<Value, Failure> {
     let work = execute_inner(client, limits, request);
     tokio::select! {
