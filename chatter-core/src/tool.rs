@@ -43,6 +43,18 @@ pub trait Tool: Send + Sync {
     /// [`crate::Error::Tool`] (or any error) when the call fails; the tool node turns it into a
     /// tool result message or a node failure according to its policy.
     async fn call(&self, arguments: Value, context: &ToolContext) -> Result<Value>;
+
+    /// [`Tool::call`] with the arguments borrowed: what the `tool` node calls (the model's
+    /// arguments stay in the conversation). The default copies them for `call`; a tool that
+    /// only reads them (the Python binding's, which converts them) overrides this and saves
+    /// the copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tool::call`].
+    async fn call_borrowed(&self, arguments: &Value, context: &ToolContext) -> Result<Value> {
+        self.call(arguments.clone(), context).await
+    }
 }
 
 /// Tools by name.
@@ -120,9 +132,28 @@ mod tests {
             }
         }
 
-        async fn call(&self, _arguments: Value, _context: &ToolContext) -> Result<Value> {
-            Ok(Value::Null)
+        async fn call(&self, arguments: Value, _context: &ToolContext) -> Result<Value> {
+            Ok(json!({"tool": self.0, "got": arguments}))
         }
+    }
+
+    #[tokio::test]
+    async fn a_borrowed_call_is_the_call_by_default() {
+        let ctx = ToolContext {
+            idempotency_key: "k".into(),
+            execution_id: "e".into(),
+            node_id: "n".into(),
+            iteration: 0,
+            attempt: 1,
+            call_id: "c".into(),
+            cancel: CancelToken::new(),
+        };
+        let tool = Named("search", "finds");
+        let args = json!({"q": "x"});
+        assert_eq!(
+            tool.call_borrowed(&args, &ctx).await.unwrap(),
+            json!({"tool": "search", "got": {"q": "x"}})
+        );
     }
 
     fn described(specs: &[ToolSpec]) -> Vec<(&str, &str)> {

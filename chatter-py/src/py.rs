@@ -200,10 +200,14 @@ impl Tool for PyTool {
         self.spec.clone()
     }
 
-    async fn call(&self, arguments: Value, _context: &ToolContext) -> Result<Value> {
+    async fn call(&self, arguments: Value, context: &ToolContext) -> Result<Value> {
+        self.call_borrowed(&arguments, context).await
+    }
+
+    async fn call_borrowed(&self, arguments: &Value, _context: &ToolContext) -> Result<Value> {
         let args: ArgsBuilder<'_> = Box::new(|py| {
             let empty = PyTuple::empty(py);
-            match &arguments {
+            match arguments {
                 Value::Object(map) => Ok((empty, Some(object_to_py(py, map)?))),
                 Value::Null => Ok((empty, None)),
                 other => Ok((PyTuple::new(py, [to_py_bound(py, other)?])?, None)),

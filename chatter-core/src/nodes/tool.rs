@@ -308,7 +308,7 @@ impl ToolNode {
         let limit = self.config.tool_timeout_ms;
         let result = tokio::time::timeout(
             Duration::from_millis(limit),
-            tool.call(call.arguments.clone(), &tool_ctx),
+            tool.call_borrowed(&call.arguments, &tool_ctx),
         )
         .await;
         let (ok, value) = match result {
