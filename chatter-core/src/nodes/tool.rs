@@ -306,11 +306,16 @@ impl ToolNode {
             cancel: ctx.cancel.child_token(),
         };
         let limit = self.config.tool_timeout_ms;
-        let result = tokio::time::timeout(
-            Duration::from_millis(limit),
-            tool.call_borrowed(&call.arguments, &tool_ctx),
-        )
-        .await;
+        // Most calls (a Python function) finish on their first poll, which needs no timer (a
+        // clock read and a handle on the runtime's timer); a call that waits runs under its
+        // timeout from then on.
+        let mut running = std::pin::pin!(tool.call_borrowed(&call.arguments, &tool_ctx));
+        let result = match futures::poll!(running.as_mut()) {
+            std::task::Poll::Ready(result) => Ok(result),
+            std::task::Poll::Pending => {
+                tokio::time::timeout(Duration::from_millis(limit), running).await
+            }
+        };
         let (ok, value) = match result {
             Ok(Ok(value)) => (true, value),
             Ok(Err(e)) => (false, Value::String(format!("Error: {e}"))),
