@@ -164,6 +164,36 @@ pub(crate) fn tool_to_py<'py>(
     Ok((d, made))
 }
 
+/// Whether `a` and `b` are the same tool specs, in the same order: what [`tool_to_py`] makes of
+/// one is what it makes of the other (JSON compared with its objects' keys in order, which
+/// `Value`'s own `==` ignores).
+pub(crate) fn same_specs(a: &[ToolSpec], b: &[ToolSpec]) -> bool {
+    fn same_json(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|((kx, vx), (ky, vy))| kx == ky && same_json(vx, vy))
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(vx, vy)| same_json(vx, vy))
+            }
+            // `-0.0 == 0.0`, but Python prints them apart; `1 != 1.0` already.
+            (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => {
+                x.as_f64().map(f64::to_bits) == y.as_f64().map(f64::to_bits)
+            }
+            _ => a == b,
+        }
+    }
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.name == y.name
+                && x.description == y.description
+                && same_json(&x.parameters, &y.parameters)
+        })
+}
+
 /// What a dict or list handed to Python code was made of: the object and, for a container,
 /// the objects it held when it was made (a dict's keys too, in order).
 ///

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::convert::{
     Made, RequestSettings, error_text, message_matches, message_to_py, messages_to_py,
-    object_to_py, request_settings, request_template, request_to_py, to_json, to_json_fast,
-    to_py_bound, tool_to_py,
+    object_to_py, request_settings, request_template, request_to_py, same_specs, to_json,
+    to_json_fast, to_py_bound, tool_to_py,
 };
 
 tokio::task_local! {
@@ -270,9 +270,10 @@ impl Reused {
 /// what each was made of ([`Made`]).
 ///
 /// Every request of an `llm` node offering the engine's tools shares one list of specs (until
-/// a tool is registered), so a request with that same list hands out again each dict Python
-/// code left as it was made: a check by identity ([`Made::is`]), which reads no text. A dict
-/// that changed is made anew.
+/// a tool is registered); a node naming its tools makes an equal list each time
+/// ([`same_specs`]). A request with the same specs hands out again each dict Python code left
+/// as it was made: a check by identity ([`Made::is`]), which reads no text. A dict that changed
+/// is made anew.
 #[derive(Default)]
 pub(crate) struct ReusedTools(Mutex<Option<MadeTools>>);
 
@@ -285,7 +286,7 @@ impl ReusedTools {
         // Taken out of the lock, as in `Reused::list`.
         let last = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
         let mut made = match last {
-            Some((was, made)) if Arc::ptr_eq(&was, specs) => made,
+            Some((was, made)) if Arc::ptr_eq(&was, specs) || same_specs(&was, specs) => made,
             _ => Vec::with_capacity(specs.len()),
         };
         let mut dicts = Vec::with_capacity(specs.len());

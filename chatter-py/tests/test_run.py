@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
 import time
@@ -181,6 +182,32 @@ def test_a_model_that_changes_its_requests_gets_whole_ones_next(react: chatter.W
     assert second["tools"][0] is first["tools"][0]
     assert vandal.requests[1]["messages"][0] is not vandal.requests[0]["messages"][0]
     assert vandal.requests[1]["tools"][0] is not vandal.requests[0]["tools"][0]
+
+
+def test_a_node_naming_its_tools_hands_out_the_same_tool_dicts_until_one_changes() -> None:
+    # A node naming its tools makes a new list of specs for each request: equal specs still
+    # get the dicts of the last request, unless the model changed them.
+    def lookup(q: str) -> str:
+        """Looks up q."""
+        return q.upper()
+
+    wf = copy.deepcopy(REACT)
+    wf["nodes"][1]["config"] = {"tools": ["lookup"]}
+    for vandal in (False, True):
+        engine = chatter.Engine()
+        engine.register_tool("lookup", lookup)
+        model = _Looker(vandal)
+        engine.register_model("py", model, default=True)
+        assert engine.run(wf, "go").response == "done after 3"
+        first, second = model.requests[0]["tools"][0], model.requests[1]["tools"][0]
+        assert (second is first) != vandal
+        assert json.loads(model.seen[1])["tools"] == [{
+            "name": "lookup",
+            "description": "Looks up q.",
+            "parameters": {
+                "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"],
+            },
+        }]
 
 
 class _Dict(dict):  # type: ignore[type-arg]
