@@ -1433,22 +1433,19 @@ impl Node for Watch {
 }
 
 fn watching_engine(seen: &Arc<std::sync::Mutex<Vec<String>>>) -> chatter_core::Engine {
-    let (a, b) = (seen.clone(), seen.clone());
+    let kind = |sub: bool| {
+        let seen = seen.clone();
+        move |spec: &NodeSpec| {
+            Ok(Arc::new(Watch {
+                id: spec.id.0.clone(),
+                sub,
+                seen: seen.clone(),
+            }) as Arc<dyn Node>)
+        }
+    };
     engine_support::builder()
-        .register_node("watch", move |spec: &NodeSpec| {
-            Ok(Arc::new(Watch {
-                id: spec.id.0.clone(),
-                sub: false,
-                seen: a.clone(),
-            }) as Arc<dyn Node>)
-        })
-        .register_node("watch_sub", move |spec: &NodeSpec| {
-            Ok(Arc::new(Watch {
-                id: spec.id.0.clone(),
-                sub: true,
-                seen: b.clone(),
-            }) as Arc<dyn Node>)
-        })
+        .register_node("watch", kind(false))
+        .register_node("watch_sub", kind(true))
         .build()
 }
 
