@@ -1482,3 +1482,64 @@ async fn a_node_timeout_or_a_cancellation_reaches_the_work_a_node_handed_its_tok
     got.sort();
     assert_eq!(got, ["inner", "outer"]);
 }
+
+/// Runs a sub-graph whose one node sleeps for an hour (and does not look at its token),
+/// cancels its own token after 50 ms, and records in `sub` how the sub-graph ended.
+struct CancelsItsSubgraph;
+
+/// Sleeps for an hour, deaf to its token.
+struct Deaf;
+
+#[async_trait]
+impl Node for Deaf {
+    async fn run(&self, _ctx: NodeContext) -> Result<NodeOutput> {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        Ok(NodeOutput::default())
+    }
+}
+
+#[async_trait]
+impl Node for CancelsItsSubgraph {
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput> {
+        let def = graph(json!([["nap", "deaf"]]), json!([]));
+        let runner = ctx.subgraphs.clone().unwrap();
+        let token = ctx.cancel.clone();
+        let cancel = async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            token.cancel();
+        };
+        let (ended, ()) = tokio::join!(runner.run_subgraph(&ctx, Arc::new(def), json!({})), cancel);
+        let how = match ended {
+            Err(Error::Cancelled { .. }) => "cancelled",
+            Err(_) => "failed",
+            Ok(_) => "completed",
+        };
+        Ok(NodeOutput::delta(StateDelta {
+            variables: vec![("sub".into(), VariableOp::Set(json!(how)))],
+            ..StateDelta::default()
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sub_graph_ends_cancelled_when_its_parent_nodes_token_is_cancelled() {
+    let e = engine_support::builder()
+        .register_node("parent", |_: &NodeSpec| {
+            Ok(Arc::new(CancelsItsSubgraph) as Arc<dyn Node>)
+        })
+        .register_node("deaf", |_: &NodeSpec| Ok(Arc::new(Deaf) as Arc<dyn Node>))
+        .build();
+    let def = graph(
+        json!([["s", "start"], ["p", "parent"]]),
+        json!([["s", "p"]]),
+    );
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        e.run(&def, json!({}), RunOptions::default()),
+    )
+    .await
+    .expect("the sub-graph stops when its parent's token is cancelled, though its node is deaf")
+    .unwrap();
+    assert_eq!(r.status, ExecutionStatus::Completed, "{:?}", r.error);
+    assert_eq!(r.variables["sub"], "cancelled");
+}

@@ -433,9 +433,12 @@ impl Run {
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
         // A sub-graph's nodes are cancelled with its parent node: its token is not the host's.
+        // (A top-level run's node token is cancelled only by the run itself, at its end: it
+        // is not waited on.)
         let nodes = self.nodes.clone();
         let nodes_cancelled = nodes.cancelled();
         tokio::pin!(nodes_cancelled);
+        let sub_graph = !self.top_level;
         let deadline = tokio::time::sleep(Duration::from_millis(self.limits.execution_timeout_ms));
         tokio::pin!(deadline);
         let mut inline_runs = 0u32;
@@ -518,7 +521,7 @@ impl Run {
                 () = &mut cancelled => {
                     self.end = Some(End::Cancelled("cancelled by request".into()));
                 }
-                () = &mut nodes_cancelled => {
+                () = &mut nodes_cancelled, if sub_graph => {
                     self.end = Some(End::Cancelled("cancelled by request".into()));
                 }
                 () = &mut deadline => {
